@@ -1,0 +1,71 @@
+# The only two set-up commands a user types are `make run PAIR=ETH-SOL` and `make test`:
+# every target below creates .venv/ on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+PAIR   ?= ETH-SOL
+VENUE  ?= sim
+ARGS   ?=
+RUN_FLAGS := --pair $(PAIR) --venue $(VENUE)
+ifdef CYCLES
+RUN_FLAGS += --cycles $(CYCLES)
+endif
+ifdef SEED
+RUN_FLAGS += --seed $(SEED)
+endif
+ifdef CLOCK
+RUN_FLAGS += --clock $(CLOCK)
+endif
+ifdef FAULTS
+RUN_FLAGS += --faults $(FAULTS)
+endif
+ifdef JOURNAL
+RUN_FLAGS += --journal $(JOURNAL)
+endif
+ifdef GATEWAY
+RUN_FLAGS += --gateway $(GATEWAY)
+endif
+ifdef NETWORK
+RUN_FLAGS += --network $(NETWORK)
+endif
+
+.PHONY: venv run test check lint typecheck diagrams replay bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dnpair run $(RUN_FLAGS) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+	$(BIN)/dnpair diagrams --check
+
+diagrams: $(STAMP)
+	$(BIN)/dnpair diagrams --out diagrams
+
+replay: $(STAMP)
+	@test -n "$(LOG)" || (echo "usage: make replay LOG=path/to/journal.db" >&2; exit 2)
+	$(BIN)/dnpair replay $(LOG)
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info
