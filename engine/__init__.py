@@ -1,0 +1,1 @@
+"""The engine: clock, deadlines, events, intents, loop, journal, replay, ledger."""

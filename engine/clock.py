@@ -1,0 +1,156 @@
+"""Engine clocks. The engine is the only place that reads time.
+
+Time is integer nanoseconds everywhere so that journal timestamps replay exactly.
+`WallClock` is monotonic and schedules through the running asyncio loop;
+`VirtualClock` is driven by hand (tests, chaos, replay, the sim on simulated time)
+and fires timers in (due time, sequence) order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Protocol
+
+__all__ = [
+    "NS_PER_S",
+    "Clock",
+    "TimerHandle",
+    "VirtualClock",
+    "WallClock",
+    "ns_to_seconds",
+    "seconds_to_ns",
+]
+
+NS_PER_S = 1_000_000_000
+
+
+def seconds_to_ns(seconds: Decimal | int | float | str) -> int:
+    """Convert seconds to integer nanoseconds, exactly for Decimal/str input."""
+    if isinstance(seconds, float):
+        seconds = Decimal(repr(seconds))
+    return int(Decimal(seconds) * NS_PER_S)
+
+
+def ns_to_seconds(ns: int) -> Decimal:
+    return Decimal(ns) / NS_PER_S
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now_ns(self) -> int: ...
+
+    def call_at(self, due_ns: int, callback: Callable[[], None]) -> TimerHandle: ...
+
+    def call_later(self, delay_ns: int, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+class WallClock:
+    """Monotonic wall time; timers run on the asyncio loop that is running when armed."""
+
+    def __init__(self) -> None:
+        self._origin = time.monotonic_ns()
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns() - self._origin
+
+    def call_at(self, due_ns: int, callback: Callable[[], None]) -> TimerHandle:
+        return self.call_later(due_ns - self.now_ns(), callback)
+
+    def call_later(self, delay_ns: int, callback: Callable[[], None]) -> TimerHandle:
+        loop = asyncio.get_running_loop()
+        return loop.call_later(max(delay_ns, 0) / NS_PER_S, callback)
+
+
+class _VirtualTimer:
+    __slots__ = ("callback", "cancelled", "due_ns", "seq")
+
+    def __init__(self, due_ns: int, seq: int, callback: Callable[[], None]) -> None:
+        self.due_ns = due_ns
+        self.seq = seq
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: _VirtualTimer) -> bool:
+        return (self.due_ns, self.seq) < (other.due_ns, other.seq)
+
+
+class VirtualClock:
+    """Simulated time. Nothing moves until `advance`, `advance_to` or `run_until_idle`."""
+
+    def __init__(self, start_ns: int = 0) -> None:
+        self._now = start_ns
+        self._seq = 0
+        self._heap: list[_VirtualTimer] = []
+
+    def now_ns(self) -> int:
+        return self._now
+
+    def call_at(self, due_ns: int, callback: Callable[[], None]) -> TimerHandle:
+        # A timer due in the past fires at the next advance, never "before now".
+        self._seq += 1
+        timer = _VirtualTimer(max(due_ns, self._now), self._seq, callback)
+        heapq.heappush(self._heap, timer)
+        return timer
+
+    def call_later(self, delay_ns: int, callback: Callable[[], None]) -> TimerHandle:
+        return self.call_at(self._now + max(delay_ns, 0), callback)
+
+    def next_due_ns(self) -> int | None:
+        self._drop_cancelled()
+        return self._heap[0].due_ns if self._heap else None
+
+    def pending(self) -> int:
+        return sum(1 for t in self._heap if not t.cancelled)
+
+    def fire_next(self) -> bool:
+        """Jump to the earliest timer and fire it. False when no timer is pending."""
+        self._drop_cancelled()
+        if not self._heap:
+            return False
+        timer = heapq.heappop(self._heap)
+        self._now = max(self._now, timer.due_ns)
+        timer.callback()
+        return True
+
+    def advance_to(self, target_ns: int) -> int:
+        """Fire every timer due at or before `target_ns`, in order; returns how many fired."""
+        if target_ns < self._now:
+            raise ValueError(f"virtual time cannot go backwards ({target_ns} < {self._now})")
+        fired = 0
+        while True:
+            due = self.next_due_ns()
+            if due is None or due > target_ns:
+                break
+            self.fire_next()
+            fired += 1
+        self._now = target_ns
+        return fired
+
+    def advance(self, delta_ns: int) -> int:
+        return self.advance_to(self._now + delta_ns)
+
+    def set_time(self, target_ns: int) -> None:
+        """Move time without firing anything (replay drives time from recorded stamps)."""
+        if target_ns < self._now:
+            raise ValueError(f"virtual time cannot go backwards ({target_ns} < {self._now})")
+        self._now = target_ns
+
+    def run_until_idle(self, limit: int = 1_000_000) -> int:
+        fired = 0
+        while fired < limit and self.fire_next():
+            fired += 1
+        return fired
+
+    def _drop_cancelled(self) -> None:
+        while self._heap and self._heap[0].cancelled:
+            heapq.heappop(self._heap)

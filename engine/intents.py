@@ -1,0 +1,126 @@
+"""Outbound intents: what the machines ask the adapters to do. Imperative names.
+
+Intent ids are deterministic (`{machine}:{n}`), never random, so a replay emits
+byte-identical intents and a restart can query an order by the id it journaled.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import ClassVar
+
+import attrs
+
+from engine.messages import Message
+from engine.messages import dec
+from engine.messages import message
+from engine.messages import opt_dec
+
+__all__ = [
+    "RISK_REDUCING",
+    "CancelOrder",
+    "CancelProductOrders",
+    "Halt",
+    "Intent",
+    "PlaceOrder",
+    "QueryOpenOrders",
+    "QueryOrder",
+    "QueryPositions",
+    "SendAlert",
+]
+
+TIME_IN_FORCE = ("ioc", "fok", "post_only", "default")
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Decimal], value: Decimal) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value}")
+
+
+class Intent(Message):
+    """Base of all outbound intents."""
+
+
+@message
+@attrs.frozen(kw_only=True)
+class PlaceOrder(Intent):
+    """A limit order. A "market" order is an IOC priced through the book by a slippage cap."""
+
+    kind: ClassVar[str] = "place_order"
+    order_id: str
+    product_id: int
+    side: str = attrs.field(validator=attrs.validators.in_(("buy", "sell")))
+    qty: Decimal = attrs.field(converter=dec, validator=_positive)
+    price: Decimal = attrs.field(converter=dec, validator=_positive)
+    tif: str = attrs.field(validator=attrs.validators.in_(TIME_IN_FORCE))
+    reduce_only: bool = False
+    purpose: str = ""  # e.g. "build", "unwind", "repair", "emergency"
+
+
+@message
+@attrs.frozen(kw_only=True)
+class CancelOrder(Intent):
+    kind: ClassVar[str] = "cancel_order"
+    order_id: str
+    product_id: int
+    digest: str | None = None  # for orphans known only by their venue digest
+
+
+@message
+@attrs.frozen(kw_only=True)
+class CancelProductOrders(Intent):
+    kind: ClassVar[str] = "cancel_product_orders"
+    request_id: str
+    product_ids: tuple[int, ...] = attrs.field(converter=tuple)
+
+
+@message
+@attrs.frozen(kw_only=True)
+class QueryPositions(Intent):
+    kind: ClassVar[str] = "query_positions"
+    request_id: str
+    product_ids: tuple[int, ...] = attrs.field(converter=tuple)
+
+
+@message
+@attrs.frozen(kw_only=True)
+class QueryOrder(Intent):
+    kind: ClassVar[str] = "query_order"
+    request_id: str
+    order_id: str
+    product_id: int
+
+
+@message
+@attrs.frozen(kw_only=True)
+class QueryOpenOrders(Intent):
+    kind: ClassVar[str] = "query_open_orders"
+    request_id: str
+    product_ids: tuple[int, ...] = attrs.field(converter=tuple)
+
+
+@message
+@attrs.frozen(kw_only=True)
+class SendAlert(Intent):
+    kind: ClassVar[str] = "send_alert"
+    event: str
+    severity: str = attrs.field(validator=attrs.validators.in_(("info", "warning", "critical")))
+    message: str
+    exposure_usd: Decimal | None = attrs.field(default=None, converter=opt_dec)
+    state: str = ""
+    action: str = ""
+
+
+@message
+@attrs.frozen(kw_only=True)
+class Halt(Intent):
+    """Stop opening risk. Sticky until an operator resumes; states what is still open."""
+
+    kind: ClassVar[str] = "halt"
+    reason: str
+    exposure_usd: Decimal = attrs.field(default=Decimal(0), converter=dec)
+
+
+RISK_REDUCING: frozenset[str] = frozenset(
+    {CancelOrder.kind, CancelProductOrders.kind, QueryPositions.kind, QueryOrder.kind}
+)

@@ -1,0 +1,119 @@
+"""Shared plumbing for events and intents: strict field converters and the kind registry.
+
+Every message is a frozen attrs class with a `kind` ClassVar. `to_dict`/`from_dict`
+give an exact JSON round trip: Decimals travel as strings, never as floats.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from decimal import InvalidOperation
+from typing import Any
+from typing import ClassVar
+from typing import TypeVar
+
+import attrs
+
+__all__ = [
+    "REGISTRY",
+    "Message",
+    "dec",
+    "dumps",
+    "from_dict",
+    "loads",
+    "message",
+    "opt_dec",
+    "to_dict",
+    "tuple_of",
+]
+
+
+class Message:
+    """Marker base: concrete messages set `kind` and are registered with `@message`."""
+
+    kind: ClassVar[str]
+
+
+REGISTRY: dict[str, type[Message]] = {}
+
+M = TypeVar("M", bound=type[Message])
+
+
+def message(cls: M) -> M:
+    """Register a message class under its `kind`; kinds are unique across events and intents."""
+    kind = cls.__dict__.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"{cls.__name__} needs a non-empty `kind`")
+    if kind in REGISTRY and REGISTRY[kind] is not cls:
+        raise TypeError(f"duplicate message kind {kind!r}")
+    REGISTRY[kind] = cls
+    return cls
+
+
+def dec(value: object) -> Decimal:
+    """Strict Decimal converter: finite only; floats are refused (they are not exact)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise TypeError(f"expected Decimal, int or str, got {type(value).__name__} {value!r}")
+    if isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, int | str):
+        try:
+            d = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"not a decimal number: {value!r}") from None
+    else:
+        raise TypeError(f"expected Decimal, int or str, got {type(value).__name__}")
+    if not d.is_finite():
+        raise ValueError(f"non-finite number: {value!r}")
+    return d
+
+
+def opt_dec(value: object) -> Decimal | None:
+    return None if value is None else dec(value)
+
+
+T = TypeVar("T")
+
+
+def tuple_of(item: Callable[..., T]) -> Callable[[Iterable[Any]], tuple[T, ...]]:
+    """Converter for a tuple of nested attrs items that also accepts their JSON dicts."""
+
+    def convert(values: Iterable[Any]) -> tuple[T, ...]:
+        return tuple(item(**v) if isinstance(v, Mapping) else v for v in values)
+
+    return convert
+
+
+def _serialize(_inst: object, _field: object, value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def to_dict(msg: Message) -> dict[str, Any]:
+    body = attrs.asdict(msg, value_serializer=_serialize)  # type: ignore[arg-type]
+    return {"kind": msg.kind, **body}
+
+
+def from_dict(data: Mapping[str, Any]) -> Message:
+    fields = dict(data)
+    kind = fields.pop("kind", None)
+    cls = REGISTRY.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown message kind {kind!r}")
+    return cls(**fields)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite JSON constant {name}")
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, no NaN; the journal hashes exactly this text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_reject_constant)
