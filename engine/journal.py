@@ -1,0 +1,209 @@
+"""Append-only, hash-chained journal on SQLite (WAL).
+
+Each record: seq, ts (engine clock, ns), kind (event|transition|intent|note),
+machine (instance id, or the event's origin), JSON payload, and a hash chained to
+the previous record's hash. `commit()` makes the buffered records durable; the loop
+calls it before any intent leaves the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from engine.messages import dumps
+from engine.messages import loads
+
+__all__ = [
+    "GENESIS",
+    "Journal",
+    "JournalError",
+    "Record",
+    "export_jsonl",
+    "read_records",
+    "record_hash",
+]
+
+GENESIS = "0" * 64
+KINDS = ("event", "transition", "intent", "note")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    seq       INTEGER PRIMARY KEY,
+    ts        INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    machine   TEXT NOT NULL,
+    payload   TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+)
+"""
+
+
+class JournalError(Exception):
+    """The journal cannot be written or read as a journal; never retried silently."""
+
+
+def record_hash(seq: int, ts: int, kind: str, machine: str, payload: str, prev_hash: str) -> str:
+    text = f"{seq}\x1f{ts}\x1f{kind}\x1f{machine}\x1f{payload}\x1f{prev_hash}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@attrs.frozen
+class Record:
+    seq: int
+    ts: int
+    kind: str
+    machine: str
+    payload: str  # canonical JSON text, exactly as hashed
+    prev_hash: str
+    hash: str
+
+    @property
+    def data(self) -> Any:
+        return loads(self.payload)
+
+    def self_consistent(self) -> bool:
+        expected = record_hash(
+            self.seq, self.ts, self.kind, self.machine, self.payload, self.prev_hash
+        )
+        return expected == self.hash
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "machine": self.machine,
+            "payload": self.data,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Record:
+        return cls(
+            seq=int(obj["seq"]),
+            ts=int(obj["ts"]),
+            kind=str(obj["kind"]),
+            machine=str(obj["machine"]),
+            payload=dumps(obj["payload"]),
+            prev_hash=str(obj["prev_hash"]),
+            hash=str(obj["hash"]),
+        )
+
+
+class Journal:
+    """Writer. `path=":memory:"` keeps everything in RAM (tests, replay, benchmarks).
+
+    `durable=True` uses synchronous=FULL: a commit returns only once the WAL is fsynced.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, durable: bool = True) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            self._db.execute(_SCHEMA)
+            row = self._db.execute(
+                "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self._seq, self._hash = (int(row[0]), str(row[1])) if row else (0, GENESIS)
+        self._pending: list[Record] = []
+        self.committed = self._seq
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    @property
+    def is_empty(self) -> bool:
+        return self._seq == 0
+
+    def append(self, kind: str, machine: str, payload: Any, ts: int) -> Record:
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}")
+        text = dumps(payload)
+        seq = self._seq + 1
+        digest = record_hash(seq, ts, kind, machine, text, self._hash)
+        rec = Record(seq, ts, kind, machine, text, self._hash, digest)
+        self._pending.append(rec)
+        self._seq, self._hash = seq, digest
+        return rec
+
+    def commit(self) -> None:
+        """Write the pending records in one transaction. A failure here is fatal, never retried."""
+        if not self._pending:
+            return
+        rows = [
+            (r.seq, r.ts, r.kind, r.machine, r.payload, r.prev_hash, r.hash) for r in self._pending
+        ]
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal commit failed: {exc}") from exc
+        self.committed = self._seq
+        self._pending.clear()
+
+    def records(self) -> list[Record]:
+        """Committed records followed by pending ones, in sequence order."""
+        rows = self._db.execute(
+            "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
+        ).fetchall()
+        return [Record(*row) for row in rows] + list(self._pending)
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix in (".jsonl", ".ndjson")
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
+    """Records in file order from a SQLite journal or a JSONL export.
+
+    Raises sqlite3.DatabaseError / ValueError at the first unreadable spot; callers
+    that need to classify damage use `engine.journal_verify`.
+    """
+    p = Path(path)
+    if _is_jsonl(p):
+        with p.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield Record.from_json(json.loads(line))
+        return
+    if not p.exists():
+        raise JournalError(f"no journal at {p}")
+    db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    try:
+        cur = db.execute(
+            "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
+        )
+        for row in cur:
+            yield Record(*row)
+    finally:
+        db.close()
+
+
+def export_jsonl(records: Iterable[Record], out: str | os.PathLike[str]) -> int:
+    n = 0
+    with Path(out).open("w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(dumps(rec.to_json()) + "\n")
+            n += 1
+    return n

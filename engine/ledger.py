@@ -1,0 +1,222 @@
+"""The ledger: what the engine knows about orders, fills and positions.
+
+Updated by the loop before machines see an event, and read-only to machines.
+Fills are applied idempotently by venue fill id; when the venue states the
+order's cumulative filled amount it wins over summing deltas, so duplicated,
+late or reordered fills never double-count. Venue position snapshots are kept
+beside the fill-derived positions; a difference is reported, never papered over.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import attrs
+
+from engine.events import BboUpdated
+from engine.events import Event
+from engine.events import FillReceived
+from engine.events import OrderAccepted
+from engine.events import OrderCancelled
+from engine.events import OrderExpired
+from engine.events import OrderRejected
+from engine.events import PositionSnapshot
+from engine.intents import Intent
+from engine.intents import PlaceOrder
+
+__all__ = ["Ledger", "OrderRecord", "Quote"]
+
+ZERO = Decimal(0)
+TERMINAL = frozenset({"filled", "cancelled", "expired", "rejected"})
+
+
+@attrs.define
+class OrderRecord:
+    order_id: str
+    product_id: int
+    side: str
+    qty: Decimal
+    price: Decimal
+    tif: str
+    reduce_only: bool
+    purpose: str
+    state: str = "pending"  # pending → accepted → (filled | cancelled | expired | rejected)
+    digest: str | None = None
+    filled: Decimal = ZERO
+    notional: Decimal = ZERO  # sum of price × qty applied
+    fees: Decimal = ZERO
+    fill_ids: set[str] = attrs.field(factory=set)
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.qty - self.filled, ZERO)
+
+    @property
+    def avg_price(self) -> Decimal | None:
+        return self.notional / self.filled if self.filled else None
+
+    @property
+    def is_done(self) -> bool:
+        return self.state in TERMINAL
+
+
+@attrs.frozen
+class Quote:
+    bid: Decimal
+    ask: Decimal
+    bid_qty: Decimal
+    ask_qty: Decimal
+    ts_ns: int  # engine time at ingress
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bid + self.ask) / 2
+
+
+@attrs.define
+class ProductBook:
+    position: Decimal = ZERO  # from applied fills
+    entry_price: Decimal = ZERO  # average entry of the open position
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    venue_position: Decimal | None = None  # last venue snapshot
+    venue_position_ts: int | None = None
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.orders: dict[str, OrderRecord] = {}
+        self.products: dict[int, ProductBook] = {}
+        self.quotes: dict[int, Quote] = {}
+        self.unknown_fills: list[FillReceived] = []
+        self.now_ns = 0
+        self.fills_applied = 0
+        self.fills_duplicate = 0
+
+    # -- read side -------------------------------------------------------------------
+    def book(self, product_id: int) -> ProductBook:
+        return self.products.setdefault(product_id, ProductBook())
+
+    def position(self, product_id: int) -> Decimal:
+        return self.book(product_id).position
+
+    def venue_position(self, product_id: int) -> Decimal | None:
+        return self.book(product_id).venue_position
+
+    def order(self, order_id: str) -> OrderRecord | None:
+        return self.orders.get(order_id)
+
+    def quote(self, product_id: int) -> Quote | None:
+        return self.quotes.get(product_id)
+
+    def open_orders(self) -> list[OrderRecord]:
+        return [o for o in self.orders.values() if not o.is_done]
+
+    @property
+    def realized_pnl(self) -> Decimal:
+        return sum((b.realized_pnl for b in self.products.values()), ZERO)
+
+    @property
+    def fees(self) -> Decimal:
+        return sum((b.fees for b in self.products.values()), ZERO)
+
+    # -- write side (the loop only) --------------------------------------------------
+    def apply_intent(self, intent: Intent) -> None:
+        if isinstance(intent, PlaceOrder) and intent.order_id not in self.orders:
+            self.orders[intent.order_id] = OrderRecord(
+                order_id=intent.order_id,
+                product_id=intent.product_id,
+                side=intent.side,
+                qty=intent.qty,
+                price=intent.price,
+                tif=intent.tif,
+                reduce_only=intent.reduce_only,
+                purpose=intent.purpose,
+            )
+
+    def apply_event(self, ev: Event, now_ns: int) -> list[str]:
+        """Apply one event; returns notes worth journaling (duplicates, anomalies)."""
+        self.now_ns = now_ns
+        if isinstance(ev, FillReceived):
+            return self._apply_fill(ev)
+        if isinstance(ev, BboUpdated):
+            return self._apply_bbo(ev, now_ns)
+        if isinstance(ev, PositionSnapshot):
+            for pos in ev.positions:
+                book = self.book(pos.product_id)
+                book.venue_position, book.venue_position_ts = pos.qty, now_ns
+            return []
+        order = self.orders.get(getattr(ev, "order_id", "") or "")
+        if order is None:
+            return []
+        if isinstance(ev, OrderAccepted):
+            order.digest = ev.digest or order.digest
+            if order.state == "pending":
+                order.state = "accepted"
+        elif isinstance(ev, OrderRejected):
+            order.state = "rejected"
+        elif isinstance(ev, OrderCancelled | OrderExpired):
+            if order.state != "filled":
+                order.state = "cancelled" if isinstance(ev, OrderCancelled) else "expired"
+        return []
+
+    def _apply_bbo(self, ev: BboUpdated, now_ns: int) -> list[str]:
+        if ev.bid <= 0 or ev.ask <= 0 or ev.ask < ev.bid:
+            return [f"bbo rejected for product {ev.product_id}: bid {ev.bid} ask {ev.ask}"]
+        self.quotes[ev.product_id] = Quote(ev.bid, ev.ask, ev.bid_qty, ev.ask_qty, now_ns)
+        return []
+
+    def _apply_fill(self, ev: FillReceived) -> list[str]:
+        order = self.orders.get(ev.order_id)
+        if order is None:
+            # A fill for an order this run never placed (e.g. one from before a restart):
+            # the position still moves, and restore/reconciliation will look at it.
+            self.unknown_fills.append(ev)
+            self._move_position(ev.product_id, ev.side, ev.qty, ev.price, ev.fee)
+            return [f"fill {ev.fill_id} for unknown order {ev.order_id}"]
+        if ev.fill_id in order.fill_ids:
+            self.fills_duplicate += 1
+            return [f"duplicate fill {ev.fill_id} ignored"]
+        order.fill_ids.add(ev.fill_id)
+        delta = ev.qty
+        if ev.cumulative_qty is not None:
+            # Cumulative wins: a reordered earlier fill adds nothing once a later total is known.
+            delta = max(ev.cumulative_qty - order.filled, ZERO)
+        notes: list[str] = []
+        if order.filled + delta > order.qty:
+            notes.append(
+                f"overfill on {order.order_id}: {order.filled + delta} > {order.qty}, clipped"
+            )
+            delta = max(order.qty - order.filled, ZERO)
+        order.filled += delta
+        order.notional += delta * ev.price
+        order.fees += ev.fee
+        if order.filled >= order.qty:
+            order.state = "filled"
+        self.fills_applied += 1
+        self._move_position(order.product_id, order.side, delta, ev.price, ev.fee)
+        return notes
+
+    def _move_position(
+        self, product_id: int, side: str, qty: Decimal, price: Decimal, fee: Decimal
+    ) -> None:
+        book = self.book(product_id)
+        book.fees += fee
+        book.realized_pnl -= fee
+        signed = qty if side == "buy" else -qty
+        old = book.position
+        new = old + signed
+        if old == 0 or (old > 0) == (signed > 0):
+            # Opening or adding: new volume-weighted entry.
+            total = abs(old) + abs(signed)
+            if total:
+                book.entry_price = (abs(old) * book.entry_price + abs(signed) * price) / total
+        else:
+            closed = min(abs(old), abs(signed))
+            direction = 1 if old > 0 else -1
+            book.realized_pnl += (price - book.entry_price) * closed * direction
+            if new == 0:
+                book.entry_price = ZERO
+            elif (new > 0) != (old > 0):
+                book.entry_price = price  # flipped through zero
+        book.position = new

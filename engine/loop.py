@@ -1,0 +1,299 @@
+"""The engine loop: one event at a time, run to completion.
+
+For every event: journal it → update the ledger → dispatch to the live machines →
+journal every transition, note and intent as it happens → commit → only then hand
+the step's intents out. Events a machine cannot take in its current state are
+deferred and re-delivered after its next transition; an exception in a machine
+is journaled, committed and re-raised.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import deque
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from engine.clock import Clock
+from engine.clock import seconds_to_ns
+from engine.events import DeadlineExpired
+from engine.events import Event
+from engine.events import MachineFinished
+from engine.intents import Intent
+from engine.journal import Journal
+from engine.ledger import Ledger
+from engine.messages import to_dict
+from engine.timers import Deadlines
+from machines.base import PureMachine
+
+__all__ = ["Engine", "MachineError", "load_app"]
+
+MAX_DEFERRED = 10_000
+App = Callable[["Engine", Mapping[str, Any]], None]
+
+
+class MachineError(RuntimeError):
+    """A machine raised while handling an event. Already journaled when raised."""
+
+
+def load_app(ref: str) -> App:
+    """`module:function` → the function that spawns a run's root machines."""
+    module, _, name = ref.partition(":")
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise ValueError(f"no app factory {ref!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return repr(value)
+
+
+class _Context:
+    """The engine as one machine sees it (implements machines.base.MachineContext)."""
+
+    def __init__(self, engine: Engine, machine_id: str) -> None:
+        self.engine = engine
+        self.machine_id = machine_id
+        self.ledger = engine.ledger
+        self.current_state: str | None = None
+        self.transitions = 0
+
+    def emit(self, intent: Intent) -> None:
+        self.engine._emit(self.machine_id, intent)
+
+    def arm(self, name: str, seconds: Decimal | int | str) -> None:
+        self.engine._arm(self.machine_id, name, seconds, self.current_state)
+
+    def disarm(self, name: str) -> None:
+        armed = self.engine.deadlines.disarm(self.machine_id, name)
+        if armed is not None:
+            self.engine._note(self.machine_id, "deadline disarmed", name=name)
+
+    def spawn(self, cls: type[PureMachine], machine_id: str, **params: Any) -> None:
+        self.engine.spawn(cls, machine_id, parent=self.machine_id, **params)
+
+    def note(self, text: str, **data: Any) -> None:
+        self.engine._note(self.machine_id, text, **data)
+
+    def entering(self, state_id: str) -> None:
+        self.current_state = state_id
+
+    def exiting(self, state_id: str) -> None:
+        # The engine, not the machine, disarms a state's deadlines when it is left.
+        for armed in self.engine.deadlines.disarm_owned(self.machine_id, state_id):
+            self.engine._note(
+                self.machine_id, "deadline disarmed", name=armed.name, state=state_id
+            )
+
+    def transitioned(self, event: str, source: str, target: str | None) -> None:
+        self.transitions += 1
+        self.engine._record(
+            "transition", self.machine_id, {"event": event, "from": source, "to": target}
+        )
+
+
+class Engine:
+    def __init__(
+        self,
+        clock: Clock,
+        journal: Journal | None = None,
+        *,
+        replaying: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.journal = journal if journal is not None else Journal(":memory:", durable=False)
+        self.ledger = Ledger()
+        self.deadlines = Deadlines(clock, self._deadline_fired, schedule=not replaying)
+        self.machines: dict[str, PureMachine] = {}
+        self.contexts: dict[str, _Context] = {}
+        self.parents: dict[str, str | None] = {}
+        self.deferred: dict[str, deque[Event]] = {}
+        self.finished: dict[str, str] = {}  # machine id → final state id
+        self.inbox: deque[tuple[str, Event]] = deque()
+        self.on_inbox: Callable[[], None] | None = None  # async drivers wake up on this
+        self._internal: deque[Event] = deque()
+        self._step_intents: list[Intent] = []
+        self.events_processed = 0
+        self.now_ns = clock.now_ns()  # frozen for the whole step: every record shares it
+
+    # -- starting ---------------------------------------------------------------------
+    def start(self, app_ref: str, config: Mapping[str, Any]) -> list[Intent]:
+        """Journal the run header, spawn the app's root machines, commit, return intents."""
+        self.now_ns = self.clock.now_ns()
+        self._record("note", "engine", {"note": "run_started", "app": app_ref, "config": config})
+        load_app(app_ref)(self, config)
+        return self._finish_step()
+
+    def spawn(
+        self, cls: type[PureMachine], machine_id: str, *, parent: str | None = None, **params: Any
+    ) -> PureMachine:
+        if machine_id in self.machines or machine_id in self.finished:
+            raise ValueError(f"machine id {machine_id!r} already used")
+        self._note(
+            "engine",
+            "spawn",
+            machine=machine_id,
+            cls=cls.__name__,
+            parent=parent,
+            params=_jsonable(params),
+        )
+        ctx = _Context(self, machine_id)
+        self.contexts[machine_id] = ctx
+        self.parents[machine_id] = parent
+        self.deferred[machine_id] = deque()
+        machine = cls(ctx, **params)  # entering the initial state may emit and arm
+        self.machines[machine_id] = machine
+        self._check_finished(machine_id, machine)
+        return machine
+
+    # -- input ------------------------------------------------------------------------
+    def submit(self, ev: Event, origin: str = "venue") -> None:
+        """Queue an event from an adapter, the clock or the operator."""
+        self.inbox.append((origin, ev))
+        if self.on_inbox is not None:
+            self.on_inbox()
+
+    def _deadline_fired(self, ev: DeadlineExpired) -> None:
+        self.submit(ev, origin="clock")
+
+    def drain(self) -> list[Intent]:
+        out: list[Intent] = []
+        while self.inbox:
+            origin, ev = self.inbox.popleft()
+            out.extend(self.process(ev, origin))
+        return out
+
+    def process(self, ev: Event, origin: str = "venue") -> list[Intent]:
+        """Run one event to completion; returns the intents committed for sending."""
+        self.events_processed += 1
+        self.now_ns = self.clock.now_ns()
+        self._ingest(ev, origin)
+        while self._internal:
+            self._ingest(self._internal.popleft(), "engine")
+        return self._finish_step()
+
+    # -- the step -----------------------------------------------------------------------
+    def _ingest(self, ev: Event, origin: str) -> None:
+        self._record("event", origin, to_dict(ev))
+        for text in self.ledger.apply_event(ev, self.now_ns):
+            self._note("ledger", text)
+        if isinstance(ev, DeadlineExpired):
+            if not self.deadlines.take(ev):
+                self._note(
+                    "engine",
+                    "stale deadline ignored",
+                    machine=ev.target,
+                    name=ev.name,
+                    generation=ev.generation,
+                )
+                return
+        if ev.target is not None:
+            machine = self.machines.get(ev.target)
+            if machine is None:
+                self._note("engine", "event for a machine that is not live", machine=ev.target)
+                return
+            self._deliver(ev.target, machine, ev)
+            return
+        for mid, machine in list(self.machines.items()):
+            if mid in self.machines and ev.kind in type(machine).interests():
+                self._deliver(mid, machine, ev)
+
+    def _deliver(self, mid: str, machine: PureMachine, ev: Event) -> None:
+        if not self._send(mid, machine, ev):
+            return
+        # Re-deliver what this machine deferred, in arrival order, until nothing moves.
+        for _ in range(MAX_DEFERRED):
+            queue = self.deferred.get(mid)
+            if not queue or mid not in self.machines:
+                break
+            pending, self.deferred[mid] = queue, deque()
+            progressed = False
+            for old in pending:
+                if mid in self.machines and self._send(mid, machine, old, redelivery=True):
+                    progressed = True
+                elif mid in self.machines:
+                    self.deferred[mid].append(old)
+                else:
+                    self._note(mid, "undelivered after finish", event=to_dict(old))
+            if not progressed:
+                break
+
+    def _send(self, mid: str, machine: PureMachine, ev: Event, *, redelivery: bool = False) -> bool:
+        """True if the machine took the event; False if it was deferred."""
+        allowed = {e.id for e in machine.allowed_events}
+        if ev.kind in allowed:
+            try:
+                machine.send(ev.kind, ev=ev)
+            except machine.TransitionNotAllowed:
+                pass  # declared here, but every guard refused: defer like any other
+            except Exception as exc:
+                self._note(mid, "machine error", error=f"{type(exc).__name__}: {exc}")
+                self.journal.commit()
+                raise MachineError(f"{mid} failed on {ev.kind}: {exc}") from exc
+            else:
+                if redelivery:
+                    self._note(mid, "redelivered", event=ev.kind)
+                self._check_finished(mid, machine)
+                return True
+        queue = self.deferred[mid]
+        if len(queue) >= MAX_DEFERRED:
+            self._note(mid, "deferred queue overflow", event=ev.kind)
+            self.journal.commit()
+            raise MachineError(f"{mid}: more than {MAX_DEFERRED} deferred events")
+        queue.append(ev)
+        if not redelivery:
+            self._note(mid, "deferred", event=ev.kind, state=machine.state_ids)
+        return False
+
+    def _check_finished(self, mid: str, machine: PureMachine) -> None:
+        if not machine.is_terminated or mid not in self.machines:
+            return
+        outcome = machine.state_ids[-1] if machine.state_ids else "terminated"
+        del self.machines[mid]
+        self.finished[mid] = outcome
+        for armed in self.deadlines.disarm_all(mid):
+            self._note(mid, "deadline disarmed", name=armed.name)
+        for left in self.deferred.pop(mid, deque()):
+            self._note(mid, "undelivered after finish", event=to_dict(left))
+        parent = self.parents.get(mid)
+        self._note("engine", "finished", machine=mid, outcome=outcome)
+        if parent is not None:
+            self._internal.append(MachineFinished(machine=mid, outcome=outcome, target=parent))
+
+    def _finish_step(self) -> list[Intent]:
+        self.journal.commit()  # durable before anything leaves the process
+        out, self._step_intents = self._step_intents, []
+        return out
+
+    # -- services for machine contexts -------------------------------------------------------
+    def _emit(self, mid: str, intent: Intent) -> None:
+        self._record("intent", mid, to_dict(intent))
+        self.ledger.apply_intent(intent)
+        self._step_intents.append(intent)
+
+    def _arm(self, mid: str, name: str, seconds: Decimal | int | str, owner: str | None) -> None:
+        armed = self.deadlines.arm(mid, name, self.now_ns, seconds_to_ns(seconds), owner)
+        self._note(
+            mid,
+            "deadline armed",
+            name=name,
+            generation=armed.generation,
+            due_ns=armed.due_ns,
+            state=owner,
+        )
+
+    def _note(self, source: str, text: str, **data: Any) -> None:
+        self._record("note", source, {"note": text, **_jsonable(data)})
+
+    def _record(self, kind: str, machine: str, payload: Any) -> None:
+        self.journal.append(kind, machine, payload, self.now_ns)

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from engine.clock import VirtualClock
+from engine.events import DeadlineExpired
+from engine.events import FillReceived
+from engine.events import PositionSnapshot
+from engine.intents import PlaceOrder
+from engine.intents import QueryPositions
+from engine.loop import Engine
+from engine.loop import MachineError
+from engine.runner import run_virtual
+from machines.base import PureMachine
+from machines.base import State
+from tests.support import ScriptedVenue
+
+S = 1_000_000_000
+
+
+def probe_engine(**config):
+    clock = VirtualClock()
+    engine = Engine(clock)
+    venue = ScriptedVenue(engine, clock, **config.pop("venue", {}))
+    first = engine.start("engine.demo:start_probe", config)
+    return clock, engine, venue, first
+
+
+def notes(engine, text):
+    return [r.data for r in engine.journal.records() if r.kind == "note" and r.data["note"] == text]
+
+
+def test_probe_happy_path_is_verified_by_the_venue():
+    clock, engine, venue, first = probe_engine()
+    assert [type(i) for i in first] == [PlaceOrder]
+    assert run_virtual(engine, clock, venue.send, initial=first) == "idle"
+    assert engine.finished == {"probe0": "verified"}
+    assert [type(i) for i in venue.sent] == [PlaceOrder, QueryPositions]
+    assert engine.ledger.position(4) == Decimal("0.1")
+
+
+def test_deadline_fires_at_exactly_five_seconds_of_virtual_time():
+    # Arrange: a venue that acknowledges but never fills.
+    clock, engine, venue, first = probe_engine(venue={"fill_ms": None})
+    # Act
+    run_virtual(engine, clock, venue.send, initial=first)
+    # Assert: the expiry event was ingested at exactly 5.000 s and failed the probe.
+    expiry = [
+        r for r in engine.journal.records() if r.kind == "event" and r.machine == "clock"
+    ]
+    assert len(expiry) == 1
+    assert expiry[0].ts == 5 * S
+    assert expiry[0].data["name"] == "fill"
+    assert engine.finished == {"probe0": "failed"}
+
+
+def test_deadline_is_disarmed_when_its_state_is_left():
+    clock, engine, venue, first = probe_engine()
+    run_virtual(engine, clock, venue.send, initial=first)
+    # The 5 s "fill" deadline was left behind at 0.05 s: no expiry ever arrives.
+    assert not [r for r in engine.journal.records() if r.machine == "clock"]
+    disarmed = notes(engine, "deadline disarmed")
+    assert {d["name"] for d in disarmed} == {"fill", "verify"}
+    assert len(engine.deadlines) == 0
+    assert clock.pending() == 0
+
+
+def test_stale_expiry_is_ignored_and_noted():
+    clock, engine, venue, first = probe_engine()
+    gen = engine.deadlines.armed_for("probe0")[0].generation
+    run_virtual(engine, clock, venue.send, initial=first)
+    engine.process(DeadlineExpired(name="fill", generation=gen, target="probe0"), "clock")
+    assert engine.finished == {"probe0": "verified"}
+    stale = notes(engine, "stale deadline ignored")
+    assert stale == [{"note": "stale deadline ignored", "machine": "probe0", "name": "fill",
+                      "generation": gen}]
+
+
+def test_duplicate_fill_is_applied_once():
+    clock, engine, venue, first = probe_engine(venue={"duplicate_fills": True})
+    run_virtual(engine, clock, venue.send, initial=first)
+    assert engine.ledger.position(4) == Decimal("0.1")
+    assert engine.ledger.fills_duplicate == 1
+
+
+class Gate(PureMachine):
+    """Takes `position_snapshot` only once it has seen a fill: earlier ones are deferred."""
+
+    waiting_fill = State(initial=True)
+    waiting_snapshot = State()
+    done = State(final=True)
+
+    fill_received = waiting_fill.to(waiting_snapshot)
+    position_snapshot = waiting_snapshot.to(done)
+
+
+def test_events_a_machine_cannot_take_yet_are_deferred_then_redelivered():
+    clock = VirtualClock()
+    engine = Engine(clock)
+    engine.spawn(Gate, "gate")
+    snap = PositionSnapshot(positions=[], request_id="r")
+    engine.process(snap)
+    assert engine.machines["gate"].state_ids == ["waiting_fill"]
+    assert list(engine.deferred["gate"]) == [snap]
+    engine.process(
+        FillReceived(order_id="x", fill_id="f", product_id=4, side="buy", price="1", qty="1")
+    )
+    assert engine.finished == {"gate": "done"}
+    assert notes(engine, "redelivered") == [{"note": "redelivered", "event": "position_snapshot"}]
+
+
+class Exploding(PureMachine):
+    idle = State(initial=True)
+    done = State(final=True)
+    fill_received = idle.to(done)
+
+    def on_enter_done(self) -> None:
+        raise RuntimeError("boom")
+
+
+def test_machine_exception_is_journaled_committed_and_raised(tmp_path):
+    from engine.journal import Journal
+    from engine.journal import read_records
+
+    path = tmp_path / "j.db"
+    engine = Engine(VirtualClock(), Journal(path))
+    engine.spawn(Exploding, "x")
+    fill = FillReceived(order_id="x", fill_id="f", product_id=4, side="buy", price="1", qty="1")
+    with pytest.raises(MachineError, match="boom"):
+        engine.process(fill)
+    on_disk = [r.data for r in read_records(path) if r.kind == "note"]
+    assert {"note": "machine error", "error": "RuntimeError: boom"} in on_disk
+
+
+def test_intents_leave_only_after_commit(tmp_path):
+    from engine.journal import Journal
+    from engine.journal import read_records
+
+    path = tmp_path / "j.db"
+    clock = VirtualClock()
+    engine = Engine(clock, Journal(path))
+    out = engine.start("engine.demo:start_probe", {})
+    on_disk = [r for r in read_records(path) if r.kind == "intent"]
+    assert [r.data["order_id"] for r in on_disk] == [i.order_id for i in out]
+
+
+def test_freezegun_does_not_disturb_the_virtual_clock():
+    from freezegun import freeze_time
+
+    with freeze_time("2026-01-01 00:00:00"):
+        clock, engine, venue, first = probe_engine(venue={"fill_ms": None})
+        run_virtual(engine, clock, venue.send, initial=first)
+    assert engine.finished == {"probe0": "failed"}
+    assert clock.now_ns() == 5 * S
