@@ -32,9 +32,9 @@ def machine_classes() -> dict[str, type[PureMachine]]:
             continue
         module = importlib.import_module(f"machines.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, PureMachine) and cls is not PureMachine:
-                if cls.__module__ == module.__name__:
-                    found[_slug(cls.__name__)] = cls
+            own = cls.__module__ == module.__name__
+            if own and issubclass(cls, PureMachine) and cls is not PureMachine:
+                found[_slug(cls.__name__)] = cls
     return dict(sorted(found.items()))
 
 

@@ -7,7 +7,9 @@ declares `fill_received = placing.to(...)` and the engine calls
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 from typing import ClassVar
 from typing import Literal
 
@@ -154,13 +156,17 @@ class Position:
     entry_price: Decimal | None = attrs.field(default=None, converter=opt_dec)
 
 
+def _positions(values: Iterable[Any]) -> tuple[Position, ...]:
+    return tuple_of(Position)(values)
+
+
 @message
 @attrs.frozen(kw_only=True)
 class PositionSnapshot(Event):
     """Positions as the venue reports them; `request_id` ties it to a QueryPositions."""
 
     kind: ClassVar[str] = "position_snapshot"
-    positions: tuple[Position, ...] = attrs.field(converter=tuple_of(Position))
+    positions: tuple[Position, ...] = attrs.field(converter=_positions)
     request_id: str | None = None
     target: str | None = None
 
@@ -176,12 +182,20 @@ class OpenOrder:
     digest: str | None = None
 
 
+def _open_orders(values: Iterable[Any]) -> tuple[OpenOrder, ...]:
+    return tuple_of(OpenOrder)(values)
+
+
+def _ints(values: Iterable[Any]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
 @message
 @attrs.frozen(kw_only=True)
 class OpenOrdersSnapshot(Event):
     kind: ClassVar[str] = "open_orders_snapshot"
-    orders: tuple[OpenOrder, ...] = attrs.field(converter=tuple_of(OpenOrder))
-    product_ids: tuple[int, ...] = attrs.field(converter=tuple)
+    orders: tuple[OpenOrder, ...] = attrs.field(converter=_open_orders)
+    product_ids: tuple[int, ...] = attrs.field(converter=_ints)
     request_id: str | None = None
     target: str | None = None
 
@@ -217,7 +231,9 @@ class VenueError(Event):
 
     kind: ClassVar[str] = "venue_error"
     error_class: str = attrs.field(
-        validator=attrs.validators.in_(("retryable", "rate_limited", "permanent", "unknown_outcome"))
+        validator=attrs.validators.in_(
+            ("retryable", "rate_limited", "permanent", "unknown_outcome")
+        )
     )
     request: str  # the intent kind that failed
     message: str = ""

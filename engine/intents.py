@@ -6,7 +6,9 @@ byte-identical intents and a restart can query an order by the id it journaled.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 from typing import ClassVar
 
 import attrs
@@ -35,6 +37,10 @@ TIME_IN_FORCE = ("ioc", "fok", "post_only", "default")
 def _positive(_inst: object, attribute: attrs.Attribute[Decimal], value: Decimal) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value}")
+
+
+def _ints(values: Iterable[Any]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
 
 
 class Intent(Message):
@@ -71,7 +77,7 @@ class CancelOrder(Intent):
 class CancelProductOrders(Intent):
     kind: ClassVar[str] = "cancel_product_orders"
     request_id: str
-    product_ids: tuple[int, ...] = attrs.field(converter=tuple)
+    product_ids: tuple[int, ...] = attrs.field(converter=_ints)
 
 
 @message
@@ -79,7 +85,7 @@ class CancelProductOrders(Intent):
 class QueryPositions(Intent):
     kind: ClassVar[str] = "query_positions"
     request_id: str
-    product_ids: tuple[int, ...] = attrs.field(converter=tuple)
+    product_ids: tuple[int, ...] = attrs.field(converter=_ints)
 
 
 @message
@@ -96,7 +102,7 @@ class QueryOrder(Intent):
 class QueryOpenOrders(Intent):
     kind: ClassVar[str] = "query_open_orders"
     request_id: str
-    product_ids: tuple[int, ...] = attrs.field(converter=tuple)
+    product_ids: tuple[int, ...] = attrs.field(converter=_ints)
 
 
 @message

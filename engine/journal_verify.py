@@ -9,7 +9,10 @@ Damage followed by valid records is corruption: never repaired automatically, an
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -64,6 +67,14 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     p = Path(path)
     if not p.exists():
         return VerifyReport("missing", 0, "file not found")
+    if p.suffix in (".jsonl", ".ndjson"):
+        return _verify_jsonl(p)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy, shortfall = _padded_copy(p, Path(tmp))
+        return _verify_sqlite(copy, shortfall)
+
+
+def _verify_jsonl(p: Path) -> VerifyReport:
     intact, prev_hash, problem = 0, GENESIS, ""
     try:
         for rec in read_records(p):
@@ -71,30 +82,50 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
             if problem:
                 break
             intact, prev_hash = rec.seq, rec.hash
-    except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         problem = f"unreadable after record {intact}: {exc}"
     if not problem:
         return VerifyReport("ok", intact)
-    if p.suffix in (".jsonl", ".ndjson"):
-        later = _valid_jsonl_after(p, intact)
-    else:
-        later = _valid_sqlite_after(p, intact)
+    later = _valid_jsonl_after(p, intact)
     return VerifyReport("corrupt" if later else "torn_tail", intact, problem)
 
 
-def _valid_sqlite_after(p: Path, intact: int) -> bool:
-    """Is any self-consistent record stored past the damage? Probe row by row."""
-    try:
-        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-    except sqlite3.DatabaseError:
-        return False
-    try:
+def _padded_copy(p: Path, tmp: Path) -> tuple[Path, int]:
+    """Copy the database (and its WAL) aside; if the file is shorter than its own header
+    says, pad the copy with zeros so SQLite reads what survived instead of refusing
+    the whole file. Returns the copy and how many bytes were missing."""
+    copy = tmp / "journal.db"
+    shutil.copyfile(p, copy)
+    for side in ("-wal",):
+        src = Path(str(p) + side)
+        if src.exists():
+            shutil.copyfile(src, Path(str(copy) + side))
+    raw = copy.read_bytes()[:100]
+    if len(raw) < 100 or not raw.startswith(b"SQLite format 3\x00"):
+        return copy, 0
+    page_size = int.from_bytes(raw[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(raw[28:32], "big")
+    size = copy.stat().st_size
+    expected = max(page_size * pages, -(-size // page_size) * page_size) if page_size else size
+    if expected > size:
+        with copy.open("ab") as fh:
+            fh.write(b"\x00" * (expected - size))
+    return copy, expected - size
+
+
+def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
+    """Records from seq `start` on; None marks a row SQLite could not read."""
+    seq = start
+    while True:
         try:
-            top_row = db.execute("SELECT max(seq) FROM journal").fetchone()
-            top = int(top_row[0]) if top_row and top_row[0] is not None else intact
+            rows = db.execute(
+                "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal "
+                "WHERE seq >= ? ORDER BY seq LIMIT 512",
+                (seq,),
+            ).fetchall()
         except sqlite3.DatabaseError:
-            top = intact + _PROBE_LIMIT
-        for seq in range(intact + 2, min(top, intact + _PROBE_LIMIT) + 1):
+            # Something in this range is unreadable: go row by row to find where.
             try:
                 row = db.execute(
                     "SELECT seq, ts, kind, machine, payload, prev_hash, hash "
@@ -102,14 +133,71 @@ def _valid_sqlite_after(p: Path, intact: int) -> bool:
                     (seq,),
                 ).fetchone()
             except sqlite3.DatabaseError:
-                continue
-            if row is not None and Record(*row).self_consistent():
-                return True
-        return False
-    except sqlite3.DatabaseError:
-        return False
+                yield None
+                return
+            if row is None:
+                yield None
+                return
+            rows = [row]
+        if not rows:
+            return
+        for row in rows:
+            yield Record(*row)
+        seq = int(rows[-1][0]) + 1
+
+
+def _verify_sqlite(copy: Path, shortfall: int) -> VerifyReport:
+    try:
+        db = sqlite3.connect(copy)
+        db.execute("SELECT 1 FROM journal LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return VerifyReport("corrupt", 0, f"not a readable journal: {exc}")
+    try:
+        intact, prev_hash, problem = 0, GENESIS, ""
+        for rec in _rows_from(db, 1):
+            if rec is None:
+                problem = f"unreadable after record {intact}"
+                break
+            problem = _chain_ok(rec, intact + 1, prev_hash) or ""
+            if problem:
+                break
+            intact, prev_hash = rec.seq, rec.hash
+        if not problem:
+            if shortfall:
+                return VerifyReport(
+                    "torn_tail", intact, f"file is {shortfall} bytes short of its own header"
+                )
+            return VerifyReport("ok", intact)
+        if shortfall:
+            # The file was cut: SQLite fills a record's page from its end, so records
+            # after the damaged one can survive in the same page. The cut explains the
+            # damage; keep the intact prefix.
+            return VerifyReport("torn_tail", intact, f"{problem}; file {shortfall} bytes short")
+        later = _valid_sqlite_after(db, intact)
+        return VerifyReport("corrupt" if later else "torn_tail", intact, problem)
     finally:
         db.close()
+
+
+def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
+    """Is any self-consistent record stored past the damage? Probe row by row."""
+    try:
+        top_row = db.execute("SELECT max(seq) FROM journal").fetchone()
+        top = int(top_row[0]) if top_row and top_row[0] is not None else intact
+    except sqlite3.DatabaseError:
+        top = intact + _PROBE_LIMIT
+    for seq in range(intact + 2, min(top, intact + _PROBE_LIMIT) + 1):
+        try:
+            row = db.execute(
+                "SELECT seq, ts, kind, machine, payload, prev_hash, hash "
+                "FROM journal WHERE seq = ?",
+                (seq,),
+            ).fetchone()
+        except sqlite3.DatabaseError:
+            continue
+        if row is not None and Record(*row).self_consistent():
+            return True
+    return False
 
 
 def _valid_jsonl_after(p: Path, intact: int) -> bool:
@@ -132,9 +220,7 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
     if report.status != "torn_tail":
         return report
     p = Path(path)
-    keep: list[Record] = []
-    for rec in read_records_prefix(p, report.intact):
-        keep.append(rec)
+    keep = read_records_prefix(p, report.intact)
     tmp = p.with_name(p.name + ".truncating")
     for leftover in (tmp, Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
         leftover.unlink(missing_ok=True)
@@ -164,12 +250,26 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
 
 
 def read_records_prefix(p: Path, n: int) -> list[Record]:
-    out: list[Record] = []
-    try:
-        for rec in read_records(p):
-            if len(out) >= n:
-                break
-            out.append(rec)
-    except (sqlite3.DatabaseError, ValueError, KeyError):
-        pass
-    return out[:n]
+    """The first `n` records, read the same forgiving way `verify` reads them."""
+    if p.suffix in (".jsonl", ".ndjson"):
+        out: list[Record] = []
+        try:
+            for rec in read_records(p):
+                if len(out) >= n:
+                    break
+                out.append(rec)
+        except (ValueError, KeyError, TypeError):
+            pass
+        return out[:n]
+    with tempfile.TemporaryDirectory() as tmp:
+        copy, _ = _padded_copy(p, Path(tmp))
+        db = sqlite3.connect(copy)
+        try:
+            recs: list[Record] = []
+            for row in _rows_from(db, 1):
+                if row is None or len(recs) >= n:
+                    break
+                recs.append(row)
+            return recs
+        finally:
+            db.close()

@@ -43,7 +43,7 @@ class OrderRecord:
     state: str = "pending"  # pending → accepted → (filled | cancelled | expired | rejected)
     digest: str | None = None
     filled: Decimal = ZERO
-    notional: Decimal = ZERO  # sum of price × qty applied
+    notional: Decimal = ZERO  # sum of price * qty applied
     fees: Decimal = ZERO
     fill_ids: set[str] = attrs.field(factory=set)
 
@@ -155,9 +155,8 @@ class Ledger:
                 order.state = "accepted"
         elif isinstance(ev, OrderRejected):
             order.state = "rejected"
-        elif isinstance(ev, OrderCancelled | OrderExpired):
-            if order.state != "filled":
-                order.state = "cancelled" if isinstance(ev, OrderCancelled) else "expired"
+        elif isinstance(ev, OrderCancelled | OrderExpired) and order.state != "filled":
+            order.state = "cancelled" if isinstance(ev, OrderCancelled) else "expired"
         return []
 
     def _apply_bbo(self, ev: BboUpdated, now_ns: int) -> list[str]:

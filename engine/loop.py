@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -91,9 +92,7 @@ class _Context:
     def exiting(self, state_id: str) -> None:
         # The engine, not the machine, disarms a state's deadlines when it is left.
         for armed in self.engine.deadlines.disarm_owned(self.machine_id, state_id):
-            self.engine._note(
-                self.machine_id, "deadline disarmed", name=armed.name, state=state_id
-            )
+            self.engine._note(self.machine_id, "deadline disarmed", name=armed.name, state=state_id)
 
     def transitioned(self, event: str, source: str, target: str | None) -> None:
         self.transitions += 1
@@ -187,16 +186,15 @@ class Engine:
         self._record("event", origin, to_dict(ev))
         for text in self.ledger.apply_event(ev, self.now_ns):
             self._note("ledger", text)
-        if isinstance(ev, DeadlineExpired):
-            if not self.deadlines.take(ev):
-                self._note(
-                    "engine",
-                    "stale deadline ignored",
-                    machine=ev.target,
-                    name=ev.name,
-                    generation=ev.generation,
-                )
-                return
+        if isinstance(ev, DeadlineExpired) and not self.deadlines.take(ev):
+            self._note(
+                "engine",
+                "stale deadline ignored",
+                machine=ev.target,
+                name=ev.name,
+                generation=ev.generation,
+            )
+            return
         if ev.target is not None:
             machine = self.machines.get(ev.target)
             if machine is None:

@@ -7,7 +7,9 @@ give an exact JSON round trip: Decimals travel as strings, never as floats.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
 from decimal import Decimal
 from decimal import InvalidOperation
 from typing import Any
@@ -54,7 +56,7 @@ def message(cls: M) -> M:
 
 def dec(value: object) -> Decimal:
     """Strict Decimal converter: finite only; floats are refused (they are not exact)."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise TypeError(f"expected Decimal, int or str, got {type(value).__name__} {value!r}")
     if isinstance(value, Decimal):
         d = value

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import attrs
 
 from engine.clock import VirtualClock
+from engine.events import Event
 from engine.journal import Record
 from engine.loop import Engine
 from engine.loop import MachineError
@@ -76,7 +77,11 @@ def replay_records(recorded: Sequence[Record]) -> ReplayResult:
                 error = f"record {rec.seq} goes back in time"
                 break
             clock.set_time(rec.ts)
-            engine.process(from_dict(rec.data), origin=rec.machine)
+            ev = from_dict(rec.data)
+            if not isinstance(ev, Event):
+                error = f"record {rec.seq} is not an event: {rec.data.get('kind')}"
+                break
+            engine.process(ev, origin=rec.machine)
             fed += 1
     except MachineError as exc:
         error = str(exc)  # the recorded run may have failed the same way: compare

@@ -68,7 +68,9 @@ class Deadlines:
 
     def disarm_owned(self, machine: str, state_id: str) -> list[Armed]:
         names = [
-            a.name for a in self._armed.values() if a.machine == machine and a.owner_state == state_id
+            a.name
+            for a in self._armed.values()
+            if a.machine == machine and a.owner_state == state_id
         ]
         return [a for n in names if (a := self.disarm(machine, n)) is not None]
 

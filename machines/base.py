@@ -68,7 +68,7 @@ class JournalListener:
         self._ctx.transitioned(str(event), source.id, target.id if target is not None else None)
 
 
-class PureMachine(StateChart):  # type: ignore[misc]
+class PureMachine(StateChart):  # type: ignore[type-arg]
     allow_event_without_transition = False
     catch_errors_as_events = False
 

@@ -47,9 +47,7 @@ def test_deadline_fires_at_exactly_five_seconds_of_virtual_time():
     # Act
     run_virtual(engine, clock, venue.send, initial=first)
     # Assert: the expiry event was ingested at exactly 5.000 s and failed the probe.
-    expiry = [
-        r for r in engine.journal.records() if r.kind == "event" and r.machine == "clock"
-    ]
+    expiry = [r for r in engine.journal.records() if r.kind == "event" and r.machine == "clock"]
     assert len(expiry) == 1
     assert expiry[0].ts == 5 * S
     assert expiry[0].data["name"] == "fill"
@@ -74,8 +72,9 @@ def test_stale_expiry_is_ignored_and_noted():
     engine.process(DeadlineExpired(name="fill", generation=gen, target="probe0"), "clock")
     assert engine.finished == {"probe0": "verified"}
     stale = notes(engine, "stale deadline ignored")
-    assert stale == [{"note": "stale deadline ignored", "machine": "probe0", "name": "fill",
-                      "generation": gen}]
+    assert stale == [
+        {"note": "stale deadline ignored", "machine": "probe0", "name": "fill", "generation": gen}
+    ]
 
 
 def test_duplicate_fill_is_applied_once():

@@ -137,9 +137,7 @@ def test_numbers_are_validated_at_construction(bad):
 
 def test_negative_where_impossible_is_rejected():
     with pytest.raises(ValueError, match="qty"):
-        intents.PlaceOrder(
-            order_id="o", product_id=4, side="buy", qty="-1", price="1", tif="ioc"
-        )
+        intents.PlaceOrder(order_id="o", product_id=4, side="buy", qty="-1", price="1", tif="ioc")
     with pytest.raises(ValueError, match="side"):
         events.FillReceived(
             order_id="o", fill_id="f", product_id=4, side="long", price="1", qty="1"

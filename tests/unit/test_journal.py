@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from engine.cli import main
+from engine.journal import Journal
+from engine.journal import read_records
+from engine.journal_verify import truncate_torn_tail
+from engine.journal_verify import verify
+
+
+def write_journal(path, n=400, payload_size=40):
+    j = Journal(path)
+    for i in range(n):
+        j.append("event", "venue", {"i": i, "pad": "x" * payload_size}, ts=i * 1000)
+        if i % 10 == 9:
+            j.commit()
+    j.close()
+
+
+def test_records_chain_and_survive_reopen(tmp_path):
+    path = tmp_path / "j.db"
+    write_journal(path, n=25)
+    j = Journal(path)
+    assert j.last_seq == 25
+    j.append("note", "engine", {"note": "reopened"}, ts=10**9)
+    j.close()
+    recs = list(read_records(path))
+    assert [r.seq for r in recs] == list(range(1, 27))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(recs))
+    assert verify(path).status == "ok"
+
+
+def test_verify_cli_reports_intact(tmp_path, capsys):
+    path = tmp_path / "j.db"
+    write_journal(path, n=30)
+    assert main(["journal", "verify", str(path)]) == 0
+    assert "ok, 30 records" in capsys.readouterr().out
+
+
+def _checkpointed_size(path):
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return path.stat().st_size
+
+
+@pytest.mark.parametrize("cut", [1, 100, 2000, 4096])
+def test_truncated_tail_is_reported_and_truncation_recovers(tmp_path, capsys, cut):
+    path = tmp_path / "j.db"
+    write_journal(path)
+    size = _checkpointed_size(path)
+    with path.open("r+b") as fh:
+        fh.truncate(size - cut)
+    report = verify(path)
+    assert report.status == "torn_tail", report
+    assert 0 < report.intact <= 400
+    assert main(["journal", "verify", str(path)]) == 1
+    assert "TORN TAIL" in capsys.readouterr().out
+    assert main(["journal", "verify", "--truncate", str(path)]) == 0
+    after = verify(path)
+    assert after.status == "ok"
+    assert after.intact == report.intact
+
+
+def test_flipped_byte_mid_file_is_corruption_and_never_repaired(tmp_path, capsys):
+    path = tmp_path / "j.db"
+    write_journal(path)
+    size = _checkpointed_size(path)
+    raw = bytearray(path.read_bytes())
+    # Flip one payload byte of an early record: find record 30's padding text.
+    needle = b'{"i":30,'
+    at = raw.find(needle)
+    assert 0 < at < size // 2
+    raw[at + len(needle) + 3] ^= 0x01
+    path.write_bytes(bytes(raw))
+    report = verify(path)
+    assert report.status == "corrupt"
+    assert report.intact == 30
+    assert main(["journal", "verify", "--truncate", str(path)]) == 1
+    assert "CORRUPT" in capsys.readouterr().out
+    assert path.stat().st_size == size  # nothing was cut
+
+
+def test_export_jsonl_round_trips_and_verifies(tmp_path):
+    path = tmp_path / "j.db"
+    out = tmp_path / "j.jsonl"
+    write_journal(path, n=12)
+    assert main(["journal", "export", str(path), "--jsonl", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 12
+    assert verify(out).status == "ok"
+    assert [r.hash for r in read_records(out)] == [r.hash for r in read_records(path)]
+
+
+def test_jsonl_torn_last_line(tmp_path):
+    path = tmp_path / "j.db"
+    out = tmp_path / "j.jsonl"
+    write_journal(path, n=12)
+    main(["journal", "export", str(path), "--jsonl", str(out)])
+    out.write_bytes(out.read_bytes()[:-40])
+    assert verify(out).status == "torn_tail"
+    assert truncate_torn_tail(out).intact == 11
+    assert verify(out).status == "ok"
+
+
+def test_missing_journal_is_an_error(tmp_path, capsys):
+    assert main(["journal", "verify", str(tmp_path / "none.db")]) == 1
+
+
+def test_console_script_is_installed(tmp_path):
+    path = tmp_path / "j.db"
+    write_journal(path, n=3)
+    exe = sys.executable.replace("python", "dnpair")
+    done = subprocess.run([exe, "journal", "verify", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ok, 3 records" in done.stdout
