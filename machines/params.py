@@ -1,0 +1,79 @@
+"""Parameters the session hands to the cycle machines. Plain frozen data, no behaviour
+beyond rounding helpers. Defaults follow the seeds (fill timeout 5 s, slippage ladder
+50 → 150 → 500 bps, emergency budget 30 s)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN
+from decimal import ROUND_UP
+from decimal import Decimal
+
+import attrs
+
+from engine.messages import dec
+
+__all__ = ["CycleParams", "LegSpec"]
+
+
+def _bps_ladder(values: object) -> tuple[Decimal, ...]:
+    if not isinstance(values, list | tuple) or not values:
+        raise ValueError("exit_ladder_bps must be a non-empty list")
+    return tuple(dec(v) for v in values)
+
+
+@attrs.frozen(kw_only=True)
+class LegSpec:
+    """One product of the pair, with the venue's increments."""
+
+    symbol: str
+    product_id: int
+    tick_size: Decimal = attrs.field(converter=dec)
+    size_increment: Decimal = attrs.field(converter=dec)
+    min_order_value_usd: Decimal = attrs.field(default=Decimal(0), converter=dec)
+
+    def round_size_down(self, qty: Decimal) -> Decimal:
+        return (qty / self.size_increment).to_integral_value(ROUND_DOWN) * self.size_increment
+
+    def round_price(self, price: Decimal, side: str) -> Decimal:
+        """Round to tick in the aggressive direction for `side` (buy up, sell down)."""
+        mode = ROUND_UP if side == "buy" else ROUND_DOWN
+        return (price / self.tick_size).to_integral_value(mode) * self.tick_size
+
+
+@attrs.frozen(kw_only=True)
+class CycleParams:
+    """Everything one BUILD / UNWIND / emergency exit needs; identical for replay."""
+
+    cycle: int
+    long: LegSpec  # bought on BUILD, sold on UNWIND
+    short: LegSpec  # sold on BUILD, bought on UNWIND
+    notional_usd: Decimal = attrs.field(converter=dec)
+    carry_usd: Decimal = attrs.field(default=Decimal(0), converter=dec)  # rounding residual
+    order_style: str = attrs.field(
+        default="ioc", validator=attrs.validators.in_(("ioc", "post_only"))
+    )
+    cross_bps: Decimal = attrs.field(default=Decimal(10), converter=dec)
+    fill_timeout_s: Decimal = attrs.field(default=Decimal(5), converter=dec)
+    verify_timeout_s: Decimal = attrs.field(default=Decimal(5), converter=dec)
+    repair_attempts: int = 2
+    repair_step_bps: Decimal = attrs.field(default=Decimal(25), converter=dec)
+    post_only_attempts: int = 2
+    unwind_ioc_attempts: int = 3
+    exit_ladder_bps: tuple[Decimal, ...] = attrs.field(
+        default=(Decimal(50), Decimal(150), Decimal(500)), converter=_bps_ladder
+    )
+    exit_attempt_timeout_s: Decimal = attrs.field(default=Decimal(3), converter=dec)
+    exit_budget_s: Decimal = attrs.field(default=Decimal(30), converter=dec)
+    max_slice_usd: Decimal = attrs.field(default=Decimal(50_000), converter=dec)
+    dust_usd: Decimal = attrs.field(default=Decimal(1), converter=dec)
+    bbo_max_age_s: Decimal = attrs.field(default=Decimal(2), converter=dec)
+    max_position_usd: Decimal = attrs.field(default=Decimal(100_000), converter=dec)
+    exposure_tolerance_pct: Decimal = attrs.field(default=Decimal(5), converter=dec)
+
+    @property
+    def legs(self) -> tuple[LegSpec, LegSpec]:
+        return (self.long, self.short)
+
+    @property
+    def product_ids(self) -> tuple[int, int]:
+        return (self.long.product_id, self.short.product_id)
