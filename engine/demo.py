@@ -14,7 +14,7 @@ def start_probe(engine: Engine, config: Mapping[str, Any]) -> None:
         engine.spawn(
             ProbeMachine,
             f"probe{i}",
-            product_id=config.get("product_id", 4),
+            product_id=int(config.get("product_id", 4)) + i,  # one product each
             qty=config.get("qty", "0.1"),
             price=config.get("price", "3000"),
             fill_timeout_s=config.get("fill_timeout_s", "5"),

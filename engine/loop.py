@@ -59,6 +59,15 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _correlation(msg: object) -> str | None:
+    """The id that ties an answer to the intent that asked for it."""
+    request_id = getattr(msg, "request_id", None)
+    if request_id:
+        return str(request_id)
+    order_id = getattr(msg, "order_id", None)
+    return str(order_id) if order_id else None
+
+
 class _Context:
     """The engine as one machine sees it (implements machines.base.MachineContext)."""
 
@@ -118,6 +127,10 @@ class Engine:
         self.parents: dict[str, str | None] = {}
         self.deferred: dict[str, deque[Event]] = {}
         self.finished: dict[str, str] = {}  # machine id → final state id
+        # order ids and request ids → the live machine that emitted them, so answers go
+        # to their owner instead of being broadcast to every machine.
+        self.owners: dict[str, str] = {}
+        self._owned: dict[str, list[str]] = {}
         self.inbox: deque[tuple[str, Event]] = deque()
         self.on_inbox: Callable[[], None] | None = None  # async drivers wake up on this
         self._internal: deque[Event] = deque()
@@ -202,6 +215,12 @@ class Engine:
                 return
             self._deliver(ev.target, machine, ev)
             return
+        owner = self.owners.get(_correlation(ev) or "")
+        if owner is not None and owner in self.machines:
+            machine = self.machines[owner]
+            if ev.kind in type(machine).interests():
+                self._deliver(owner, machine, ev)
+            return
         for mid, machine in list(self.machines.items()):
             if mid in self.machines and ev.kind in type(machine).interests():
                 self._deliver(mid, machine, ev)
@@ -261,6 +280,8 @@ class Engine:
         self.finished[mid] = outcome
         for armed in self.deadlines.disarm_all(mid):
             self._note(mid, "deadline disarmed", name=armed.name)
+        for key in self._owned.pop(mid, []):
+            self.owners.pop(key, None)
         for left in self.deferred.pop(mid, deque()):
             self._note(mid, "undelivered after finish", event=to_dict(left))
         parent = self.parents.get(mid)
@@ -277,6 +298,10 @@ class Engine:
     def _emit(self, mid: str, intent: Intent) -> None:
         self._record("intent", mid, to_dict(intent))
         self.ledger.apply_intent(intent)
+        key = _correlation(intent)
+        if key is not None:
+            self.owners[key] = mid
+            self._owned.setdefault(mid, []).append(key)
         self._step_intents.append(intent)
 
     def _arm(self, mid: str, name: str, seconds: Decimal | int | str, owner: str | None) -> None:

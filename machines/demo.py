@@ -28,7 +28,11 @@ class ProbeMachine(PureMachine):
     fill_received = placing.to(verifying, cond="order_filled") | placing.to(None)
     order_expired = placing.to(failed)
     order_rejected = placing.to(failed)
-    position_snapshot = verifying.to(verified, cond="at_target") | verifying.to(failed)
+    position_snapshot = (
+        verifying.to(verified, cond=["answers_me", "at_target"])
+        | verifying.to(failed, cond="answers_me")
+        | verifying.to(None)
+    )
     deadline_expired = placing.to(failed) | verifying.to(failed)
 
     def setup(self, **params: Any) -> None:
@@ -38,6 +42,7 @@ class ProbeMachine(PureMachine):
         self.fill_timeout_s = Decimal(params.get("fill_timeout_s", "5"))
         self.verify_timeout_s = Decimal(params.get("verify_timeout_s", "2"))
         self.order_id = ""
+        self.query_id = ""
 
     def on_enter_placing(self) -> None:
         self.order_id = self.next_id("o")
@@ -59,8 +64,12 @@ class ProbeMachine(PureMachine):
         return order is not None and order.remaining <= 0
 
     def on_enter_verifying(self) -> None:
-        self.emit(QueryPositions(request_id=self.next_id("q"), product_ids=(self.product_id,)))
+        self.query_id = self.next_id("q")
+        self.emit(QueryPositions(request_id=self.query_id, product_ids=(self.product_id,)))
         self.arm("verify", self.verify_timeout_s)
+
+    def answers_me(self, ev: PositionSnapshot) -> bool:
+        return ev.request_id == self.query_id
 
     def at_target(self, ev: PositionSnapshot) -> bool:
         return self.ledger.venue_position(self.product_id) == self.qty
