@@ -19,7 +19,9 @@ from engine.messages import message
 from engine.messages import opt_dec
 
 __all__ = [
+    "ENGINE_ONLY",
     "RISK_REDUCING",
+    "AdoptVenuePositions",
     "CancelOrder",
     "CancelProductOrders",
     "Halt",
@@ -130,3 +132,17 @@ class Halt(Intent):
 RISK_REDUCING: frozenset[str] = frozenset(
     {CancelOrder.kind, CancelProductOrders.kind, QueryPositions.kind, QueryOrder.kind}
 )
+
+
+@message
+@attrs.frozen(kw_only=True)
+class AdoptVenuePositions(Intent):
+    """Engine-handled, never sent: rebuild the ledger's positions from the last venue
+    snapshot (restore does this once the venue has answered)."""
+
+    kind: ClassVar[str] = "adopt_venue_positions"
+    product_ids: tuple[int, ...] = attrs.field(converter=_ints)
+
+
+# Intents the engine itself carries out; they are journaled but never handed out.
+ENGINE_ONLY: frozenset[str] = frozenset({AdoptVenuePositions.kind})

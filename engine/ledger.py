@@ -21,6 +21,7 @@ from engine.events import OrderCancelled
 from engine.events import OrderExpired
 from engine.events import OrderRejected
 from engine.events import PositionSnapshot
+from engine.intents import AdoptVenuePositions
 from engine.intents import Intent
 from engine.intents import PlaceOrder
 
@@ -122,6 +123,13 @@ class Ledger:
 
     # -- write side (the loop only) --------------------------------------------------
     def apply_intent(self, intent: Intent) -> None:
+        if isinstance(intent, AdoptVenuePositions):
+            for pid in intent.product_ids:
+                book = self.book(pid)
+                if book.venue_position is not None and book.venue_position != book.position:
+                    book.position = book.venue_position
+                    book.entry_price = ZERO  # unknown from a snapshot; PnL restarts here
+            return
         if isinstance(intent, PlaceOrder) and intent.order_id not in self.orders:
             self.orders[intent.order_id] = OrderRecord(
                 order_id=intent.order_id,

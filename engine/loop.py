@@ -21,8 +21,10 @@ from engine.clock import seconds_to_ns
 from engine.events import DeadlineExpired
 from engine.events import Event
 from engine.events import MachineFinished
+from engine.intents import ENGINE_ONLY
 from engine.intents import Intent
 from engine.journal import Journal
+from engine.journal import Record
 from engine.ledger import Ledger
 from engine.messages import to_dict
 from engine.timers import Deadlines
@@ -89,8 +91,8 @@ class _Context:
         if armed is not None:
             self.engine._note(self.machine_id, "deadline disarmed", name=name)
 
-    def spawn(self, cls: type[PureMachine], machine_id: str, **params: Any) -> None:
-        self.engine.spawn(cls, machine_id, parent=self.machine_id, **params)
+    def spawn(self, cls: type[PureMachine], machine_id: str, **params: Any) -> PureMachine:
+        return self.engine.spawn(cls, machine_id, parent=self.machine_id, **params)
 
     def note(self, text: str, **data: Any) -> None:
         self.engine._note(self.machine_id, text, **data)
@@ -133,6 +135,7 @@ class Engine:
         self._owned: dict[str, list[str]] = {}
         self.inbox: deque[tuple[str, Event]] = deque()
         self.on_inbox: Callable[[], None] | None = None  # async drivers wake up on this
+        self.observers: list[Callable[[Record], None]] = []  # status, logs, monitors
         self._internal: deque[Event] = deque()
         self._step_intents: list[Intent] = []
         self.events_processed = 0
@@ -298,6 +301,8 @@ class Engine:
     def _emit(self, mid: str, intent: Intent) -> None:
         self._record("intent", mid, to_dict(intent))
         self.ledger.apply_intent(intent)
+        if intent.kind in ENGINE_ONLY:
+            return  # handled right here by the ledger; nothing leaves the process
         key = _correlation(intent)
         if key is not None:
             self.owners[key] = mid
@@ -319,4 +324,6 @@ class Engine:
         self._record("note", source, {"note": text, **_jsonable(data)})
 
     def _record(self, kind: str, machine: str, payload: Any) -> None:
-        self.journal.append(kind, machine, payload, self.now_ns)
+        rec = self.journal.append(kind, machine, payload, self.now_ns)
+        for observe in self.observers:
+            observe(rec)

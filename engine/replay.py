@@ -57,7 +57,28 @@ def _key(r: Record) -> tuple[int, str, str, str]:
     return (r.ts, r.kind, r.machine, r.payload)
 
 
+def _is_header(rec: Record) -> bool:
+    return rec.kind == "note" and '"run_started"' in rec.payload
+
+
 def replay_records(recorded: Sequence[Record]) -> ReplayResult:
+    """Replay every run in the journal; a restart appends a new run with its own header."""
+    starts = [i for i, r in enumerate(recorded) if _is_header(r)] or [0]
+    if starts[0] != 0:
+        starts.insert(0, 0)
+    total_fed = 0
+    for n, begin in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(recorded)
+        result = _replay_segment(recorded[begin:end])
+        total_fed += result.events_fed
+        if result.divergence is not None:
+            d = result.divergence
+            moved = Divergence(d.index + begin, d.expected, d.actual)
+            return ReplayResult(len(recorded), total_fed, moved, result.error)
+    return ReplayResult(len(recorded), total_fed, None, None)
+
+
+def _replay_segment(recorded: Sequence[Record]) -> ReplayResult:
     if not recorded:
         return ReplayResult(0, 0, Divergence(0, None, None), "empty journal")
     header = recorded[0]

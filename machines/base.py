@@ -39,7 +39,7 @@ class MachineContext(Protocol):
 
     def disarm(self, name: str) -> None: ...
 
-    def spawn(self, cls: type[PureMachine], machine_id: str, **params: Any) -> None: ...
+    def spawn(self, cls: type[PureMachine], machine_id: str, **params: Any) -> PureMachine: ...
 
     def note(self, text: str, **data: Any) -> None: ...
 
@@ -96,8 +96,9 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
     def disarm(self, name: str) -> None:
         self.ctx.disarm(name)
 
-    def spawn(self, cls: type[PureMachine], machine_id: str, **params: Any) -> None:
-        self.ctx.spawn(cls, machine_id, **params)
+    def spawn(self, cls: type[PureMachine], machine_id: str, **params: Any) -> PureMachine:
+        """Start a child; its final state comes back as `machine_finished`."""
+        return self.ctx.spawn(cls, machine_id, **params)
 
     def note(self, text: str, **data: Any) -> None:
         self.ctx.note(text, **data)

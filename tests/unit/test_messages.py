@@ -122,6 +122,7 @@ def test_every_registered_kind_round_trips_with_defaults():
         intents.QueryOrder(request_id="r", order_id="a", product_id=4),
         intents.QueryOpenOrders(request_id="r", product_ids=[4]),
         intents.Halt(reason="budget", exposure_usd="12.5"),
+        intents.AdoptVenuePositions(product_ids=[4, 8]),
     ]
     for msg in samples:
         assert from_dict(loads(dumps(to_dict(msg)))) == msg

@@ -100,3 +100,13 @@ def test_exported_jsonl_replays(tmp_path):
     record_run(path)
     assert main(["journal", "export", str(path), "--jsonl", str(out)]) == 0
     assert main(["replay", str(out)]) == 0
+
+
+def test_a_restarted_run_appends_a_segment_that_replays_on_its_own(tmp_path, capsys):
+    path = tmp_path / "run.db"
+    record_run(path, machines=1)
+    record_run(path, machines=2)  # a second process on the same journal, clock from zero
+    headers = [r for r in read_records(path) if r.kind == "note" and "run_started" in r.payload]
+    assert len(headers) == 2
+    assert main(["journal", "verify", str(path)]) == 0
+    assert main(["replay", str(path)]) == 0
