@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from engine.config import FLAGS
+from engine.config import ConfigError
+from engine.config import load_settings
+
+
+def test_defaults_cover_the_seed_flags():
+    names = {f.env_name for f in FLAGS}
+    seed_000_task_5_1 = {
+        "DN_USE_MARKET_FALLBACK",
+        "DN_MARKET_MAX_SLIPPAGE_BPS",
+        "DN_ENABLE_RATE_LIMITING",
+        "DN_RATE_LIMIT_PER_SECOND",
+        "DN_BURST_SIZE",
+        "DN_ENABLE_CIRCUIT_BREAKER",
+        "DN_CIRCUIT_FAILURE_THRESHOLD",
+        "DN_CIRCUIT_TIMEOUT_SECONDS",
+        "DN_USE_WEBSOCKET_BBO",
+        "DN_BBO_MAX_AGE_SECONDS",
+    }
+    assert seed_000_task_5_1 <= names
+    s = load_settings(env={})
+    assert s.circuit_failure_threshold == 5
+    assert s.exit_ladder_bps == (Decimal(50), Decimal(150), Decimal(500))
+
+
+def test_precedence_file_then_env_then_cli(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[engine]\ncross_bps = 7\nsize_usd = "250"\nhold_s = 1\n')
+    s = load_settings(config_file=str(cfg), env={"DN_CROSS_BPS": "9"}, cli={"size_usd": "300"})
+    assert (s.cross_bps, s.size_usd, s.hold_s) == (Decimal(9), Decimal(300), Decimal(1))
+    assert (s.sources["cross_bps"], s.sources["size_usd"], s.sources["hold_s"]) == (
+        "env",
+        "cli",
+        "file",
+    )
+    assert "DN_CROSS_BPS=9 (env)" in s.describe()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DN_CROSS_BPS": "abc"}, "DN_CROSS_BPS: not a number"),
+        ({"DN_CROSS_BPS": "NaN"}, "DN_CROSS_BPS: not a finite number"),
+        ({"DN_SIZE_USD": "-5"}, "DN_SIZE_USD: must be >= 1"),
+        ({"DN_BURST_SIZE": "1.5"}, "DN_BURST_SIZE: not an integer"),
+        ({"DN_USE_MARKET_FALLBACK": "maybe"}, "DN_USE_MARKET_FALLBACK: not a boolean"),
+        ({"DN_ORDER_STYLE": "market"}, "DN_ORDER_STYLE: must be one of ioc, post_only"),
+        ({"DN_EXIT_LADDER_BPS": "150,50"}, "DN_EXIT_LADDER_BPS: steps must not decrease"),
+        ({"DN_TYPO": "1"}, "DN_TYPO: unknown DN_* flag"),
+    ],
+)
+def test_bad_values_name_the_flag(env, message):
+    with pytest.raises(ConfigError, match=message.replace("*", r"\*")):
+        load_settings(env=env)
+
+
+def test_bad_file_names_the_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\ncross_bsp = 7\n")
+    with pytest.raises(ConfigError, match="engine.cross_bsp: unknown key"):
+        load_settings(config_file=str(cfg), env={})
+    cfg.write_text("[engine\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(config_file=str(cfg), env={})
+    cfg.write_text("[other]\nx=1\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_settings(config_file=str(cfg), env={})
