@@ -85,9 +85,62 @@ def _cmd_diagrams(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from engine.config import ConfigError
+    from engine.config import load_settings
+    from engine.run import RunOptions
+    from engine.run import UsageError
+    from engine.run import parse_pair
+    from engine.run import run
+
+    try:
+        if args.cycles is not None and args.cycles < 0:
+            raise UsageError(f"--cycles: must be >= 0, got {args.cycles}")
+        if args.faults is not None and not Path(args.faults).is_file():
+            raise UsageError(f"--faults: no such file {args.faults}")
+        if args.config is not None and not Path(args.config).is_file():
+            raise UsageError(f"--config: no such file {args.config}")
+        settings = load_settings(config_file=args.config, cli={"size_usd": args.size_usd})
+        opts = RunOptions(
+            pair=parse_pair(args.pair),
+            venue=args.venue,
+            network=args.network,
+            gateway=args.gateway,
+            cycles=args.cycles,
+            clock=args.clock,
+            seed=args.seed,
+            faults=args.faults,
+            journal=args.journal,
+            summary_json=args.summary_json,
+            metrics_port=args.metrics_port,
+            quiet=args.quiet,
+        )
+        return run(opts, settings)
+    except (UsageError, ConfigError) as exc:
+        print(f"dnpair run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dnpair", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="trade one DN pair (sim venue by default)")
+    r.add_argument("--pair", required=True, help="e.g. ETH-SOL")
+    r.add_argument("--venue", choices=("sim", "nado"), default="sim")
+    r.add_argument("--network", choices=("local", "testnet", "mainnet"), default="local")
+    r.add_argument("--gateway", help="gateway base URL, e.g. http://127.0.0.1:PORT/v1")
+    r.add_argument("--cycles", type=int, help="stop after N cycles (default: until interrupted)")
+    r.add_argument("--clock", choices=("wall", "virtual"), default="wall")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--faults", metavar="FILE.toml", help="fault profile for the sim venue")
+    r.add_argument("--journal", metavar="PATH", help="journal file (default runs/PAIR-N.db)")
+    r.add_argument("--summary-json", metavar="PATH")
+    r.add_argument("--config", metavar="FILE.toml", help="[engine] settings; DN_* env wins")
+    r.add_argument("--size-usd", help="USD notional per leg (DN_SIZE_USD)")
+    r.add_argument("--metrics-port", type=int)
+    r.add_argument("--quiet", action="store_true", help="no per-transition lines")
+    r.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("replay", help="re-run a journal through fresh machines and compare")
     p.add_argument("path")

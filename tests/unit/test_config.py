@@ -63,7 +63,7 @@ def test_bad_values_name_the_flag(env, message):
 def test_bad_file_names_the_key(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[engine]\ncross_bsp = 7\n")
-    with pytest.raises(ConfigError, match="engine.cross_bsp: unknown key"):
+    with pytest.raises(ConfigError, match=r"engine\.cross_bsp: unknown key"):
         load_settings(config_file=str(cfg), env={})
     cfg.write_text("[engine\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

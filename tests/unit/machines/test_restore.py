@@ -102,7 +102,7 @@ def test_restore_with_residual_position_is_exposed_and_adopts_the_venue_position
 
 
 def test_restore_never_reads_silence_as_flat():
-    engine, fake, machine = restore(silent=True)
+    engine, _fake, machine = restore(silent=True)
     assert engine.finished == {"restore": "failed"}
     assert machine.queries == machine.max_queries
     # every attempt waited its full deadline: bounded, never assumed flat
