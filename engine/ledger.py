@@ -91,6 +91,9 @@ class Ledger:
         self.quotes: dict[int, Quote] = {}
         self.unknown_fills: list[FillReceived] = []
         self.now_ns = 0
+        # Read-only view of every live machine's state, kept by the engine, so a guard
+        # can ask "is the breaker open?" without touching another machine.
+        self.machine_states: dict[str, tuple[str, ...]] = {}
         self.fills_applied = 0
         self.fills_duplicate = 0
 
@@ -109,6 +112,9 @@ class Ledger:
 
     def quote(self, product_id: int) -> Quote | None:
         return self.quotes.get(product_id)
+
+    def state_of(self, machine_id: str) -> tuple[str, ...]:
+        return self.machine_states.get(machine_id, ())
 
     def open_orders(self) -> list[OrderRecord]:
         return [o for o in self.orders.values() if not o.is_done]

@@ -168,6 +168,7 @@ class Engine:
         self.deferred[machine_id] = deque()
         machine = cls(ctx, **params)  # entering the initial state may emit and arm
         self.machines[machine_id] = machine
+        self.ledger.machine_states[machine_id] = tuple(machine.state_ids)
         self._check_finished(machine_id, machine)
         return machine
 
@@ -261,6 +262,7 @@ class Engine:
                 self.journal.commit()
                 raise MachineError(f"{mid} failed on {ev.kind}: {exc}") from exc
             else:
+                self.ledger.machine_states[mid] = tuple(machine.state_ids)
                 if redelivery:
                     self._note(mid, "redelivered", event=ev.kind)
                 self._check_finished(mid, machine)
@@ -280,6 +282,7 @@ class Engine:
             return
         outcome = machine.state_ids[-1] if machine.state_ids else "terminated"
         del self.machines[mid]
+        self.ledger.machine_states.pop(mid, None)
         self.finished[mid] = outcome
         for armed in self.deadlines.disarm_all(mid):
             self._note(mid, "deadline disarmed", name=armed.name)
