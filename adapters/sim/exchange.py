@@ -1,0 +1,420 @@
+"""The deterministic exchange core: books, matching, positions. No I/O, no clock.
+
+Every call takes the venue time in integer nanoseconds; the market moves on a fixed
+grid (`[sim] market_step_ms`) whatever the callers do, and all randomness comes from
+`random.Random` streams derived from the seed (market, maker flow, order faults), so a
+seed and the same calls give the same results. What happened is queued as records
+(fills, order updates, position changes) for a face to `drain()`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from decimal import Decimal
+
+from adapters.sim.accounts import Account
+from adapters.sim.accounts import PositionState
+from adapters.sim.book import BookSide
+from adapters.sim.book import CrowdBook
+from adapters.sim.book import Level
+from adapters.sim.faults import NS_PER_MS
+from adapters.sim.faults import FaultProfile
+from adapters.sim.market import PriceProcess
+from adapters.sim.matching import Bbo
+from adapters.sim.matching import Candidate
+from adapters.sim.matching import candidates
+from adapters.sim.matching import top_of_book
+from adapters.sim.products import ProductSpec
+from adapters.sim.products import floor_to
+from adapters.sim.products import to_decimal
+from adapters.sim.records import ERRORS
+from adapters.sim.records import Cause
+from adapters.sim.records import FillRecord
+from adapters.sim.records import OrderRequest
+from adapters.sim.records import OrderState
+from adapters.sim.records import OrderUpdateRecord
+from adapters.sim.records import PlaceResult
+from adapters.sim.records import PositionChangeRecord
+from adapters.sim.records import Record
+from adapters.sim.records import SimOrder
+
+__all__ = ["Exchange"]
+
+ZERO = Decimal(0)
+FEE_PLACES = Decimal("1e-8")
+
+
+class Exchange:
+    def __init__(
+        self,
+        specs: Sequence[ProductSpec],
+        *,
+        seed: int,
+        profile: FaultProfile | None = None,
+        start_ns: int = 0,
+        history_limit: int = 100_000,
+    ) -> None:
+        self.profile = profile = profile or FaultProfile()
+        sim = profile.sim
+        self.specs: dict[int, ProductSpec] = {s.product_id: s for s in specs}
+        self.by_symbol: dict[str, ProductSpec] = {s.symbol: s for s in specs}
+        self.start_ns = self.now_ns = start_ns
+        self.step_ns = int(sim.market_step_ms * NS_PER_MS)
+        self._next_step_ns = start_ns + self.step_ns
+        self.prices = PriceProcess(
+            specs,
+            random.Random(f"{seed}/market"),
+            volatility_bps_per_sqrt_s=profile.market.volatility_bps_per_sqrt_s,
+            correlation=sim.correlation,
+            step_ns=self.step_ns,
+        )
+        self.books = {s.product_id: CrowdBook(s, sim, start_ns) for s in specs}
+        self._flow_rng = random.Random(f"{seed}/flow")
+        self._fault_rng = random.Random(f"{seed}/orders")
+        self._flow_p = 1.0 - math.exp(-float(sim.maker_fill_rate_per_s) * self.step_ns / 1e9)
+        self._jumps = sorted(
+            (start_ns + j.at_ns, i, self.by_symbol[j.product].product_id, j.bps)
+            for i, j in enumerate(profile.market.jumps)
+            if j.product in self.by_symbol
+        )
+        self.maker_rate = sim.maker_fee_bps / 10_000
+        self.taker_rate = sim.taker_fee_bps / 10_000
+        self.lag_ns = int(profile.venue.position_lag_ms * NS_PER_MS)
+        self.accounts: dict[str, Account] = {}
+        self._orders: OrderedDict[str, SimOrder] = OrderedDict()
+        self._open: dict[int, list[SimOrder]] = {s.product_id: [] for s in specs}
+        self._records: list[Record] = []
+        self._history_limit = history_limit
+        self._seq = 0
+        self._idx = 0
+
+    # -- time -----------------------------------------------------------------------------
+    def advance_to(self, now_ns: int) -> None:
+        """Run market steps and jumps up to `now_ns`; earlier times are a no-op."""
+        while True:
+            t = self._next_step_ns
+            is_jump = bool(self._jumps) and self._jumps[0][0] <= t
+            if is_jump:
+                t = self._jumps[0][0]
+            if t > now_ns:
+                break
+            self.now_ns = max(self.now_ns, t)
+            if is_jump:
+                _, _, pid, bps = self._jumps.pop(0)
+                self.prices.jump(pid, bps)
+            else:
+                self.prices.step()
+                self._next_step_ns += self.step_ns
+            for pid, book in self.books.items():
+                book.set_market(self.prices.mids[pid], self.prices.depth[pid])
+            self._maker_pass(self.now_ns, flow=not is_jump)
+        self.now_ns = max(self.now_ns, now_ns)
+
+    # -- orders ---------------------------------------------------------------------------
+    def place(self, now_ns: int, req: OrderRequest) -> PlaceResult:
+        self.advance_to(now_ns)
+        now = self.now_ns
+        spec = self.specs.get(req.product_id)
+        if spec is None:
+            return _reject("bad_product")
+        problem = self._validate(req, spec)
+        if problem:
+            return _reject(problem)
+        digest = req.digest()
+        if digest in self._orders:
+            return _reject("duplicate")
+        faults = self.profile.orders
+        if faults.reject and self._fault_rng.random() < faults.reject:
+            return _reject("unhealthy")
+        cap = self._reduce_cap(req)
+        if cap is not None and cap <= 0:
+            return _reject("reduce_only")
+        book = self.books[req.product_id]
+        found = candidates(req, book.available(_opposite(req), now), self._open[req.product_id])
+        want = req.qty if cap is None else min(req.qty, cap)
+        fillable = min(want, sum((c.qty for c in found), ZERO))
+        if req.order_type == "post_only" and found:
+            return _reject("post_only_crosses")
+        cause: Cause = "ioc_remainder"
+        marketable = req.order_type in ("ioc", "fok") and bool(found)
+        if marketable and faults.ioc_no_fill and self._fault_rng.random() < faults.ioc_no_fill:
+            cause, fillable = "no_fill_fault", ZERO
+        if req.order_type == "fok" and cause != "no_fill_fault" and fillable < req.qty:
+            if self.profile.sim.fok_unfillable == "reject":
+                return _reject("fok_unfillable")
+            cause, fillable = "fok_unfilled", ZERO
+        if req.order_type in ("default", "post_only") and req.qty * req.price < spec.min_notional:
+            return _reject("too_small")
+        order = SimOrder(digest=digest, request=req, placed_ns=now, seq=self._next_seq())
+        self._remember(order)
+        self._update(order, "placed", now)
+        if req.order_type != "fok":
+            fillable = self._partial(fillable, spec.size_increment)
+        self._take(order, found, fillable, now)
+        if order.state == "open":
+            if req.order_type in ("ioc", "fok"):
+                self._close(order, "expired", cause, now)
+            elif cap is not None and order.filled >= cap:
+                self._close(order, "cancelled", "reduce_only", now)
+            else:
+                self._open[req.product_id].append(order)
+        return PlaceResult(digest=digest)
+
+    def cancel(self, now_ns: int, subaccount: str, digests: Sequence[str]) -> list[SimOrder]:
+        """Cancel open orders by digest; returns those it cancelled (others are omitted)."""
+        self.advance_to(now_ns)
+        out = []
+        for digest in digests:
+            order = self._orders.get(digest)
+            if order and order.state == "open" and order.request.subaccount == subaccount:
+                self._close(order, "cancelled", "user", self.now_ns)
+                out.append(order)
+        return out
+
+    def cancel_products(
+        self, now_ns: int, subaccount: str, product_ids: Sequence[int] = ()
+    ) -> list[SimOrder]:
+        """Cancel every open order of the subaccount on these products (empty = all)."""
+        self.advance_to(now_ns)
+        pids = [p for p in self._open if not product_ids or p in product_ids]
+        out = []
+        for pid in pids:
+            for order in list(self._open[pid]):
+                if order.request.subaccount == subaccount:
+                    self._close(order, "cancelled", "user", self.now_ns)
+                    out.append(order)
+        return out
+
+    def cancel_delay_ns(self) -> int:
+        """How long a cancel takes to take effect (`orders.cancel_delay_ms`)."""
+        delay = self.profile.orders.cancel_delay_ms
+        return 0 if delay.is_zero else delay.draw_ns(self._fault_rng)
+
+    # -- reads ----------------------------------------------------------------------------
+    def order(self, digest: str) -> SimOrder | None:
+        return self._orders.get(digest)
+
+    def open_orders(self, subaccount: str, product_ids: Sequence[int] = ()) -> list[SimOrder]:
+        return [
+            o
+            for pid, orders in self._open.items()
+            if not product_ids or pid in product_ids
+            for o in orders
+            if o.request.subaccount == subaccount
+        ]
+
+    def account(self, subaccount: str) -> Account:
+        acct = self.accounts.get(subaccount)
+        if acct is None:
+            acct = self.accounts[subaccount] = Account(subaccount)
+        return acct
+
+    def position(self, subaccount: str, product_id: int) -> PositionState:
+        """Ground truth, never lagged."""
+        return self.account(subaccount).position(product_id)
+
+    def position_view(self, subaccount: str, product_id: int) -> tuple[Decimal, Decimal]:
+        """(qty, entry) as a position query sees it now (`venue.position_lag_ms`)."""
+        return self.account(subaccount).view(product_id, self.now_ns, self.lag_ns)
+
+    def mid(self, product_id: int) -> Decimal:
+        return self.prices.mids[product_id]
+
+    def bbo(self, product_id: int) -> Bbo:
+        book, now = self.books[product_id], self.now_ns
+        bid = top_of_book(book.best("bid", now), self._open[product_id], "buy")
+        ask = top_of_book(book.best("ask", now), self._open[product_id], "sell")
+        return Bbo(
+            product_id=product_id,
+            bid=bid[0] if bid else ZERO,
+            bid_qty=bid[1] if bid else ZERO,
+            ask=ask[0] if ask else ZERO,
+            ask_qty=ask[1] if ask else ZERO,
+            ts_ns=now,
+        )
+
+    def depth(self, product_id: int, levels: int = 10) -> tuple[list[Level], list[Level]]:
+        """The crowd's book, best first (resting user orders not merged in)."""
+        book = self.books[product_id]
+        return (
+            book.available("bid", self.now_ns)[:levels],
+            book.available("ask", self.now_ns)[:levels],
+        )
+
+    def drain(self) -> list[Record]:
+        out, self._records = self._records, []
+        return out
+
+    # -- internals ------------------------------------------------------------------------
+    def _validate(self, req: OrderRequest, spec: ProductSpec) -> str:
+        if req.price <= 0 or req.price % spec.tick:
+            return "bad_price"
+        if req.qty <= 0 or req.qty % spec.size_increment:
+            return "bad_amount"
+        if abs(req.price / self.prices.mids[req.product_id] - 1) > self.profile.sim.oracle_band:
+            return "oracle_band"
+        return ""
+
+    def _reduce_cap(self, req: OrderRequest) -> Decimal | None:
+        """None when not reduce-only, else how much this order may still trade."""
+        if not req.reduce_only:
+            return None
+        pos = self.position(req.subaccount, req.product_id).qty
+        if req.side == "buy":
+            return -pos if pos < 0 else ZERO
+        return pos if pos > 0 else ZERO
+
+    def _partial(self, fillable: Decimal, inc: Decimal) -> Decimal:
+        p = self.profile.orders.partial_fill
+        if not p or fillable <= inc or self._fault_rng.random() >= p:
+            return fillable
+        u = to_decimal(self._fault_rng.random(), 6)
+        return min(fillable - inc, max(inc, floor_to(u * fillable, inc)))
+
+    def _take(self, order: SimOrder, found: list[Candidate], qty: Decimal, now: int) -> None:
+        left = qty
+        for c in found:
+            if left <= 0:
+                break
+            q = min(c.qty, left)
+            self._fill(order, q, c.price, True, now)
+            if c.maker is None:
+                self.books[order.product_id].consume(_opposite(order.request), q, now)
+            else:
+                self._fill(c.maker, q, c.price, False, now)
+            left -= q
+
+    def _maker_pass(self, now: int, *, flow: bool) -> None:
+        for pid, orders in self._open.items():
+            for order in list(orders):
+                if order.state == "open":
+                    self._maker_check(order, self.books[pid], now, flow)
+
+    def _maker_check(self, order: SimOrder, book: CrowdBook, now: int, flow: bool) -> None:
+        """A resting order fills when the crowd crosses it, or (at the touch) when taker
+        flow hits it: a Poisson arrival at `maker_fill_rate_per_s` taking a random part."""
+        cap = self._reduce_cap(order.request)
+        if cap is not None and cap <= 0:
+            self._close(order, "cancelled", "reduce_only", now)
+            return
+        buy = order.side == "buy"
+        inc = self.specs[order.product_id].size_increment
+        opp = book.best("ask" if buy else "bid", now)
+        same = book.best("bid" if buy else "ask", now)
+        crossed = opp is not None and (opp[0] <= order.price if buy else opp[0] >= order.price)
+        touch = same is None or (order.price >= same[0] if buy else order.price <= same[0])
+        qty = ZERO
+        if crossed:
+            qty = self._partial(order.remaining, inc)
+        elif flow and touch and self._flow_p and self._flow_rng.random() < self._flow_p:
+            u = to_decimal(self._flow_rng.random(), 6)
+            qty = min(order.remaining, max(inc, floor_to(u * order.remaining, inc)))
+        if cap is not None:
+            qty = min(qty, cap)
+        if qty > 0:
+            self._fill(order, qty, order.price, False, now)
+
+    def _fill(self, order: SimOrder, qty: Decimal, price: Decimal, taker: bool, now: int) -> None:
+        req = order.request
+        spec = self.specs[req.product_id]
+        base = qty * price
+        if taker and not order.took:
+            # Nado charges a taker's first match on at least `min_size` notional.
+            base, order.took = max(base, spec.min_notional), True
+        fee = (base * (self.taker_rate if taker else self.maker_rate)).quantize(FEE_PLACES)
+        order.filled += qty
+        order.fees += fee
+        pos = self.account(req.subaccount).apply_fill(
+            now, req.product_id, req.side, qty, price, fee, self.lag_ns
+        )
+        self._records.append(
+            FillRecord(
+                submission_idx=self._next_idx(),
+                ts_ns=now,
+                product_id=req.product_id,
+                subaccount=req.subaccount,
+                digest=order.digest,
+                client_id=req.client_id,
+                side=req.side,
+                price=price,
+                qty=qty,
+                cumulative=order.filled,
+                remaining=order.remaining,
+                original=req.qty,
+                is_taker=taker,
+                fee=fee,
+                appendix=req.appendix,
+            )
+        )
+        self._records.append(
+            PositionChangeRecord(
+                submission_idx=self._next_idx(),
+                ts_ns=now,
+                product_id=req.product_id,
+                subaccount=req.subaccount,
+                amount=pos.qty,
+                entry_price=pos.entry if pos.qty else None,
+            )
+        )
+        if order.remaining <= 0:
+            order.state = "filled"
+            self._unlist(order)
+            self._update(order, "filled", now)
+
+    def _close(self, order: SimOrder, state: OrderState, cause: Cause, now: int) -> None:
+        order.state = state
+        self._unlist(order)
+        self._update(order, "cancelled", now, cause)
+
+    def _unlist(self, order: SimOrder) -> None:
+        orders = self._open[order.product_id]
+        if order in orders:
+            orders.remove(order)
+
+    def _update(self, order: SimOrder, reason: str, now: int, cause: Cause = "") -> None:
+        self._records.append(
+            OrderUpdateRecord(
+                submission_idx=self._next_idx(),
+                ts_ns=now,
+                product_id=order.product_id,
+                subaccount=order.request.subaccount,
+                digest=order.digest,
+                client_id=order.request.client_id,
+                reason=reason,  # type: ignore[arg-type]
+                remaining=order.remaining if order.state == "open" else ZERO,
+                filled=order.filled,
+                order_type=order.request.order_type,
+                cause=cause,
+            )
+        )
+
+    def _remember(self, order: SimOrder) -> None:
+        self._orders[order.digest] = order
+        budget = len(self._orders)
+        while len(self._orders) > self._history_limit and budget > 0:
+            budget -= 1
+            digest, oldest = next(iter(self._orders.items()))
+            if oldest.state == "open":
+                self._orders.move_to_end(digest)
+            else:
+                del self._orders[digest]
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _next_idx(self) -> int:
+        self._idx += 1
+        return self._idx
+
+
+def _reject(key: str) -> PlaceResult:
+    code, text = ERRORS[key]
+    return PlaceResult(code=code, error=text)
+
+
+def _opposite(req: OrderRequest) -> BookSide:
+    return "ask" if req.side == "buy" else "bid"

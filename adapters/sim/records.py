@@ -1,0 +1,201 @@
+"""What the exchange core takes and emits, in Nado's vocabulary but with Decimal numbers.
+
+A face (the in-process SimVenue, a loopback server) maps these to engine events or to
+x18 wire JSON. Fields follow nado-protocol.md §5.3 (order object) and §7.5 (fill,
+order_update, position_change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from typing import Literal
+
+import attrs
+
+__all__ = [
+    "APPENDIX",
+    "ERRORS",
+    "FillRecord",
+    "OrderRequest",
+    "OrderUpdateRecord",
+    "PlaceResult",
+    "PositionChangeRecord",
+    "Record",
+    "SimOrder",
+    "order_digest",
+    "x18",
+]
+
+OrderType = Literal["default", "ioc", "fok", "post_only"]
+Side = Literal["buy", "sell"]
+ZERO = Decimal(0)
+NO_EXPIRY = 4_294_967_295  # ccxt's "GTC" expiration, unix seconds
+
+# Appendix values of SDK `build_appendix` (version 1, order type in bits 9-10).
+APPENDIX: dict[str, int] = {"default": 1, "ioc": 513, "fok": 1025, "post_only": 1537}
+REDUCE_ONLY_BIT = 2048
+
+# Codes per nado-protocol.md §9.1; those marked "sim" are not evidenced and are our choice.
+ERRORS: dict[str, tuple[int, str]] = {
+    "rate_limited": (1000, "Too Many Requests"),
+    "unhealthy": (2006, "unhealthy order: account health below threshold"),
+    "oracle_band": (2007, "order price is too far from the oracle price"),
+    "post_only_crosses": (2008, "order is post only, but it crosses book"),
+    "duplicate": (2013, "duplicate order digest"),
+    "not_found": (2020, "order not found"),
+    "fok_unfillable": (2031, "fill or kill order cannot be fully filled"),  # 2031: ccxt's guess
+    "bad_product": (5000, "invalid value: unknown product_id"),  # sim
+    "bad_price": (5000, "invalid price: not divisible by increment"),  # sim code, Vertex text
+    "bad_amount": (5000, "invalid amount: not divisible by increment"),  # sim code, Vertex text
+    "too_small": (5000, "invalid amount: too small"),  # sim code, Vertex text
+    "reduce_only": (5000, "invalid value: reduce-only order would increase the position"),
+}
+
+
+def x18(value: Decimal) -> int:
+    return int(value * 10**18)
+
+
+def order_digest(
+    subaccount: str,
+    product_id: int,
+    price: Decimal,
+    amount: Decimal,
+    expiration: int,
+    nonce: int,
+    appendix: int,
+) -> str:
+    """Stands in for the EIP-712 order hash: same fields in, same digest out."""
+    text = f"{subaccount}|{product_id}|{x18(price)}|{x18(amount)}|{expiration}|{nonce}|{appendix}"
+    return "0x" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@attrs.frozen(kw_only=True)
+class OrderRequest:
+    subaccount: str
+    product_id: int
+    side: Side
+    qty: Decimal  # > 0; the side carries the sign
+    price: Decimal
+    order_type: OrderType
+    reduce_only: bool = False
+    nonce: int = 0
+    expiration: int = NO_EXPIRY
+    client_id: str | None = None  # the `id` echoed in fill/order_update; the engine's order id
+
+    @property
+    def appendix(self) -> int:
+        return APPENDIX[self.order_type] + (REDUCE_ONLY_BIT if self.reduce_only else 0)
+
+    @property
+    def amount(self) -> Decimal:
+        return self.qty if self.side == "buy" else -self.qty
+
+    def digest(self) -> str:
+        return order_digest(
+            self.subaccount,
+            self.product_id,
+            self.price,
+            self.amount,
+            self.expiration,
+            self.nonce,
+            self.appendix,
+        )
+
+
+OrderState = Literal["open", "filled", "cancelled", "expired"]
+
+
+@attrs.define(kw_only=True)
+class SimOrder:
+    digest: str
+    request: OrderRequest
+    placed_ns: int
+    seq: int
+    filled: Decimal = ZERO
+    fees: Decimal = ZERO
+    state: OrderState = "open"
+    took: bool = False  # matched as taker at least once (min-size fee rule)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.request.qty - self.filled
+
+    @property
+    def product_id(self) -> int:
+        return self.request.product_id
+
+    @property
+    def side(self) -> Side:
+        return self.request.side
+
+    @property
+    def price(self) -> Decimal:
+        return self.request.price
+
+
+@attrs.frozen(kw_only=True)
+class PlaceResult:
+    digest: str | None = None
+    code: int | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.digest is not None
+
+
+@attrs.frozen(kw_only=True)
+class FillRecord:
+    submission_idx: int
+    ts_ns: int
+    product_id: int
+    subaccount: str
+    digest: str
+    client_id: str | None
+    side: Side
+    price: Decimal
+    qty: Decimal  # this fill (filled_qty)
+    cumulative: Decimal
+    remaining: Decimal  # remaining_qty after this fill
+    original: Decimal  # original_qty
+    is_taker: bool
+    fee: Decimal
+    appendix: int
+
+    @property
+    def fill_id(self) -> str:
+        return f"{self.digest[2:18]}-{self.submission_idx}"
+
+
+# `reason` is Nado's (placed | filled | cancelled); `cause` says who cancelled and why.
+Cause = Literal["", "user", "ioc_remainder", "fok_unfilled", "no_fill_fault", "reduce_only"]
+
+
+@attrs.frozen(kw_only=True)
+class OrderUpdateRecord:
+    submission_idx: int
+    ts_ns: int
+    product_id: int
+    subaccount: str
+    digest: str
+    client_id: str | None
+    reason: Literal["placed", "filled", "cancelled"]
+    remaining: Decimal  # `amount`: the unfilled size, unsigned
+    filled: Decimal
+    order_type: OrderType
+    cause: Cause = ""
+
+
+@attrs.frozen(kw_only=True)
+class PositionChangeRecord:
+    submission_idx: int
+    ts_ns: int
+    product_id: int
+    subaccount: str
+    amount: Decimal  # the new signed balance (our choice; nado-protocol.md §12.4)
+    entry_price: Decimal | None
+
+
+Record = FillRecord | OrderUpdateRecord | PositionChangeRecord
