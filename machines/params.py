@@ -69,6 +69,17 @@ class CycleParams:
     bbo_max_age_s: Decimal = attrs.field(default=Decimal(2), converter=dec)
     max_position_usd: Decimal = attrs.field(default=Decimal(100_000), converter=dec)
     exposure_tolerance_pct: Decimal = attrs.field(default=Decimal(5), converter=dec)
+    # Added for the cycle machines (build / unwind / emergency exit); defaults keep older
+    # callers valid.
+    cancel_timeout_s: Decimal = attrs.field(default=Decimal(2), converter=dec)  # cancel ack wait
+    verify_attempts: int = 3  # position queries per verification (first + 2 retries)
+    verify_retry_s: Decimal = attrs.field(default=Decimal("0.5"), converter=dec)  # lag re-ask
+    exit_max_attempts: int = 0  # emergency exit order attempts; 0 = one per ladder step
+    exit_backoff_s: Decimal = attrs.field(default=Decimal("0.5"), converter=dec)  # after refusal
+
+    @property
+    def exit_attempts(self) -> int:
+        return self.exit_max_attempts or len(self.exit_ladder_bps)
 
     @property
     def legs(self) -> tuple[LegSpec, LegSpec]:

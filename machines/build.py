@@ -1,0 +1,443 @@
+"""BUILD: open both legs at equal USD notional; done only on the venue's word.
+
+Pre-trade guards (each a named method that journals its reason on refusal) run at
+once on entry; a refusal ends in `aborted` with nothing sent. Then rounds of orders:
+the first places both legs at once (IOC through the touch by `cross_bps`, or
+POST_ONLY at the touch, repriced on deadline), later rounds retry whatever is
+missing with escalating aggression (`cross_bps + k x repair_step_bps`). Every
+remainder is sized from verified fills (ledger, or the venue's own word on a cancel
+or expiry when it says more), never from the original request. A round ends when
+every order of it is settled; on the fill deadline its unsettled orders are
+cancelled. A placement with an unknown outcome is resolved by QueryOrder before
+anything else is sent for that leg. `built` only after a position query, answered
+after the last order, shows both legs at target within one size increment.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from engine.events import DeadlineExpired
+from engine.events import FillReceived
+from engine.events import OrderCancelled
+from engine.events import OrderExpired
+from engine.events import OrderRejected
+from engine.events import OrderStatus
+from engine.events import PositionSnapshot
+from engine.events import VenueError
+from engine.intents import CancelOrder
+from engine.intents import PlaceOrder
+from engine.intents import QueryOrder
+from engine.intents import QueryPositions
+from machines.base import PureMachine
+from machines.base import State
+from machines.params import CycleParams
+from machines.params import LegSpec
+from machines.pricing import OrderTracker
+from machines.pricing import Rung
+from machines.pricing import cross_price
+from machines.pricing import size_for_notional
+from machines.pricing import touch_price
+
+ZERO = Decimal(0)
+CENT = Decimal("0.000001")
+MAX_ORDER_QUERIES = 3
+BREAKER_ID, HEALTH_ID = "breaker", "health"  # machine ids the app spawns them under
+
+
+class BuildMachine(PureMachine):
+    """BUILD: guards → both legs at once → repair the missing leg → verify by position query.
+
+    Ends `built`, `aborted` (a guard refused, nothing sent) or `failed` (exposure may be open).
+    """
+
+    checking = State(initial=True)
+
+    # placing: one round of orders at a time (plain State(states=...) keeps mypy happy)
+    working = State(initial=True)
+    cancelling = State()
+    deciding = State()
+    placing = State(states=[working, cancelling, deciding])
+
+    verifying = State()
+    built = State(final=True)
+    aborted = State(final=True)
+    failed = State(final=True)
+
+    # Pre-trade guards, taken at once on entry (eventless), in this order.
+    checking.to(
+        placing,
+        cond=[
+            "entries_allowed",
+            "venue_verified_flat",
+            "bbo_fresh",
+            "within_max_position",
+            "sizes_tradable",
+        ],
+    )
+    checking.to(aborted)
+
+    # A round ends when all its orders are settled; the decision is taken at once.
+    working.to(cancelling, cond="hard_rejected")
+    working.to(deciding, cond="round_settled")
+    cancelling.to(deciding, cond="round_settled")
+    deciding.to(verifying, cond="legs_complete")
+    deciding.to(failed, cond="hard_rejected")
+    deciding.to(working, cond="rounds_left")
+    deciding.to(failed)
+
+    # Fills are already in the ledger; the eventless decisions above look at it.
+    fill_received = (
+        placing.to(None, cond="is_mine", on="record_fill") | placing.to(None) | verifying.to(None)
+    )
+    order_expired = (
+        placing.to(None, cond="is_mine", on="record_end") | placing.to(None) | verifying.to(None)
+    )
+    order_cancelled = (
+        placing.to(None, cond="is_mine", on="record_end") | placing.to(None) | verifying.to(None)
+    )
+    order_rejected = (
+        placing.to(None, cond="is_mine", on="record_reject") | placing.to(None) | verifying.to(None)
+    )
+    order_status = (
+        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
+        | placing.to(None, cond="is_mine", on="record_status")
+        | placing.to(None)
+        | verifying.to(None)
+    )
+    venue_error = (
+        placing.to(None, cond="is_mine", on="record_error")
+        | placing.to(None)
+        | verifying.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
+        | verifying.to(failed, cond="answers_me")
+        | verifying.to(None)
+    )
+    position_snapshot = (
+        verifying.to(built, cond=["answers_me", "at_target"])
+        | verifying.to(
+            None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
+        )
+        | verifying.to(failed, cond="answers_me")
+        | verifying.to(None)
+        | placing.to(None)
+    )
+    deadline_expired = (
+        working.to(cancelling, cond="named_fills")
+        | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
+        | cancelling.to(failed, cond="named_settle")
+        | placing.to(None)
+        | verifying.to(None, cond="named_recheck", on="query_positions")
+        | verifying.to(None, cond=["named_verify", "verify_left"], on="query_positions")
+        | verifying.to(failed, cond="named_verify")
+        | verifying.to(None)
+    )
+
+    def setup(self, **params: Any) -> None:
+        self.p: CycleParams = params["params"]
+        self.orders = OrderTracker(self.ledger)
+        self.rungs = self._ladder()
+        self.round = -1
+        self.targets: tuple[Decimal, Decimal] = (ZERO, ZERO)  # long (buy), short (sell)
+        self.start_pos: tuple[Decimal, Decimal] = (ZERO, ZERO)
+        self.residual_usd = ZERO
+        self.reason = ""
+        self.hard_reason = ""
+        self.query_id = ""
+        self.order_queries: dict[str, str] = {}  # QueryOrder request id → order id
+        self.verifies = 0
+
+    def _ladder(self) -> list[Rung]:
+        p = self.p
+        rungs = []
+        if p.order_style == "post_only":
+            rungs += [Rung("post_only", label="post_only") for _ in range(p.post_only_attempts)]
+        rungs.append(Rung("ioc", p.cross_bps, "ioc"))
+        for k in range(1, p.repair_attempts + 1):
+            rungs.append(Rung("ioc", p.cross_bps + k * p.repair_step_bps, "repair"))
+        return rungs
+
+    # -- pre-trade guards (each journals its reason on refusal) --------------------------
+    def entries_allowed(self) -> bool:
+        """The breaker is closed and health is normal (when those machines run)."""
+        breaker = self.ledger.state_of(BREAKER_ID)
+        if breaker and "closed" not in breaker:
+            return self._refuse(f"circuit breaker {breaker[-1]}")
+        health = self.ledger.state_of(HEALTH_ID)
+        if health and "normal" not in health:
+            return self._refuse(f"venue health {health[-1]}: no new entries")
+        return True
+
+    def venue_verified_flat(self) -> bool:
+        for leg in self.p.legs:
+            pos = self.ledger.venue_position(leg.product_id)
+            quote = self.ledger.quote(leg.product_id)
+            if pos is None:
+                return self._refuse(f"no venue position known for {leg.symbol}")
+            flat = abs(pos) * quote.mid <= self.p.dust_usd if quote is not None else pos == 0
+            if not flat:
+                return self._refuse(f"residual venue position {pos} on {leg.symbol}")
+        return True
+
+    def bbo_fresh(self) -> bool:
+        for leg in self.p.legs:
+            quote = self.ledger.quote(leg.product_id)
+            if quote is None or quote.bid <= 0 or quote.ask < quote.bid:
+                return self._refuse(f"no valid BBO for {leg.symbol}")
+            age_ns = self.ledger.now_ns - quote.ts_ns
+            if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
+                return self._refuse(f"stale BBO for {leg.symbol}: {Decimal(age_ns) / 10**9} s")
+        return True
+
+    def within_max_position(self) -> bool:
+        usd = self.p.notional_usd + self.p.carry_usd
+        if usd <= 0:
+            return self._refuse(f"notional {usd} is not positive")
+        if usd > self.p.max_position_usd:
+            return self._refuse(f"notional {usd} above max_position_usd {self.p.max_position_usd}")
+        return True
+
+    def sizes_tradable(self) -> bool:
+        self._size()
+        for leg, qty in zip(self.p.legs, self.targets, strict=True):
+            quote = self.ledger.quote(leg.product_id)
+            value = qty * quote.mid if quote is not None else ZERO
+            if qty <= 0 or value < leg.min_order_value_usd:
+                return self._refuse(f"{leg.symbol} size {qty} (${value}) below the venue minimum")
+        return True
+
+    def _refuse(self, reason: str) -> bool:
+        self.reason = reason
+        self.note("pre-trade check refused", reason=reason)
+        return False
+
+    # -- round guards ---------------------------------------------------------------------
+    def round_settled(self) -> bool:
+        return self.orders.round_settled(self.round)
+
+    def hard_rejected(self) -> bool:
+        return bool(self.hard_reason)
+
+    def legs_complete(self) -> bool:
+        return all(self.remainder(i) < leg.size_increment for i, leg in enumerate(self.p.legs))
+
+    def rounds_left(self) -> bool:
+        return self._next_round() < len(self.rungs)
+
+    def queries_left(self) -> bool:
+        return all(self.orders.orders[o].queries < MAX_ORDER_QUERIES for o in self._unsettled())
+
+    # -- event guards -----------------------------------------------------------------------
+    def is_mine(self, ev: Any) -> bool:
+        rid = getattr(ev, "request_id", None)
+        return self.orders.mine(ev.order_id) or (rid is not None and rid in self.order_queries)
+
+    def says_open(self, ev: OrderStatus) -> bool:
+        return ev.state == "open"
+
+    def answers_me(self, ev: PositionSnapshot | VenueError) -> bool:
+        return ev.request_id is not None and ev.request_id == self.query_id
+
+    def at_target(self, ev: PositionSnapshot) -> bool:
+        for i, leg in enumerate(self.p.legs):
+            pos = self.ledger.venue_position(leg.product_id)
+            if pos is None or abs(pos - self.start_pos[i] - self._signed_target(i)) >= (
+                leg.size_increment
+            ):
+                return False
+        return True
+
+    def lag_suspected(self, ev: PositionSnapshot) -> bool:
+        """Our verified fills say target while the venue does not (yet): ask again later."""
+        return self.legs_complete() and all(
+            abs(self.orders.signed_filled(leg.product_id) - self._signed_target(i))
+            < leg.size_increment
+            for i, leg in enumerate(self.p.legs)
+        )
+
+    def verify_left(self) -> bool:
+        return self.verifies < self.p.verify_attempts
+
+    def named_fills(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "fills"
+
+    def named_settle(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "settle"
+
+    def named_verify(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "verify"
+
+    def named_recheck(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "recheck"
+
+    # -- actions --------------------------------------------------------------------------
+    def on_enter_working(self) -> None:
+        self.round = self._next_round()
+        rung = self.rungs[self.round]
+        for i, leg in enumerate(self.p.legs):
+            qty = leg.round_size_down(self.remainder(i))
+            if qty < leg.size_increment:
+                continue
+            quote = self.ledger.quote(leg.product_id)
+            if quote is None:
+                self.note("no quote to price the leg", leg=leg.symbol)
+                continue
+            side = "buy" if i == 0 else "sell"
+            price = (
+                touch_price(leg, side, quote)
+                if rung.tif == "post_only"
+                else cross_price(leg, side, quote, rung.bps)
+            )
+            self._place(leg, side, qty, price, rung)
+        self.arm("fills", self.p.fill_timeout_s)
+
+    def on_enter_cancelling(self) -> None:
+        for oid in self._unsettled():
+            if self.orders.needs_query(oid):
+                self._query_order(oid)
+            else:
+                self._cancel(oid)
+        self.arm("settle", self.p.cancel_timeout_s)
+
+    def chase_unsettled(self) -> None:
+        """The cancel acks did not all come: ask the venue about each unsettled order."""
+        for oid in self._unsettled():
+            self._query_order(oid)
+        self.arm("settle", self.p.cancel_timeout_s)
+
+    def cancel_again(self, ev: OrderStatus) -> None:
+        self.orders.record_status(ev)
+        self._cancel(ev.order_id)
+
+    def record_fill(self, ev: FillReceived) -> None:
+        self.orders.record_fill(ev.order_id)
+
+    def record_end(self, ev: OrderExpired | OrderCancelled) -> None:
+        if self.orders.record_end(ev.order_id, ev.filled_qty):
+            self._query_order(ev.order_id)  # how much filled? never guess (seed 002)
+
+    def record_reject(self, ev: OrderRejected) -> None:
+        self.orders.record_reject(ev.order_id, ev.reason)
+        if self.rungs[self.round].tif != "post_only":
+            self.hard_reason = f"order {ev.order_id} rejected: {ev.reason}"
+
+    def record_status(self, ev: OrderStatus) -> None:
+        self.orders.record_status(ev)
+
+    def record_error(self, ev: VenueError) -> None:
+        oid = ev.order_id or self.order_queries.get(ev.request_id or "", "")
+        self.note("venue error", request=ev.request, error_class=ev.error_class, order_id=oid)
+        if ev.request != "place_order" or not self.orders.mine(oid):
+            return  # a failed cancel or query: the settle deadline chases it
+        if ev.error_class == "unknown_outcome":
+            self.orders.record_unknown(oid)
+            self._query_order(oid)  # resolved before anything is resent
+        elif ev.error_class == "permanent":
+            self.orders.record_reject(oid, ev.message or "permanent")
+            self.hard_reason = f"order {oid} refused: {ev.message or ev.error_class}"
+        else:
+            self.orders.record_refused(oid)
+
+    def on_enter_verifying(self) -> None:
+        self.query_positions()
+
+    def query_positions(self) -> None:
+        self.verifies += 1
+        self.query_id = self.next_id("q")
+        self.emit(QueryPositions(request_id=self.query_id, product_ids=self.p.product_ids))
+        self.arm("verify", self.p.verify_timeout_s)
+
+    def recheck_later(self) -> None:
+        self.note("venue position not at target yet; asking again", attempt=self.verifies)
+        self.disarm("verify")
+        self.arm("recheck", self.p.verify_retry_s)
+
+    def on_enter_built(self) -> None:
+        self.note("built: venue position at target", positions=self._venue_positions())
+
+    def on_enter_aborted(self) -> None:
+        self.note("build aborted", reason=self.reason)
+
+    def on_enter_failed(self) -> None:
+        reason = self.hard_reason or (
+            "legs incomplete after every repair attempt"
+            if not self.legs_complete()
+            else "venue position not verified at target"
+        )
+        for oid in self._unsettled():
+            self._cancel(oid)
+        self.note(
+            "build failed",
+            reason=reason,
+            remainders=[str(self.remainder(i)) for i in range(2)],
+            venue=self._venue_positions(),
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+    def _size(self) -> None:
+        usd = self.p.notional_usd + self.p.carry_usd
+        sizes, values = [], []
+        for leg in self.p.legs:
+            quote = self.ledger.quote(leg.product_id)
+            mid = quote.mid if quote is not None else ZERO
+            qty = size_for_notional(leg, usd, mid)
+            sizes.append(qty)
+            values.append(qty * mid)
+        self.targets = (sizes[0], sizes[1])
+        self.start_pos = tuple(  # type: ignore[assignment]
+            self.ledger.venue_position(leg.product_id) or ZERO for leg in self.p.legs
+        )
+        self.residual_usd = (usd - (values[0] + values[1]) / 2).quantize(CENT)
+        self.note(
+            "sized at equal notional",
+            usd=str(usd),
+            qty=[str(q) for q in sizes],
+            notional=[str(v) for v in values],
+            residual_usd=str(self.residual_usd),
+        )
+
+    def _signed_target(self, i: int) -> Decimal:
+        return self.targets[i] if i == 0 else -self.targets[i]
+
+    def remainder(self, i: int) -> Decimal:
+        """What leg i still needs, from verified fills only."""
+        filled = self.orders.signed_filled(self.p.legs[i].product_id)
+        return self.targets[i] - (filled if i == 0 else -filled)
+
+    def _next_round(self) -> int:
+        nxt = self.round + 1
+        one_done = any(self.remainder(i) < leg.size_increment for i, leg in enumerate(self.p.legs))
+        if self.round >= 0 and one_done:
+            # A leg is complete: no more passive repricing, repair the other at once.
+            while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
+                nxt += 1
+        return nxt
+
+    def _unsettled(self) -> list[str]:
+        return self.orders.unsettled()
+
+    def _place(self, leg: LegSpec, side: str, qty: Decimal, price: Decimal, rung: Rung) -> None:
+        intent = PlaceOrder(
+            order_id=self.next_id("o"),
+            product_id=leg.product_id,
+            side=side,
+            qty=qty,
+            price=price,
+            tif=rung.tif,
+            purpose="build" if self.round == 0 else rung.label,
+        )
+        self.orders.add(intent, self.round)
+        self.emit(intent)
+
+    def _cancel(self, oid: str) -> None:
+        self.emit(CancelOrder(order_id=oid, product_id=self.orders.orders[oid].product_id))
+
+    def _query_order(self, oid: str) -> None:
+        t = self.orders.orders[oid]
+        t.queries += 1
+        rid = self.next_id("s")
+        self.order_queries[rid] = oid
+        self.emit(QueryOrder(request_id=rid, order_id=oid, product_id=t.product_id))
+
+    def _venue_positions(self) -> dict[str, str]:
+        return {leg.symbol: str(self.ledger.venue_position(leg.product_id)) for leg in self.p.legs}

@@ -1,0 +1,250 @@
+"""Pure helpers shared by the cycle machines: prices, sizes, slices, and the per-order
+bookkeeping that sizes every remainder from verified numbers.
+
+Nothing here emits, arms or reads a clock. Prices cross the book by basis points and
+round to the tick in the aggressive direction; sizes round DOWN to the increment; a
+"market" order is an IOC priced through the book, sliced when large.
+
+`OrderTracker` keeps what the venue *said* about each of a machine's orders beside the
+ledger's fill-derived numbers: an order's filled amount is the larger of the two (a
+cancel/expiry ack that reports more than the ledger has seen means fills are still in
+flight, and the remainder must not be sold twice: seed 002).
+
+Whether an order is settled is recorded only by the machine's own actions, never read
+from the ledger's order state: python-statemachine evaluates eventless transitions
+*before* it takes an external event, while the ledger has already applied that event.
+A decision guarded on tracker state is therefore taken only after the machine has
+recorded everything the event says (e.g. a cancel ack's filled amount).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN
+from decimal import ROUND_UP
+from decimal import Decimal
+
+import attrs
+
+from engine.events import OrderStatus
+from engine.intents import PlaceOrder
+from engine.ledger import Ledger
+from engine.ledger import Quote
+from machines.params import LegSpec
+
+__all__ = [
+    "BPS",
+    "OrderTracker",
+    "Rung",
+    "Tracked",
+    "closing_side",
+    "cross_price",
+    "is_dust",
+    "notional",
+    "size_for_notional",
+    "slices",
+    "touch_price",
+]
+
+BPS = Decimal(10_000)
+ZERO = Decimal(0)
+TERMINAL_STATUS = frozenset({"filled", "cancelled", "expired", "rejected"})
+NOT_FOUND_LIMIT = 2  # "not found" twice, a deadline apart, means it never reached the venue
+
+
+@attrs.frozen
+class Rung:
+    """One step of an execution ladder: time in force and how far through the book."""
+
+    tif: str  # "post_only" | "ioc"
+    bps: Decimal = ZERO
+    label: str = ""
+    sliced: bool = False
+
+
+def _round(value: Decimal, step: Decimal, mode: str) -> Decimal:
+    return (value / step).to_integral_value(mode) * step
+
+
+def cross_price(leg: LegSpec, side: str, quote: Quote, bps: Decimal) -> Decimal:
+    """Through the touch by `bps`: buy at askx(1+bps), sell at bidx(1-bps), tick-rounded
+    aggressively (buy up, sell down). Never below one tick."""
+    raw = quote.ask * (1 + bps / BPS) if side == "buy" else quote.bid * (1 - bps / BPS)
+    return max(leg.round_price(raw, side), leg.tick_size)
+
+
+def touch_price(leg: LegSpec, side: str, quote: Quote) -> Decimal:
+    """Join our own side of the book (maker): buy at the bid, sell at the ask, rounded
+    passively so a post-only order never crosses because of rounding."""
+    if side == "buy":
+        return max(_round(quote.bid, leg.tick_size, ROUND_DOWN), leg.tick_size)
+    return _round(quote.ask, leg.tick_size, ROUND_UP)
+
+
+def size_for_notional(leg: LegSpec, usd: Decimal, mid: Decimal) -> Decimal:
+    """Base quantity worth `usd` at `mid`, rounded DOWN to the size increment."""
+    if mid <= 0 or usd <= 0:
+        return ZERO
+    return leg.round_size_down(usd / mid)
+
+
+def notional(qty: Decimal, quote: Quote | None) -> Decimal:
+    return abs(qty) * quote.mid if quote is not None else ZERO
+
+
+def is_dust(leg: LegSpec, qty: Decimal, quote: Quote | None, dust_usd: Decimal) -> bool:
+    """Nothing worth (or possible) to trade: below one increment, or worth ≤ dust at mid.
+    Without a quote only a zero position is dust."""
+    if abs(qty) < leg.size_increment:
+        return True
+    if quote is None:
+        return False
+    return abs(qty) * quote.mid <= dust_usd
+
+
+def closing_side(position: Decimal) -> str:
+    return "sell" if position > 0 else "buy"
+
+
+def slices(leg: LegSpec, qty: Decimal, price: Decimal, max_slice_usd: Decimal) -> list[Decimal]:
+    """Split `qty` into chunks worth at most `max_slice_usd` each (at least one increment)."""
+    qty = leg.round_size_down(abs(qty))
+    if qty <= 0:
+        return []
+    per = leg.round_size_down(max_slice_usd / price) if price > 0 else qty
+    per = max(per, leg.size_increment)
+    out: list[Decimal] = []
+    left = qty
+    while left > 0:
+        take = min(per, left)
+        out.append(take)
+        left -= take
+    return out
+
+
+@attrs.define
+class Tracked:
+    order_id: str
+    product_id: int
+    side: str
+    round: int
+    final_filled: Decimal | None = None  # the venue's word on the order's total fill
+    ended: bool = False  # the venue said it is no longer working
+    refused: bool = False  # the request provably never took effect
+    unknown: bool = False  # placement outcome unknown: QueryOrder before anything else
+    live: bool = False  # the venue said it is open
+    closed: bool = False  # the venue said it stopped working, without saying how much filled
+    not_found: int = 0
+    queries: int = 0
+    rejected: str = ""
+
+
+class OrderTracker:
+    """A machine's own orders, with remainders computed from verified numbers only."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.orders: dict[str, Tracked] = {}
+
+    # -- recording ------------------------------------------------------------------------
+    def add(self, intent: PlaceOrder, round_: int) -> None:
+        self.orders[intent.order_id] = Tracked(
+            intent.order_id, intent.product_id, intent.side, round_
+        )
+
+    def mine(self, order_id: str | None) -> bool:
+        return order_id is not None and order_id in self.orders
+
+    def record_fill(self, order_id: str) -> None:
+        rec = self._ledger.order(order_id)
+        if rec is not None and rec.state == "filled":
+            self.orders[order_id].ended = True
+
+    def record_end(self, order_id: str, filled_qty: Decimal | None) -> bool:
+        """A cancel or expiry ack. Its filled amount is the venue's word on the total; an
+        ack without one leaves the order unsettled: returns True, ask with QueryOrder
+        (fills may still be in flight and must not be re-traded)."""
+        t = self.orders[order_id]
+        t.live = False
+        if filled_qty is None and not t.ended:
+            t.closed = True
+            return True
+        t.ended = True
+        t.final_filled = max(t.final_filled or ZERO, filled_qty or ZERO)
+        return False
+
+    def record_reject(self, order_id: str, reason: str) -> None:
+        t = self.orders[order_id]
+        t.ended, t.rejected = True, reason or "rejected"
+
+    def record_refused(self, order_id: str) -> None:
+        t = self.orders[order_id]
+        t.ended, t.refused = True, True
+
+    def record_unknown(self, order_id: str) -> None:
+        self.orders[order_id].unknown = True
+
+    def record_status(self, ev: OrderStatus) -> None:
+        t = self.orders[ev.order_id]
+        if ev.state in TERMINAL_STATUS:
+            t.ended, t.live, t.unknown = True, False, False
+            t.final_filled = max(t.final_filled or ZERO, ev.filled_qty)
+            if ev.state == "rejected":
+                t.rejected = t.rejected or "rejected (status)"
+        elif ev.state == "open" and not t.closed:
+            t.live, t.unknown = True, False
+        elif ev.state == "not_found":
+            t.not_found += 1
+            if t.not_found >= NOT_FOUND_LIMIT and self.filled(ev.order_id) == 0:
+                t.ended, t.refused, t.unknown = True, True, False
+
+    # -- reading --------------------------------------------------------------------------
+    def filled(self, order_id: str) -> Decimal:
+        t = self.orders[order_id]
+        rec = self._ledger.order(order_id)
+        ledger_filled = rec.filled if rec is not None else ZERO
+        return max(ledger_filled, t.final_filled or ZERO)
+
+    def settled(self, order_id: str) -> bool:
+        """No longer working, as recorded from the venue's acks, fills and answers."""
+        return self.orders[order_id].ended
+
+    def needs_query(self, order_id: str) -> bool:
+        """Ask rather than cancel: placed with an unknown outcome and not heard of since,
+        or ended without the venue saying how much filled."""
+        t = self.orders[order_id]
+        if t.ended:
+            return False
+        if t.closed:
+            return True
+        rec = self._ledger.order(order_id)
+        heard = rec is not None and (rec.state != "pending" or rec.filled > 0)
+        return t.unknown and not heard
+
+    def in_round(self, round_: int) -> list[str]:
+        return [o for o, t in self.orders.items() if t.round == round_]
+
+    def unsettled(self, round_: int | None = None) -> list[str]:
+        return [
+            o
+            for o, t in self.orders.items()
+            if (round_ is None or t.round == round_) and not self.settled(o)
+        ]
+
+    def round_settled(self, round_: int) -> bool:
+        return not self.unsettled(round_)
+
+    def round_refused(self, round_: int) -> bool:
+        """Every order of the round was refused before reaching the venue."""
+        ids = self.in_round(round_)
+        return bool(ids) and all(self.orders[o].refused for o in ids)
+
+    def rejections(self, round_: int) -> list[str]:
+        return [t.rejected for t in self.orders.values() if t.round == round_ and t.rejected]
+
+    def signed_filled(self, product_id: int) -> Decimal:
+        total = ZERO
+        for oid, t in self.orders.items():
+            if t.product_id == product_id:
+                qty = self.filled(oid)
+                total += qty if t.side == "buy" else -qty
+        return total

@@ -1,0 +1,354 @@
+"""BUILD against a scripted venue on the virtual clock: one scenario per row."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from engine.clock import VirtualClock
+from engine.events import Position
+from engine.events import PositionSnapshot
+from engine.intents import CancelOrder
+from engine.intents import PlaceOrder
+from engine.intents import QueryOrder
+from engine.intents import QueryPositions
+from engine.loop import Engine
+from machines.build import BuildMachine
+from tests.unit.machines.fakes import MS
+from tests.unit.machines.fakes import Error
+from tests.unit.machines.fakes import Expire
+from tests.unit.machines.fakes import FakeVenue
+from tests.unit.machines.fakes import Fill
+from tests.unit.machines.fakes import Reject
+from tests.unit.machines.fakes import S
+from tests.unit.machines.fakes import notes
+from tests.unit.machines.fakes import outcome
+from tests.unit.machines.fakes import params
+from tests.unit.machines.fakes import spawn
+
+D = Decimal
+ETH, SOL = 4, 8
+ETH_QTY, SOL_QTY = D("0.333"), D("6.66")  # $1000 at mid 3000.25 / 150.01, rounded down
+
+
+def build(p=None, **kw):
+    return spawn(BuildMachine, p or params(), **kw)
+
+
+def kinds(fake):
+    return [type(i).__name__ for i in fake.sent]
+
+
+def assert_ledger_matches_venue(engine, fake):
+    for pid in (ETH, SOL):
+        assert engine.ledger.position(pid) == fake.positions.get(pid, 0)
+
+
+# -- happy path ---------------------------------------------------------------------------
+def test_build_ioc_both_legs_fill_is_built_after_a_position_query():
+    # Arrange / Act
+    engine, fake = build()
+    # Assert: both legs at once, crossing by 10 bps rounded to tick aggressively, then verify.
+    assert outcome(engine) == "built"
+    buy, sell = fake.of(PlaceOrder)
+    assert (buy.product_id, buy.side, buy.qty, buy.price, buy.tif) == (
+        ETH,
+        "buy",
+        ETH_QTY,
+        D("3003.6"),  # 3000.5 x 1.001 = 3003.5005 → up to the 0.1 tick
+        "ioc",
+    )
+    assert (sell.product_id, sell.side, sell.qty, sell.price) == (SOL, "sell", SOL_QTY, D("149.85"))
+    assert kinds(fake) == ["PlaceOrder", "PlaceOrder", "QueryPositions"]
+    assert fake.positions == {ETH: ETH_QTY, SOL: -SOL_QTY}
+    assert_ledger_matches_venue(engine, fake)
+
+
+def test_build_records_the_rounding_residual_and_exposes_it():
+    engine, _ = build(params(carry_usd="0.5"))
+    machine_notes = notes(engine, "sized at equal notional")
+    assert machine_notes[0]["usd"] == "1000.5"
+    residual = D(machine_notes[0]["residual_usd"])
+    assert D(0) <= residual < D(3)  # less than one ETH increment's worth
+
+
+def test_build_residual_usd_attribute_is_what_was_noted():
+    clock = VirtualClock()
+    engine = Engine(clock)
+    fake = FakeVenue(engine, clock)
+    fake.push_bbo()
+    engine.process(
+        PositionSnapshot(positions=[Position(product_id=4, qty=0), Position(product_id=8, qty=0)])
+    )
+    machine = engine.spawn(BuildMachine, "m", params=params())
+    noted = notes(engine, "sized at equal notional")[0]["residual_usd"]
+    assert machine.residual_usd == D(noted)  # type: ignore[attr-defined]
+    # 1000 - (0.333 x 3000.25 + 6.66 x 150.01) / 2
+    assert machine.residual_usd == D("0.925075")  # type: ignore[attr-defined]
+
+
+# -- pre-trade guards ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("case", "kw", "reason"),
+    [
+        ("residual", {"venue": {"positions": {ETH: D("0.01")}}}, "residual venue position"),
+        ("no snapshot", {"query_first": False}, "no venue position known"),
+        ("no bbo", {"bbo": False}, "no valid BBO"),
+        ("over max", {"p": params(max_position_usd="500")}, "above max_position_usd"),
+        ("too small", {"p": params(notional_usd="1")}, "below the venue minimum"),
+    ],
+)
+def test_build_checking_refused_is_aborted_with_nothing_sent(case, kw, reason):
+    engine, fake = build(**kw)
+    assert outcome(engine) == "aborted"
+    assert fake.sent == []
+    refused = notes(engine, "pre-trade check refused")
+    assert len(refused) == 1
+    assert reason in refused[0]["reason"]
+    assert reason in notes(engine, "build aborted")[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("machine", "state", "reason"),
+    [("breaker", "open", "circuit breaker open"), ("health", "degraded", "venue health")],
+)
+def test_build_checking_breaker_or_health_refusal_is_aborted(machine, state, reason):
+    def setup(fake):
+        fake.engine.ledger.machine_states[machine] = (state,)
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "aborted"
+    assert fake.sent == []
+    assert reason in notes(engine, "pre-trade check refused")[0]["reason"]
+
+
+def test_build_checking_closed_breaker_and_normal_health_allow_entry():
+    def setup(fake):
+        fake.engine.ledger.machine_states.update(breaker=("closed",), health=("normal",))
+
+    engine, _ = build(setup=setup)
+    assert outcome(engine) == "built"
+
+
+def test_build_checking_stale_bbo_is_aborted():
+    clock = VirtualClock()
+    engine = Engine(clock)
+    fake = FakeVenue(engine, clock)
+    fake.push_bbo()
+    engine.process(
+        PositionSnapshot(positions=[Position(product_id=4, qty=0), Position(product_id=8, qty=0)])
+    )
+    clock.advance(3 * S)  # older than bbo_max_age_s = 2
+    engine.process(PositionSnapshot(positions=[], request_id="tick"))
+    engine.spawn(BuildMachine, "m", params=params())
+    assert engine.finished == {"m": "aborted"}
+    assert "stale BBO" in notes(engine, "pre-trade check refused")[0]["reason"]
+
+
+# -- partial fills and repair -----------------------------------------------------------------
+def test_build_partial_fill_then_expiry_sizes_the_remainder_from_the_ledger():
+    # Only 0.2 ETH at the touch: the first IOC fills 0.2 and expires; the repair asks 0.133.
+    engine, fake = build(venue={"liquidity": {ETH: D("0.2")}})
+    assert [o.qty for o in fake.placed(product_id=ETH)] == [ETH_QTY, D("0.133")]
+    assert outcome(engine) == "built"
+    assert_ledger_matches_venue(engine, fake)
+
+
+def test_build_partial_then_repair_fills_is_built():
+    def setup(fake):
+        fake.script([Fill(D("0.2")), Expire()], product_id=ETH)
+
+    engine, fake = build(setup=setup)
+    eth = fake.placed(product_id=ETH)
+    assert [o.qty for o in eth] == [ETH_QTY, D("0.133")]
+    assert eth[1].price == D("3011.1")  # 3000.5 x (1 + 35 bps) = 3011.00175 → 3011.1
+    assert eth[1].purpose == "repair"
+    assert len(fake.placed(product_id=SOL)) == 1
+    assert outcome(engine) == "built"
+    assert fake.positions == {ETH: ETH_QTY, SOL: -SOL_QTY}
+
+
+def test_build_expiry_reports_more_than_the_ledger_has_seen_then_the_fill_arrives_late():
+    # The venue filled 0.2 but the fill event arrives 300 ms after the expiry ack.
+    def setup(fake):
+        fake.script([Fill(D("0.2"), at_ms=10, deliver_ms=300), Expire(at_ms=15)], product_id=ETH)
+
+    engine, fake = build(setup=setup)
+    assert [o.qty for o in fake.placed(product_id=ETH)] == [ETH_QTY, D("0.133")]
+    assert outcome(engine) == "built"
+    assert_ledger_matches_venue(engine, fake)
+
+
+def test_build_cycle6_one_leg_expired_unfilled_is_repaired_then_built():
+    # Seed 000 "Cycle 6": the ETH IOC expires with nothing while SOL fills.
+    def setup(fake):
+        fake.script([Expire()], product_id=ETH)
+
+    engine, fake = build(setup=setup)
+    eth = fake.placed(product_id=ETH)
+    assert [o.qty for o in eth] == [ETH_QTY, ETH_QTY]
+    assert eth[1].price > eth[0].price
+    assert outcome(engine) == "built"
+    assert fake.finished_ns < 1 * S  # no fill deadline was waited out
+
+
+def test_build_repair_exhausted_is_failed_with_escalating_prices_and_bounded_attempts():
+    def setup(fake):
+        fake.script([Expire()], times=10, product_id=ETH)
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "failed"
+    eth = fake.placed(product_id=ETH)
+    # first attempt + repair_attempts (2), each more aggressive: 10, 35, 60 bps
+    assert [o.price for o in eth] == [D("3003.6"), D("3011.1"), D("3018.6")]
+    assert len(fake.placed(product_id=SOL)) == 1
+    assert not fake.of(QueryPositions)
+    assert "incomplete" in notes(engine, "build failed")[0]["reason"]
+
+
+def test_build_one_leg_reject_margin_is_failed_without_retrying_it():
+    def setup(fake):
+        fake.script([Reject("insufficient margin")], product_id=SOL)
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "failed"
+    assert len(fake.placed(product_id=SOL)) == 1
+    assert len(fake.placed(product_id=ETH)) == 1
+    assert fake.positions == {ETH: ETH_QTY}  # exposure left for the emergency exit
+    assert "insufficient margin" in notes(engine, "build failed")[0]["reason"]
+
+
+def test_build_permanent_placement_error_is_failed():
+    def setup(fake):
+        fake.script([Error("permanent")], product_id=SOL)
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "failed"
+    assert len(fake.placed()) == 2
+
+
+# -- seed 002: partial fill, cancel, late fill, replacement ------------------------------------
+@pytest.mark.parametrize("cancel_reports_fill", [True, False])
+def test_build_seed002_partial_cancel_late_fill_replacement_never_double_sells(
+    cancel_reports_fill,
+):
+    # Post-only SOL sell: 2.0 fills, then 1.0 more just before the cancel whose fill
+    # event is delivered after the cancel ack; the replacement must be 6.66 - 3.0.
+    def setup(fake):
+        fake.script(
+            [Fill(D("2"), at_ms=100), Fill(D("1"), at_ms=4990, deliver_ms=300)], product_id=SOL
+        )
+        fake.script([Fill(at_ms=50)], product_id=ETH)
+
+    engine, fake = build(
+        params(order_style="post_only"),
+        venue={"cancel_reports_fill": cancel_reports_fill},
+        setup=setup,
+    )
+    sol = fake.placed(product_id=SOL)
+    assert [o.qty for o in sol] == [SOL_QTY, D("3.66")]
+    assert [o.tif for o in sol] == ["post_only", "ioc"]  # ETH complete: repair at once
+    assert outcome(engine) == "built"
+    assert fake.positions[SOL] == -SOL_QTY  # sold exactly once
+    assert_ledger_matches_venue(engine, fake)
+    if not cancel_reports_fill:
+        # the ack did not say how much filled: asked before resizing
+        first_query = next(i for i, x in enumerate(fake.sent) if isinstance(x, QueryOrder))
+        replacement = fake.sent.index(sol[1])
+        assert first_query < replacement
+
+
+# -- post-only repricing -------------------------------------------------------------------------
+def test_build_post_only_never_fills_is_repriced_then_crosses_with_ioc():
+    engine, fake = build(params(order_style="post_only", post_only_attempts=2))
+    tifs = [o.tif for o in fake.placed(product_id=ETH)]
+    assert tifs == ["post_only", "post_only", "ioc"]
+    assert fake.placed(product_id=ETH)[0].price == D("3000")  # joins the bid
+    assert fake.placed(product_id=SOL)[0].price == D("150.02")  # joins the ask
+    assert len(fake.of(CancelOrder)) == 4  # two rounds x two legs
+    assert outcome(engine) == "built"
+    assert fake.finished_ns == pytest.approx(10 * S, abs=0.2 * S)
+
+
+# -- unknown outcomes ----------------------------------------------------------------------------
+def test_build_unknown_outcome_is_queried_before_anything_is_resent():
+    def setup(fake):
+        fake.script([Error("unknown_outcome", accepted=False)], product_id=ETH)
+
+    engine, fake = build(setup=setup)
+    first = fake.placed(product_id=ETH)[0]
+    resend = fake.placed(product_id=ETH)[1]
+    assert resend.order_id != first.order_id
+    before = fake.sent[: fake.sent.index(resend)]
+    queried = [i for i in before if isinstance(i, QueryOrder) and i.order_id == first.order_id]
+    assert len(queried) >= 2  # "not found" twice, a deadline apart, before concluding
+    assert outcome(engine) == "built"
+    assert_ledger_matches_venue(engine, fake)
+
+
+def test_build_unknown_outcome_that_the_venue_accepted_is_not_resent():
+    def setup(fake):
+        fake.script([Error("unknown_outcome", accepted=True), Fill(at_ms=15)], product_id=ETH)
+
+    engine, fake = build(setup=setup)
+    assert len(fake.placed(product_id=ETH)) == 1
+    assert any(isinstance(i, QueryOrder) for i in fake.sent)
+    assert outcome(engine) == "built"
+
+
+def test_build_rate_limited_placement_is_retried_under_a_new_id():
+    def setup(fake):
+        fake.script([Error("rate_limited")], product_id=SOL)
+
+    engine, fake = build(setup=setup)
+    sol = fake.placed(product_id=SOL)
+    assert len(sol) == 2
+    assert sol[0].order_id != sol[1].order_id
+    assert outcome(engine) == "built"
+
+
+def test_build_order_that_never_ends_is_failed_after_bounded_cancels_and_queries():
+    # ETH is accepted, never fills, never expires, and the venue ignores every cancel.
+    def setup(fake):
+        fake.script([], product_id=ETH)
+        fake.ignore_cancels = True
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "failed"
+    eth_id = fake.placed(product_id=ETH)[0].order_id
+    assert len(fake.placed(product_id=ETH)) == 1  # never resent while its outcome is open
+    assert len([i for i in fake.of(QueryOrder) if i.order_id == eth_id]) == 3
+    # fill deadline 5 s, then a 2 s settle deadline per query round (3)
+    assert fake.finished_ns <= 5 * S + 4 * 2 * S
+
+
+# -- verification ----------------------------------------------------------------------------------
+def test_build_verify_unanswered_is_retried_twice_then_failed():
+    engine, fake = build(venue={"silent_queries": True})
+    assert outcome(engine) == "failed"
+    assert len(fake.of(QueryPositions)) == 3
+    # fills at 10 ms, then three 5 s verify deadlines
+    assert fake.finished_ns == 10 * MS + 15 * S
+
+
+def test_build_position_lag_is_asked_again_then_built():
+    engine, fake = build(venue={"position_lag_ms": 300})
+    assert outcome(engine) == "built"
+    assert len(fake.of(QueryPositions)) == 2
+    assert notes(engine, "venue position not at target yet; asking again")
+
+
+def test_build_venue_position_the_fills_do_not_explain_is_failed():
+    # Someone else trades SOL on the account right after our fills (V9).
+    def setup(fake):
+        def manual_trade():
+            fake.positions[SOL] = fake.positions.get(SOL, D(0)) - 1
+            fake.history.append((fake.clock.now_ns(), dict(fake.positions)))
+
+        fake.clock.call_later(15 * MS, manual_trade)
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "failed"
+    assert len(fake.of(QueryPositions)) == 3  # asked again (lag?) within the bound
+    assert "not verified" in notes(engine, "build failed")[0]["reason"]
