@@ -18,35 +18,22 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.events import DeadlineExpired
-from engine.events import FillReceived
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import OrderRejected
-from engine.events import OrderStatus
 from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import CancelOrder
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
-from machines.params import LegSpec
-from machines.pricing import OrderTracker
+from machines.pricing import OrderRounds
 from machines.pricing import Rung
 from machines.pricing import cross_price
 from machines.pricing import size_for_notional
 from machines.pricing import touch_price
 
 ZERO = Decimal(0)
-CENT = Decimal("0.000001")
-MAX_ORDER_QUERIES = 3
+RESIDUAL_QUANTUM = Decimal("0.000001")
 BREAKER_ID, HEALTH_ID = "breaker", "health"  # machine ids the app spawns them under
 
 
-class BuildMachine(PureMachine):
+class BuildMachine(OrderRounds, PureMachine):
     """BUILD: guards → both legs at once → repair the missing leg → verify by position query.
 
     Ends `built`, `aborted` (a guard refused, nothing sent) or `failed` (exposure may be open).
@@ -135,17 +122,12 @@ class BuildMachine(PureMachine):
 
     def setup(self, **params: Any) -> None:
         self.p: CycleParams = params["params"]
-        self.orders = OrderTracker(self.ledger)
+        self.setup_rounds()
         self.rungs = self._ladder()
-        self.round = -1
         self.targets: tuple[Decimal, Decimal] = (ZERO, ZERO)  # long (buy), short (sell)
         self.start_pos: tuple[Decimal, Decimal] = (ZERO, ZERO)
         self.residual_usd = ZERO
         self.reason = ""
-        self.hard_reason = ""
-        self.query_id = ""
-        self.order_queries: dict[str, str] = {}  # QueryOrder request id → order id
-        self.verifies = 0
 
     def _ladder(self) -> list[Rung]:
         p = self.p
@@ -212,32 +194,17 @@ class BuildMachine(PureMachine):
         return False
 
     # -- round guards ---------------------------------------------------------------------
-    def round_settled(self) -> bool:
-        return self.orders.round_settled(self.round)
-
-    def hard_rejected(self) -> bool:
-        return bool(self.hard_reason)
-
     def legs_complete(self) -> bool:
         return all(self.remainder(i) < leg.size_increment for i, leg in enumerate(self.p.legs))
 
     def rounds_left(self) -> bool:
         return self._next_round() < len(self.rungs)
 
-    def queries_left(self) -> bool:
-        return all(self.orders.orders[o].queries < MAX_ORDER_QUERIES for o in self._unsettled())
+    def reject_is_final(self) -> bool:
+        """A reject of an IOC is final (margin, size: seed V8); a post-only may just cross."""
+        return self.rungs[self.round].tif != "post_only"
 
-    # -- event guards -----------------------------------------------------------------------
-    def is_mine(self, ev: Any) -> bool:
-        rid = getattr(ev, "request_id", None)
-        return self.orders.mine(ev.order_id) or (rid is not None and rid in self.order_queries)
-
-    def says_open(self, ev: OrderStatus) -> bool:
-        return ev.state == "open"
-
-    def answers_me(self, ev: PositionSnapshot | VenueError) -> bool:
-        return ev.request_id is not None and ev.request_id == self.query_id
-
+    # -- verification guards ----------------------------------------------------------------
     def at_target(self, ev: PositionSnapshot) -> bool:
         for i, leg in enumerate(self.p.legs):
             pos = self.ledger.venue_position(leg.product_id)
@@ -254,21 +221,6 @@ class BuildMachine(PureMachine):
             < leg.size_increment
             for i, leg in enumerate(self.p.legs)
         )
-
-    def verify_left(self) -> bool:
-        return self.verifies < self.p.verify_attempts
-
-    def named_fills(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "fills"
-
-    def named_settle(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "settle"
-
-    def named_verify(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "verify"
-
-    def named_recheck(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "recheck"
 
     # -- actions --------------------------------------------------------------------------
     def on_enter_working(self) -> None:
@@ -288,72 +240,16 @@ class BuildMachine(PureMachine):
                 if rung.tif == "post_only"
                 else cross_price(leg, side, quote, rung.bps)
             )
-            self._place(leg, side, qty, price, rung)
+            purpose = "build" if self.round == 0 else rung.label
+            self.place(leg, side, qty, price, tif=rung.tif, purpose=purpose)
         self.arm("fills", self.p.fill_timeout_s)
 
-    def on_enter_cancelling(self) -> None:
-        for oid in self._unsettled():
-            if self.orders.needs_query(oid):
-                self._query_order(oid)
-            else:
-                self._cancel(oid)
-        self.arm("settle", self.p.cancel_timeout_s)
-
-    def chase_unsettled(self) -> None:
-        """The cancel acks did not all come: ask the venue about each unsettled order."""
-        for oid in self._unsettled():
-            self._query_order(oid)
-        self.arm("settle", self.p.cancel_timeout_s)
-
-    def cancel_again(self, ev: OrderStatus) -> None:
-        self.orders.record_status(ev)
-        self._cancel(ev.order_id)
-
-    def record_fill(self, ev: FillReceived) -> None:
-        self.orders.record_fill(ev.order_id)
-
-    def record_end(self, ev: OrderExpired | OrderCancelled) -> None:
-        if self.orders.record_end(ev.order_id, ev.filled_qty):
-            self._query_order(ev.order_id)  # how much filled? never guess (seed 002)
-
-    def record_reject(self, ev: OrderRejected) -> None:
-        self.orders.record_reject(ev.order_id, ev.reason)
-        if self.rungs[self.round].tif != "post_only":
-            self.hard_reason = f"order {ev.order_id} rejected: {ev.reason}"
-
-    def record_status(self, ev: OrderStatus) -> None:
-        self.orders.record_status(ev)
-
-    def record_error(self, ev: VenueError) -> None:
-        oid = ev.order_id or self.order_queries.get(ev.request_id or "", "")
-        self.note("venue error", request=ev.request, error_class=ev.error_class, order_id=oid)
-        if ev.request != "place_order" or not self.orders.mine(oid):
-            return  # a failed cancel or query: the settle deadline chases it
-        if ev.error_class == "unknown_outcome":
-            self.orders.record_unknown(oid)
-            self._query_order(oid)  # resolved before anything is resent
-        elif ev.error_class == "permanent":
-            self.orders.record_reject(oid, ev.message or "permanent")
-            self.hard_reason = f"order {oid} refused: {ev.message or ev.error_class}"
-        else:
-            self.orders.record_refused(oid)
-
     def on_enter_verifying(self) -> None:
+        self.verifies = 0
         self.query_positions()
 
-    def query_positions(self) -> None:
-        self.verifies += 1
-        self.query_id = self.next_id("q")
-        self.emit(QueryPositions(request_id=self.query_id, product_ids=self.p.product_ids))
-        self.arm("verify", self.p.verify_timeout_s)
-
-    def recheck_later(self) -> None:
-        self.note("venue position not at target yet; asking again", attempt=self.verifies)
-        self.disarm("verify")
-        self.arm("recheck", self.p.verify_retry_s)
-
     def on_enter_built(self) -> None:
-        self.note("built: venue position at target", positions=self._venue_positions())
+        self.note("built: venue position at target", positions=self.venue_positions())
 
     def on_enter_aborted(self) -> None:
         self.note("build aborted", reason=self.reason)
@@ -364,13 +260,12 @@ class BuildMachine(PureMachine):
             if not self.legs_complete()
             else "venue position not verified at target"
         )
-        for oid in self._unsettled():
-            self._cancel(oid)
+        self.cancel_unsettled()
         self.note(
             "build failed",
             reason=reason,
             remainders=[str(self.remainder(i)) for i in range(2)],
-            venue=self._venue_positions(),
+            venue=self.venue_positions(),
         )
 
     # -- helpers ------------------------------------------------------------------------
@@ -384,10 +279,9 @@ class BuildMachine(PureMachine):
             sizes.append(qty)
             values.append(qty * mid)
         self.targets = (sizes[0], sizes[1])
-        self.start_pos = tuple(  # type: ignore[assignment]
-            self.ledger.venue_position(leg.product_id) or ZERO for leg in self.p.legs
-        )
-        self.residual_usd = (usd - (values[0] + values[1]) / 2).quantize(CENT)
+        long, short = (self.ledger.venue_position(leg.product_id) or ZERO for leg in self.p.legs)
+        self.start_pos = (long, short)
+        self.residual_usd = (usd - (values[0] + values[1]) / 2).quantize(RESIDUAL_QUANTUM)
         self.note(
             "sized at equal notional",
             usd=str(usd),
@@ -412,32 +306,3 @@ class BuildMachine(PureMachine):
             while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
                 nxt += 1
         return nxt
-
-    def _unsettled(self) -> list[str]:
-        return self.orders.unsettled()
-
-    def _place(self, leg: LegSpec, side: str, qty: Decimal, price: Decimal, rung: Rung) -> None:
-        intent = PlaceOrder(
-            order_id=self.next_id("o"),
-            product_id=leg.product_id,
-            side=side,
-            qty=qty,
-            price=price,
-            tif=rung.tif,
-            purpose="build" if self.round == 0 else rung.label,
-        )
-        self.orders.add(intent, self.round)
-        self.emit(intent)
-
-    def _cancel(self, oid: str) -> None:
-        self.emit(CancelOrder(order_id=oid, product_id=self.orders.orders[oid].product_id))
-
-    def _query_order(self, oid: str) -> None:
-        t = self.orders.orders[oid]
-        t.queries += 1
-        rid = self.next_id("s")
-        self.order_queries[rid] = oid
-        self.emit(QueryOrder(request_id=rid, order_id=oid, product_id=t.product_id))
-
-    def _venue_positions(self) -> dict[str, str]:
-        return {leg.symbol: str(self.ledger.venue_position(leg.product_id)) for leg in self.p.legs}

@@ -15,6 +15,11 @@ from the ledger's order state: python-statemachine evaluates eventless transitio
 *before* it takes an external event, while the ledger has already applied that event.
 A decision guarded on tracker state is therefore taken only after the machine has
 recorded everything the event says (e.g. a cancel ack's filled amount).
+
+`OrderRounds` is the mixin the three order-working machines share: the guards and
+actions that record what the venue says about their orders, chase what it does not
+say (cancel, then QueryOrder, each bounded), and verify by position query. It is not
+a machine itself; each machine declares its own states and transitions.
 """
 
 from __future__ import annotations
@@ -22,17 +27,33 @@ from __future__ import annotations
 from decimal import ROUND_DOWN
 from decimal import ROUND_UP
 from decimal import Decimal
+from typing import TYPE_CHECKING
+from typing import Any
 
 import attrs
 
+from engine.events import DeadlineExpired
+from engine.events import FillReceived
+from engine.events import OrderCancelled
+from engine.events import OrderExpired
+from engine.events import OrderRejected
 from engine.events import OrderStatus
+from engine.events import PositionSnapshot
+from engine.events import VenueError
+from engine.intents import CancelOrder
+from engine.intents import Intent
 from engine.intents import PlaceOrder
+from engine.intents import QueryOrder
+from engine.intents import QueryPositions
 from engine.ledger import Ledger
 from engine.ledger import Quote
+from machines.params import CycleParams
 from machines.params import LegSpec
 
 __all__ = [
     "BPS",
+    "MAX_ORDER_QUERIES",
+    "OrderRounds",
     "OrderTracker",
     "Rung",
     "Tracked",
@@ -49,6 +70,7 @@ BPS = Decimal(10_000)
 ZERO = Decimal(0)
 TERMINAL_STATUS = frozenset({"filled", "cancelled", "expired", "rejected"})
 NOT_FOUND_LIMIT = 2  # "not found" twice, a deadline apart, means it never reached the venue
+MAX_ORDER_QUERIES = 3  # QueryOrder per order before the machine gives up on it
 
 
 @attrs.frozen
@@ -248,3 +270,174 @@ class OrderTracker:
                 qty = self.filled(oid)
                 total += qty if t.side == "buy" else -qty
         return total
+
+
+class OrderRounds:
+    """Shared guards and actions for machines that work orders in rounds (see module doc).
+
+    The host machine declares states named `cancelling` and `verifying` and calls
+    `setup_rounds()` from its `setup`; `reject_is_final` says whether a venue reject
+    ends the machine's attempt (BUILD) or only the round (exits)."""
+
+    if TYPE_CHECKING:
+        p: CycleParams
+
+        @property
+        def ledger(self) -> Ledger: ...
+
+        def emit(self, *intents: Intent) -> None: ...
+
+        def note(self, text: str, **data: Any) -> None: ...
+
+        def next_id(self, tag: str = "") -> str: ...
+
+        def arm(self, name: str, seconds: Decimal | int | str) -> None: ...
+
+        def disarm(self, name: str) -> None: ...
+
+    def setup_rounds(self) -> None:
+        self.orders = OrderTracker(self.ledger)
+        self.round = -1
+        self.hard_reason = ""
+        self.query_id = ""
+        self.order_queries: dict[str, str] = {}  # QueryOrder request id -> order id
+        self.verifies = 0
+        self.retry_after_s: Decimal | None = None  # the venue's hint on a refusal
+
+    def reject_is_final(self) -> bool:
+        return False
+
+    # -- guards ---------------------------------------------------------------------------
+    def round_settled(self) -> bool:
+        return self.orders.round_settled(self.round)
+
+    def round_refused(self) -> bool:
+        return self.orders.round_refused(self.round)
+
+    def hard_rejected(self) -> bool:
+        return bool(self.hard_reason)
+
+    def queries_left(self) -> bool:
+        unsettled = self.orders.unsettled()
+        return all(self.orders.orders[o].queries < MAX_ORDER_QUERIES for o in unsettled)
+
+    def is_mine(self, ev: Any) -> bool:
+        rid = getattr(ev, "request_id", None)
+        return self.orders.mine(ev.order_id) or (rid is not None and rid in self.order_queries)
+
+    def says_open(self, ev: OrderStatus) -> bool:
+        return ev.state == "open"
+
+    def answers_me(self, ev: PositionSnapshot | VenueError) -> bool:
+        return ev.request_id is not None and ev.request_id == self.query_id
+
+    def verify_left(self) -> bool:
+        return self.verifies < self.p.verify_attempts
+
+    def named_fills(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "fills"
+
+    def named_settle(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "settle"
+
+    def named_verify(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "verify"
+
+    def named_recheck(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "recheck"
+
+    # -- recording what the venue says ------------------------------------------------------
+    def record_fill(self, ev: FillReceived) -> None:
+        self.orders.record_fill(ev.order_id)
+
+    def record_end(self, ev: OrderExpired | OrderCancelled) -> None:
+        if self.orders.record_end(ev.order_id, ev.filled_qty):
+            self._query_order(ev.order_id)  # how much filled? never guess (seed 002)
+
+    def record_reject(self, ev: OrderRejected) -> None:
+        self.orders.record_reject(ev.order_id, ev.reason)
+        if self.reject_is_final():
+            self.hard_reason = f"order {ev.order_id} rejected: {ev.reason}"
+
+    def record_status(self, ev: OrderStatus) -> None:
+        self.orders.record_status(ev)
+
+    def record_error(self, ev: VenueError) -> None:
+        oid = ev.order_id or self.order_queries.get(ev.request_id or "", "")
+        self.note("venue error", request=ev.request, error_class=ev.error_class, order_id=oid)
+        if ev.request != "place_order" or not self.orders.mine(oid):
+            return  # a failed cancel or query: the settle deadline chases it
+        if ev.error_class == "unknown_outcome":
+            self.orders.record_unknown(oid)
+            self._query_order(oid)  # resolved before anything is resent
+        elif ev.error_class == "permanent":
+            self.orders.record_reject(oid, ev.message or "permanent")
+            self.hard_reason = f"order {oid} refused: {ev.message or ev.error_class}"
+        else:
+            self.orders.record_refused(oid)  # provably not placed: a new id may follow
+            if ev.retry_after_s is not None:
+                self.retry_after_s = ev.retry_after_s
+
+    # -- chasing what it does not say ---------------------------------------------------------
+    def on_enter_cancelling(self) -> None:
+        for oid in self.orders.unsettled():
+            if self.orders.needs_query(oid):
+                self._query_order(oid)
+            else:
+                self._cancel(oid)
+        self.arm("settle", self.p.cancel_timeout_s)
+
+    def chase_unsettled(self) -> None:
+        """The cancel acks did not all come: ask the venue about each unsettled order."""
+        for oid in self.orders.unsettled():
+            self._query_order(oid)
+        self.arm("settle", self.p.cancel_timeout_s)
+
+    def cancel_again(self, ev: OrderStatus) -> None:
+        self.orders.record_status(ev)
+        self._cancel(ev.order_id)
+
+    def cancel_unsettled(self) -> None:
+        for oid in self.orders.unsettled():
+            self._cancel(oid)
+
+    # -- verifying by position query ------------------------------------------------------------
+    def query_positions(self) -> None:
+        self.verifies += 1
+        self.query_id = self.next_id("q")
+        self.emit(QueryPositions(request_id=self.query_id, product_ids=self.p.product_ids))
+        self.arm("verify", self.verify_timeout())
+
+    def verify_timeout(self) -> Decimal:
+        return self.p.verify_timeout_s
+
+    def recheck_later(self) -> None:
+        self.note("venue position not as expected yet; asking again", attempt=self.verifies)
+        self.disarm("verify")
+        self.arm("recheck", self.p.verify_retry_s)
+
+    def venue_positions(self) -> dict[str, str]:
+        return {leg.symbol: str(self.ledger.venue_position(leg.product_id)) for leg in self.p.legs}
+
+    # -- intents ----------------------------------------------------------------------------------
+    def place(self, leg: LegSpec, side: str, qty: Decimal, price: Decimal, **kw: Any) -> None:
+        intent = PlaceOrder(
+            order_id=self.next_id("o"),
+            product_id=leg.product_id,
+            side=side,
+            qty=qty,
+            price=price,
+            **kw,
+        )
+        self.orders.add(intent, self.round)
+        self.emit(intent)
+
+    def _cancel(self, oid: str) -> None:
+        self.emit(CancelOrder(order_id=oid, product_id=self.orders.orders[oid].product_id))
+
+    def _query_order(self, oid: str) -> None:
+        t = self.orders.orders[oid]
+        t.queries += 1
+        rid = self.next_id("s")
+        self.order_queries[rid] = oid
+        self.emit(QueryOrder(request_id=rid, order_id=oid, product_id=t.product_id))

@@ -122,6 +122,7 @@ class FakeVenue:
         self.scripts: list[tuple[Callable[[PlaceOrder], bool], list[Step]]] = []
         self.rate_limited: list[tuple[int, int]] = []  # [from_ms, to_ms) windows
         self.ignore_cancels = False
+        self.retry_after: Decimal | None = None  # sent with rate_limited errors
         self.finished_ns = 0
         self.sent: list[Intent] = []
 
@@ -152,7 +153,10 @@ class FakeVenue:
         elif isinstance(intent, QueryPositions):
             if limited:
                 ev = VenueError(
-                    error_class="rate_limited", request=intent.kind, request_id=intent.request_id
+                    error_class="rate_limited",
+                    request=intent.kind,
+                    request_id=intent.request_id,
+                    retry_after_s=self.retry_after,
                 )
                 self._later(self.rtt_ms, ev)
             elif not self.silent_queries:
@@ -221,6 +225,8 @@ class FakeVenue:
             qty = min(qty, self._fillable(attrs.evolve(i, qty=qty)))
         qty = min(qty, i.qty - order.filled)
         if qty <= 0:
+            if i.tif in ("ioc", "fok"):  # nothing left to reduce: the IOC dies unfilled
+                self._expire(order, Expire())
             return
         order.filled += qty
         order.fill_n += 1
@@ -285,7 +291,10 @@ class FakeVenue:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _error(self, request: str, error_class: str, order_id: str) -> VenueError:
-        return VenueError(error_class=error_class, request=request, order_id=order_id)
+        retry_after = self.retry_after if error_class == "rate_limited" else None
+        return VenueError(
+            error_class=error_class, request=request, order_id=order_id, retry_after_s=retry_after
+        )
 
     def _at(self, ms: int, fn: Callable[[], None]) -> None:
         self.clock.call_later(ms * MS, fn)

@@ -1,0 +1,230 @@
+"""EMERGENCY EXIT: flatten any exposure on the pair's two products, fast and bounded.
+
+Every attempt first re-reads the venue position, then sends reduce-only IOCs for the
+open amount priced through the book by the ladder step `exit_ladder_bps[k]` (k is the
+attempt index, capped at the last step), sliced by `max_slice_usd`, under
+`exit_attempt_timeout_s`; unfilled orders are cancelled on that deadline. A placement
+with an unknown outcome is resolved by QueryOrder before anything is resent. An attempt
+the venue refused outright (rate limited, retryable) does not count: the machine backs
+off (the venue's Retry-After, else exponentially from `exit_backoff_s`) and reads again,
+a bounded number of times. The whole exit lives under one budget timer, armed once on
+entry to the parent state `exiting`, so attempts never reset it (seed 004, BUG-003).
+
+Ends `flat` only on a venue position answer within dust on both legs. Budget or attempts
+exhausted → Halt and a critical alert, both stating the open exposure → `exhausted`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from engine.events import DeadlineExpired
+from engine.events import PositionSnapshot
+from engine.intents import Halt
+from engine.intents import SendAlert
+from machines.base import PureMachine
+from machines.base import State
+from machines.params import CycleParams
+from machines.params import LegSpec
+from machines.pricing import OrderRounds
+from machines.pricing import closing_side
+from machines.pricing import cross_price
+from machines.pricing import is_dust
+from machines.pricing import notional
+from machines.pricing import slices
+
+ZERO = Decimal(0)
+USD = Decimal("0.01")
+
+
+class EmergencyExitMachine(OrderRounds, PureMachine):
+    """EMERGENCY EXIT: (read → reduce-only IOC up the slippage ladder)* under one total budget.
+
+    Ends `flat` (venue-verified) or `exhausted` (Halt + critical alert with the exposure).
+    """
+
+    reading = State(initial=True)
+    working = State()
+    cancelling = State()
+    backing_off = State()
+    exiting = State(states=[reading, working, cancelling, backing_off], initial=True)
+    flat = State(final=True)
+    exhausted = State(final=True)
+
+    # An attempt ends when its orders are settled; refused outright, it does not count.
+    working.to(backing_off, cond="round_refused")
+    working.to(reading, cond="round_settled")
+    cancelling.to(reading, cond="round_settled")
+
+    position_snapshot = (
+        reading.to(flat, cond=["answers_me", "venue_flat"], on="take_positions")
+        | reading.to(exhausted, cond=["answers_me", "attempts_spent"], on="take_positions")
+        | reading.to(working, cond="answers_me", on="take_positions")
+        | exiting.to(None)
+    )
+    fill_received = exiting.to(None, cond="is_mine", on="record_fill") | exiting.to(None)
+    order_expired = exiting.to(None, cond="is_mine", on="record_end") | exiting.to(None)
+    order_cancelled = exiting.to(None, cond="is_mine", on="record_end") | exiting.to(None)
+    order_rejected = exiting.to(None, cond="is_mine", on="record_reject") | exiting.to(None)
+    order_status = (
+        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
+        | exiting.to(None, cond="is_mine", on="record_status")
+        | exiting.to(None)
+    )
+    venue_error = (
+        reading.to(backing_off, cond="answers_me", on="remember_retry_after")
+        | exiting.to(None, cond="is_mine", on="record_error")
+        | exiting.to(None)
+    )
+    deadline_expired = (
+        reading.to(backing_off, cond="named_verify")
+        | working.to(cancelling, cond="named_attempt")
+        | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
+        | cancelling.to(exhausted, cond="named_settle")
+        | backing_off.to(reading, cond=["named_backoff", "reads_left"])
+        | backing_off.to(exhausted, cond="named_backoff")
+        # The total budget, armed once by `exiting`: wins from whichever attempt is running.
+        | exiting.to(exhausted, cond="named_budget")
+        | exiting.to(None)
+    )
+
+    def setup(self, **params: Any) -> None:
+        self.p: CycleParams = params["params"]
+        self.reason = str(params.get("reason", "emergency exit"))
+        self.setup_rounds()
+        self.attempt: int = 0  # attempts that reached the venue
+        self.reads: int = 0
+        self.refusals: int = 0
+        self.max_reads: int = 4 * self.p.exit_attempts + 4
+        self.seen: dict[int, Decimal] = {}  # the last verified venue positions
+
+    # -- guards ---------------------------------------------------------------------------------
+    def venue_flat(self, ev: PositionSnapshot) -> bool:
+        seen = self._seen(ev)
+        return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
+
+    def attempts_spent(self) -> bool:
+        return self.attempt >= self.p.exit_attempts
+
+    def reads_left(self) -> bool:
+        return self.reads < self.max_reads
+
+    def named_attempt(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "attempt"
+
+    def named_backoff(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "backoff"
+
+    def named_budget(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "budget"
+
+    # -- actions --------------------------------------------------------------------------------
+    def on_enter_exiting(self) -> None:
+        self.arm("budget", self.p.exit_budget_s)  # once: child states never re-arm it
+        self.emit(
+            SendAlert(
+                event="emergency_exit",
+                severity="warning",
+                message=f"emergency exit: {self.reason}",
+                exposure_usd=self.exposure_usd(),
+                state="exiting",
+                action="flattening both legs with reduce-only IOCs",
+            )
+        )
+
+    def on_enter_reading(self) -> None:
+        self.reads += 1
+        self.query_positions()
+
+    def verify_timeout(self) -> Decimal:
+        return self.p.exit_attempt_timeout_s
+
+    def take_positions(self, ev: PositionSnapshot) -> None:
+        self.seen = self._seen(ev)
+
+    def on_enter_working(self) -> None:
+        self.attempt += 1
+        self.round += 1
+        ladder = self.p.exit_ladder_bps
+        bps = ladder[min(self.attempt - 1, len(ladder) - 1)]
+        self.note("exit attempt", attempt=self.attempt, bps=str(bps), positions=self._strs())
+        for leg in self.p.legs:
+            pos = self.seen.get(leg.product_id, ZERO)
+            quote = self.ledger.quote(leg.product_id)
+            if self._dust(leg, pos):
+                continue
+            if quote is None:
+                self.note("no quote to price the exit", leg=leg.symbol)
+                continue
+            side = closing_side(pos)
+            price = cross_price(leg, side, quote, bps)
+            for part in slices(leg, abs(pos), price, self.p.max_slice_usd):
+                self.place(leg, side, part, price, tif="ioc", reduce_only=True, purpose="emergency")
+        self.arm("attempt", self.p.exit_attempt_timeout_s)
+
+    def on_exit_working(self) -> None:
+        if self.orders.round_refused(self.round):
+            self.attempt -= 1  # it never reached the venue: not an attempt, a refusal
+
+    def remember_retry_after(self, ev: Any) -> None:
+        self.retry_after_s = getattr(ev, "retry_after_s", None) or self.retry_after_s
+
+    def on_enter_backing_off(self) -> None:
+        self.refusals += 1
+        exponential = self.p.exit_backoff_s * 2 ** (self.refusals - 1)
+        delay = self.retry_after_s or min(exponential, self.p.exit_attempt_timeout_s)
+        self.retry_after_s = None
+        self.note("venue refused or silent; backing off", seconds=str(delay), reads=self.reads)
+        self.arm("backoff", delay)
+
+    def on_enter_flat(self) -> None:
+        self.note("flat: verified by the venue", positions=self.venue_positions())
+
+    def on_enter_exhausted(self, ev: Any = None) -> None:
+        self.cancel_unsettled()
+        exposure = self.exposure_usd()
+        why = (
+            "budget spent"
+            if isinstance(ev, DeadlineExpired) and ev.name == "budget"
+            else f"{self.attempt} attempts spent"
+            if self.attempts_spent()
+            else "venue unresponsive"
+        )
+        reason = f"emergency exit exhausted ({why}): {self.reason}"
+        self.emit(Halt(reason=reason, exposure_usd=exposure))
+        self.emit(
+            SendAlert(
+                event="emergency_exit_exhausted",
+                severity="critical",
+                message=reason,
+                exposure_usd=exposure,
+                state="exhausted",
+                action="halted: an operator must flatten and resume",
+            )
+        )
+        self.note("emergency exit exhausted", why=why, exposure_usd=str(exposure))
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def exposure_usd(self) -> Decimal:
+        """Open notional at mid: the last venue answer, else the fill-derived position."""
+        total = ZERO
+        for leg in self.p.legs:
+            pid = leg.product_id
+            pos = self.seen.get(pid)
+            if pos is None:
+                pos = self.ledger.venue_position(pid)
+            if pos is None:
+                pos = self.ledger.position(pid)
+            total += notional(pos, self.ledger.quote(pid))
+        return total.quantize(USD)
+
+    def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
+        return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
+
+    def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
+        got = {p.product_id: p.qty for p in ev.positions}
+        return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
+
+    def _strs(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self.seen.items()}

@@ -1,0 +1,232 @@
+"""UNWIND: close both legs from the venue's verified position; done only when it says flat.
+
+First a position query (rule 5: size exits from the verified position, never from the
+original order). Then a bounded ladder of reduce-only rounds, each with its deadline:
+POST_ONLY at the touch (when the order style is post_only, at most
+`post_only_attempts`), then IOC through the touch by `cross_bps`, escalating by
+`repair_step_bps` (at most `unwind_ioc_attempts`), then one aggressive IOC ("market":
+through the book by the first exit-ladder step, sliced by `max_slice_usd`). What is
+still open is the verified start position plus this machine's verified fills. Once one
+leg is closed the other skips any remaining post-only rung (no passive waiting while
+unhedged). Ends `flat` after a position query shows |pos| within dust on both legs, or
+`failed` (the session then runs the emergency exit).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from engine.events import PositionSnapshot
+from machines.base import PureMachine
+from machines.base import State
+from machines.params import CycleParams
+from machines.params import LegSpec
+from machines.pricing import OrderRounds
+from machines.pricing import Rung
+from machines.pricing import closing_side
+from machines.pricing import cross_price
+from machines.pricing import is_dust
+from machines.pricing import slices
+from machines.pricing import touch_price
+
+ZERO = Decimal(0)
+
+
+class UnwindMachine(OrderRounds, PureMachine):
+    """UNWIND: read the verified position → reduce-only ladder → verify flat by position query.
+
+    Ends `flat` (venue-verified) or `failed` (the session runs the emergency exit).
+    """
+
+    reading = State(initial=True)
+
+    # placing: one rung of the ladder at a time
+    working = State(initial=True)
+    cancelling = State()
+    deciding = State()
+    placing = State(states=[working, cancelling, deciding])
+
+    verifying = State()
+    flat = State(final=True)
+    failed = State(final=True)
+
+    # A rung ends when all its orders are settled; the decision is taken at once.
+    working.to(deciding, cond="round_settled")
+    cancelling.to(deciding, cond="round_settled")
+    deciding.to(verifying, cond="nothing_open")
+    deciding.to(working, cond="rungs_left")
+    deciding.to(verifying)  # ladder spent: the venue has the last word
+
+    fill_received = (
+        placing.to(None, cond="is_mine", on="record_fill")
+        | placing.to(None)
+        | reading.to(None)
+        | verifying.to(None)
+    )
+    order_expired = (
+        placing.to(None, cond="is_mine", on="record_end")
+        | placing.to(None)
+        | reading.to(None)
+        | verifying.to(None)
+    )
+    order_cancelled = (
+        placing.to(None, cond="is_mine", on="record_end")
+        | placing.to(None)
+        | reading.to(None)
+        | verifying.to(None)
+    )
+    order_rejected = (
+        placing.to(None, cond="is_mine", on="record_reject")
+        | placing.to(None)
+        | reading.to(None)
+        | verifying.to(None)
+    )
+    order_status = (
+        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
+        | placing.to(None, cond="is_mine", on="record_status")
+        | placing.to(None)
+        | reading.to(None)
+        | verifying.to(None)
+    )
+    venue_error = (
+        placing.to(None, cond="is_mine", on="record_error")
+        | placing.to(None)
+        | reading.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
+        | reading.to(failed, cond="answers_me")
+        | reading.to(None)
+        | verifying.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
+        | verifying.to(failed, cond="answers_me")
+        | verifying.to(None)
+    )
+    position_snapshot = (
+        reading.to(flat, cond=["answers_me", "venue_flat"])
+        | reading.to(placing, cond="answers_me", on="take_start")
+        | reading.to(None)
+        | verifying.to(flat, cond=["answers_me", "venue_flat"])
+        | verifying.to(
+            None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
+        )
+        | verifying.to(failed, cond="answers_me")
+        | verifying.to(None)
+        | placing.to(None)
+    )
+    deadline_expired = (
+        working.to(cancelling, cond="named_fills")
+        | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
+        | cancelling.to(failed, cond="named_settle")
+        | placing.to(None)
+        | reading.to(None, cond="named_recheck", on="query_positions")
+        | reading.to(None, cond=["named_verify", "verify_left"], on="query_positions")
+        | reading.to(failed, cond="named_verify")
+        | reading.to(None)
+        | verifying.to(None, cond="named_recheck", on="query_positions")
+        | verifying.to(None, cond=["named_verify", "verify_left"], on="query_positions")
+        | verifying.to(failed, cond="named_verify")
+        | verifying.to(None)
+    )
+
+    def setup(self, **params: Any) -> None:
+        self.p: CycleParams = params["params"]
+        self.setup_rounds()
+        self.rungs = self._ladder()
+        self.start: dict[int, Decimal] = {}  # verified venue position when the unwind began
+        self.reason = ""
+
+    def _ladder(self) -> list[Rung]:
+        p = self.p
+        rungs = []
+        if p.order_style == "post_only":
+            rungs += [Rung("post_only", label="unwind") for _ in range(p.post_only_attempts)]
+        bps = p.cross_bps
+        for k in range(p.unwind_ioc_attempts):
+            bps = p.cross_bps + k * p.repair_step_bps
+            rungs.append(Rung("ioc", bps, "unwind"))
+        market = max(p.exit_ladder_bps[0], bps)  # never less aggressive than the last IOC
+        rungs.append(Rung("ioc", market, "unwind market", sliced=True))
+        return rungs
+
+    # -- guards -------------------------------------------------------------------------------
+    def venue_flat(self, ev: PositionSnapshot) -> bool:
+        seen = self._seen(ev)
+        return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
+
+    def nothing_open(self) -> bool:
+        return all(self._dust(leg, self.open_qty(leg)) for leg in self.p.legs)
+
+    def lag_suspected(self, ev: PositionSnapshot) -> bool:
+        """Our verified fills closed everything while the venue does not say so (yet)."""
+        return self.nothing_open()
+
+    def rungs_left(self) -> bool:
+        return self._next_round() < len(self.rungs)
+
+    # -- actions --------------------------------------------------------------------------------
+    def on_enter_reading(self) -> None:
+        self.query_positions()
+
+    def take_start(self, ev: PositionSnapshot) -> None:
+        self.start = self._seen(ev)
+        self.note("unwinding from the verified position", positions=_strs(self.start))
+
+    def on_enter_working(self) -> None:
+        self.round = self._next_round()
+        rung = self.rungs[self.round]
+        for leg in self.p.legs:
+            open_qty = self.open_qty(leg)
+            if self._dust(leg, open_qty):
+                continue
+            quote = self.ledger.quote(leg.product_id)
+            if quote is None:
+                self.note("no quote to price the leg", leg=leg.symbol)
+                continue
+            side = closing_side(open_qty)
+            qty = leg.round_size_down(abs(open_qty))
+            if rung.tif == "post_only":
+                price = touch_price(leg, side, quote)
+            else:
+                price = cross_price(leg, side, quote, rung.bps)
+            parts = slices(leg, qty, price, self.p.max_slice_usd) if rung.sliced else [qty]
+            for part in parts:
+                self.place(
+                    leg, side, part, price, tif=rung.tif, reduce_only=True, purpose=rung.label
+                )
+        self.arm("fills", self.p.fill_timeout_s)
+
+    def on_enter_verifying(self) -> None:
+        self.verifies = 0
+        self.query_positions()
+
+    def on_enter_flat(self) -> None:
+        self.note("flat: verified by the venue", positions=self.venue_positions())
+
+    def on_enter_failed(self) -> None:
+        self.cancel_unsettled()
+        opened = {leg.symbol: str(self.open_qty(leg)) for leg in self.p.legs}
+        self.note("unwind failed", open=opened, venue=self.venue_positions())
+
+    # -- helpers --------------------------------------------------------------------------------
+    def open_qty(self, leg: LegSpec) -> Decimal:
+        """Signed amount still open: verified start position plus our verified fills."""
+        pid = leg.product_id
+        return self.start.get(pid, ZERO) + self.orders.signed_filled(pid)
+
+    def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
+        return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
+
+    def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
+        """The answer's positions; a product the venue left out holds nothing."""
+        got = {p.product_id: p.qty for p in ev.positions}
+        return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
+
+    def _next_round(self) -> int:
+        nxt = self.round + 1
+        one_closed = any(self._dust(leg, self.open_qty(leg)) for leg in self.p.legs)
+        if self.round >= 0 and one_closed:
+            while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
+                nxt += 1
+        return nxt
+
+
+def _strs(values: dict[int, Decimal]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in values.items()}

@@ -1,0 +1,168 @@
+"""EMERGENCY EXIT against a scripted venue on the virtual clock: one scenario per row."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from engine.intents import CancelOrder
+from engine.intents import Halt
+from engine.intents import PlaceOrder
+from engine.intents import QueryOrder
+from engine.intents import QueryPositions
+from engine.intents import SendAlert
+from machines.emergency_exit import EmergencyExitMachine
+from tests.unit.machines.fakes import Error
+from tests.unit.machines.fakes import Fill
+from tests.unit.machines.fakes import S
+from tests.unit.machines.fakes import notes
+from tests.unit.machines.fakes import outcome
+from tests.unit.machines.fakes import params
+from tests.unit.machines.fakes import spawn
+
+D = Decimal
+ETH, SOL = 4, 8
+ONE_LEG = {SOL: D("-0.9")}  # seed 000, Cycle 6: SOL filled, ETH did not
+BOTH = {ETH: D("0.333"), SOL: D("-6.66")}
+BOTH_USD = D("1998.15")  # 0.333 x 3000.25 + 6.66 x 150.01 at mid
+
+
+def exit_(p=None, positions=None, **kw):
+    venue = {"positions": ONE_LEG if positions is None else positions, **kw.pop("venue", {})}
+    kw.setdefault("query_first", False)
+    return spawn(
+        EmergencyExitMachine, p or params(), venue=venue, reason=kw.pop("reason", "test"), **kw
+    )
+
+
+def kinds(fake):
+    return [type(i).__name__ for i in fake.sent]
+
+
+def test_exit_one_leg_is_flattened_reduce_only_and_verified_by_a_position_query():
+    engine, fake = exit_(reason="build failed: ETH expired, SOL filled")
+    assert outcome(engine) == "flat"
+    assert kinds(fake) == ["SendAlert", "QueryPositions", "PlaceOrder", "QueryPositions"]
+    alert = fake.of(SendAlert)[0]
+    assert (alert.severity, alert.event) == ("warning", "emergency_exit")
+    assert "ETH expired" in alert.message
+    (order,) = fake.of(PlaceOrder)
+    assert (order.product_id, order.side, order.qty, order.tif, order.reduce_only) == (
+        SOL,
+        "buy",
+        D("0.9"),
+        "ioc",
+        True,
+    )
+    assert order.price == D("150.78")  # ask 150.02 x (1 + 50 bps) = 150.7701, up to tick
+    assert fake.positions[SOL] == 0
+    assert notes(engine, "flat: verified by the venue")
+    assert fake.finished_ns < 1 * S  # seconds-level target: well under 3 s here
+
+
+def test_exit_flat_already_is_flat_without_an_order():
+    engine, fake = exit_(positions={})
+    assert outcome(engine) == "flat"
+    assert kinds(fake) == ["SendAlert", "QueryPositions"]
+
+
+def test_exit_no_liquidity_climbs_the_ladder_and_is_exhausted_with_a_halt_stating_exposure():
+    engine, fake = exit_(positions=BOTH, venue={"liquidity": {ETH: D(0), SOL: D(0)}})
+    assert outcome(engine) == "exhausted"
+    eth = fake.placed(product_id=ETH)
+    # one attempt per ladder step (3), each at the step's slippage: 50, 150, 500 bps
+    assert [o.price for o in eth] == [D("2985"), D("2955"), D("2850")]
+    assert len(fake.placed(product_id=SOL)) == 3
+    (halt,) = fake.of(Halt)
+    assert halt.exposure_usd == BOTH_USD
+    assert "3 attempts spent" in halt.reason
+    critical = [a for a in fake.of(SendAlert) if a.severity == "critical"]
+    assert [(a.event, a.exposure_usd) for a in critical] == [("emergency_exit_exhausted", BOTH_USD)]
+    assert fake.finished_ns <= 30 * S
+    # every attempt re-read the position first, and a final read verified what is open
+    assert len(fake.of(QueryPositions)) == 4
+
+
+def test_exit_bug003_orders_time_out_at_most_the_configured_attempts_within_budget():
+    # Exit orders are accepted but never execute nor expire (a stuck venue); cancels work.
+    def setup(fake):
+        fake.script([], times=10)
+
+    engine, fake = exit_(positions=BOTH, setup=setup)
+    assert outcome(engine) == "exhausted"
+    assert len(fake.placed(product_id=ETH)) == 3
+    assert len(fake.of(CancelOrder)) == 6  # each attempt cancels its own unfilled orders
+    assert fake.finished_ns <= 30 * S
+    assert fake.of(Halt)[0].exposure_usd == BOTH_USD
+
+
+def test_exit_budget_is_armed_once_and_ends_the_exit_whatever_attempt_is_running():
+    # Cancels are ignored too: attempts cannot finish; the 30 s budget must end it, with
+    # the attempt deadlines never having reset it.
+    def setup(fake):
+        fake.script([], times=10)
+        fake.ignore_cancels = True
+
+    p = params(exit_attempt_timeout_s="20", cancel_timeout_s="20")
+    engine, fake = exit_(p, positions=BOTH, setup=setup)
+    assert outcome(engine) == "exhausted"
+    assert fake.finished_ns == 30 * S + 0  # exactly the budget
+    assert "budget spent" in fake.of(Halt)[0].reason
+    armed = [n for n in notes(engine, "deadline armed") if n["name"] == "budget"]
+    assert len(armed) == 1
+
+
+def test_exit_partial_fills_are_resized_from_the_re_read_position():
+    engine, fake = exit_(positions=BOTH, venue={"liquidity": {ETH: D("0.2")}})
+    assert outcome(engine) == "flat"
+    assert [o.qty for o in fake.placed(product_id=ETH)] == [D("0.333"), D("0.133")]
+    assert len(fake.placed(product_id=SOL)) == 1
+
+
+def test_exit_late_fill_after_expiry_is_never_sold_twice():
+    # The first IOC filled 0.2 but the fill is reported 300 ms after the expiry ack;
+    # the second attempt sizes from the venue position read after the first settled.
+    def setup(fake):
+        fake.script([Fill(D("0.2"), at_ms=10, deliver_ms=300)], product_id=ETH)
+
+    engine, fake = exit_(positions={ETH: D("0.333")}, setup=setup)
+    assert outcome(engine) == "flat"
+    assert fake.positions[ETH] == 0
+    assert [o.qty for o in fake.placed(product_id=ETH)] == [D("0.333"), D("0.133")]
+
+
+def test_exit_unknown_outcome_is_queried_before_anything_is_resent():
+    def setup(fake):
+        fake.script([Error("unknown_outcome", accepted=False)], product_id=SOL)
+
+    engine, fake = exit_(setup=setup)
+    first, resend = fake.placed(product_id=SOL)
+    before = fake.sent[: fake.sent.index(resend)]
+    queried = [i for i in before if isinstance(i, QueryOrder) and i.order_id == first.order_id]
+    assert len(queried) >= 2
+    assert resend.order_id != first.order_id
+    assert outcome(engine) == "flat"
+
+
+@pytest.mark.parametrize("retry_after", [None, D("2")])
+def test_exit_rate_limited_backs_off_without_spending_attempts_then_flat(retry_after):
+    # Every request gets 429 for the first 4 s of the exit.
+    def setup(fake):
+        fake.rate_limited.append((0, 4000))
+        fake.retry_after = retry_after
+
+    engine, fake = exit_(setup=setup)
+    assert outcome(engine) == "flat"
+    assert fake.positions[SOL] == 0
+    assert notes(engine, "venue refused or silent; backing off")
+    assert fake.finished_ns < 10 * S
+
+
+def test_exit_silent_venue_reads_are_bounded_and_end_exhausted():
+    # The session's last snapshot (SOL -0.9) is all that is known when the venue goes quiet.
+    engine, fake = exit_(venue={"silent_queries": True}, query_first=True)
+    assert outcome(engine) == "exhausted"
+    assert not fake.of(PlaceOrder)  # never sized from anything but a venue answer
+    assert fake.finished_ns <= 30 * S
+    assert fake.of(Halt)[0].exposure_usd == D("135.01")  # 0.9 x 150.01, last known
