@@ -10,6 +10,8 @@ from decimal import Decimal
 
 import attrs
 
+from adapters.sim.products import tidy
+
 __all__ = ["Account", "PositionState"]
 
 ZERO = Decimal(0)
@@ -31,7 +33,9 @@ class PositionState:
         self.volume += qty * price
         if old == 0 or (old > 0) == (signed > 0):
             total = abs(old) + qty
-            self.entry = ((abs(old) * self.entry + qty * price) / total).quantize(ENTRY_PLACES)
+            self.entry = tidy(
+                ((abs(old) * self.entry + qty * price) / total).quantize(ENTRY_PLACES)
+            )
         else:
             closed = min(abs(old), qty)
             direction = 1 if old > 0 else -1

@@ -29,6 +29,7 @@ from adapters.sim.matching import candidates
 from adapters.sim.matching import top_of_book
 from adapters.sim.products import ProductSpec
 from adapters.sim.products import floor_to
+from adapters.sim.products import tidy
 from adapters.sim.products import to_decimal
 from adapters.sim.records import ERRORS
 from adapters.sim.records import Cause
@@ -85,6 +86,7 @@ class Exchange:
         self.lag_ns = int(profile.venue.position_lag_ms * NS_PER_MS)
         self.accounts: dict[str, Account] = {}
         self._orders: OrderedDict[str, SimOrder] = OrderedDict()
+        self._by_client: dict[tuple[str, str], str] = {}
         self._open: dict[int, list[SimOrder]] = {s.product_id: [] for s in specs}
         self._records: list[Record] = []
         self._history_limit = history_limit
@@ -196,6 +198,11 @@ class Exchange:
     # -- reads ----------------------------------------------------------------------------
     def order(self, digest: str) -> SimOrder | None:
         return self._orders.get(digest)
+
+    def find(self, subaccount: str, client_id: str) -> SimOrder | None:
+        """The latest order placed with this client id (the engine's order id)."""
+        digest = self._by_client.get((subaccount, client_id))
+        return None if digest is None else self._orders.get(digest)
 
     def open_orders(self, subaccount: str, product_ids: Sequence[int] = ()) -> list[SimOrder]:
         return [
@@ -324,7 +331,7 @@ class Exchange:
         if taker and not order.took:
             # Nado charges a taker's first match on at least `min_size` notional.
             base, order.took = max(base, spec.min_notional), True
-        fee = (base * (self.taker_rate if taker else self.maker_rate)).quantize(FEE_PLACES)
+        fee = tidy((base * (self.taker_rate if taker else self.maker_rate)).quantize(FEE_PLACES))
         order.filled += qty
         order.fees += fee
         pos = self.account(req.subaccount).apply_fill(
@@ -393,6 +400,8 @@ class Exchange:
 
     def _remember(self, order: SimOrder) -> None:
         self._orders[order.digest] = order
+        if order.request.client_id is not None:
+            self._by_client[order.request.subaccount, order.request.client_id] = order.digest
         budget = len(self._orders)
         while len(self._orders) > self._history_limit and budget > 0:
             budget -= 1
@@ -401,6 +410,9 @@ class Exchange:
                 self._orders.move_to_end(digest)
             else:
                 del self._orders[digest]
+                key = (oldest.request.subaccount, oldest.request.client_id or "")
+                if self._by_client.get(key) == digest:
+                    del self._by_client[key]
 
     def _next_seq(self) -> int:
         self._seq += 1

@@ -11,7 +11,16 @@ import attrs
 
 from adapters.base import ProductInfo
 
-__all__ = ["CATALOGUE", "ProductSpec", "ceil_to", "floor_to", "resolve", "round_to", "to_decimal"]
+__all__ = [
+    "CATALOGUE",
+    "ProductSpec",
+    "ceil_to",
+    "floor_to",
+    "resolve",
+    "round_to",
+    "tidy",
+    "to_decimal",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -84,3 +93,10 @@ def round_to(value: Decimal, step: Decimal) -> Decimal:
 def to_decimal(x: float, places: int = 12) -> Decimal:
     """A float draw as an exact Decimal (rounded first so the text is short)."""
     return Decimal(str(round(x, places)))
+
+
+def tidy(value: Decimal) -> Decimal:
+    """Drop trailing zeros without going to exponent form (3000.10 -> 3000.1, 3E+3 -> 3000)."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1)) + 0
+    return value.normalize()

@@ -1,0 +1,107 @@
+"""The push stream (a WebSocket's worth of behaviour) with the `[ws]` faults.
+
+Like a TCP stream it delivers in order: an extra delay never lets a later push overtake
+an earlier one. Only `reorder` swaps a push with the next one (if none follows within
+`reorder_flush_ms`, the held push goes out alone). A disconnect loses the pushes in flight
+and everything pushed until `connect()`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Generic
+from typing import TypeVar
+
+from adapters.sim.faults import WsFaults
+
+__all__ = ["PushChannel"]
+
+T = TypeVar("T")
+Schedule = Callable[[int, Callable[[], None]], None]
+
+
+class PushChannel(Generic[T]):
+    def __init__(
+        self,
+        *,
+        faults: WsFaults,
+        rng: random.Random,
+        latency_ns: int,
+        flush_ns: int,
+        now: Callable[[], int],
+        schedule: Schedule,
+        deliver: Callable[[T], None],
+    ) -> None:
+        self.faults = faults
+        self._rng = rng
+        self._latency_ns = latency_ns
+        self._flush_ns = flush_ns
+        self._now = now
+        self._schedule = schedule
+        self._deliver = deliver
+        self.up = True
+        self._epoch = 0
+        self._last_due = 0
+        self._held: tuple[T, int] | None = None
+        self._held_gen = 0
+        self.stats = dict.fromkeys(
+            ("pushed", "delivered", "dropped", "duplicated", "reordered", "lost"), 0
+        )
+
+    def push(self, item: T) -> None:
+        self.stats["pushed"] += 1
+        if not self.up:
+            self.stats["lost"] += 1
+            return
+        f, rng = self.faults, self._rng
+        if f.drop and rng.random() < f.drop:
+            self.stats["dropped"] += 1
+            return
+        copies = 1
+        if f.duplicate and rng.random() < f.duplicate:
+            self.stats["duplicated"] += 1
+            copies = 2
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.stats["reordered"] += 1
+            self._send(item, copies)
+            self._send(*held)
+        elif f.reorder and rng.random() < f.reorder:
+            self._held = (item, copies)
+            self._held_gen += 1
+            gen = self._held_gen
+            self._schedule(self._flush_ns, lambda: self._flush(gen))
+        else:
+            self._send(item, copies)
+
+    def disconnect(self) -> None:
+        if self._held is not None:
+            self.stats["lost"] += 1
+            self._held = None
+        self.up = False
+        self._epoch += 1
+
+    def connect(self) -> None:
+        self.up = True
+
+    def _flush(self, gen: int) -> None:
+        if self._held is not None and gen == self._held_gen:
+            held, self._held = self._held, None
+            self._send(*held)
+
+    def _send(self, item: T, copies: int) -> None:
+        now = self._now()
+        extra = 0 if self.faults.delay_ms.is_zero else self.faults.delay_ms.draw_ns(self._rng)
+        due = max(now + self._latency_ns + extra, self._last_due)
+        self._last_due = due
+        epoch = self._epoch
+        for _ in range(copies):
+            self._schedule(due - now, lambda: self._arrive(item, epoch))
+
+    def _arrive(self, item: T, epoch: int) -> None:
+        if epoch != self._epoch or not self.up:
+            self.stats["lost"] += 1
+            return
+        self.stats["delivered"] += 1
+        self._deliver(item)

@@ -1,0 +1,145 @@
+"""What the venue pushes: BBO on a timer, fills and venue-side cancels from the
+exchange's records, and the WebSocket's connection state (forced disconnects, downtime).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from collections.abc import Sequence
+
+from adapters.sim.channel import PushChannel
+from adapters.sim.exchange import Exchange
+from adapters.sim.faults import NS_PER_MS
+from adapters.sim.faults import FaultProfile
+from adapters.sim.mapping import bbo_event
+from adapters.sim.mapping import crossed
+from adapters.sim.mapping import push_event
+from adapters.sim.scheduler import Scheduler
+from engine.events import BboUpdated
+from engine.events import ConnectionChanged
+from engine.events import Event
+from engine.events import FillReceived
+
+__all__ = ["Feed"]
+
+
+class Feed:
+    def __init__(
+        self,
+        *,
+        exchange: Exchange,
+        profile: FaultProfile,
+        seed: int,
+        subaccount: str,
+        product_ids: Sequence[int],
+        origin_ns: int,
+        sched: Scheduler,
+        emit: Callable[[Event], None],
+        history_limit: int,
+    ) -> None:
+        self.exchange, self.profile, self.sched, self.emit = exchange, profile, sched, emit
+        self.subaccount = subaccount
+        self._pids = list(product_ids)
+        self._origin = origin_ns
+        sim = profile.sim
+        self._bbo_ns = int(sim.bbo_interval_ms * NS_PER_MS)
+        self._reconnect_ns = int(sim.ws_reconnect_ms * NS_PER_MS)
+        self._bbo_rng = random.Random(f"{seed}/bbo")
+        self._conn_rng = random.Random(f"{seed}/connection")
+        self.channel: PushChannel[Event] = PushChannel(
+            faults=profile.ws,
+            rng=random.Random(f"{seed}/ws"),
+            latency_ns=int(sim.push_latency_ms * NS_PER_MS),
+            flush_ns=int(sim.reorder_flush_ms * NS_PER_MS),
+            now=sched.now,
+            schedule=sched.later,
+            deliver=emit,
+        )
+        self.fills: deque[FillReceived] = deque(maxlen=history_limit)
+        self._down, self._gap, self._up = 0, False, True
+        self._next_step = self._next_bbo = origin_ns
+        self._last_bbo: dict[int, BboUpdated] = {}
+        self.stats = dict.fromkeys(("disconnects", "stale_bbo", "crossed_bbo"), 0)
+
+    def start(self) -> None:
+        self.emit(ConnectionChanged(channel="ws", state="connected", detail="subscribed"))
+        for w in self.profile.venue.down:
+            self.sched.at(self._origin + w.start_ns, lambda: self._set_down(+1))
+            self.sched.at(self._origin + w.end_ns, lambda: self._set_down(-1))
+        self._schedule_disconnect()
+        self.sched.later(0, self._tick)
+
+    def flush(self) -> None:
+        """Push what the exchange recorded for our subaccount since the last flush."""
+        for rec in self.exchange.drain():
+            if rec.subaccount != self.subaccount:
+                continue
+            ev = push_event(rec)
+            if ev is None:
+                continue
+            if isinstance(ev, FillReceived):
+                self.fills.append(ev)
+            self.channel.push(ev)
+
+    def _tick(self) -> None:
+        now = self.sched.now()
+        self.exchange.advance_to(now)
+        self.flush()
+        if now >= self._next_bbo:
+            for pid in self._pids:
+                self._push_bbo(pid)
+            while self._next_bbo <= now:
+                self._next_bbo += self._bbo_ns
+        while self._next_step <= now:
+            self._next_step += self.exchange.step_ns
+        self.sched.at(min(self._next_step, self._next_bbo), self._tick)
+
+    def _push_bbo(self, pid: int) -> None:
+        market, rng = self.profile.market, self._bbo_rng
+        fresh = bbo_event(self.exchange.bbo(pid))
+        ev = fresh
+        last = self._last_bbo.get(pid)
+        if market.stale_bbo and last is not None and rng.random() < market.stale_bbo:
+            self.stats["stale_bbo"] += 1
+            ev = last  # an old quote with its old timestamp
+        elif market.crossed_bbo and rng.random() < market.crossed_bbo:
+            self.stats["crossed_bbo"] += 1
+            ev = crossed(fresh)
+        self._last_bbo[pid] = fresh
+        self.channel.push(ev)
+
+    # -- connection -----------------------------------------------------------------------
+    def _set_down(self, delta: int) -> None:
+        self._down += delta
+        self._update("venue down" if delta > 0 else "venue back up")
+
+    def _schedule_disconnect(self) -> None:
+        mean = self.profile.ws.disconnect_mean_s
+        if mean > 0:
+            wait_s = self._conn_rng.expovariate(1.0 / float(mean))
+            self.sched.later(max(1, int(wait_s * 1e9)), self._disconnect)
+
+    def _disconnect(self) -> None:
+        self._gap = True
+        self.stats["disconnects"] += 1
+        self._update("forced disconnect")
+        self.sched.later(self._reconnect_ns, self._reconnect)
+
+    def _reconnect(self) -> None:
+        self._gap = False
+        self._update("reconnected")
+        self._schedule_disconnect()
+
+    def _update(self, detail: str) -> None:
+        up = self._down == 0 and not self._gap
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            self.channel.connect()
+        else:
+            self.channel.disconnect()
+        state = "connected" if up else "disconnected"
+        self.emit(ConnectionChanged(channel="ws", state=state, detail=detail))

@@ -1,0 +1,180 @@
+"""Between engine messages and the exchange core's requests and records."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import ROUND_CEILING
+from decimal import Decimal
+
+from adapters.sim.matching import Bbo
+from adapters.sim.records import FillRecord
+from adapters.sim.records import OrderRequest
+from adapters.sim.records import OrderType
+from adapters.sim.records import OrderUpdateRecord
+from adapters.sim.records import Record
+from adapters.sim.records import SimOrder
+from engine.events import BboUpdated
+from engine.events import Event
+from engine.events import FillReceived
+from engine.events import OpenOrder
+from engine.events import OrderCancelled
+from engine.events import OrderExpired
+from engine.events import VenueError
+from engine.intents import CancelOrder
+from engine.intents import CancelProductOrders
+from engine.intents import Intent
+from engine.intents import PlaceOrder
+from engine.intents import QueryOpenOrders
+from engine.intents import QueryOrder
+from engine.intents import QueryPositions
+
+__all__ = [
+    "EFFECTFUL",
+    "VENUE_INTENTS",
+    "bbo_event",
+    "crossed",
+    "fill_event",
+    "ids",
+    "lost_answer",
+    "open_order",
+    "order_request",
+    "push_event",
+    "retry_after",
+]
+
+VENUE_INTENTS = (
+    PlaceOrder,
+    CancelOrder,
+    CancelProductOrders,
+    QueryPositions,
+    QueryOrder,
+    QueryOpenOrders,
+)
+# Requests that change venue state: a lost answer leaves their outcome unknown.
+EFFECTFUL = (PlaceOrder, CancelOrder, CancelProductOrders)
+_NONCE_MASK = (1 << 63) - 1  # bit 63 marks trigger-service orders on Nado
+
+
+def order_nonce(subaccount: str, order_id: str) -> int:
+    """Derived from the order id, so re-sending a PlaceOrder reproduces its digest."""
+    h = hashlib.sha256(f"{subaccount}|{order_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") & _NONCE_MASK
+
+
+def order_request(subaccount: str, intent: PlaceOrder) -> OrderRequest:
+    tif: OrderType = intent.tif  # type: ignore[assignment]
+    return OrderRequest(
+        subaccount=subaccount,
+        product_id=intent.product_id,
+        side="buy" if intent.side == "buy" else "sell",
+        qty=intent.qty,
+        price=intent.price,
+        order_type=tif,
+        reduce_only=intent.reduce_only,
+        nonce=order_nonce(subaccount, intent.order_id),
+        client_id=intent.order_id,
+    )
+
+
+def client_order_id(order: SimOrder) -> str:
+    return order.request.client_id or order.digest
+
+
+def fill_event(rec: FillRecord) -> FillReceived:
+    return FillReceived(
+        order_id=rec.client_id or rec.digest,
+        fill_id=rec.fill_id,
+        product_id=rec.product_id,
+        side=rec.side,
+        price=rec.price,
+        qty=rec.qty,
+        fee=rec.fee,
+        cumulative_qty=rec.cumulative,
+        remaining_qty=rec.remaining,
+        is_maker=not rec.is_taker,
+        ts_venue_ns=rec.ts_ns,
+    )
+
+
+def push_event(rec: Record) -> Event | None:
+    """The pushed engine event for one record, if the engine hears of it by push.
+
+    Cancels the client asked for are answered by the cancel request, not pushed here.
+    """
+    if isinstance(rec, FillRecord):
+        return fill_event(rec)
+    if not isinstance(rec, OrderUpdateRecord) or rec.reason != "cancelled" or rec.cause == "user":
+        return None
+    order_id = rec.client_id or rec.digest
+    if rec.cause == "reduce_only":
+        return OrderCancelled(
+            order_id=order_id,
+            filled_qty=rec.filled,
+            reason="reduce-only: no position left to reduce",
+        )
+    return OrderExpired(order_id=order_id, filled_qty=rec.filled)
+
+
+def open_order(order: SimOrder) -> OpenOrder:
+    return OpenOrder(
+        order_id=client_order_id(order),
+        product_id=order.product_id,
+        side=order.side,
+        price=order.price,
+        qty=order.request.qty,
+        remaining_qty=order.remaining,
+        digest=order.digest,
+    )
+
+
+def bbo_event(bbo: Bbo) -> BboUpdated:
+    return BboUpdated(
+        product_id=bbo.product_id,
+        bid=bbo.bid,
+        bid_qty=bbo.bid_qty,
+        ask=bbo.ask,
+        ask_qty=bbo.ask_qty,
+        ts_venue_ns=bbo.ts_ns,
+    )
+
+
+def crossed(ev: BboUpdated) -> BboUpdated:
+    """The same quote with its sides swapped: ask < bid."""
+    return BboUpdated(
+        product_id=ev.product_id,
+        bid=ev.ask,
+        bid_qty=ev.ask_qty,
+        ask=ev.bid,
+        ask_qty=ev.bid_qty,
+        ts_venue_ns=ev.ts_venue_ns,
+    )
+
+
+def ids(intent: Intent) -> tuple[str | None, str | None]:
+    """(order_id, request_id) that an answer to this intent carries."""
+    order_id = (
+        intent.order_id if isinstance(intent, PlaceOrder | CancelOrder | QueryOrder) else None
+    )
+    request_id = (
+        intent.request_id
+        if isinstance(intent, CancelProductOrders | QueryPositions | QueryOrder | QueryOpenOrders)
+        else None
+    )
+    return order_id, request_id
+
+
+def lost_answer(intent: Intent, timeout_s: Decimal) -> VenueError:
+    order_id, request_id = ids(intent)
+    effectful = isinstance(intent, EFFECTFUL)
+    return VenueError(
+        error_class="unknown_outcome" if effectful else "retryable",
+        request=intent.kind,
+        message=f"no answer within {timeout_s}s"
+        + ("; it may have taken effect" if effectful else ""),
+        order_id=order_id,
+        request_id=request_id,
+    )
+
+
+def retry_after(ns: int) -> Decimal:
+    return (Decimal(ns) / 1_000_000_000).quantize(Decimal("0.001"), rounding=ROUND_CEILING)

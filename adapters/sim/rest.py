@@ -1,0 +1,258 @@
+"""Requests and their answers, with the `[rest]` and `[venue]` faults.
+
+A request reaches the venue after `request_latency_ms` + `rest.latency_ms`; its answer
+comes back after `response_latency_ms` + `rest.latency_ms`. An answer the client would
+not get before `request_timeout_ms` (a `rest.timeout`, a cancel slower than the timeout,
+the venue going down in between) becomes a VenueError at the timeout instead:
+`unknown_outcome` for placements and cancels, `retryable` for queries.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from collections.abc import Sequence
+from decimal import Decimal
+
+import attrs
+
+from adapters.sim.exchange import Exchange
+from adapters.sim.faults import NS_PER_MS
+from adapters.sim.faults import FaultProfile
+from adapters.sim.faults import Window
+from adapters.sim.mapping import EFFECTFUL
+from adapters.sim.mapping import client_order_id
+from adapters.sim.mapping import ids
+from adapters.sim.mapping import lost_answer
+from adapters.sim.mapping import open_order
+from adapters.sim.mapping import order_request
+from adapters.sim.mapping import retry_after
+from adapters.sim.records import ERRORS
+from adapters.sim.scheduler import Scheduler
+from engine.events import Event
+from engine.events import OpenOrdersSnapshot
+from engine.events import OrderAccepted
+from engine.events import OrderCancelled
+from engine.events import OrderRejected
+from engine.events import OrderStatus
+from engine.events import Position
+from engine.events import PositionSnapshot
+from engine.events import VenueError
+from engine.intents import CancelOrder
+from engine.intents import CancelProductOrders
+from engine.intents import Intent
+from engine.intents import PlaceOrder
+from engine.intents import QueryOpenOrders
+from engine.intents import QueryOrder
+from engine.intents import QueryPositions
+
+__all__ = ["RestFace"]
+
+ZERO = Decimal(0)
+
+
+@attrs.define
+class _Request:
+    intent: Intent
+    sent_ns: int
+    answered: bool = True  # False once its answer is known to be lost
+
+
+class RestFace:
+    def __init__(
+        self,
+        *,
+        exchange: Exchange,
+        profile: FaultProfile,
+        seed: int,
+        subaccount: str,
+        product_ids: Sequence[int],
+        origin_ns: int,
+        sched: Scheduler,
+        emit: Callable[[Event], None],
+        flush: Callable[[], None],
+        history_limit: int,
+    ) -> None:
+        self.exchange, self.profile, self.sched, self.emit = exchange, profile, sched, emit
+        self.flush = flush
+        self.subaccount = subaccount
+        self._pids = tuple(product_ids)
+        self._origin = origin_ns
+        sim = profile.sim
+        self._req_ns = int(sim.request_latency_ms * NS_PER_MS)
+        self._resp_ns = int(sim.response_latency_ms * NS_PER_MS)
+        self._timeout_ns = int(sim.request_timeout_ms * NS_PER_MS)
+        self._rng = random.Random(f"{seed}/rest")
+        self._rejected: OrderedDict[str, int | None] = OrderedDict()
+        self._history_limit = history_limit
+        self.stats = dict.fromkeys(
+            ("requests", "timeouts", "lost_answers", "rate_limited", "refused"), 0
+        )
+
+    def submit(self, intent: Intent) -> None:
+        self.stats["requests"] += 1
+        req = _Request(intent, self.sched.now())
+        arrives = True
+        timeout = self.profile.rest.timeout
+        if timeout and self._rng.random() < timeout:
+            self.stats["timeouts"] += 1
+            # Half of the lost placements (and cancels) reach the venue before the answer dies.
+            arrives = isinstance(intent, EFFECTFUL) and self._rng.random() < 0.5
+            self._give_up(req)
+        if arrives:
+            self.sched.later(self._req_ns + self._extra(), lambda: self._arrive(req))
+
+    # -- at the venue ---------------------------------------------------------------------
+    def _arrive(self, req: _Request) -> None:
+        now = self.sched.now()
+        t = now - self._origin
+        limited = _window_at(self.profile.rest.rate_limit, t)
+        if _window_at(self.profile.venue.down, t) is not None:
+            self.stats["refused"] += 1
+            self._answer(req, self._error(req, "retryable", "venue unreachable"))
+        elif limited is not None:
+            self.stats["rate_limited"] += 1
+            code, text = ERRORS["rate_limited"]
+            wait = retry_after(limited.end_ns - t)
+            self._answer(req, self._error(req, "rate_limited", text, code=code, wait=wait))
+        else:
+            self.exchange.advance_to(now)
+            self.flush()
+            self._handle(req)
+            self.flush()
+
+    def _handle(self, req: _Request) -> None:
+        intent = req.intent
+        if isinstance(intent, PlaceOrder):
+            self._place(req, intent)
+        elif isinstance(intent, CancelOrder | CancelProductOrders):
+            delay = self.exchange.cancel_delay_ns()
+            if self.sched.now() + delay + self._resp_ns > req.sent_ns + self._timeout_ns:
+                self._give_up(req)
+            if delay:
+                self.sched.later(delay, lambda: self._cancel(req))
+            else:
+                self._cancel(req)
+        elif isinstance(intent, QueryPositions):
+            pids = intent.product_ids or self._pids
+            positions = [self._position_view(pid) for pid in pids]
+            self._answer(req, PositionSnapshot(positions=positions, request_id=intent.request_id))
+        elif isinstance(intent, QueryOrder):
+            self._answer(req, self._order_status(intent))
+        elif isinstance(intent, QueryOpenOrders):
+            orders = self.exchange.open_orders(self.subaccount, intent.product_ids)
+            snapshot = OpenOrdersSnapshot(
+                orders=[open_order(o) for o in orders],
+                product_ids=intent.product_ids,
+                request_id=intent.request_id,
+            )
+            self._answer(req, snapshot)
+
+    def _place(self, req: _Request, intent: PlaceOrder) -> None:
+        result = self.exchange.place(self.sched.now(), order_request(self.subaccount, intent))
+        if result.ok:
+            self._answer(req, OrderAccepted(order_id=intent.order_id, digest=result.digest))
+            return
+        self._rejected[intent.order_id] = result.code
+        while len(self._rejected) > self._history_limit:
+            self._rejected.popitem(last=False)
+        ev = OrderRejected(order_id=intent.order_id, reason=result.error, code=result.code)
+        self._answer(req, ev)
+
+    def _cancel(self, req: _Request) -> None:
+        now = self.sched.now()
+        self.exchange.advance_to(now)
+        self.flush()  # fills that beat the cancel go out first
+        intent = req.intent
+        if isinstance(intent, CancelProductOrders):
+            for o in self.exchange.cancel_products(now, self.subaccount, intent.product_ids):
+                oid = client_order_id(o)
+                done = OrderCancelled(order_id=oid, filled_qty=o.filled, reason="product cancel")
+                self._answer(req, done)
+        elif isinstance(intent, CancelOrder):
+            order = self.exchange.order(intent.digest) if intent.digest else None
+            order = order or self.exchange.find(self.subaccount, intent.order_id)
+            gone = self.exchange.cancel(now, self.subaccount, [order.digest]) if order else []
+            if gone:
+                ev: Event = OrderCancelled(
+                    order_id=intent.order_id, filled_qty=gone[0].filled, reason="cancelled"
+                )
+            else:
+                code, _ = ERRORS["not_found"]
+                state = order.state if order else "unknown"
+                ev = self._error(req, "permanent", f"order not open ({state})", code=code)
+            self._answer(req, ev)
+        self.flush()
+
+    def _order_status(self, intent: QueryOrder) -> OrderStatus:
+        order = self.exchange.find(self.subaccount, intent.order_id)
+        state, filled, remaining = "not_found", ZERO, ZERO
+        if order is not None:
+            state, filled = order.state, order.filled
+            remaining = order.remaining if order.state == "open" else ZERO
+        elif intent.order_id in self._rejected:
+            state = "rejected"
+        return OrderStatus(
+            order_id=intent.order_id,
+            state=state,
+            filled_qty=filled,
+            remaining_qty=remaining,
+            request_id=intent.request_id,
+        )
+
+    def _position_view(self, pid: int) -> Position:
+        if pid not in self.exchange.specs:
+            return Position(product_id=pid, qty=ZERO)
+        qty, entry = self.exchange.position_view(self.subaccount, pid)
+        return Position(product_id=pid, qty=qty, entry_price=entry if qty else None)
+
+    # -- answers --------------------------------------------------------------------------
+    def _answer(self, req: _Request, ev: Event) -> None:
+        if not req.answered:
+            self.stats["lost_answers"] += 1
+            return
+        now = self.sched.now()
+        due = now + self._resp_ns + self._extra()
+        dies = any(now < self._origin + w.start_ns <= due for w in self.profile.venue.down)
+        if dies or due > req.sent_ns + self._timeout_ns:
+            self.stats["lost_answers"] += 1
+            self._give_up(req)
+            return
+        self.sched.later(due - now, lambda: self.emit(ev))
+
+    def _give_up(self, req: _Request) -> None:
+        """The client hears nothing: at its timeout it reports the request as lost."""
+        if not req.answered:
+            return
+        req.answered = False
+        ev = lost_answer(req.intent, Decimal(self._timeout_ns) / 1_000_000_000)
+        self.sched.at(max(self.sched.now(), req.sent_ns + self._timeout_ns), lambda: self.emit(ev))
+
+    def _error(
+        self,
+        req: _Request,
+        error_class: str,
+        message: str,
+        *,
+        code: int | None = None,
+        wait: Decimal | None = None,
+    ) -> VenueError:
+        order_id, request_id = ids(req.intent)
+        return VenueError(
+            error_class=error_class,
+            request=req.intent.kind,
+            message=message,
+            order_id=order_id,
+            request_id=request_id,
+            code=code,
+            retry_after_s=wait,
+        )
+
+    def _extra(self) -> int:
+        extra = self.profile.rest.latency_ms
+        return 0 if extra.is_zero else extra.draw_ns(self._rng)
+
+
+def _window_at(windows: Sequence[Window], t_ns: int) -> Window | None:
+    return next((w for w in windows if w.contains(t_ns)), None)
