@@ -40,34 +40,36 @@ class CrowdBook:
             "bid": (ZERO, start_ns),
             "ask": (ZERO, start_ns),
         }
-        self.mid = spec.start_mid
-        self._factors = (Decimal(1), Decimal(1))
-        self._full: dict[BookSide, list[Level]] | None = None
+        self.set_market(spec.start_mid, (1.0, 1.0))
 
     def set_market(self, mid: Decimal, factors: tuple[float, float]) -> None:
         self.mid = mid
         self._factors = (to_decimal(factors[0], 6), to_decimal(factors[1], 6))
-        self._full = None
+        self._frame: tuple[Decimal, Decimal, Decimal] | None = None
+        self._full: dict[BookSide, list[Level]] = {}
+        self._tops: dict[BookSide, Level | None] = {}
 
     def full(self, side: BookSide) -> list[Level]:
-        if self._full is None:
-            self._full = self._build()
-        return self._full[side]
+        """Every level of one side before takers ate any of it, best first."""
+        levels = self._full.get(side)
+        if levels is None:
+            found = (self._level(side, i) for i in range(len(self.weights)))
+            levels = self._full[side] = [lv for lv in found if lv is not None]
+        return levels
 
-    def _build(self) -> dict[BookSide, list[Level]]:
-        tick, inc = self.spec.tick, self.spec.size_increment
-        step = tick * max(1, int((self.mid * self.step_bps / tick).to_integral_value()))
-        best_bid = floor_to(self.mid * (1 - self.half_spread), tick)
-        best_ask = max(ceil_to(self.mid * (1 + self.half_spread), tick), best_bid + tick)
-        out: dict[BookSide, list[Level]] = {"bid": [], "ask": []}
-        for i, w in enumerate(self.weights):
-            bid_qty = max(inc, floor_to(self.base * w * self._factors[0], inc))
-            ask_qty = max(inc, floor_to(self.base * w * self._factors[1], inc))
-            bid = best_bid - step * i
-            if bid > 0:
-                out["bid"].append((bid, bid_qty))
-            out["ask"].append((best_ask + step * i, ask_qty))
-        return out
+    def _level(self, side: BookSide, i: int) -> Level | None:
+        if self._frame is None:
+            tick = self.spec.tick
+            step = tick * max(1, int((self.mid * self.step_bps / tick).to_integral_value()))
+            best_bid = floor_to(self.mid * (1 - self.half_spread), tick)
+            best_ask = max(ceil_to(self.mid * (1 + self.half_spread), tick), best_bid + tick)
+            self._frame = (best_bid, best_ask, step)
+        best_bid, best_ask, step = self._frame
+        factor = self._factors[0 if side == "bid" else 1]
+        inc = self.spec.size_increment
+        qty = max(inc, floor_to(self.base * self.weights[i] * factor, inc))
+        price = best_bid - step * i if side == "bid" else best_ask + step * i
+        return (price, qty) if price > 0 else None
 
     def eaten(self, side: BookSide, now_ns: int) -> Decimal:
         qty, since = self._eaten[side]
@@ -93,6 +95,10 @@ class CrowdBook:
         return out
 
     def best(self, side: BookSide, now_ns: int) -> Level | None:
+        if self.eaten(side, now_ns) == 0:
+            if side not in self._tops:
+                self._tops[side] = self._level(side, 0)
+            return self._tops[side]
         levels = self.available(side, now_ns)
         return levels[0] if levels else None
 
