@@ -26,6 +26,8 @@ from adapters.nado.signing import load_key
 from adapters.nado.signing import order_digest
 from adapters.nado.signing import order_nonce
 from adapters.nado.signing import subaccount_hex
+from adapters.nado.timing import NO_EXPIRY
+from adapters.nado.timing import Timing
 from adapters.nado.verify import verify_cancel
 from adapters.nado.verify import verify_place_order
 from adapters.nado.verify import verify_stream_auth
@@ -342,3 +344,19 @@ def test_errors_during_signing_do_not_carry_the_key(signer):
     with pytest.raises(ValueError, match="time in force") as info:
         sign(signer, tif="nope")
     assert KEY[2:] not in "".join(traceback.format_exception(info.value))
+
+
+def test_timing_defaults_and_config():
+    t = Timing()
+    now_ms, now_s = 1_767_200_000_123, 1_767_200_000
+    assert t.nonce(now_ms, 3) == ((now_ms + 90_000) << 20) + 3
+    assert t.expiration(now_s, "ioc") == now_s + 60
+    assert t.expiration(now_s, "fok") == now_s + 60
+    assert t.expiration(now_s, "default") == NO_EXPIRY
+    assert t.expiration(now_s, "post_only") == NO_EXPIRY
+    assert t.stream_auth_expiration(now_ms) == now_ms + 60_000
+    assert Timing(resting_ttl_s=3600).expiration(now_s, "default") == now_s + 3600
+    with pytest.raises(ValueError, match="stream_auth_ttl_ms"):
+        Timing(stream_auth_ttl_ms=200_000)
+    with pytest.raises(ValueError, match="resting_ttl_s"):
+        Timing(resting_ttl_s=0)
