@@ -33,14 +33,15 @@ from adapters.sim.products import tidy
 from adapters.sim.products import to_decimal
 from adapters.sim.records import ERRORS
 from adapters.sim.records import Cause
-from adapters.sim.records import FillRecord
 from adapters.sim.records import OrderRequest
 from adapters.sim.records import OrderState
-from adapters.sim.records import OrderUpdateRecord
 from adapters.sim.records import PlaceResult
-from adapters.sim.records import PositionChangeRecord
+from adapters.sim.records import Reason
 from adapters.sim.records import Record
 from adapters.sim.records import SimOrder
+from adapters.sim.records import fill_record
+from adapters.sim.records import position_record
+from adapters.sim.records import update_record
 
 __all__ = ["Exchange"]
 
@@ -337,35 +338,9 @@ class Exchange:
         pos = self.account(req.subaccount).apply_fill(
             now, req.product_id, req.side, qty, price, fee, self.lag_ns
         )
-        self._records.append(
-            FillRecord(
-                submission_idx=self._next_idx(),
-                ts_ns=now,
-                product_id=req.product_id,
-                subaccount=req.subaccount,
-                digest=order.digest,
-                client_id=req.client_id,
-                side=req.side,
-                price=price,
-                qty=qty,
-                cumulative=order.filled,
-                remaining=order.remaining,
-                original=req.qty,
-                is_taker=taker,
-                fee=fee,
-                appendix=req.appendix,
-            )
-        )
-        self._records.append(
-            PositionChangeRecord(
-                submission_idx=self._next_idx(),
-                ts_ns=now,
-                product_id=req.product_id,
-                subaccount=req.subaccount,
-                amount=pos.qty,
-                entry_price=pos.entry if pos.qty else None,
-            )
-        )
+        idx = self._next_idx()
+        self._records.append(fill_record(order, idx, now, price, qty, taker, fee))
+        self._records.append(position_record(order, self._next_idx(), now, pos.qty, pos.entry))
         if order.remaining <= 0:
             order.state = "filled"
             self._unlist(order)
@@ -381,22 +356,8 @@ class Exchange:
         if order in orders:
             orders.remove(order)
 
-    def _update(self, order: SimOrder, reason: str, now: int, cause: Cause = "") -> None:
-        self._records.append(
-            OrderUpdateRecord(
-                submission_idx=self._next_idx(),
-                ts_ns=now,
-                product_id=order.product_id,
-                subaccount=order.request.subaccount,
-                digest=order.digest,
-                client_id=order.request.client_id,
-                reason=reason,  # type: ignore[arg-type]
-                remaining=order.remaining if order.state == "open" else ZERO,
-                filled=order.filled,
-                order_type=order.request.order_type,
-                cause=cause,
-            )
-        )
+    def _update(self, order: SimOrder, reason: Reason, now: int, cause: Cause = "") -> None:
+        self._records.append(update_record(order, self._next_idx(), now, reason, cause))
 
     def _remember(self, order: SimOrder) -> None:
         self._orders[order.digest] = order

@@ -21,9 +21,13 @@ __all__ = [
     "OrderUpdateRecord",
     "PlaceResult",
     "PositionChangeRecord",
+    "Reason",
     "Record",
     "SimOrder",
+    "fill_record",
     "order_digest",
+    "position_record",
+    "update_record",
     "x18",
 ]
 
@@ -170,6 +174,7 @@ class FillRecord:
 
 
 # `reason` is Nado's (placed | filled | cancelled); `cause` says who cancelled and why.
+Reason = Literal["placed", "filled", "cancelled"]
 Cause = Literal["", "user", "ioc_remainder", "fok_unfilled", "no_fill_fault", "reduce_only"]
 
 
@@ -181,7 +186,7 @@ class OrderUpdateRecord:
     subaccount: str
     digest: str
     client_id: str | None
-    reason: Literal["placed", "filled", "cancelled"]
+    reason: Reason
     remaining: Decimal  # `amount`: the unfilled size, unsigned
     filled: Decimal
     order_type: OrderType
@@ -199,3 +204,57 @@ class PositionChangeRecord:
 
 
 Record = FillRecord | OrderUpdateRecord | PositionChangeRecord
+
+
+def fill_record(
+    order: SimOrder, idx: int, now: int, price: Decimal, qty: Decimal, taker: bool, fee: Decimal
+) -> FillRecord:
+    req = order.request
+    return FillRecord(
+        submission_idx=idx,
+        ts_ns=now,
+        product_id=req.product_id,
+        subaccount=req.subaccount,
+        digest=order.digest,
+        client_id=req.client_id,
+        side=req.side,
+        price=price,
+        qty=qty,
+        cumulative=order.filled,
+        remaining=order.remaining,
+        original=req.qty,
+        is_taker=taker,
+        fee=fee,
+        appendix=req.appendix,
+    )
+
+
+def update_record(
+    order: SimOrder, idx: int, now: int, reason: Reason, cause: Cause = ""
+) -> OrderUpdateRecord:
+    return OrderUpdateRecord(
+        submission_idx=idx,
+        ts_ns=now,
+        product_id=order.product_id,
+        subaccount=order.request.subaccount,
+        digest=order.digest,
+        client_id=order.request.client_id,
+        reason=reason,
+        remaining=order.remaining if order.state == "open" else ZERO,
+        filled=order.filled,
+        order_type=order.request.order_type,
+        cause=cause,
+    )
+
+
+def position_record(
+    order: SimOrder, idx: int, now: int, qty: Decimal, entry: Decimal
+) -> PositionChangeRecord:
+    return PositionChangeRecord(
+        submission_idx=idx,
+        ts_ns=now,
+        product_id=order.product_id,
+        subaccount=order.request.subaccount,
+        amount=qty,
+        entry_price=entry if qty else None,
+    )
