@@ -113,6 +113,7 @@ class BuildMachine(OrderRounds, PureMachine):
         working.to(cancelling, cond="named_fills")
         | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
         | cancelling.to(failed, cond="named_settle")
+        | placing.to(None, cond="named_requery", on="requery_unknown")
         | placing.to(None)
         | verifying.to(None, cond="named_recheck", on="query_positions")
         | verifying.to(None, cond=["named_verify", "verify_left"], on="query_positions")

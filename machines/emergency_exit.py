@@ -36,6 +36,7 @@ from machines.pricing import slices
 
 ZERO = Decimal(0)
 USD = Decimal("0.01")
+STALE_READS = 2  # re-asks per attempt when the position answer lags our fills
 
 
 class EmergencyExitMachine(OrderRounds, PureMachine):
@@ -59,6 +60,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
 
     position_snapshot = (
         reading.to(flat, cond=["answers_me", "venue_flat"], on="take_positions")
+        # More open than our own verified fills allow: a lagging position feed, ask again.
+        | reading.to(None, cond=["answers_me", "stale_suspected"], on="recheck_stale")
         | reading.to(exhausted, cond=["answers_me", "attempts_spent"], on="take_positions")
         | reading.to(working, cond="answers_me", on="take_positions")
         | exiting.to(None)
@@ -78,7 +81,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         | exiting.to(None)
     )
     deadline_expired = (
-        reading.to(backing_off, cond="named_verify")
+        reading.to(None, cond="named_recheck", on="read_positions")
+        | reading.to(backing_off, cond="named_verify")
         | working.to(cancelling, cond="named_attempt")
         | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
         | cancelling.to(exhausted, cond="named_settle")
@@ -86,6 +90,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         | backing_off.to(exhausted, cond="named_backoff")
         # The total budget, armed once by `exiting`: wins from whichever attempt is running.
         | exiting.to(exhausted, cond="named_budget")
+        | exiting.to(None, cond="named_requery", on="requery_unknown")
         | exiting.to(None)
     )
 
@@ -95,14 +100,27 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.setup_rounds()
         self.attempt: int = 0  # attempts that reached the venue
         self.reads: int = 0
-        self.refusals: int = 0
         self.max_reads: int = 4 * self.p.exit_attempts + 4
         self.seen: dict[int, Decimal] = {}  # the last verified venue positions
+        self.stale_reads: int = 0  # re-asks in this attempt because the feed looked stale
 
     # -- guards ---------------------------------------------------------------------------------
     def venue_flat(self, ev: PositionSnapshot) -> bool:
         seen = self._seen(ev)
         return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
+
+    def stale_suspected(self, ev: PositionSnapshot) -> bool:
+        """The venue shows more open than the last answer minus our fills since: the
+        position feed lags the fills (bounded re-asks, then the venue is believed)."""
+        if self.round < 0 or self.stale_reads >= STALE_READS:
+            return False
+        seen = self._seen(ev)
+        for leg in self.p.legs:
+            pid = leg.product_id
+            expected = self.seen.get(pid, ZERO) + self.orders.signed_filled(pid, self.round)
+            if abs(seen[pid]) - abs(expected) >= leg.size_increment:
+                return True
+        return False
 
     def attempts_spent(self) -> bool:
         return self.attempt >= self.p.exit_attempts
@@ -134,6 +152,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         )
 
     def on_enter_reading(self) -> None:
+        self.read_positions()
+
+    def read_positions(self) -> None:
         self.reads += 1
         self.query_positions()
 
@@ -142,6 +163,11 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
 
     def take_positions(self, ev: PositionSnapshot) -> None:
         self.seen = self._seen(ev)
+        self.stale_reads = 0
+
+    def recheck_stale(self) -> None:
+        self.stale_reads += 1
+        self.recheck_later()
 
     def on_enter_working(self) -> None:
         self.attempt += 1
@@ -171,10 +197,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.retry_after_s = getattr(ev, "retry_after_s", None) or self.retry_after_s
 
     def on_enter_backing_off(self) -> None:
-        self.refusals += 1
-        exponential = self.p.exit_backoff_s * 2 ** (self.refusals - 1)
-        delay = self.retry_after_s or min(exponential, self.p.exit_attempt_timeout_s)
-        self.retry_after_s = None
+        delay = self.backoff_delay()
         self.note("venue refused or silent; backing off", seconds=str(delay), reads=self.reads)
         self.arm("backoff", delay)
 

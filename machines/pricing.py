@@ -263,10 +263,10 @@ class OrderTracker:
     def rejections(self, round_: int) -> list[str]:
         return [t.rejected for t in self.orders.values() if t.round == round_ and t.rejected]
 
-    def signed_filled(self, product_id: int) -> Decimal:
+    def signed_filled(self, product_id: int, round_: int | None = None) -> Decimal:
         total = ZERO
         for oid, t in self.orders.items():
-            if t.product_id == product_id:
+            if t.product_id == product_id and (round_ is None or t.round == round_):
                 qty = self.filled(oid)
                 total += qty if t.side == "buy" else -qty
         return total
@@ -303,6 +303,7 @@ class OrderRounds:
         self.order_queries: dict[str, str] = {}  # QueryOrder request id -> order id
         self.verifies = 0
         self.retry_after_s: Decimal | None = None  # the venue's hint on a refusal
+        self.refusals: int = 0  # rounds the venue refused outright (429, retryable)
 
     def reject_is_final(self) -> bool:
         return False
@@ -346,6 +347,9 @@ class OrderRounds:
     def named_recheck(self, ev: DeadlineExpired) -> bool:
         return ev.name == "recheck"
 
+    def named_requery(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "requery"
+
     # -- recording what the venue says ------------------------------------------------------
     def record_fill(self, ev: FillReceived) -> None:
         self.orders.record_fill(ev.order_id)
@@ -361,6 +365,15 @@ class OrderRounds:
 
     def record_status(self, ev: OrderStatus) -> None:
         self.orders.record_status(ev)
+        if ev.state == "not_found" and not self.orders.settled(ev.order_id):
+            # Maybe not visible yet (V7): ask once more shortly, not at the round deadline.
+            self.arm("requery", self.p.verify_retry_s)
+
+    def requery_unknown(self) -> None:
+        for oid in self.orders.unsettled():
+            t = self.orders.orders[oid]
+            if self.orders.needs_query(oid) and t.queries < MAX_ORDER_QUERIES:
+                self._query_order(oid)
 
     def record_error(self, ev: VenueError) -> None:
         oid = ev.order_id or self.order_queries.get(ev.request_id or "", "")
@@ -377,6 +390,15 @@ class OrderRounds:
             self.orders.record_refused(oid)  # provably not placed: a new id may follow
             if ev.retry_after_s is not None:
                 self.retry_after_s = ev.retry_after_s
+
+    def backoff_delay(self) -> Decimal:
+        """After a refusal: the venue's Retry-After, else exponential from exit_backoff_s,
+        capped at one exit attempt."""
+        self.refusals += 1
+        exponential = self.p.exit_backoff_s * 2 ** (self.refusals - 1)
+        delay = self.retry_after_s or min(exponential, self.p.exit_attempt_timeout_s)
+        self.retry_after_s = None
+        return delay
 
     # -- chasing what it does not say ---------------------------------------------------------
     def on_enter_cancelling(self) -> None:
@@ -411,10 +433,11 @@ class OrderRounds:
     def verify_timeout(self) -> Decimal:
         return self.p.verify_timeout_s
 
-    def recheck_later(self) -> None:
+    def recheck_later(self, ev: Any = None) -> None:
+        delay = max(self.p.verify_retry_s, getattr(ev, "retry_after_s", None) or ZERO)
         self.note("venue position not as expected yet; asking again", attempt=self.verifies)
         self.disarm("verify")
-        self.arm("recheck", self.p.verify_retry_s)
+        self.arm("recheck", delay)
 
     def venue_positions(self) -> dict[str, str]:
         return {leg.symbol: str(self.ledger.venue_position(leg.product_id)) for leg in self.p.legs}

@@ -31,6 +31,7 @@ from machines.pricing import slices
 from machines.pricing import touch_price
 
 ZERO = Decimal(0)
+MAX_REFUSALS = 4  # refused rungs retried after a back-off before the ladder moves on
 
 
 class UnwindMachine(OrderRounds, PureMachine):
@@ -45,13 +46,16 @@ class UnwindMachine(OrderRounds, PureMachine):
     working = State(initial=True)
     cancelling = State()
     deciding = State()
-    placing = State(states=[working, cancelling, deciding])
+    backing_off = State()
+    placing = State(states=[working, cancelling, deciding, backing_off])
 
     verifying = State()
     flat = State(final=True)
     failed = State(final=True)
 
-    # A rung ends when all its orders are settled; the decision is taken at once.
+    # A rung ends when all its orders are settled; the decision is taken at once. A rung
+    # the venue refused outright (429) is retried after a back-off, a bounded number of times.
+    working.to(backing_off, cond=["round_refused", "refusals_left"])
     working.to(deciding, cond="round_settled")
     cancelling.to(deciding, cond="round_settled")
     deciding.to(verifying, cond="nothing_open")
@@ -113,8 +117,10 @@ class UnwindMachine(OrderRounds, PureMachine):
     )
     deadline_expired = (
         working.to(cancelling, cond="named_fills")
+        | backing_off.to(working, cond="named_backoff", on="retry_rung")
         | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
         | cancelling.to(failed, cond="named_settle")
+        | placing.to(None, cond="named_requery", on="requery_unknown")
         | placing.to(None)
         | reading.to(None, cond="named_recheck", on="query_positions")
         | reading.to(None, cond=["named_verify", "verify_left"], on="query_positions")
@@ -130,6 +136,8 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.p: CycleParams = params["params"]
         self.setup_rounds()
         self.rungs = self._ladder()
+        self.rung = -1  # index into the ladder; `round` numbers every set of orders
+        self.same_rung = False
         self.start: dict[int, Decimal] = {}  # verified venue position when the unwind began
         self.reason = ""
 
@@ -159,7 +167,13 @@ class UnwindMachine(OrderRounds, PureMachine):
         return self.nothing_open()
 
     def rungs_left(self) -> bool:
-        return self._next_round() < len(self.rungs)
+        return self._next_rung() < len(self.rungs)
+
+    def refusals_left(self) -> bool:
+        return self.refusals < MAX_REFUSALS
+
+    def named_backoff(self, ev: Any) -> bool:
+        return bool(ev.name == "backoff")
 
     # -- actions --------------------------------------------------------------------------------
     def on_enter_reading(self) -> None:
@@ -170,8 +184,10 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.note("unwinding from the verified position", positions=_strs(self.start))
 
     def on_enter_working(self) -> None:
-        self.round = self._next_round()
-        rung = self.rungs[self.round]
+        self.rung = self.rung if self.same_rung else self._next_rung()
+        self.same_rung = False
+        self.round += 1
+        rung = self.rungs[self.rung]
         for leg in self.p.legs:
             open_qty = self.open_qty(leg)
             if self._dust(leg, open_qty):
@@ -192,6 +208,14 @@ class UnwindMachine(OrderRounds, PureMachine):
                     leg, side, part, price, tif=rung.tif, reduce_only=True, purpose=rung.label
                 )
         self.arm("fills", self.p.fill_timeout_s)
+
+    def on_enter_backing_off(self) -> None:
+        delay = self.backoff_delay()
+        self.note("rung refused by the venue; backing off", seconds=str(delay))
+        self.arm("backoff", delay)
+
+    def retry_rung(self) -> None:
+        self.same_rung = True
 
     def on_enter_verifying(self) -> None:
         self.verifies = 0
@@ -219,10 +243,10 @@ class UnwindMachine(OrderRounds, PureMachine):
         got = {p.product_id: p.qty for p in ev.positions}
         return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
 
-    def _next_round(self) -> int:
-        nxt = self.round + 1
+    def _next_rung(self) -> int:
+        nxt = self.rung + 1
         one_closed = any(self._dust(leg, self.open_qty(leg)) for leg in self.p.legs)
-        if self.round >= 0 and one_closed:
+        if self.rung >= 0 and one_closed:
             while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
                 nxt += 1
         return nxt

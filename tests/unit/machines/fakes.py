@@ -50,6 +50,7 @@ D = Decimal
 ETH = LegSpec(symbol="ETH-PERP", product_id=4, tick_size="0.1", size_increment="0.001")
 SOL = LegSpec(symbol="SOL-PERP", product_id=8, tick_size="0.01", size_increment="0.01")
 BOOKS = {4: (D("3000"), D("3000.5")), 8: (D("150"), D("150.02"))}
+INCREMENTS = {ETH.product_id: ETH.size_increment, SOL.product_id: SOL.size_increment}
 
 
 def params(**kw: Any) -> CycleParams:
@@ -122,6 +123,7 @@ class FakeVenue:
         self.scripts: list[tuple[Callable[[PlaceOrder], bool], list[Step]]] = []
         self.rate_limited: list[tuple[int, int]] = []  # [from_ms, to_ms) windows
         self.ignore_cancels = False
+        self.policy: Callable[[PlaceOrder], list[Step] | None] | None = None
         self.retry_after: Decimal | None = None  # sent with rate_limited errors
         self.finished_ns = 0
         self.sent: list[Intent] = []
@@ -189,7 +191,8 @@ class FakeVenue:
             if matches(intent):
                 del self.scripts[n]
                 return steps
-        return self._default_plan(intent)
+        planned = self.policy(intent) if self.policy is not None else None
+        return planned if planned is not None else self._default_plan(intent)
 
     def _default_plan(self, intent: PlaceOrder) -> list[Step]:
         bid, ask = self.books[intent.product_id]
@@ -364,6 +367,119 @@ def notes(engine: Engine, text: str) -> list[dict[str, Any]]:
     ]
 
 
+def undeferrable_gaps(cls: type[Any]) -> list[tuple[str, str]]:
+    """(state, event) pairs where a waiting state has no unconditional transition for an
+    event the machine declares, in itself or an ancestor: such an event would be deferred
+    instead of consumed. Transient states (an unconditional eventless way out) and final
+    states never wait."""
+    gaps = []
+    for state in cls.states_map.values():
+        if state.final or state.states:
+            continue
+        if any(t.is_eventless and not list(t.cond) for t in state.transitions):
+            continue
+        chain = []
+        node = state
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        for event in sorted(cls.interests()):
+            unconditional = (
+                t.match(event) and not list(t.cond) for s in chain for t in s.transitions
+            )
+            if not any(unconditional):
+                gaps.append((state.id, event))
+    return gaps
+
+
+def chaos(fake: FakeVenue, rng: Any) -> None:
+    """Seeded faults on every placement, the book and the position feed."""
+    fake.cancel_reports_fill = rng.random() < 0.5
+    fake.lag_ms = rng.choice([0, 0, 100, 400])
+    if rng.random() < 0.3:
+        start = rng.randrange(0, 3000)
+        fake.rate_limited.append((start, start + rng.randrange(200, 4000)))
+        fake.retry_after = rng.choice([None, D("1")])
+    for pid in fake.books:
+        fake.liquidity[pid] = rng.choice([None, None, D(0), D("0.1"), D("2")])
+
+    def plan(intent: PlaceOrder) -> list[Step] | None:
+        r = rng.random()
+        if r < 0.08:
+            return [Reject(rng.choice(["insufficient margin", "post-only would cross"]))]
+        if r < 0.16:
+            cls = rng.choice(["unknown_outcome", "unknown_outcome", "rate_limited", "retryable"])
+            accepted = cls == "unknown_outcome" and rng.random() < 0.5
+            tail: list[Step] = [Fill(at_ms=15), Expire(at_ms=20)] if accepted else []
+            return [Error(cls, accepted=accepted), *tail]
+        if r < 0.22:
+            return []  # accepted, then silence
+        if r < 0.45:
+            step = INCREMENTS[intent.product_id]
+            part = (intent.qty * D(rng.randrange(1, 10)) / 10 / step).to_integral_value() * step
+            if part <= 0:
+                return None
+            late = rng.choice([0, 0, 50, 300])
+            return [Fill(part, deliver_ms=late), Expire(at_ms=20)]
+        return None  # the default behaviour
+
+    fake.policy = plan
+
+
+def run_chaos(
+    cls: type[Any], p: CycleParams, seed: int, positions: dict[int, Decimal], **extra: Any
+) -> tuple[Engine, FakeVenue]:
+    import random
+
+    clock = VirtualClock()
+    engine = Engine(clock)
+    fake = FakeVenue(engine, clock, positions=positions)
+    chaos(fake, random.Random(seed))
+    fake.push_bbo()
+    snap = [Position(product_id=p_, qty=fake.positions.get(p_, D(0))) for p_ in p.product_ids]
+    engine.process(PositionSnapshot(positions=snap, request_id="session:q"))
+    engine.spawn(cls, "m", params=p, **extra)
+    run_virtual(
+        engine,
+        clock,
+        fake.send,
+        initial=engine._finish_step(),
+        until=lambda: "m" in engine.finished,
+        deadline_ns=300 * S,
+    )
+    fake.finished_ns = clock.now_ns()
+    run_virtual(engine, clock, fake.send, deadline_ns=clock.now_ns() + 10 * S)
+    return engine, fake
+
+
+def assert_unknown_resolved_before_resend(engine: Engine, fake: FakeVenue) -> None:
+    """After a placement's outcome came back unknown, no new order for that product went
+    out before a QueryOrder for the unknown one did. Order ids are never reused."""
+    placed = fake.of(PlaceOrder)
+    assert len({o.order_id for o in placed}) == len(placed)
+    products = {o.order_id: o.product_id for o in placed}
+    records = engine.journal.records()
+    for n, rec in enumerate(records):
+        if rec.kind != "event" or rec.data.get("error_class") != "unknown_outcome":
+            continue
+        oid = rec.data["order_id"]
+        for later in records[n + 1 :]:
+            if later.kind != "intent":
+                continue
+            if later.data["kind"] == "query_order" and later.data["order_id"] == oid:
+                break
+            if later.data["kind"] == "place_order":
+                assert later.data["product_id"] != products[oid], f"{oid} resent before a query"
+
+
+def assert_ledger_tracks_venue(engine: Engine, fake: FakeVenue, before: dict[int, Decimal]) -> None:
+    """Once everything in flight is delivered, the fill-derived ledger moved exactly as the
+    venue's positions did (seed 002: tracked position equals venue position)."""
+    for pid in fake.books:
+        moved = fake.positions.get(pid, D(0)) - before.get(pid, D(0))
+        assert engine.ledger.position(pid) == moved, f"product {pid}"
+
+
 __all__ = [
     "ETH",
     "MS",
@@ -376,8 +492,12 @@ __all__ = [
     "Reject",
     "S",
     "SendAlert",
+    "assert_unknown_resolved_before_resend",
+    "chaos",
     "notes",
     "outcome",
     "params",
+    "run_chaos",
     "spawn",
+    "undeferrable_gaps",
 ]

@@ -22,10 +22,14 @@ from tests.unit.machines.fakes import FakeVenue
 from tests.unit.machines.fakes import Fill
 from tests.unit.machines.fakes import Reject
 from tests.unit.machines.fakes import S
+from tests.unit.machines.fakes import assert_ledger_tracks_venue
+from tests.unit.machines.fakes import assert_unknown_resolved_before_resend
 from tests.unit.machines.fakes import notes
 from tests.unit.machines.fakes import outcome
 from tests.unit.machines.fakes import params
+from tests.unit.machines.fakes import run_chaos
 from tests.unit.machines.fakes import spawn
+from tests.unit.machines.fakes import undeferrable_gaps
 
 D = Decimal
 ETH, SOL = 4, 8
@@ -284,6 +288,7 @@ def test_build_unknown_outcome_is_queried_before_anything_is_resent():
     queried = [i for i in before if isinstance(i, QueryOrder) and i.order_id == first.order_id]
     assert len(queried) >= 2  # "not found" twice, a deadline apart, before concluding
     assert outcome(engine) == "built"
+    assert fake.finished_ns < 2 * S  # re-asked after verify_retry_s, not the fill deadline
     assert_ledger_matches_venue(engine, fake)
 
 
@@ -352,3 +357,35 @@ def test_build_venue_position_the_fills_do_not_explain_is_failed():
     assert outcome(engine) == "failed"
     assert len(fake.of(QueryPositions)) == 3  # asked again (lag?) within the bound
     assert "not verified" in notes(engine, "build failed")[0]["reason"]
+
+
+# -- structure and seeded fault walks ---------------------------------------------------------
+def test_build_every_waiting_state_consumes_every_event_it_declares():
+    assert undeferrable_gaps(BuildMachine) == []
+
+
+def test_the_gap_check_can_fail():
+    from machines.base import PureMachine
+    from machines.base import State
+
+    class Leaky(PureMachine):
+        waiting = State(initial=True)
+        done = State(final=True)
+        fill_received = waiting.to(done, cond="never")
+        order_expired = waiting.to(done) | waiting.to(None)
+
+    assert undeferrable_gaps(Leaky) == [("waiting", "fill_received")]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_build_seeded_fault_walk_ends_bounded_and_never_resends_an_unknown(seed):
+    engine, fake = run_chaos(BuildMachine, params(), seed, positions={})
+    assert outcome(engine) in ("built", "failed", "aborted")
+    assert fake.finished_ns <= 120 * S
+    assert len(fake.placed(product_id=ETH)) <= 3  # first round + 2 repairs
+    assert len(fake.of(QueryPositions)) <= 3
+    if outcome(engine) == "built":
+        assert abs(fake.positions.get(ETH, 0) - ETH_QTY) < D("0.001")
+        assert abs(fake.positions.get(SOL, 0) + SOL_QTY) < D("0.01")
+    assert_unknown_resolved_before_resend(engine, fake)
+    assert_ledger_tracks_venue(engine, fake, {})

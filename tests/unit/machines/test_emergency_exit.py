@@ -16,10 +16,14 @@ from machines.emergency_exit import EmergencyExitMachine
 from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Fill
 from tests.unit.machines.fakes import S
+from tests.unit.machines.fakes import assert_ledger_tracks_venue
+from tests.unit.machines.fakes import assert_unknown_resolved_before_resend
 from tests.unit.machines.fakes import notes
 from tests.unit.machines.fakes import outcome
 from tests.unit.machines.fakes import params
+from tests.unit.machines.fakes import run_chaos
 from tests.unit.machines.fakes import spawn
+from tests.unit.machines.fakes import undeferrable_gaps
 
 D = Decimal
 ETH, SOL = 4, 8
@@ -166,3 +170,30 @@ def test_exit_silent_venue_reads_are_bounded_and_end_exhausted():
     assert not fake.of(PlaceOrder)  # never sized from anything but a venue answer
     assert fake.finished_ns <= 30 * S
     assert fake.of(Halt)[0].exposure_usd == D("135.01")  # 0.9 x 150.01, last known
+
+
+# -- structure and seeded fault walks ---------------------------------------------------------
+def test_exit_every_waiting_state_consumes_every_event_it_declares():
+    assert undeferrable_gaps(EmergencyExitMachine) == []
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_exit_seeded_fault_walk_is_flat_or_halted_within_budget(seed):
+    engine, fake = run_chaos(EmergencyExitMachine, params(), seed, positions=BOTH, reason="t")
+    assert outcome(engine) in ("flat", "exhausted")
+    assert fake.finished_ns <= 30 * S  # never outlasts the budget
+    attempts = notes(engine, "exit attempt")
+    assert len({n["attempt"] for n in attempts}) <= 3
+    assert all(o.reduce_only and o.tif == "ioc" for o in fake.of(PlaceOrder))
+    if outcome(engine) == "flat":
+        assert fake.positions.get(ETH, 0) == 0
+        assert fake.positions.get(SOL, 0) == 0
+        assert not fake.of(Halt)
+    else:
+        (halt,) = fake.of(Halt)
+        assert halt.exposure_usd > 0
+        assert [a.event for a in fake.of(SendAlert) if a.severity == "critical"] == [
+            "emergency_exit_exhausted"
+        ]
+    assert_unknown_resolved_before_resend(engine, fake)
+    assert_ledger_tracks_venue(engine, fake, BOTH)

@@ -14,10 +14,14 @@ from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Fill
 from tests.unit.machines.fakes import S
+from tests.unit.machines.fakes import assert_ledger_tracks_venue
+from tests.unit.machines.fakes import assert_unknown_resolved_before_resend
 from tests.unit.machines.fakes import notes
 from tests.unit.machines.fakes import outcome
 from tests.unit.machines.fakes import params
+from tests.unit.machines.fakes import run_chaos
 from tests.unit.machines.fakes import spawn
+from tests.unit.machines.fakes import undeferrable_gaps
 
 D = Decimal
 ETH, SOL = 4, 8
@@ -167,7 +171,7 @@ def test_unwind_rejected_reduce_only_is_not_final_for_an_exit():
     assert fake.positions == {ETH: 0, SOL: 0}
 
 
-def test_unwind_rate_limited_placement_moves_to_the_next_rung_under_a_new_id():
+def test_unwind_one_refused_order_moves_to_the_next_rung_under_a_new_id():
     def setup(fake):
         fake.script([Error("rate_limited")], product_id=ETH)
 
@@ -176,6 +180,19 @@ def test_unwind_rate_limited_placement_moves_to_the_next_rung_under_a_new_id():
     assert len(eth) == 2
     assert eth[0].order_id != eth[1].order_id
     assert eth[1].price < eth[0].price  # the next rung, more aggressive
+    assert outcome(engine) == "flat"
+
+
+def test_unwind_rung_refused_by_a_429_window_is_retried_after_back_off_not_skipped():
+    # Every request is rate limited for the first 1.2 s (after the read went through).
+    def setup(fake):
+        fake.rate_limited.append((15, 1200))
+
+    engine, fake = unwind(setup=setup)
+    eth = fake.placed(product_id=ETH)
+    assert [o.price for o in eth] == [D("2997")] * len(eth)  # the same rung each time
+    assert 2 <= len(eth) <= 4
+    assert notes(engine, "rung refused by the venue; backing off")
     assert outcome(engine) == "flat"
 
 
@@ -191,3 +208,25 @@ def test_unwind_unanswered_read_is_retried_twice_then_failed_with_nothing_sent()
     assert outcome(engine) == "failed"
     assert kinds(fake) == ["QueryPositions"] * 3
     assert fake.finished_ns == 15 * S
+
+
+# -- structure and seeded fault walks ---------------------------------------------------------
+def test_unwind_every_waiting_state_consumes_every_event_it_declares():
+    assert undeferrable_gaps(UnwindMachine) == []
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_unwind_seeded_fault_walk_ends_bounded_reduce_only_and_never_flips(seed):
+    engine, fake = run_chaos(UnwindMachine, params(), seed, positions=BUILT)
+    assert outcome(engine) in ("flat", "failed")
+    assert fake.finished_ns <= 150 * S
+    placed = fake.of(PlaceOrder)
+    assert all(o.reduce_only for o in placed)
+    assert len(placed) <= 2 * (3 + 1 + 4)  # per leg: 3 IOC rungs + market + refused retries
+    assert fake.positions.get(ETH, 0) >= 0  # closing never flips a leg
+    assert fake.positions.get(SOL, 0) <= 0
+    if outcome(engine) == "flat":
+        assert fake.positions.get(ETH, 0) == 0
+        assert fake.positions.get(SOL, 0) == 0
+    assert_unknown_resolved_before_resend(engine, fake)
+    assert_ledger_tracks_venue(engine, fake, BUILT)
