@@ -351,3 +351,16 @@ def test_history_is_bounded_but_open_orders_are_kept():
         ex.place(ex.now_ns, order(price=str(bid), tif="ioc", nonce=n))
     assert ex.order(keep) is not None
     assert len(ex._orders) <= 5
+
+
+def test_lagged_position_view_keeps_just_enough_history():
+    from adapters.sim.accounts import Account
+
+    acct = Account("0xa")
+    ms = 1_000_000
+    for i in range(10):
+        acct.apply_fill(i * 100 * ms, ETH, "buy", Decimal(1), Decimal(3000), Decimal(0), 150 * ms)
+    assert acct.view(ETH, 950 * ms, 150 * ms) == (Decimal(9), Decimal(3000))  # fills <= 800 ms
+    assert acct.view(ETH, 2000 * ms, 150 * ms)[0] == 10
+    assert acct.view(ETH, 2000 * ms, 0)[0] == 10
+    assert len(acct._history[ETH]) <= 3
