@@ -33,6 +33,7 @@ from machines.base import PureMachine
 __all__ = ["Engine", "MachineError", "load_app"]
 
 MAX_DEFERRED = 10_000
+RUNNER = "runner"  # journal source of annotations made outside the machines
 App = Callable[["Engine", Mapping[str, Any]], None]
 
 
@@ -322,6 +323,12 @@ class Engine:
             due_ns=armed.due_ns,
             state=owner,
         )
+
+    def annotate(self, text: str, **data: Any) -> None:
+        """A note from the code driving the engine (not from a machine). Replay skips these:
+        they are commentary, not something fresh machines would write again."""
+        self._note(RUNNER, text, **data)
+        self.journal.commit()
 
     def _note(self, source: str, text: str, **data: Any) -> None:
         self._record("note", source, {"note": text, **_jsonable(data)})

@@ -15,6 +15,7 @@ import attrs
 from engine.clock import VirtualClock
 from engine.events import Event
 from engine.journal import Record
+from engine.loop import RUNNER
 from engine.loop import Engine
 from engine.loop import MachineError
 from engine.messages import from_dict
@@ -92,7 +93,7 @@ def _replay_segment(recorded: Sequence[Record]) -> ReplayResult:
     try:
         engine.start(str(data["app"]), data.get("config") or {})
         for rec in recorded[1:]:
-            if rec.kind != "event" or rec.machine == "engine":
+            if rec.kind != "event" or rec.machine in ("engine", RUNNER):
                 continue  # outputs and engine-made events are re-derived, then compared
             if rec.ts < clock.now_ns():
                 error = f"record {rec.seq} goes back in time"
@@ -108,7 +109,9 @@ def _replay_segment(recorded: Sequence[Record]) -> ReplayResult:
         error = str(exc)  # the recorded run may have failed the same way: compare
     except (ValueError, TypeError, KeyError) as exc:
         error = f"cannot replay: {exc}"
-    actual = engine.journal.records()
+    # Annotations by the driving code are commentary, not machine output.
+    recorded = [r for r in recorded if r.machine != RUNNER]
+    actual = [r for r in engine.journal.records() if r.machine != RUNNER]
     for i, (want, got) in enumerate(zip(recorded, actual, strict=False)):
         if _key(want) != _key(got):
             return ReplayResult(len(recorded), fed, Divergence(i, want, got), error)

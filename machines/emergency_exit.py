@@ -97,6 +97,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     def setup(self, **params: Any) -> None:
         self.p: CycleParams = params["params"]
         self.reason = str(params.get("reason", "emergency exit"))
+        # A planned flatten (operator stop) verifies the same way but is not an alert.
+        self.announce = bool(params.get("announce", True))
         self.setup_rounds()
         self.attempt: int = 0  # attempts that reached the venue
         self.reads: int = 0
@@ -140,6 +142,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     # -- actions --------------------------------------------------------------------------------
     def on_enter_exiting(self) -> None:
         self.arm("budget", self.p.exit_budget_s)  # once: child states never re-arm it
+        if not self.announce:
+            self.note(f"flatten: {self.reason}", exposure_usd=str(self.exposure_usd()))
+            return
         self.emit(
             SendAlert(
                 event="emergency_exit",

@@ -1,0 +1,334 @@
+"""SESSION: the supervisor. restore → idle → building → holding → unwinding → idle …
+
+It never trades itself: it spawns one child machine at a time and moves on its
+outcome. Directions alternate every cycle. Pauses happen only while flat. A failed
+cycle gets one graceful recovery (the emergency exit, verified flat), then trading
+continues; a second consecutive failure halts. HALT is sticky until an operator
+resumes. A stop request (SIGINT/SIGTERM) flattens and verifies; a second one does
+not skip the verification.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from engine.events import DeadlineExpired
+from engine.events import MachineFinished
+from engine.events import OperatorCommand
+from engine.events import PositionSnapshot
+from engine.intents import Halt
+from engine.intents import QueryPositions
+from engine.intents import SendAlert
+from machines.base import PureMachine
+from machines.base import State
+from machines.build import BuildMachine
+from machines.emergency_exit import EmergencyExitMachine
+from machines.params import CycleParams
+from machines.restore import RestoreMachine
+from machines.unwind import UnwindMachine
+
+
+class SessionMachine(PureMachine):
+    """Supervisor: syncing → idle → checking → building → holding → unwinding → idle …
+
+    A failed child goes to recovering (emergency exit); two failures in a row, an
+    exhausted exit or a failed sync go to halted (sticky); a stop goes to finishing
+    (flatten and verify) → done.
+    """
+
+    syncing = State(initial=True)
+    idle = State()
+    checking = State()
+    building = State()
+    holding = State()
+    unwinding = State()
+    recovering = State()
+    finishing = State()
+    halted = State()
+    done = State(final=True)
+
+    machine_finished = (
+        syncing.to(finishing, cond=["outcome_is_synced", "stop_requested"])
+        | syncing.to(idle, cond="outcome_is_synced")
+        | syncing.to(recovering, cond="outcome_is_exposed")
+        | syncing.to(halted)
+        | building.to(holding, cond=["outcome_is_built"], unless="stop_requested")
+        | building.to(finishing, cond="stop_requested")
+        | building.to(idle, cond="outcome_is_aborted", unless="too_many_aborts")
+        | building.to(halted, cond="outcome_is_aborted")
+        | building.to(recovering)
+        | unwinding.to(finishing, cond=["outcome_is_flat", "no_more_cycles"], on="count_cycle")
+        | unwinding.to(idle, cond="outcome_is_flat", on="count_cycle")
+        | unwinding.to(recovering)
+        | recovering.to(halted, cond="outcome_is_exhausted")
+        | recovering.to(halted, cond="second_failure")
+        | recovering.to(finishing, cond="stop_requested")
+        | recovering.to(idle)
+        | finishing.to(done, cond="outcome_is_flat")
+        | finishing.to(halted)
+    )
+    deadline_expired = (
+        idle.to(checking, cond="named_pause")
+        | checking.to(recovering, cond="named_answer")
+        | holding.to(unwinding, cond="named_hold")
+    )
+    position_snapshot = (
+        checking.to(finishing, cond=["answers_me", "stop_requested"])
+        | checking.to(idle, cond=["answers_me", "entries_blocked"], on="note_blocked")
+        | checking.to(building, cond=["answers_me", "venue_flat"])
+        | checking.to(recovering, cond="answers_me")
+        | checking.to(None)
+    )
+    operator_command = (
+        idle.to(finishing, cond="is_stop")
+        | checking.to(finishing, cond="is_stop")
+        | holding.to(finishing, cond="is_stop")
+        | halted.to(syncing, cond="is_resume", on="clear_halt")
+        # Elsewhere a stop is remembered and honoured at the next safe point; a second
+        # stop changes nothing (it must not skip verification).
+        | syncing.to(None, cond="is_stop", on="remember_stop")
+        | building.to(None, cond="is_stop", on="remember_stop")
+        | unwinding.to(None, cond="is_stop", on="remember_stop")
+        | recovering.to(None, cond="is_stop", on="remember_stop")
+        | finishing.to(None)
+        | halted.to(None)
+        | syncing.to(None)
+        | idle.to(None)
+        | checking.to(None)
+        | building.to(None)
+        | holding.to(None)
+        | unwinding.to(None)
+        | recovering.to(None)
+    )
+
+    def setup(self, **params: Any) -> None:
+        self.template: CycleParams = params["params"]
+        self.cycles: int | None = params.get("cycles")
+        self.hold_s = Decimal(params.get("hold_s", "2"))
+        self.pause_s = Decimal(params.get("pause_s", "0.5"))
+        self.pause_jitter_s = Decimal(params.get("pause_jitter_s", "0"))
+        self.max_aborts = int(params.get("max_aborts", 5))
+        self.cycle = 0
+        self.cycles_completed = 0
+        self.failures = 0  # consecutive failed cycles
+        self.aborts = 0
+        self.emergency_exits = 0
+        self.stop = False
+        self.halt_reason = ""
+        self.carry_usd = Decimal(0)
+        self.request_id = ""
+        self.child: PureMachine | None = None
+        self.outcomes: list[str] = []
+
+    # -- guards -------------------------------------------------------------------------
+    def _outcome(self, ev: MachineFinished, want: str) -> bool:
+        return ev.outcome == want
+
+    def outcome_is_synced(self, ev: MachineFinished) -> bool:
+        return self._outcome(ev, "synced")
+
+    def outcome_is_exposed(self, ev: MachineFinished) -> bool:
+        return self._outcome(ev, "exposed")
+
+    def outcome_is_built(self, ev: MachineFinished) -> bool:
+        return self._outcome(ev, "built")
+
+    def outcome_is_aborted(self, ev: MachineFinished) -> bool:
+        return self._outcome(ev, "aborted")
+
+    def outcome_is_flat(self, ev: MachineFinished) -> bool:
+        return self._outcome(ev, "flat")
+
+    def outcome_is_exhausted(self, ev: MachineFinished) -> bool:
+        return self._outcome(ev, "exhausted")
+
+    def too_many_aborts(self, ev: MachineFinished) -> bool:
+        return self.aborts + 1 >= self.max_aborts
+
+    def second_failure(self, ev: MachineFinished) -> bool:
+        return self.failures + 1 >= 2
+
+    def stop_requested(self) -> bool:
+        return self.stop
+
+    def no_more_cycles(self) -> bool:
+        return self.stop or (self.cycles is not None and self.cycles_completed + 1 >= self.cycles)
+
+    def named_pause(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "pause"
+
+    def named_answer(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "answer"
+
+    def named_hold(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "hold"
+
+    def answers_me(self, ev: PositionSnapshot) -> bool:
+        return ev.request_id == self.request_id
+
+    def venue_flat(self, ev: PositionSnapshot) -> bool:
+        return all(self._flat(leg.product_id) for leg in self.template.legs)
+
+    def entries_blocked(self) -> bool:
+        # New entries obey the breaker and health machines; exits never do.
+        return self.ledger.state_of("breaker") == ("open",) or self.ledger.state_of(
+            "health"
+        ) not in ((), ("normal",))
+
+    def is_stop(self, ev: OperatorCommand) -> bool:
+        return ev.command in ("stop", "flatten")
+
+    def is_resume(self, ev: OperatorCommand) -> bool:
+        return ev.command == "resume"
+
+    # -- actions ------------------------------------------------------------------------
+    def on_enter_syncing(self) -> None:
+        self.child = self.spawn(
+            RestoreMachine, self._child_id("restore"), params=self._params(self.cycle)
+        )
+
+    def on_enter_idle(self) -> None:
+        if self.cycles is not None and self.cycles_completed >= self.cycles:
+            # Nothing left to do: wait for the pause, then finish via checking → stop.
+            self.stop = True
+        self.arm("pause", self._pause())
+
+    def on_enter_checking(self) -> None:
+        self.request_id = self.next_id("q")
+        self.emit(QueryPositions(request_id=self.request_id, product_ids=self.template.product_ids))
+        self.arm("answer", self.template.verify_timeout_s)
+
+    def on_enter_building(self) -> None:
+        self.cycle += 1
+        self.child = self.spawn(
+            BuildMachine, self._child_id("build"), params=self._params(self.cycle)
+        )
+
+    def on_exit_building(self, ev: Any = None) -> None:
+        if isinstance(ev, MachineFinished):
+            self.outcomes.append(f"build:{ev.outcome}")
+            self.aborts = self.aborts + 1 if ev.outcome == "aborted" else 0
+            residual = getattr(self.child, "residual_usd", None)
+            if ev.outcome == "built" and isinstance(residual, Decimal):
+                self.carry_usd = residual
+
+    def on_enter_holding(self) -> None:
+        self.arm("hold", self.hold_s)
+
+    def on_enter_unwinding(self) -> None:
+        self.child = self.spawn(
+            UnwindMachine, self._child_id("unwind"), params=self._params(self.cycle)
+        )
+
+    def count_cycle(self) -> None:
+        self.cycles_completed += 1
+        self.failures = 0
+
+    def on_enter_recovering(self, ev: Any = None) -> None:
+        self.emergency_exits += 1
+        reason = f"recovery after {getattr(ev, 'outcome', getattr(ev, 'kind', 'failure'))}"
+        self.child = self.spawn(
+            EmergencyExitMachine,
+            self._child_id("exit"),
+            params=self._params(self.cycle),
+            reason=reason,
+        )
+
+    def on_exit_recovering(self, ev: Any = None) -> None:
+        if isinstance(ev, MachineFinished) and ev.outcome == "flat":
+            self.failures += 1
+
+    def on_enter_finishing(self) -> None:
+        self.spawn_finishing_exit()
+
+    def spawn_finishing_exit(self) -> None:
+        self.child = self.spawn(
+            EmergencyExitMachine,
+            self._child_id("flatten"),
+            params=self._params(self.cycle),
+            reason="stop: flatten and verify",
+            announce=False,
+        )
+
+    def on_enter_halted(self, ev: Any = None) -> None:
+        outcome = getattr(ev, "outcome", "")
+        self.halt_reason = (
+            "emergency exit budget exhausted"
+            if outcome == "exhausted"
+            else "two consecutive failed cycles"
+            if outcome == "flat"
+            else f"unrecoverable outcome {outcome or 'unknown'}"
+        )
+        exposure = self._exposure_usd()
+        if outcome == "exhausted":
+            return  # the emergency exit already emitted Halt and its critical alert
+        self.emit(Halt(reason=self.halt_reason, exposure_usd=exposure))
+        self.emit(
+            SendAlert(
+                event="halt",
+                severity="critical",
+                message=f"[CIRCUIT] HALT: {self.halt_reason}",
+                exposure_usd=exposure,
+                state="halted",
+                action="no new entries until an operator resumes",
+            )
+        )
+
+    def clear_halt(self) -> None:
+        self.failures = 0
+        self.aborts = 0
+        self.halt_reason = ""
+        self.note("operator resumed after halt")
+
+    def note_blocked(self) -> None:
+        self.note(
+            "entry blocked",
+            breaker=list(self.ledger.state_of("breaker")),
+            health=list(self.ledger.state_of("health")),
+        )
+
+    def remember_stop(self) -> None:
+        self.stop = True
+        self.note("stop requested: will flatten at the next safe point")
+
+    # -- helpers ------------------------------------------------------------------------
+    def _child_id(self, kind: str) -> str:
+        return f"{kind}:{self.next_id()}"
+
+    def _params(self, cycle: int) -> CycleParams:
+        legs = self.template.legs
+        # Odd cycles: long the first symbol, short the second; even cycles: the reverse.
+        long, short = legs if cycle % 2 == 1 or cycle == 0 else (legs[1], legs[0])
+        return attrs.evolve(
+            self.template, cycle=cycle, long=long, short=short, carry_usd=self.carry_usd
+        )
+
+    def _pause(self) -> Decimal:
+        # Deterministic jitter (no randomness in machines): a fraction from the cycle number.
+        if not self.pause_jitter_s:
+            return self.pause_s
+        frac = Decimal((self.cycle * 7919) % 1000) / 1000
+        return self.pause_s + self.pause_jitter_s * frac
+
+    def _flat(self, product_id: int) -> bool:
+        pos = self.ledger.venue_position(product_id)
+        if pos is None:
+            return False
+        quote = self.ledger.quote(product_id)
+        if quote is None:
+            return pos == 0
+        return abs(pos) * quote.mid <= self.template.dust_usd
+
+    def _exposure_usd(self) -> Decimal:
+        total = Decimal(0)
+        for leg in self.template.legs:
+            pos = self.ledger.venue_position(leg.product_id)
+            if pos is None:
+                pos = self.ledger.position(leg.product_id)
+            quote = self.ledger.quote(leg.product_id)
+            if quote is not None:
+                total += abs(pos) * quote.mid
+        return total
