@@ -10,6 +10,12 @@ off (the venue's Retry-After, else exponentially from `exit_backoff_s`) and read
 a bounded number of times. The whole exit lives under one budget timer, armed once on
 entry to the parent state `exiting`, so attempts never reset it (seed 004, BUG-003).
 
+An answer that contradicts the engine's own verified fills (a lagging position feed)
+is asked again, a bounded number of times, before it is believed: a stale "flat" must
+never end the exit. The attempt limit (`exit_attempts`) counts attempts after which the
+venue showed no less exposure; attempts that did reduce it go on up the ladder (capped at
+its last step) within the budget, up to a hard cap of 3 x `exit_attempts`.
+
 Ends `flat` only on a venue position answer within dust on both legs. Budget or attempts
 exhausted → Halt and a critical alert, both stating the open exposure → `exhausted`.
 """
@@ -36,7 +42,8 @@ from machines.pricing import slices
 
 ZERO = Decimal(0)
 USD = Decimal("0.01")
-STALE_READS = 2  # re-asks per attempt when the position answer lags our fills
+STALE_READS = 2  # re-asks per read when the position answer contradicts our fills
+ATTEMPT_CAP = 3  # attempts that do make progress are capped at this many x exit_attempts
 
 
 class EmergencyExitMachine(OrderRounds, PureMachine):
@@ -59,9 +66,10 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     cancelling.to(reading, cond="round_settled")
 
     position_snapshot = (
-        reading.to(flat, cond=["answers_me", "venue_flat"], on="take_positions")
-        # More open than our own verified fills allow: a lagging position feed, ask again.
-        | reading.to(None, cond=["answers_me", "stale_suspected"], on="recheck_stale")
+        # An answer that contradicts our own verified fills may come from a lagging
+        # position feed: ask again (bounded) before believing it, flat included.
+        reading.to(None, cond=["answers_me", "stale_suspected"], on="recheck_stale")
+        | reading.to(flat, cond=["answers_me", "venue_flat"], on="take_positions")
         | reading.to(exhausted, cond=["answers_me", "attempts_spent"], on="take_positions")
         | reading.to(working, cond="answers_me", on="take_positions")
         | exiting.to(None)
@@ -100,7 +108,10 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         # A planned flatten (operator stop) verifies the same way but is not an alert.
         self.announce = bool(params.get("announce", True))
         self.setup_rounds()
-        self.attempt: int = 0  # attempts that reached the venue
+        self.attempt: int = 0  # attempts that reached the venue (the ladder index)
+        self.strikes: int = 0  # attempts after which the venue showed no less exposure
+        self.judging = False  # an attempt went out and the next answer judges it
+        self.max_attempts: int = ATTEMPT_CAP * self.p.exit_attempts
         self.reads: int = 0
         self.max_reads: int = 4 * self.p.exit_attempts + 4
         self.seen: dict[int, Decimal] = {}  # the last verified venue positions
@@ -112,20 +123,24 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
 
     def stale_suspected(self, ev: PositionSnapshot) -> bool:
-        """The venue shows more open than the last answer minus our fills since: the
-        position feed lags the fills (bounded re-asks, then the venue is believed)."""
-        if self.round < 0 or self.stale_reads >= STALE_READS:
+        """The answer shows less exposure than the engine's fills imply, or more than the
+        last answer minus our fills since: the position feed lags the fills. A bounded
+        number of re-asks, then the venue is believed."""
+        if self.stale_reads >= STALE_READS:
             return False
+        if self.venue_shows_less(ev):
+            return True
         seen = self._seen(ev)
         for leg in self.p.legs:
-            pid = leg.product_id
-            expected = self.seen.get(pid, ZERO) + self.orders.signed_filled(pid, self.round)
-            if abs(seen[pid]) - abs(expected) >= leg.size_increment:
-                return True
+            pid, step = leg.product_id, leg.size_increment
+            if self.round >= 0:
+                expected = self.seen.get(pid, ZERO) + self.orders.signed_filled(pid, self.round)
+                if abs(seen[pid]) - abs(expected) >= step:
+                    return True
         return False
 
-    def attempts_spent(self) -> bool:
-        return self.attempt >= self.p.exit_attempts
+    def attempts_spent(self, ev: PositionSnapshot) -> bool:
+        return self._strikes_after(ev) >= self.p.exit_attempts or self.attempt >= self.max_attempts
 
     def reads_left(self) -> bool:
         return self.reads < self.max_reads
@@ -167,6 +182,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         return self.p.exit_attempt_timeout_s
 
     def take_positions(self, ev: PositionSnapshot) -> None:
+        self.strikes = self._strikes_after(ev)
+        self.judging = False
         self.seen = self._seen(ev)
         self.stale_reads = 0
 
@@ -176,10 +193,17 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
 
     def on_enter_working(self) -> None:
         self.attempt += 1
+        self.judging = True
         self.round += 1
         ladder = self.p.exit_ladder_bps
         bps = ladder[min(self.attempt - 1, len(ladder) - 1)]
-        self.note("exit attempt", attempt=self.attempt, bps=str(bps), positions=self._strs())
+        self.note(
+            "exit attempt",
+            attempt=self.attempt,
+            strikes=self.strikes,
+            bps=str(bps),
+            positions=self._strs(),
+        )
         for leg in self.p.legs:
             pos = self.seen.get(leg.product_id, ZERO)
             quote = self.ledger.quote(leg.product_id)
@@ -197,6 +221,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     def on_exit_working(self) -> None:
         if self.orders.round_refused(self.round):
             self.attempt -= 1  # it never reached the venue: not an attempt, a refusal
+            self.judging = False
 
     def remember_retry_after(self, ev: Any) -> None:
         self.retry_after_s = getattr(ev, "retry_after_s", None) or self.retry_after_s
@@ -212,13 +237,14 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     def on_enter_exhausted(self, ev: Any = None) -> None:
         self.cancel_unsettled()
         exposure = self.exposure_usd()
-        why = (
-            "budget spent"
-            if isinstance(ev, DeadlineExpired) and ev.name == "budget"
-            else f"{self.attempt} attempts spent"
-            if self.attempts_spent()
-            else "venue unresponsive"
-        )
+        if isinstance(ev, DeadlineExpired) and ev.name == "budget":
+            why = "budget spent"
+        elif self.strikes >= self.p.exit_attempts:
+            why = f"{self.strikes} attempts without progress"
+        elif self.attempt >= self.max_attempts:
+            why = f"attempt cap {self.max_attempts} reached"
+        else:
+            why = "venue unresponsive"
         reason = f"emergency exit exhausted ({why}): {self.reason}"
         self.emit(Halt(reason=reason, exposure_usd=exposure))
         self.emit(
@@ -246,6 +272,19 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
                 pos = self.ledger.position(pid)
             total += notional(pos, self.ledger.quote(pid))
         return total.quantize(USD)
+
+    def _strikes_after(self, ev: PositionSnapshot) -> int:
+        """Strikes once this answer judges the last attempt: it counts unless some leg's
+        exposure fell by at least one increment since the answer before it."""
+        if not self.judging:
+            return self.strikes
+        seen = self._seen(ev)
+        progress = any(
+            abs(seen[leg.product_id]) + leg.size_increment
+            <= abs(self.seen.get(leg.product_id, ZERO))
+            for leg in self.p.legs
+        )
+        return self.strikes if progress else self.strikes + 1
 
     def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
         return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)

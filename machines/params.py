@@ -11,6 +11,7 @@ from decimal import Decimal
 import attrs
 
 from engine.messages import dec
+from engine.messages import opt_dec
 
 __all__ = ["CycleParams", "LegSpec"]
 
@@ -74,8 +75,14 @@ class CycleParams:
     cancel_timeout_s: Decimal = attrs.field(default=Decimal(2), converter=dec)  # cancel ack wait
     verify_attempts: int = 3  # position queries per verification (first + 2 retries)
     verify_retry_s: Decimal = attrs.field(default=Decimal("0.5"), converter=dec)  # lag re-ask
-    exit_max_attempts: int = 0  # emergency exit order attempts; 0 = one per ladder step
+    # Emergency exit attempts that reduce nothing before HALT; 0 = one per ladder step.
+    # Attempts that do reduce the position go on within the budget (hard cap 3x).
+    exit_max_attempts: int = 0
     exit_backoff_s: Decimal = attrs.field(default=Decimal("0.5"), converter=dec)  # after refusal
+    # UNWIND's last rung: an aggressive reduce-only IOC ("market") through the book by this
+    # many bps (None: the first exit-ladder step), sliced by max_slice_usd.
+    use_market_fallback: bool = True
+    market_max_slippage_bps: Decimal | None = attrs.field(default=None, converter=opt_dec)
 
     @property
     def exit_attempts(self) -> int:

@@ -332,6 +332,17 @@ class OrderRounds:
     def answers_me(self, ev: PositionSnapshot | VenueError) -> bool:
         return ev.request_id is not None and ev.request_id == self.query_id
 
+    def venue_shows_less(self, ev: PositionSnapshot) -> bool:
+        """The answer shows less exposure than the engine's own verified fills imply on
+        some leg: most likely a position feed lagging behind them (never take it as flat
+        at once)."""
+        got = {p.product_id: p.qty for p in ev.positions}
+        return any(
+            abs(got.get(leg.product_id, ZERO)) + leg.size_increment
+            <= abs(self.ledger.position(leg.product_id))
+            for leg in self.p.legs
+        )
+
     def verify_left(self) -> bool:
         return self.verifies < self.p.verify_attempts
 
@@ -378,8 +389,15 @@ class OrderRounds:
     def record_error(self, ev: VenueError) -> None:
         oid = ev.order_id or self.order_queries.get(ev.request_id or "", "")
         self.note("venue error", request=ev.request, error_class=ev.error_class, order_id=oid)
-        if ev.request != "place_order" or not self.orders.mine(oid):
-            return  # a failed cancel or query: the settle deadline chases it
+        if not self.orders.mine(oid):
+            return
+        if ev.request == "cancel_order":
+            # e.g. "order not open": it ended and the news is lost or late; ask now.
+            if not self.orders.settled(oid) and self.orders.orders[oid].queries < 1:
+                self._query_order(oid)
+            return
+        if ev.request != "place_order":
+            return  # a failed query: the settle deadline chases it
         if ev.error_class == "unknown_outcome":
             self.orders.record_unknown(oid)
             self._query_order(oid)  # resolved before anything is resent

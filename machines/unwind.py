@@ -5,7 +5,8 @@ original order). Then a bounded ladder of reduce-only rounds, each with its dead
 POST_ONLY at the touch (when the order style is post_only, at most
 `post_only_attempts`), then IOC through the touch by `cross_bps`, escalating by
 `repair_step_bps` (at most `unwind_ioc_attempts`), then one aggressive IOC ("market":
-through the book by the first exit-ladder step, sliced by `max_slice_usd`). What is
+through the book by `market_max_slippage_bps`, by default the first exit-ladder step,
+and never less than the last IOC rung; sliced by `max_slice_usd`). What is
 still open is the verified start position plus this machine's verified fills. Once one
 leg is closed the other skips any remaining post-only rung (no passive waiting while
 unhedged). Ends `flat` after a position query shows |pos| within dust on both legs, or
@@ -104,9 +105,14 @@ class UnwindMachine(OrderRounds, PureMachine):
         | verifying.to(None)
     )
     position_snapshot = (
-        reading.to(flat, cond=["answers_me", "venue_flat"])
+        # Less exposure than our own fills imply: a lagging feed; ask again, bounded.
+        reading.to(None, cond=["answers_me", "venue_shows_less", "verify_left"], on="recheck_later")
+        | reading.to(flat, cond=["answers_me", "venue_flat"])
         | reading.to(placing, cond="answers_me", on="take_start")
         | reading.to(None)
+        | verifying.to(
+            None, cond=["answers_me", "venue_shows_less", "verify_left"], on="recheck_later"
+        )
         | verifying.to(flat, cond=["answers_me", "venue_flat"])
         | verifying.to(
             None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
@@ -150,8 +156,10 @@ class UnwindMachine(OrderRounds, PureMachine):
         for k in range(p.unwind_ioc_attempts):
             bps = p.cross_bps + k * p.repair_step_bps
             rungs.append(Rung("ioc", bps, "unwind"))
-        market = max(p.exit_ladder_bps[0], bps)  # never less aggressive than the last IOC
-        rungs.append(Rung("ioc", market, "unwind market", sliced=True))
+        if p.use_market_fallback:
+            cap = p.market_max_slippage_bps
+            market = max(p.exit_ladder_bps[0] if cap is None else cap, bps)  # never less
+            rungs.append(Rung("ioc", market, "unwind market", sliced=True))
         return rungs
 
     # -- guards -------------------------------------------------------------------------------

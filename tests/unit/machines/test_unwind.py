@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from engine.events import FillReceived
 from engine.intents import PlaceOrder
 from engine.intents import QueryOrder
 from engine.intents import QueryPositions
@@ -30,7 +31,7 @@ BUILT = {ETH: D("0.333"), SOL: D("-6.66")}
 
 def unwind(p=None, positions=None, **kw):
     venue = {"positions": BUILT if positions is None else positions, **kw.pop("venue", {})}
-    return spawn(UnwindMachine, p or params(), venue=venue, query_first=False, **kw)
+    return spawn(UnwindMachine, p or params(), venue=venue, query_first=False, adopt=True, **kw)
 
 
 def kinds(fake):
@@ -38,10 +39,8 @@ def kinds(fake):
 
 
 def assert_ledger_matches_venue(engine, fake):
-    # The unwind starts from positions opened before this engine run: compare the changes.
     for pid in (ETH, SOL):
-        moved = fake.positions.get(pid, 0) - BUILT.get(pid, 0)
-        assert engine.ledger.position(pid) == moved
+        assert engine.ledger.position(pid) == fake.positions.get(pid, 0)
 
 
 def test_unwind_ioc_reads_the_venue_first_closes_reduce_only_and_verifies_flat():
@@ -229,4 +228,51 @@ def test_unwind_seeded_fault_walk_ends_bounded_reduce_only_and_never_flips(seed)
         assert fake.positions.get(ETH, 0) == 0
         assert fake.positions.get(SOL, 0) == 0
     assert_unknown_resolved_before_resend(engine, fake)
-    assert_ledger_tracks_venue(engine, fake, BUILT)
+    assert_ledger_tracks_venue(engine, fake)
+
+
+def test_unwind_stale_flat_first_answer_contradicting_our_fills_is_asked_again():
+    # The BUILD's fills are in the ledger; the lagging position feed still says flat.
+    def setup(fake):
+        for pid, side, qty in ((ETH, "buy", D("0.333")), (SOL, "sell", D("6.66"))):
+            signed = qty if side == "buy" else -qty
+            fake.positions[pid] = signed
+            fake.history.append((fake.clock.now_ns(), dict(fake.positions)))
+            fake.engine.process(
+                FillReceived(
+                    order_id=f"build:{pid}",
+                    fill_id=f"b{pid}",
+                    product_id=pid,
+                    side=side,
+                    price="100",
+                    qty=qty,
+                )
+            )
+
+    engine, fake = spawn(
+        UnwindMachine,
+        params(),
+        venue={"position_lag_ms": 400},
+        setup=setup,
+        query_first=False,
+    )
+    assert outcome(engine) == "flat"
+    assert fake.positions == {ETH: 0, SOL: 0}
+    assert [o.qty for o in fake.of(PlaceOrder)] == [D("0.333"), D("6.66")]
+
+
+@pytest.mark.parametrize(
+    ("kw", "rungs"),
+    [
+        ({}, ["unwind", "unwind", "unwind", "unwind market"]),
+        ({"use_market_fallback": False}, ["unwind", "unwind", "unwind"]),
+        ({"market_max_slippage_bps": "200"}, ["unwind", "unwind", "unwind", "unwind market"]),
+    ],
+)
+def test_unwind_ladder_ends_with_the_configured_market_fallback(kw, rungs):
+    engine, fake = unwind(params(**kw), venue={"liquidity": {ETH: D(0), SOL: D(0)}})
+    eth = fake.placed(product_id=ETH)
+    assert [o.purpose for o in eth] == rungs
+    if "market_max_slippage_bps" in kw:
+        assert eth[-1].price == D("2940")  # bid 3000 x (1 - 200 bps)
+    assert outcome(engine) == "failed"
