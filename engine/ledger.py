@@ -82,6 +82,7 @@ class ProductBook:
     fees: Decimal = ZERO
     venue_position: Decimal | None = None  # last venue snapshot
     venue_position_ts: int | None = None
+    last_fill_ts: int | None = None  # engine time of the last fill applied
 
 
 class Ledger:
@@ -103,6 +104,17 @@ class Ledger:
 
     def position(self, product_id: int) -> Decimal:
         return self.book(product_id).position
+
+    def best_position(self, product_id: int) -> Decimal:
+        """The venue's word when it is newer than our last fill, else our fills' sum.
+        For monitoring exposure; decisions use `venue_position` from a fresh query."""
+        book = self.book(product_id)
+        if book.venue_position is not None and (
+            book.last_fill_ts is None
+            or (book.venue_position_ts is not None and book.venue_position_ts > book.last_fill_ts)
+        ):
+            return book.venue_position
+        return book.position
 
     def venue_position(self, product_id: int) -> Decimal | None:
         return self.book(product_id).venue_position
@@ -214,6 +226,7 @@ class Ledger:
         self, product_id: int, side: str, qty: Decimal, price: Decimal, fee: Decimal
     ) -> None:
         book = self.book(product_id)
+        book.last_fill_ts = self.now_ns
         book.fees += fee
         book.realized_pnl -= fee
         signed = qty if side == "buy" else -qty

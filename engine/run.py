@@ -95,7 +95,7 @@ class Monitor:
         for p in self.products:
             quote = self.engine.ledger.quote(p.product_id)
             if quote is not None:
-                net += self.engine.ledger.position(p.product_id) * quote.mid
+                net += self.engine.ledger.best_position(p.product_id) * quote.mid
         return abs(net)
 
     def after_step(self) -> None:
