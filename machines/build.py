@@ -199,11 +199,11 @@ class BuildMachine(OrderRounds, PureMachine):
         return all(self.remainder(i) < leg.size_increment for i, leg in enumerate(self.p.legs))
 
     def rounds_left(self) -> bool:
-        return self._next_round() < len(self.rungs)
+        return self._next_rung() < len(self.rungs)
 
     def reject_is_final(self) -> bool:
         """A reject of an IOC is final (margin, size: seed V8); a post-only may just cross."""
-        return self.rungs[self.round].tif != "post_only"
+        return self.rungs[self.rung].tif != "post_only"
 
     # -- verification guards ----------------------------------------------------------------
     def at_target(self, ev: PositionSnapshot) -> bool:
@@ -225,8 +225,9 @@ class BuildMachine(OrderRounds, PureMachine):
 
     # -- actions --------------------------------------------------------------------------
     def on_enter_working(self) -> None:
-        self.round = self._next_round()
-        rung = self.rungs[self.round]
+        self.rung = self._next_rung()
+        self.round += 1
+        rung = self.rungs[self.rung]
         for i, leg in enumerate(self.p.legs):
             qty = leg.round_size_down(self.remainder(i))
             if qty < leg.size_increment:
@@ -299,11 +300,7 @@ class BuildMachine(OrderRounds, PureMachine):
         filled = self.orders.signed_filled(self.p.legs[i].product_id)
         return self.targets[i] - (filled if i == 0 else -filled)
 
-    def _next_round(self) -> int:
-        nxt = self.round + 1
+    def _next_rung(self) -> int:
+        # A leg is complete: no more passive repricing, repair the other at once.
         one_done = any(self.remainder(i) < leg.size_increment for i, leg in enumerate(self.p.legs))
-        if self.round >= 0 and one_done:
-            # A leg is complete: no more passive repricing, repair the other at once.
-            while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
-                nxt += 1
-        return nxt
+        return self.next_rung(skip_passive=one_done)

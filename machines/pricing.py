@@ -1,7 +1,7 @@
 """Pure helpers shared by the cycle machines: prices, sizes, slices, and the per-order
 bookkeeping that sizes every remainder from verified numbers.
 
-Nothing here emits, arms or reads a clock. Prices cross the book by basis points and
+Nothing here does I/O or reads a clock. Prices cross the book by basis points and
 round to the tick in the aggressive direction; sizes round DOWN to the increment; a
 "market" order is an IOC priced through the book, sliced when large.
 
@@ -18,8 +18,8 @@ recorded everything the event says (e.g. a cancel ack's filled amount).
 
 `OrderRounds` is the mixin the three order-working machines share: the guards and
 actions that record what the venue says about their orders, chase what it does not
-say (cancel, then QueryOrder, each bounded), and verify by position query. It is not
-a machine itself; each machine declares its own states and transitions.
+say (cancel, then QueryOrder, each bounded), walk a ladder of rungs, and verify by
+position query. Its actions emit through the host machine; it declares no states.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ ZERO = Decimal(0)
 TERMINAL_STATUS = frozenset({"filled", "cancelled", "expired", "rejected"})
 NOT_FOUND_LIMIT = 2  # "not found" twice, a deadline apart, means it never reached the venue
 MAX_ORDER_QUERIES = 3  # QueryOrder per order before the machine gives up on it
+ROUND_CAP = 3  # rounds per machine at most ROUND_CAP x the ladder's length
 
 
 @attrs.frozen
@@ -260,9 +261,6 @@ class OrderTracker:
         ids = self.in_round(round_)
         return bool(ids) and all(self.orders[o].refused for o in ids)
 
-    def rejections(self, round_: int) -> list[str]:
-        return [t.rejected for t in self.orders.values() if t.round == round_ and t.rejected]
-
     def signed_filled(self, product_id: int, round_: int | None = None) -> Decimal:
         total = ZERO
         for oid, t in self.orders.items():
@@ -304,9 +302,29 @@ class OrderRounds:
         self.verifies = 0
         self.retry_after_s: Decimal | None = None  # the venue's hint on a refusal
         self.refusals: int = 0  # rounds the venue refused outright (429, retryable)
+        self.rungs: list[Rung] = []  # the host's ladder
+        self.rung = -1  # index into the ladder; `round` numbers every set of orders
 
     def reject_is_final(self) -> bool:
         return False
+
+    def next_rung(self, skip_passive: bool) -> int:
+        """The ladder's next step (past any post-only step once `skip_passive`). Past the
+        last step, the last one again while each round still fills something (partial
+        fills are progress, not failure), up to ROUND_CAP x the ladder's length."""
+        nxt = self.rung + 1
+        if self.rung >= 0 and skip_passive:
+            while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
+                nxt += 1
+        last = len(self.rungs) - 1
+        more = self.round + 1 < ROUND_CAP * len(self.rungs)
+        last_is_ioc = last >= 0 and self.rungs[last].tif != "post_only"
+        if nxt > last and last_is_ioc and more and self.round_progressed():
+            return last
+        return nxt
+
+    def round_progressed(self) -> bool:
+        return any(self.orders.signed_filled(pid, self.round) != 0 for pid in self.p.product_ids)
 
     # -- guards ---------------------------------------------------------------------------
     def round_settled(self) -> bool:

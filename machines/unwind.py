@@ -142,7 +142,6 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.p: CycleParams = params["params"]
         self.setup_rounds()
         self.rungs = self._ladder()
-        self.rung = -1  # index into the ladder; `round` numbers every set of orders
         self.same_rung = False
         self.start: dict[int, Decimal] = {}  # verified venue position when the unwind began
         self.reason = ""
@@ -252,12 +251,8 @@ class UnwindMachine(OrderRounds, PureMachine):
         return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
 
     def _next_rung(self) -> int:
-        nxt = self.rung + 1
         one_closed = any(self._dust(leg, self.open_qty(leg)) for leg in self.p.legs)
-        if self.rung >= 0 and one_closed:
-            while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
-                nxt += 1
-        return nxt
+        return self.next_rung(skip_passive=one_closed)
 
 
 def _strs(values: dict[int, Decimal]) -> dict[str, str]:

@@ -382,10 +382,29 @@ def test_build_seeded_fault_walk_ends_bounded_and_never_resends_an_unknown(seed)
     engine, fake = run_chaos(BuildMachine, params(), seed, positions={})
     assert outcome(engine) in ("built", "failed", "aborted")
     assert fake.finished_ns <= 120 * S
-    assert len(fake.placed(product_id=ETH)) <= 3  # first round + 2 repairs
+    assert len(fake.placed(product_id=ETH)) <= 9  # ladder of 3; progress rounds capped 3x
     assert len(fake.of(QueryPositions)) <= 3
     if outcome(engine) == "built":
         assert abs(fake.positions.get(ETH, 0) - ETH_QTY) < D("0.001")
         assert abs(fake.positions.get(SOL, 0) + SOL_QTY) < D("0.01")
     assert_unknown_resolved_before_resend(engine, fake)
     assert_ledger_tracks_venue(engine, fake)
+
+
+def test_build_repairs_that_keep_filling_go_on_at_the_last_step_until_complete():
+    # 0.1 ETH per IOC: every repair makes progress, so the ladder's last step repeats.
+    engine, fake = build(venue={"liquidity": {ETH: D("0.1")}})
+    eth = fake.placed(product_id=ETH)
+    assert [o.qty for o in eth] == [ETH_QTY, D("0.233"), D("0.133"), D("0.033")]
+    assert [o.price for o in eth][-2:] == [D("3018.6"), D("3018.6")]  # capped at 60 bps
+    assert outcome(engine) == "built"
+
+
+def test_build_a_repair_round_without_any_fill_ends_it():
+    def setup(fake):
+        fake.script([Fill(D("0.1")), Expire()], times=3, product_id=ETH)
+        fake.script([Expire()], times=10, product_id=ETH)
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "failed"
+    assert len(fake.placed(product_id=ETH)) == 4  # 3 with progress, then one without

@@ -221,7 +221,7 @@ def test_unwind_seeded_fault_walk_ends_bounded_reduce_only_and_never_flips(seed)
     assert fake.finished_ns <= 150 * S
     placed = fake.of(PlaceOrder)
     assert all(o.reduce_only for o in placed)
-    assert len(placed) <= 2 * (3 + 1 + 4)  # per leg: 3 IOC rungs + market + refused retries
+    assert len(placed) <= 2 * (3 * 4 + 4)  # per leg: ladder of 4 (3x with progress) + refusals
     assert fake.positions.get(ETH, 0) >= 0  # closing never flips a leg
     assert fake.positions.get(SOL, 0) <= 0
     if outcome(engine) == "flat":
