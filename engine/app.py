@@ -41,6 +41,8 @@ def cycle_template(config: Mapping[str, Any]) -> CycleParams:
         dust_usd=s["dust_usd"],
         bbo_max_age_s=s["bbo_max_age_seconds"],
         max_position_usd=s["max_position_usd"],
+        use_market_fallback=bool(s["use_market_fallback"]),
+        market_max_slippage_bps=s["market_max_slippage_bps"],
     )
 
 
