@@ -186,6 +186,8 @@ class Session:
             "cycles": self.opts.cycles,
             "seed": self.opts.seed,
             "venue": self.opts.venue,
+            # UTC seconds at engine time zero (0 on the virtual clock: deterministic days).
+            "epoch_utc_s": 0 if isinstance(self.clock, VirtualClock) else self._epoch(),
             "legs": [
                 {
                     "symbol": p.symbol,
@@ -198,6 +200,11 @@ class Session:
             ],
             "settings": values,
         }
+
+    def _epoch(self) -> int:
+        import time
+
+        return int(time.time() - self.clock.now_ns() / NS_PER_S)
 
     @property
     def session_over(self) -> bool:

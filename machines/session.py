@@ -74,10 +74,16 @@ class SessionMachine(PureMachine):
         idle.to(checking, cond="named_pause")
         | checking.to(recovering, cond="named_answer")
         | holding.to(unwinding, cond="named_hold")
+        # While exposed, the exposure guard asks the venue on a short period.
+        | holding.to(None, cond="named_audit", on="audit_exposure")
+        | holding.to(None)
     )
     position_snapshot = (
         checking.to(finishing, cond=["answers_me", "stop_requested"])
         | checking.to(idle, cond=["answers_me", "entries_blocked"], on="note_blocked")
+        | checking.to(idle, cond=["answers_me", "daily_loss_exceeded"], on="note_daily_loss")
+        | holding.to(recovering, cond=["answers_me", "unhedged"], on="alert_unhedged")
+        | holding.to(None)
         | checking.to(building, cond=["answers_me", "venue_flat"])
         | checking.to(recovering, cond="answers_me")
         | checking.to(None)
@@ -111,6 +117,14 @@ class SessionMachine(PureMachine):
         self.pause_s = Decimal(params.get("pause_s", "0.5"))
         self.pause_jitter_s = Decimal(params.get("pause_jitter_s", "0"))
         self.max_aborts = int(params.get("max_aborts", 5))
+        self.audit_s = Decimal(params.get("audit_s", "1"))
+        self.max_daily_loss_usd = Decimal(params.get("max_daily_loss_usd", "500"))
+        # UTC seconds at engine time zero, from the run header: the day boundary for
+        # MAX_DAILY_LOSS without reading a clock here.
+        self.epoch_utc_s = Decimal(params.get("epoch_utc_s", "0"))
+        self.day = -1
+        self.day_start_pnl = Decimal(0)
+        self.loss_alerted_day = -1
         self.cycle = 0
         self.cycles_completed = 0
         self.failures = 0  # consecutive failed cycles
@@ -122,6 +136,7 @@ class SessionMachine(PureMachine):
         self.request_id = ""
         self.child: PureMachine | None = None
         self.outcomes: list[str] = []
+        self.cycle_failed = False
 
     # -- guards -------------------------------------------------------------------------
     def _outcome(self, ev: MachineFinished, want: str) -> bool:
@@ -149,7 +164,7 @@ class SessionMachine(PureMachine):
         return self.aborts + 1 >= self.max_aborts
 
     def second_failure(self, ev: MachineFinished) -> bool:
-        return self.failures + 1 >= 2
+        return self.cycle_failed and self.failures + 1 >= 2
 
     def stop_requested(self) -> bool:
         return self.stop
@@ -177,6 +192,15 @@ class SessionMachine(PureMachine):
         return self.ledger.state_of("breaker") == ("open",) or self.ledger.state_of(
             "health"
         ) not in ((), ("normal",))
+
+    def named_audit(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "audit"
+
+    def unhedged(self, ev: PositionSnapshot) -> bool:
+        return self.unhedged_usd() > self.tolerance_usd()
+
+    def daily_loss_exceeded(self, ev: PositionSnapshot) -> bool:
+        return self.loss_today() > self.max_daily_loss_usd
 
     def is_stop(self, ev: OperatorCommand) -> bool:
         return ev.command in ("stop", "flatten")
@@ -217,6 +241,40 @@ class SessionMachine(PureMachine):
 
     def on_enter_holding(self) -> None:
         self.arm("hold", self.hold_s)
+        self.arm("audit", self.audit_s)
+
+    def audit_exposure(self) -> None:
+        self.request_id = self.next_id("q")
+        self.emit(QueryPositions(request_id=self.request_id, product_ids=self.template.product_ids))
+        self.arm("audit", self.audit_s)
+
+    def alert_unhedged(self) -> None:
+        exposure = self.unhedged_usd()
+        self.emit(
+            SendAlert(
+                event="exposure_above_tolerance",
+                severity="critical",
+                message=f"[EMERGENCY] unhedged {exposure} USD > {self.tolerance_usd()} USD",
+                exposure_usd=exposure,
+                state="holding",
+                action="emergency exit: flatten both legs and verify",
+            )
+        )
+
+    def note_daily_loss(self) -> None:
+        loss = self.loss_today()
+        self.note("entry refused: MAX_DAILY_LOSS", loss_usd=str(loss))
+        if self.loss_alerted_day != self.day:
+            self.loss_alerted_day = self.day
+            self.emit(
+                SendAlert(
+                    event="daily_loss_limit",
+                    severity="warning",
+                    message=f"[CIRCUIT] daily loss {loss} USD > {self.max_daily_loss_usd} USD",
+                    state="idle",
+                    action="no new cycles until UTC midnight",
+                )
+            )
 
     def on_enter_unwinding(self) -> None:
         self.child = self.spawn(
@@ -227,7 +285,9 @@ class SessionMachine(PureMachine):
         self.cycles_completed += 1
         self.failures = 0
 
-    def on_enter_recovering(self, ev: Any = None) -> None:
+    def on_enter_recovering(self, ev: Any = None, source: Any = None) -> None:
+        # A residual found by restore is not a failed cycle; a failed child or exposure is.
+        self.cycle_failed = getattr(source, "id", "") != "syncing"
         self.emergency_exits += 1
         reason = f"recovery after {getattr(ev, 'outcome', getattr(ev, 'kind', 'failure'))}"
         self.child = self.spawn(
@@ -238,7 +298,7 @@ class SessionMachine(PureMachine):
         )
 
     def on_exit_recovering(self, ev: Any = None) -> None:
-        if isinstance(ev, MachineFinished) and ev.outcome == "flat":
+        if isinstance(ev, MachineFinished) and ev.outcome == "flat" and self.cycle_failed:
             self.failures += 1
 
     def on_enter_finishing(self) -> None:
@@ -321,6 +381,27 @@ class SessionMachine(PureMachine):
         if quote is None:
             return pos == 0
         return abs(pos) * quote.mid <= self.template.dust_usd
+
+    def loss_today(self) -> Decimal:
+        """Realised loss (fees included) since the last UTC midnight of engine time."""
+        day = int((self.epoch_utc_s + Decimal(self.ledger.now_ns) / 10**9) // 86400)
+        if day != self.day:
+            self.day, self.day_start_pnl = day, self.ledger.realized_pnl
+        return self.day_start_pnl - self.ledger.realized_pnl
+
+    def tolerance_usd(self) -> Decimal:
+        # Seed 002: 5 % of the cycle's notional.
+        return self.template.notional_usd * self.template.exposure_tolerance_pct / 100
+
+    def unhedged_usd(self) -> Decimal:
+        """|net USD delta| of the two legs from the venue's last answer."""
+        net = Decimal(0)
+        for leg in self.template.legs:
+            pos = self.ledger.venue_position(leg.product_id) or Decimal(0)
+            quote = self.ledger.quote(leg.product_id)
+            if quote is not None:
+                net += pos * quote.mid
+        return abs(net)
 
     def _exposure_usd(self) -> Decimal:
         total = Decimal(0)
