@@ -66,5 +66,6 @@ def start_pair(engine: Engine, config: Mapping[str, Any]) -> None:
         pause_jitter_s=s["pause_jitter_s"],
         max_aborts=int(s["max_aborts"]),
         max_daily_loss_usd=s["max_daily_loss_usd"],
+        stop_loss_pct=s["stop_loss_pct"],
         epoch_utc_s=config.get("epoch_utc_s", 0),
     )

@@ -123,6 +123,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("exit_budget_s", _decimal(D(1), D(600)), D(30), "total emergency exit budget"),
     Flag("max_position_usd", _decimal(D(1), D(10_000_000)), D(10_000), "MAX_POSITION per leg"),
     Flag("max_daily_loss_usd", _decimal(D(0), D(10_000_000)), D(500), "MAX_DAILY_LOSS (UTC)"),
+    Flag("stop_loss_pct", _decimal(D("0.1"), D(100)), D(5), "open pair loss, % of size: exit"),
     Flag("dust_usd", _decimal(D(0), D(1000)), D(1), "a position below this is flat"),
     Flag("max_aborts", _int(1, 1000), 5, "consecutive refused BUILDs before HALT"),
     Flag(

@@ -83,6 +83,7 @@ class SessionMachine(PureMachine):
         | checking.to(idle, cond=["answers_me", "entries_blocked"], on="note_blocked")
         | checking.to(idle, cond=["answers_me", "daily_loss_exceeded"], on="note_daily_loss")
         | holding.to(recovering, cond=["answers_me", "unhedged"], on="alert_unhedged")
+        | holding.to(recovering, cond=["answers_me", "stop_loss_hit"], on="alert_stop_loss")
         | holding.to(None)
         | checking.to(building, cond=["answers_me", "venue_flat"])
         | checking.to(recovering, cond="answers_me")
@@ -119,6 +120,7 @@ class SessionMachine(PureMachine):
         self.max_aborts = int(params.get("max_aborts", 5))
         self.audit_s = Decimal(params.get("audit_s", "1"))
         self.max_daily_loss_usd = Decimal(params.get("max_daily_loss_usd", "500"))
+        self.stop_loss_pct = Decimal(params.get("stop_loss_pct", "5"))
         # UTC seconds at engine time zero, from the run header: the day boundary for
         # MAX_DAILY_LOSS without reading a clock here.
         self.epoch_utc_s = Decimal(params.get("epoch_utc_s", "0"))
@@ -199,6 +201,9 @@ class SessionMachine(PureMachine):
     def unhedged(self, ev: PositionSnapshot) -> bool:
         return self.unhedged_usd() > self.tolerance_usd()
 
+    def stop_loss_hit(self, ev: PositionSnapshot) -> bool:
+        return self.open_pnl_usd() < -self.stop_loss_usd()
+
     def daily_loss_exceeded(self, ev: PositionSnapshot) -> bool:
         return self.loss_today() > self.max_daily_loss_usd
 
@@ -256,6 +261,19 @@ class SessionMachine(PureMachine):
                 severity="critical",
                 message=f"[EMERGENCY] unhedged {exposure} USD > {self.tolerance_usd()} USD",
                 exposure_usd=exposure,
+                state="holding",
+                action="emergency exit: flatten both legs and verify",
+            )
+        )
+
+    def alert_stop_loss(self) -> None:
+        pnl = self.open_pnl_usd()
+        self.emit(
+            SendAlert(
+                event="stop_loss",
+                severity="critical",
+                message=f"[EMERGENCY] open PnL {pnl} USD below stop -{self.stop_loss_usd()} USD",
+                exposure_usd=self._exposure_usd(),
                 state="holding",
                 action="emergency exit: flatten both legs and verify",
             )
@@ -388,6 +406,20 @@ class SessionMachine(PureMachine):
         if day != self.day:
             self.day, self.day_start_pnl = day, self.ledger.realized_pnl
         return self.day_start_pnl - self.ledger.realized_pnl
+
+    def stop_loss_usd(self) -> Decimal:
+        return self.template.notional_usd * self.stop_loss_pct / 100
+
+    def open_pnl_usd(self) -> Decimal:
+        """Mark-to-mid PnL of the open pair: venue positions against our fills' entries."""
+        pnl = Decimal(0)
+        for leg in self.template.legs:
+            pos = self.ledger.venue_position(leg.product_id) or Decimal(0)
+            quote = self.ledger.quote(leg.product_id)
+            entry = self.ledger.book(leg.product_id).entry_price
+            if quote is not None and pos and entry:
+                pnl += pos * (quote.mid - entry)
+        return pnl
 
     def tolerance_usd(self) -> Decimal:
         # Seed 002: 5 % of the cycle's notional.

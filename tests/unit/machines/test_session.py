@@ -184,3 +184,27 @@ def test_stop_during_build_finishes_the_build_then_flattens():
     assert fake.positions.get(4, D(0)) == 0
     assert fake.positions.get(8, D(0)) == 0
     assert len(builds(fake)) == 2  # exactly one BUILD was sent, none after the stop
+
+
+def test_stop_loss_while_holding_exits_and_bounds_the_loss():
+    # BUG-003 shape: while the pair is open, SOL (the short leg) rallies 4 %: a 40 USD
+    # loss on 1000 USD, under the 50 USD hedge tolerance but through a 3 % stop.
+    moved = []
+
+    def rally(fake):
+        holding = fake.engine.ledger.state_of("session") == ("holding",)
+        if holding and not moved:
+            moved.append(fake.clock.now_ns())
+            bid, ask = fake.books[8]
+            fake.books[8] = (bid * D("1.04"), ask * D("1.04"))
+        return False
+
+    engine, fake = session(cycles=1, hold_s="10", until=rally, stop_loss_pct="3")
+    alerts = [a for a in fake.of(SendAlert) if a.event == "stop_loss"]
+    assert len(alerts) == 1
+    detected = next(r.ts for r in engine.journal.records() if '"stop_loss"' in r.payload)
+    assert detected - moved[0] <= 1 * S + 100 * MS
+    assert fake.positions.get(4, D(0)) == 0
+    assert fake.positions.get(8, D(0)) == 0
+    # Realised loss stays within the move (4 % of 1000 USD) plus the first exit rung (50 bps).
+    assert -engine.ledger.realized_pnl <= D(40) + D(1000) * D("0.005") * 2
