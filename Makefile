@@ -31,7 +31,7 @@ ifdef NETWORK
 RUN_FLAGS += --network $(NETWORK)
 endif
 
-.PHONY: venv run test check lint typecheck diagrams replay bench clean
+.PHONY: venv run test check lint typecheck diagrams replay bench golden clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,9 @@ diagrams: $(STAMP)
 replay: $(STAMP)
 	@test -n "$(LOG)" || (echo "usage: make replay LOG=path/to/journal.db" >&2; exit 2)
 	$(BIN)/dnpair replay $(LOG)
+
+golden: $(STAMP)
+	$(BIN)/python -m tests.replay.scenarios
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -38,6 +38,7 @@ def cycle_template(config: Mapping[str, Any]) -> CycleParams:
         exit_ladder_bps=list(s["exit_ladder_bps"]),
         exit_attempt_timeout_s=s["exit_attempt_timeout_s"],
         exit_budget_s=s["exit_budget_s"],
+        exit_max_attempts=int(s["exit_max_attempts"]),
         dust_usd=s["dust_usd"],
         bbo_max_age_s=s["bbo_max_age_seconds"],
         max_position_usd=s["max_position_usd"],

@@ -120,6 +120,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("unwind_ioc_attempts", _int(1, 20), 3, "IOC attempts in UNWIND before market"),
     Flag("exit_ladder_bps", _ladder, (D(50), D(150), D(500)), "emergency slippage ladder"),
     Flag("exit_attempt_timeout_s", _decimal(D("0.1"), D(60)), D(3), "per exit attempt"),
+    Flag("exit_max_attempts", _int(1, 100), 6, "exit attempts that reduce nothing"),
     Flag("exit_budget_s", _decimal(D(1), D(600)), D(30), "total emergency exit budget"),
     Flag("max_position_usd", _decimal(D(1), D(10_000_000)), D(10_000), "MAX_POSITION per leg"),
     Flag("max_daily_loss_usd", _decimal(D(0), D(10_000_000)), D(500), "MAX_DAILY_LOSS (UTC)"),

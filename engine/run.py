@@ -46,6 +46,7 @@ __all__ = ["RunOptions", "UsageError", "parse_pair", "run"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HALTED = 0, 1, 2, 3
 FINAL_QUERY = "final-positions"
+FINAL_TRIES, FINAL_WAIT_S = 5, 6  # the venue's last word on positions: bounded re-asks
 
 
 class UsageError(Exception):
@@ -156,7 +157,8 @@ class Session:
             self.monitor.observe(rec)
         if rec.kind == "event" and rec.machine != "engine":
             data = rec.data
-            if data.get("request_id") == FINAL_QUERY and data.get("kind") == "position_snapshot":
+            rid = str(data.get("request_id") or "")
+            if rid.startswith(FINAL_QUERY) and data.get("kind") == "position_snapshot":
                 self.final = PositionSnapshot(**{k: v for k, v in data.items() if k != "kind"})
         if self.opts.quiet:
             return
@@ -216,10 +218,11 @@ class Session:
         if self.monitor is not None:
             self.monitor.after_step()
 
-    def final_query(self) -> Intent:
+    def final_query(self, attempt: int) -> Intent:
         ids = tuple(p.product_id for p in self.products())
-        self.engine.annotate("final position query", request_id=FINAL_QUERY)
-        return QueryPositions(request_id=FINAL_QUERY, product_ids=ids)
+        rid = f"{FINAL_QUERY}-{attempt}"
+        self.engine.annotate("final position query", request_id=rid)
+        return QueryPositions(request_id=rid, product_ids=ids)
 
     # -- drivers ------------------------------------------------------------------------
     async def run_virtual(self) -> None:
@@ -240,15 +243,17 @@ class Session:
         )
         if why != "until":
             raise RuntimeError(f"session did not finish ({why} at {self.clock.now_ns()} ns)")
-        self.send(self.final_query())
-        end = self.clock.now_ns() + 30 * NS_PER_S
-        run_virtual(
-            self.engine,
-            self.clock,
-            self.send,
-            until=lambda: self.final is not None,
-            deadline_ns=end,
-        )
+        for attempt in range(1, FINAL_TRIES + 1):
+            self.send(self.final_query(attempt))
+            run_virtual(
+                self.engine,
+                self.clock,
+                self.send,
+                until=lambda: self.final is not None,
+                deadline_ns=self.clock.now_ns() + FINAL_WAIT_S * NS_PER_S,
+            )
+            if self.final is not None:
+                break
         await self.venue.close()
 
     async def run_wall(self) -> None:
@@ -280,16 +285,18 @@ class Session:
                 for intent in self.engine.drain():
                     self.send(intent)
                 self.after_step()
-            self.send(self.final_query())
-            try:
-                async with asyncio.timeout(30):
-                    while self.final is None:
-                        await wake.wait()
-                        wake.clear()
-                        for intent in self.engine.drain():
-                            self.send(intent)
-            except TimeoutError:
-                self.out("[EXIT] the venue did not answer the final position query")
+            for attempt in range(1, FINAL_TRIES + 1):
+                self.send(self.final_query(attempt))
+                try:
+                    async with asyncio.timeout(FINAL_WAIT_S):
+                        while self.final is None:
+                            await wake.wait()
+                            wake.clear()
+                            for intent in self.engine.drain():
+                                self.send(intent)
+                    break
+                except TimeoutError:
+                    self.out(f"[EXIT] no answer to final position query {attempt}")
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
