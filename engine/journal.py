@@ -104,16 +104,22 @@ class Record:
 class Journal:
     """Writer. `path=":memory:"` keeps everything in RAM (tests, replay, benchmarks).
 
-    `durable=True` uses synchronous=FULL: a commit returns only once the WAL is fsynced.
+    `durable=True` uses synchronous=FULL: a commit returns only once the WAL is fsynced,
+    so it survives power loss. `durable="process"` (simulated time) uses NORMAL: every
+    commit survives the process being killed, the last ones may not survive the machine.
+    `durable=False` turns syncing off (benchmarks, in-memory journals).
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, durable: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, durable: bool | str = True
+    ) -> None:
         self.path = str(path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             if self.path != ":memory:":
                 self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            level = "NORMAL" if durable == "process" else "FULL" if durable else "OFF"
+            self._db.execute(f"PRAGMA synchronous={level}")
             self._db.execute(_SCHEMA)
             row = self._db.execute(
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"

@@ -363,7 +363,12 @@ class Session:
         return True
 
 
-def open_journal(path: str | None, pair: tuple[str, str], out: Callable[[str], None]) -> Journal:
+def open_journal(
+    path: str | None,
+    pair: tuple[str, str],
+    out: Callable[[str], None],
+    durable: bool | str = True,
+) -> Journal:
     if path is None:
         Path("runs").mkdir(exist_ok=True)
         stem = "-".join(s.removesuffix("-PERP") for s in pair)
@@ -382,7 +387,7 @@ def open_journal(path: str | None, pair: tuple[str, str], out: Callable[[str], N
             out(report.describe(path))
             truncate_torn_tail(path)
             out(f"{path}: torn tail truncated to {report.intact} records")
-    return Journal(path)
+    return Journal(path, durable=durable)
 
 
 def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print) -> int:
@@ -398,7 +403,10 @@ def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print
         )
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
-    journal = open_journal(opts.journal, opts.pair, out)
+    # Simulated time needs its journal to survive a killed process, not a power cut.
+    journal = open_journal(
+        opts.journal, opts.pair, out, durable="process" if opts.clock == "virtual" else True
+    )
     out(
         f"[START] pair {'/'.join(opts.pair)} venue {opts.venue} clock {opts.clock} "
         f"seed {opts.seed} journal {journal.path}"
