@@ -121,6 +121,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _cmd_venue_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from adapters.sim.faults import FaultProfile
+    from adapters.sim.faults import FaultProfileError
+    from adapters.sim.faults import load_profile
+    from adapters.sim.products import resolve
+    from adapters.sim.server import ServerOptions
+    from adapters.sim.server import serve
+
+    try:
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port: must be in [0, 65535], got {args.port}")
+        profile = load_profile(args.faults) if args.faults else FaultProfile()
+        symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
+        resolve(symbols)
+    except (FaultProfileError, ValueError) as exc:
+        print(f"dnpair venue serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    opts = ServerOptions(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        profile=profile,
+        symbols=symbols,
+        check_times=not args.no_time_checks,
+    )
+    try:
+        return asyncio.run(serve(opts))
+    except OSError as exc:
+        print(f"dnpair venue serve: {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dnpair", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -161,6 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="diagrams")
     d.add_argument("--check", action="store_true", help="exit 1 if committed files differ")
     d.set_defaults(func=_cmd_diagrams)
+
+    venue = sub.add_parser("venue", help="the simulated venue as a service")
+    vsub = venue.add_subparsers(dest="venue_command", required=True, parser_class=_Parser)
+    s = vsub.add_parser(
+        "serve",
+        help="serve the sim venue on loopback, speaking Nado's gateway protocol",
+        description="First stdout line: `listening on http://HOST:PORT/v1` (the --gateway "
+        "base). Positions persist while it runs. SIGINT/SIGTERM stop it (exit 0).",
+    )
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--faults", metavar="FILE.toml", help="fault profile (times: s since start)")
+    s.add_argument("--symbols", default="ETH-PERP,SOL-PERP", help="comma-separated products")
+    s.add_argument(
+        "--no-time-checks",
+        action="store_true",
+        help="accept expired orders and nonces past their recv_time",
+    )
+    s.set_defaults(func=_cmd_venue_serve)
     return parser
 
 

@@ -2,15 +2,28 @@
 
 Exit codes: 0 finished and flat; 3 halted safely (the summary says why and what is
 open); 2 bad arguments or configuration (nothing sent); 1 anything else.
+
+Around the engine: every journal record is folded (`engine.trades.RunFold`) for the
+metrics, the status view and the control socket, and turned into log lines
+(`engine.logs`: human console lines, JSON lines beside the journal). Alerts from the
+machines and from the Monitor (exposure above tolerance for too long, reconnect storms,
+journal damage, engine errors) go through one `Alerter` (log + optional webhook). On
+the wall clock the run listens on a local control socket (`dnpair status|flatten|resume
+--journal J`) and, in a terminal, shows a live status view. A HALT is sticky across
+restarts: a journal whose last run halted is refused until `--resume`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
 import re
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +33,9 @@ import attrs
 
 from adapters.base import ProductInfo
 from adapters.base import VenuePort
+from engine.alerts import Alert
+from engine.alerts import Alerter
+from engine.alerts import mask_url
 from engine.app import SESSION_ID
 from engine.clock import NS_PER_S
 from engine.clock import Clock
@@ -27,6 +43,7 @@ from engine.clock import VirtualClock
 from engine.clock import WallClock
 from engine.config import ConfigError
 from engine.config import Settings
+from engine.events import ConnectionChanged
 from engine.events import OperatorCommand
 from engine.events import PositionSnapshot
 from engine.events import VenueError
@@ -36,17 +53,27 @@ from engine.intents import PlaceOrder
 from engine.intents import QueryPositions
 from engine.intents import SendAlert
 from engine.journal import Journal
+from engine.journal import JournalError
 from engine.journal import Record
+from engine.journal import read_records
 from engine.journal_verify import truncate_torn_tail
 from engine.journal_verify import verify
+from engine.logs import JournalLogger
+from engine.logs import LogSetup
+from engine.logs import configure
+from engine.logs import run_logger
 from engine.loop import Engine
+from engine.loop import MachineError
 from engine.runner import run_virtual
+from engine.trades import RunFold
 
 __all__ = ["RunOptions", "UsageError", "parse_pair", "run"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HALTED = 0, 1, 2, 3
 FINAL_QUERY = "final-positions"
 FINAL_TRIES, FINAL_WAIT_S = 5, 6  # the venue's last word on positions: bounded re-asks
+WEBHOOK_ENV = "DNPAIR_ALERT_WEBHOOK"  # not DN_*: a webhook URL is a secret, never printed
+STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
 
 
 class UsageError(Exception):
@@ -67,6 +94,15 @@ class RunOptions:
     summary_json: str | None = None
     metrics_port: int | None = None
     quiet: bool = False
+    # operations (issue 7); every default keeps the earlier behaviour
+    metrics_host: str = "127.0.0.1"
+    log_json: str | None = None  # None: beside the journal (JOURNAL.log.jsonl); "off": none
+    log_format: str = "human"  # console lines: human | json
+    status: str = "auto"  # auto (live view in a terminal on the wall clock) | live | plain
+    alert_webhook: str | None = None  # else $DNPAIR_ALERT_WEBHOOK
+    stay_on_halt: bool = False  # wall clock: keep running after HALT, wait for resume/stop
+    resume: bool = False  # start on a journal whose last run halted
+    control: bool = True  # wall clock: listen on the journal's control socket
 
 
 def parse_pair(text: str) -> tuple[str, str]:
@@ -77,9 +113,21 @@ def parse_pair(text: str) -> tuple[str, str]:
 
 
 class Monitor:
-    """Watches every record: unhedged notional and its duration, orders, 429s, halts."""
+    """Watches every record: unhedged notional and its duration, orders, 429s, halts.
 
-    def __init__(self, engine: Engine, products: list[ProductInfo], tolerance_usd: Decimal):
+    Raises `exposure_above_tolerance` once per episode when the unhedged notional stays
+    above tolerance longer than `exposure_alert_s`, and `reconnect_storm` when the stream
+    drops `STORM_DISCONNECTS` times within `STORM_WINDOW_S` (engine time)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        products: list[ProductInfo],
+        tolerance_usd: Decimal,
+        *,
+        alert: Callable[[Alert], object] = lambda _a: None,
+        exposure_alert_s: Decimal = Decimal(5),
+    ):
         self.engine = engine
         self.products = products
         self.tolerance = tolerance_usd
@@ -90,6 +138,10 @@ class Monitor:
         self.rate_limited = 0
         self.halt: Halt | None = None
         self.alerts: list[SendAlert] = []
+        self.alert = alert
+        self.exposure_alert_ns = int(exposure_alert_s * NS_PER_S)
+        self._exposure_alerted = False
+        self._disconnects: deque[int] = deque(maxlen=STORM_DISCONNECTS)
 
     def unhedged_usd(self) -> Decimal:
         net = Decimal(0)
@@ -106,19 +158,65 @@ class Monitor:
         if exposure > self.tolerance:
             if self.unhedged_since is None:
                 self.unhedged_since = now
-            self.max_unhedged_ns = max(self.max_unhedged_ns, now - self.unhedged_since)
+            held = now - self.unhedged_since
+            self.max_unhedged_ns = max(self.max_unhedged_ns, held)
+            if held > self.exposure_alert_ns and not self._exposure_alerted:
+                self._exposure_alerted = True
+                self._alert_exposure(exposure, held)
         else:
             self.unhedged_since = None
+            self._exposure_alerted = False
+
+    def _alert_exposure(self, exposure: Decimal, held_ns: int) -> None:
+        state = "/".join(self.engine.ledger.state_of(SESSION_ID)) or "?"
+        self.alert(
+            Alert(
+                event="exposure_above_tolerance",
+                severity="critical",
+                message=f"unhedged {exposure:.2f} USD above tolerance {self.tolerance} USD "
+                f"for {Decimal(held_ns) / NS_PER_S:.1f} s",
+                exposure_usd=exposure.quantize(Decimal("0.01")),
+                state=state,
+                action=f"session {state}: the live machine keeps working it under its "
+                "deadlines (repair, unwind or emergency exit), else HALT",
+                engine_ns=self.engine.now_ns,
+                source="monitor",
+            )
+        )
 
     def observe(self, rec: Record) -> None:
-        if rec.kind == "event" and '"rate_limited"' in rec.payload:
+        if rec.kind != "event" or rec.machine == "engine":
+            return
+        if '"rate_limited"' in rec.payload:
             data = rec.data
             if data.get("kind") == VenueError.kind and data.get("error_class") == "rate_limited":
                 self.rate_limited += 1
+        elif f'"kind":"{ConnectionChanged.kind}"' in rec.payload:
+            data = rec.data
+            if data.get("channel") == "ws" and data.get("state") == "disconnected":
+                self._disconnects.append(rec.ts)
+                window = STORM_WINDOW_S * NS_PER_S
+                if (
+                    len(self._disconnects) == STORM_DISCONNECTS
+                    and rec.ts - self._disconnects[0] <= window
+                ):
+                    self.alert(
+                        Alert(
+                            event="reconnect_storm",
+                            severity="warning",
+                            message=f"stream dropped {STORM_DISCONNECTS} times within "
+                            f"{STORM_WINDOW_S} s",
+                            state="/".join(self.engine.ledger.state_of("health")) or "?",
+                            action="health degrades (no new entries while the stream is "
+                            "down); REST carries exits",
+                            engine_ns=rec.ts,
+                            source="monitor",
+                        )
+                    )
 
 
 class Session:
-    """One `dnpair run`: owns the engine, the venue and the printing."""
+    """One `dnpair run`: owns the engine, the venue, the logs, alerts and views."""
 
     def __init__(
         self,
@@ -128,6 +226,9 @@ class Session:
         clock: Clock,
         journal: Journal,
         out: Callable[[str], None],
+        *,
+        logger: logging.Logger | None = None,
+        alerter: Alerter | None = None,
     ) -> None:
         self.opts, self.settings, self.venue, self.clock = opts, settings, venue, clock
         self.engine = Engine(clock, journal)
@@ -135,18 +236,71 @@ class Session:
         self.monitor: Monitor | None = None
         self.session_machine: Any = None  # kept after it finishes, for the summary
         self.final: PositionSnapshot | None = None
+        self.stopping = False  # a signal or an operator stop/flatten arrived
+        self.fold = RunFold(ledger=self.engine.ledger)
+        self.engine.observers.append(self.fold.feed)
         self.engine.observers.append(self._observe)
+        self._log_setup: LogSetup | None = None
+        if logger is None:
+            logger = run_logger()
+            self._log_setup = configure(logger, console=self._console)
+        self.logger = logger
+        self.console_sink: Callable[[str], None] = out
+        self.alerter = alerter or Alerter(
+            pair=self.pair_name, run=journal.path, now_ns=clock.now_ns, logger=logger
+        )
+        if alerter is not None:
+            alerter.now_ns = clock.now_ns
+        if not opts.quiet or self._logs_to_file():
+            cycle_of = self.fold.machine_cycle.get
+            self.engine.observers.append(
+                JournalLogger(logger, cycle_of, transitions_to_console=not opts.quiet)
+            )
+        self.metrics: Any = None  # engine.metrics.RunMetrics when --metrics-port is given
+        self.view: Any = None  # engine.status.LiveView in a terminal
+
+    @property
+    def pair_name(self) -> str:
+        return "-".join(s.removesuffix("-PERP") for s in self.opts.pair)
+
+    def _console(self, line: str) -> None:
+        self.console_sink(line)
+
+    def _logs_to_file(self) -> bool:
+        return self.logger is not None and any(
+            isinstance(h, logging.FileHandler) for h in self.logger.handlers
+        )
+
+    def info(self, line: str, level: int = logging.INFO, **fields: Any) -> None:
+        self.logger.log(level, line, extra={"fields": fields} if fields else None)
 
     # -- plumbing ---------------------------------------------------------------------
     def send(self, intent: Intent) -> None:
         assert self.monitor is not None
         if isinstance(intent, Halt):
             self.monitor.halt = intent
-            self.out(f"[CIRCUIT] HALT: {intent.reason} (open exposure {intent.exposure_usd} USD)")
+            self.info(
+                f"[CIRCUIT] HALT: {intent.reason} (open exposure {intent.exposure_usd} USD)",
+                logging.ERROR,
+                reason=intent.reason,
+                exposure_usd=str(intent.exposure_usd),
+            )
             return
         if isinstance(intent, SendAlert):
             self.monitor.alerts.append(intent)
-            self.out(f"[ALERT] {intent.severity}: {intent.event}: {intent.message}")
+            self.alerter.raise_alert(
+                Alert(
+                    event=intent.event,
+                    severity=intent.severity,
+                    message=intent.message,
+                    pair=self.pair_name,
+                    exposure_usd=intent.exposure_usd,
+                    state=intent.state,
+                    action=intent.action,
+                    engine_ns=self.engine.now_ns,
+                    source="machines",
+                )
+            )
             return
         if isinstance(intent, PlaceOrder):
             self.monitor.orders_sent += 1
@@ -155,20 +309,64 @@ class Session:
     def _observe(self, rec: Record) -> None:
         if self.monitor is not None:
             self.monitor.observe(rec)
-        if rec.kind == "event" and rec.machine != "engine":
+        if rec.kind == "event" and rec.machine != "engine" and FINAL_QUERY in rec.payload:
             data = rec.data
             rid = str(data.get("request_id") or "")
             if rid.startswith(FINAL_QUERY) and data.get("kind") == "position_snapshot":
                 self.final = PositionSnapshot(**{k: v for k, v in data.items() if k != "kind"})
-        if self.opts.quiet:
-            return
-        if rec.kind == "transition":
-            d = rec.data
-            if d["to"] is None:
-                return  # consumed without a state change: journal only
-            secs = Decimal(rec.ts) / NS_PER_S
-            why = d["event"] if d["event"] not in (None, "None") else "auto"
-            self.out(f"{secs:10.3f}s [{rec.machine}] {d['from']} → {d['to']} ({why})")
+
+    def raise_alert(self, alert: Alert) -> None:
+        self.alerter.raise_alert(alert)
+
+    # -- views --------------------------------------------------------------------------
+    def symbols(self) -> dict[int, str]:
+        return {p.product_id: p.symbol for p in self.products()}
+
+    def snapshot(self) -> dict[str, Any]:
+        from engine.status import snapshot_live
+
+        view = self.view
+        events = list(view.events) if view is not None else []
+        tolerance = self.monitor.tolerance if self.monitor is not None else Decimal(0)
+        return snapshot_live(
+            self.engine,
+            self.fold,
+            symbols=self.symbols(),
+            events=events,
+            extra={
+                "cycles_completed": getattr(self.session_machine, "cycles_completed", 0),
+                "tolerance_usd": str(tolerance),
+                "journal": self.engine.journal.path,
+                "stopping": self.stopping,
+            },
+        )
+
+    def control(self, cmd: str) -> dict[str, Any]:
+        """A command from the control socket (wall clock)."""
+        halted = self.monitor is not None and self.monitor.halt is not None
+        if cmd == "status":
+            return {"ok": True, "message": "running", "status": self.snapshot()}
+        if cmd in ("flatten", "stop"):
+            self.stopping = True
+            if halted:
+                # Halted ignores stops: resume into a sync, which flattens when stopping.
+                self.engine.submit(
+                    OperatorCommand(command="resume", reason=f"operator {cmd} while halted"),
+                    "operator",
+                )
+            self.engine.submit(OperatorCommand(command=cmd, reason="operator"), "operator")
+            self.info(f"[OPERATOR] {cmd} requested over the control socket", logging.WARNING)
+            return {
+                "ok": True,
+                "message": f"{cmd} accepted: cancelling, closing both legs and verifying flat",
+            }
+        if cmd == "resume":
+            if not halted:
+                return {"ok": False, "message": "not halted: nothing to resume"}
+            self.engine.submit(OperatorCommand(command="resume", reason="operator"), "operator")
+            self.info("[RECOVERY] operator resume requested: re-syncing with the venue")
+            return {"ok": True, "message": "resume accepted: re-syncing with the venue first"}
+        return {"ok": False, "message": f"unknown command {cmd!r}"}
 
     def products(self) -> list[ProductInfo]:
         known = self.venue.products
@@ -212,11 +410,16 @@ class Session:
     def session_over(self) -> bool:
         finished = SESSION_ID in self.engine.finished
         halted = self.monitor is not None and self.monitor.halt is not None
+        if halted and self.opts.stay_on_halt and not self.stopping:
+            return finished  # wait for an operator: resume, flatten or a signal
         return finished or halted
 
     def after_step(self) -> None:
         if self.monitor is not None:
             self.monitor.after_step()
+            if self.monitor.halt is not None and not self.fold.halted:
+                self.monitor.halt = None  # an operator resumed: the session left halted
+                self.info("[RECOVERY] resumed after HALT: the session re-syncs with the venue")
 
     def final_query(self, attempt: int) -> Intent:
         ids = tuple(p.product_id for p in self.products())
@@ -230,6 +433,8 @@ class Session:
         await self.venue.start(self.engine.submit)
         products = self.products()
         self._arm_monitor(products)
+        if self.opts.metrics_port is not None:
+            self.attach_metrics()  # scraped after the run only: the loop is busy until then
         first = self.engine.start("engine.app:start_pair", self.app_config(products))
         self.session_machine = self.engine.machines.get(SESSION_ID)
         limit = self._virtual_limit_ns()
@@ -265,16 +470,19 @@ class Session:
         def on_signal() -> None:
             nonlocal stops
             stops += 1
+            self.stopping = True
             if stops > 1:
-                self.out("[EXIT] already stopping: still flattening and verifying")
+                self.info("[EXIT] already stopping: still flattening and verifying")
             self.engine.submit(OperatorCommand(command="stop", reason="signal"), "operator")
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        services = _Services(self)
         try:
             await self.venue.start(self.engine.submit)
             products = self.products()
             self._arm_monitor(products)
+            await services.start()
             first = self.engine.start("engine.app:start_pair", self.app_config(products))
             self.session_machine = self.engine.machines.get(SESSION_ID)
             for intent in first:
@@ -296,15 +504,37 @@ class Session:
                                 self.send(intent)
                     break
                 except TimeoutError:
-                    self.out(f"[EXIT] no answer to final position query {attempt}")
+                    self.info(f"[EXIT] no answer to final position query {attempt}")
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            await services.close()
             await self.venue.close()
 
     def _arm_monitor(self, products: list[ProductInfo]) -> None:
         tolerance = Decimal("0.05") * self.settings.size_usd
-        self.monitor = Monitor(self.engine, products, tolerance)
+        self.monitor = Monitor(
+            self.engine,
+            products,
+            tolerance,
+            alert=self.raise_alert,
+            exposure_alert_s=self.settings.fill_timeout_s,
+        )
+
+    def attach_metrics(self) -> Any:
+        from engine.metrics import RunMetrics
+
+        if self.metrics is None:
+            self.metrics = RunMetrics(
+                self.engine,
+                self.fold,
+                symbols=self.symbols(),
+                extra=lambda: {
+                    "max_unhedged_usd": self.monitor.max_unhedged if self.monitor else 0,
+                    "cycles_completed": getattr(self.session_machine, "cycles_completed", 0),
+                },
+            )
+        return self.metrics
 
     def _virtual_limit_ns(self) -> int:
         s = self.settings
@@ -349,6 +579,12 @@ class Session:
             "fees_usd": str(self.engine.ledger.fees),
             "alerts": [a.event for a in self.monitor.alerts],
             "journal": self.engine.journal.path,
+            "alerts_raised": [a.event for a in self.alerter.history],
+            "alert_webhook": {
+                "sent": self.alerter.stats.sent,
+                "failed": self.alerter.stats.failed,
+                "deduped": self.alerter.stats.deduped,
+            },
         }
 
     def is_flat(self) -> bool:
@@ -363,11 +599,80 @@ class Session:
         return True
 
 
+class _Services:
+    """What a wall-clock run adds around the loop: metrics endpoint, control socket,
+    live status view and the alert sender. Each failure to start one is logged, and
+    trading goes on without it (the metrics port excepted: asked for, it must work)."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.metrics_server: Any = None
+        self.control: Any = None
+
+    async def start(self) -> None:
+        s = self.s
+        s.alerter.start()
+        if s.opts.metrics_port is not None:
+            from engine.metrics import MetricsServer
+
+            self.metrics_server = MetricsServer(
+                s.attach_metrics(), s.opts.metrics_host, s.opts.metrics_port
+            )
+            port = await self.metrics_server.start()
+            s.info(f"[METRICS] serving http://{s.opts.metrics_host}:{port}/metrics", port=port)
+        journal = s.engine.journal.path
+        if s.opts.control and journal != ":memory:":
+            from engine.control import ControlServer
+
+            server = ControlServer(journal, s.control)
+            try:
+                path = await server.start()
+            except (OSError, RuntimeError) as exc:
+                s.info(f"[CONTROL] no control socket: {exc}", logging.WARNING)
+            else:
+                self.control = server
+                s.info(f"[CONTROL] operator commands on {path} (dnpair status --journal ...)")
+        if _wants_live_view(s.opts):
+            from engine.status import LiveView
+
+            s.view = LiveView(s.snapshot)
+            s.console_sink = s.view.add_event
+            s.view.start()
+
+    async def close(self) -> None:
+        s = self.s
+        if s.view is not None:
+            await s.view.stop()
+            s.console_sink = s.out
+        if self.control is not None:
+            await self.control.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+
+
+def _wants_live_view(opts: RunOptions) -> bool:
+    if opts.status == "live":
+        return True
+    if opts.status == "plain" or opts.quiet or opts.clock != "wall":
+        return False
+    return sys.stdout.isatty()
+
+
+def last_halt(path: str) -> str | None:
+    """The reason a journal's last trading run halted, unless an operator resumed since."""
+    fold = RunFold()
+    for rec in read_records(path):
+        fold.feed(rec)
+    return fold.sticky_halt
+
+
 def open_journal(
     path: str | None,
     pair: tuple[str, str],
     out: Callable[[str], None],
     durable: bool | str = True,
+    *,
+    alert: Callable[[Alert], object] = lambda _a: None,
 ) -> Journal:
     if path is None:
         Path("runs").mkdir(exist_ok=True)
@@ -379,6 +684,15 @@ def open_journal(
     if Path(path).exists():
         report = verify(path)
         if report.status == "corrupt":
+            alert(
+                Alert(
+                    event="journal_corrupt",
+                    severity="critical",
+                    message=report.describe(path),
+                    action="refused to start; nothing was sent",
+                    source="journal",
+                )
+            )
             raise UsageError(
                 f"{report.describe(path)}\nrefusing to trade on a damaged journal; "
                 "inspect it, then start with a new --journal"
@@ -387,15 +701,57 @@ def open_journal(
             out(report.describe(path))
             truncate_torn_tail(path)
             out(f"{path}: torn tail truncated to {report.intact} records")
+            alert(
+                Alert(
+                    event="journal_torn_tail",
+                    severity="warning",
+                    message=f"{path}: torn tail truncated to {report.intact} records",
+                    action="truncated the unreadable last record; the venue is re-synced "
+                    "before any new order",
+                    source="journal",
+                )
+            )
     return Journal(path, durable=durable)
+
+
+def _json_log_path(opts: RunOptions, journal_path: str) -> str | None:
+    if opts.log_json is not None:
+        return None if opts.log_json in ("", "off", "none") else opts.log_json
+    if journal_path == ":memory:":
+        return None
+    return str(Path(journal_path).with_suffix("")) + ".log.jsonl"
 
 
 def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print) -> int:
     """Run a session; returns the process exit code."""
-    from adapters.sim import make_sim_venue
-
     if opts.venue != "sim":
         raise UsageError(f"--venue {opts.venue}: not available in this build yet")
+    logger = run_logger()
+    holder: dict[str, Callable[[str], None]] = {"sink": out}
+    console = configure(
+        logger, console=lambda line: holder["sink"](line), console_format=opts.log_format
+    )
+    webhook = opts.alert_webhook or os.environ.get(WEBHOOK_ENV) or None
+    pair = "-".join(s.removesuffix("-PERP") for s in opts.pair)
+    alerter = Alerter(pair=pair, webhook_url=webhook, logger=logger)
+    try:
+        return _run(opts, settings, out, logger, holder, alerter)
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run(alerter.aclose(timeout_s=5.0))  # flush what the run raised
+        console.close()
+
+
+def _run(
+    opts: RunOptions,
+    settings: Settings,
+    out: Callable[[str], None],
+    logger: logging.Logger,
+    holder: dict[str, Callable[[str], None]],
+    alerter: Alerter,
+) -> int:
+    from adapters.sim import make_sim_venue
+
     clock: Clock = VirtualClock() if opts.clock == "virtual" else WallClock()
     try:
         venue = make_sim_venue(
@@ -403,23 +759,62 @@ def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print
         )
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    say: Callable[[str], None] = logger.info
+    sticky = opts.journal is not None and opts.cycles != 0 and Path(opts.journal).exists()
+    if sticky and opts.journal is not None and verify(opts.journal).ok:
+        reason = last_halt(opts.journal)
+        if reason is not None and not opts.resume:
+            raise UsageError(
+                f"{opts.journal}: the last run on this journal HALTED ({reason}) and no "
+                "operator has resumed it; check the venue (`dnpair status --journal "
+                f"{opts.journal}`), flatten if needed (`dnpair flatten`), then run "
+                "again with --resume"
+            )
     # Simulated time needs its journal to survive a killed process, not a power cut.
     journal = open_journal(
-        opts.journal, opts.pair, out, durable="process" if opts.clock == "virtual" else True
+        opts.journal,
+        opts.pair,
+        say,
+        durable="process" if opts.clock == "virtual" else True,
+        alert=alerter.raise_alert,
     )
-    out(
+    json_log = _json_log_path(opts, journal.path)
+    file_logs = configure(logger, json_path=json_log) if json_log else None
+    alerter.run = journal.path
+    say(
         f"[START] pair {'/'.join(opts.pair)} venue {opts.venue} clock {opts.clock} "
-        f"seed {opts.seed} journal {journal.path}"
+        f"seed {opts.seed} journal {journal.path}" + (f" log {json_log}" if json_log else "")
     )
     for line in settings.describe():
-        out(f"[FLAG] {line}")
-    session = Session(opts, settings, venue, clock, journal, out)
+        say(f"[FLAG] {line}")
+    if alerter.webhook_url:
+        say(f"[ALERT] webhook {mask_url(alerter.webhook_url)}")
+    session = Session(opts, settings, venue, clock, journal, out, logger=logger, alerter=alerter)
+    holder["sink"] = session._console
+    if opts.resume:
+        session.engine.annotate("operator resumed after halt", via="dnpair run --resume")
     code = EXIT_ERROR
     try:
-        if opts.clock == "virtual":
-            asyncio.run(session.run_virtual())
-        else:
-            asyncio.run(session.run_wall())
+        try:
+            if opts.clock == "virtual":
+                asyncio.run(session.run_virtual())
+            else:
+                asyncio.run(session.run_wall())
+        except (MachineError, JournalError, RuntimeError) as exc:
+            event = "journal_write_failed" if isinstance(exc, JournalError) else "engine_error"
+            alerter.raise_alert(
+                Alert(
+                    event=event,
+                    severity="critical",
+                    message=f"{type(exc).__name__}: {exc}",
+                    exposure_usd=session.monitor.unhedged_usd() if session.monitor else None,
+                    state="/".join(session.engine.ledger.state_of(SESSION_ID)),
+                    action="the engine stopped; positions may be open: check the venue and "
+                    "flatten (`dnpair flatten`)",
+                    source="engine",
+                )
+            )
+            raise
         code = EXIT_HALTED if session.monitor and session.monitor.halt else EXIT_OK
         if code == EXIT_OK and not session.is_flat():
             code = EXIT_HALTED
@@ -427,14 +822,19 @@ def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print
         journal.close()
         if session.monitor is not None:
             summary = session.summary()
+            summary["log_json"] = json_log
             text = json.dumps(summary, indent=2, sort_keys=True)
             if opts.summary_json:
                 Path(opts.summary_json).write_text(text + "\n", encoding="utf-8")
-            out(
+            if session.metrics is not None and opts.clock == "virtual":
+                say(f"[METRICS] final scrape: {session.metrics.render().count(b'dnpair_')} samples")
+            say(
                 f"[SUMMARY] cycles {summary['cycles_completed']}/{summary['cycles_requested']}"
                 f" halted={summary['halted']} flat={summary['flat']}"
                 f" pnl={summary['realized_pnl_usd']} fees={summary['fees_usd']}"
             )
+        if file_logs is not None:
+            file_logs.close()
     return code
 
 

@@ -87,6 +87,9 @@ class OrderRequest:
     nonce: int = 0
     expiration: int = NO_EXPIRY
     client_id: str | None = None  # the `id` echoed in fill/order_update; the engine's order id
+    # A face that knows the real order hash (the loopback server: EIP-712) sets it here;
+    # None keeps the sim's own digest below.
+    digest_override: str | None = None
 
     @property
     def appendix(self) -> int:
@@ -97,6 +100,8 @@ class OrderRequest:
         return self.qty if self.side == "buy" else -self.qty
 
     def digest(self) -> str:
+        if self.digest_override is not None:
+            return self.digest_override
         return order_digest(
             self.subaccount,
             self.product_id,

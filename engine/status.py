@@ -1,0 +1,290 @@
+"""Live status: what the engine is doing, as one snapshot and as a terminal view.
+
+`snapshot_live(...)` reads a running engine (machines, their states and the deadlines
+they have armed, positions, unhedged notional, PnL, the last log lines and alerts);
+`snapshot_fold(fold)` gives the same shape from a journal alone (`dnpair status`). Both
+are plain JSON-able dicts, so the control socket can hand one to another process.
+`render(snapshot)` draws it with rich; `LiveView` refreshes it a few times a second
+in a terminal from an asyncio task (no thread). When stdout is not a terminal, `dnpair
+run` prints plain log lines instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from engine.clock import NS_PER_S
+from engine.ledger import Ledger
+from engine.loop import Engine
+from engine.trades import RunFold
+
+__all__ = ["LiveView", "render", "render_text", "snapshot_fold", "snapshot_live"]
+
+ZERO = Decimal(0)
+
+
+def _s(ns: int) -> str:
+    return f"{Decimal(ns) / NS_PER_S:.3f}"
+
+
+def _positions(ledger: Ledger, symbols: dict[int, str]) -> tuple[list[dict[str, Any]], Decimal]:
+    rows, net = [], ZERO
+    for pid, symbol in symbols.items():
+        qty = ledger.best_position(pid)
+        quote = ledger.quote(pid)
+        mid = quote.mid if quote is not None else None
+        value = qty * mid if mid is not None else None
+        if value is not None:
+            net += value
+        venue = ledger.venue_position(pid)
+        rows.append(
+            {
+                "symbol": symbol,
+                "qty": str(qty),
+                "venue_qty": None if venue is None else str(venue),
+                "mid": None if mid is None else str(mid),
+                "notional_usd": None if value is None else str(value.quantize(Decimal("0.01"))),
+            }
+        )
+    return rows, abs(net)
+
+
+def _alerts(fold: RunFold, n: int = 5) -> list[dict[str, Any]]:
+    return [
+        {
+            "t": _s(a.ts_ns),
+            "severity": a.severity,
+            "event": a.event,
+            "message": a.message,
+            "exposure_usd": None if a.exposure_usd is None else str(a.exposure_usd),
+            "action": a.action,
+        }
+        for a in list(fold.alerts)[-n:]
+    ]
+
+
+def _header(fold: RunFold, now_ns: int) -> dict[str, Any]:
+    cfg = fold.config
+    pair = "-".join(str(s).removesuffix("-PERP") for s in cfg.get("pair", []))
+    completed = sum(
+        1 for c in fold.cycles if c.run == fold.run and c.outcome in ("completed", "recovered")
+    )
+    return {
+        "pair": pair,
+        "venue": cfg.get("venue", ""),
+        "run": fold.run,
+        "engine_s": _s(now_ns),
+        "cycles_requested": cfg.get("cycles"),
+        "cycles_closed": completed,
+        "halted": fold.halted,
+        "halt_reason": fold.halt_reason,
+        "ws_connected": fold.ws_connected,
+        "journal_seq": fold.last_seq,
+        "counters": {
+            "orders": fold.counters.orders,
+            "fills": fold.counters.fills,
+            "rejects": fold.counters.rejects,
+            "rate_limited": fold.counters.rate_limited,
+            "reconnects": fold.counters.reconnects,
+            "emergency_exits": fold.counters.emergency_exits,
+        },
+    }
+
+
+def snapshot_live(
+    engine: Engine,
+    fold: RunFold,
+    *,
+    symbols: dict[int, str],
+    events: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    now = engine.clock.now_ns()
+    machines = []
+    for mid in engine.machines:
+        armed = engine.deadlines.armed_for(mid)
+        machines.append(
+            {
+                "machine": mid,
+                "state": "/".join(engine.ledger.machine_states.get(mid, ())),
+                "deadlines": [
+                    {"name": a.name, "remaining_s": _s(max(a.due_ns - now, 0))} for a in armed
+                ],
+            }
+        )
+    positions, unhedged = _positions(engine.ledger, symbols)
+    snap = _header(fold, now)
+    snap.update(
+        live=True,
+        machines=machines,
+        positions=positions,
+        unhedged_usd=str(unhedged.quantize(Decimal("0.01"))),
+        realized_pnl_usd=str(engine.ledger.realized_pnl.quantize(Decimal("0.0001"))),
+        fees_usd=str(engine.ledger.fees.quantize(Decimal("0.0001"))),
+        events=list(events or [])[-8:],
+        alerts=_alerts(fold),
+        **(extra or {}),
+    )
+    return snap
+
+
+def snapshot_fold(fold: RunFold) -> dict[str, Any]:
+    """The same view from a journal alone: as of its last record."""
+    now = fold.last_ts
+    machines = [
+        {
+            "machine": mid,
+            "state": state,
+            "deadlines": [
+                {"name": name, "remaining_s": _s(max(due - now, 0))}
+                for name, due in fold.deadlines.get(mid, {}).items()
+            ],
+        }
+        for mid, state in fold.states.items()
+    ]
+    positions, unhedged = _positions(fold.ledger, fold.symbols)
+    snap = _header(fold, now)
+    snap.update(
+        live=False,
+        machines=machines,
+        positions=positions,
+        unhedged_usd=str(unhedged.quantize(Decimal("0.01"))),
+        realized_pnl_usd=str(fold.ledger.realized_pnl.quantize(Decimal("0.0001"))),
+        fees_usd=str(fold.ledger.fees.quantize(Decimal("0.0001"))),
+        events=[],
+        alerts=_alerts(fold),
+    )
+    return snap
+
+
+# -- rendering --------------------------------------------------------------------------------
+def render(snap: dict[str, Any]) -> Group:
+    halted = snap.get("halted")
+    state = Text("HALTED: " + str(snap.get("halt_reason")), style="bold red") if halted else None
+    ws = snap.get("ws_connected")
+    ws_text = "ws up" if ws else ("ws down" if ws is False else "ws ?")
+    req = snap.get("cycles_requested")
+    head = Text.assemble(
+        (f"{snap.get('pair', '')} ", "bold"),
+        f"venue {snap.get('venue', '')}  t={snap.get('engine_s')}s  ",
+        f"cycles {snap.get('cycles_closed')}/{req if req is not None else '∞'}  ",
+        ("PnL ", "dim"),
+        (f"{snap.get('realized_pnl_usd')} ", "green"),
+        ("fees ", "dim"),
+        f"{snap.get('fees_usd')}  ",
+        (ws_text, "green" if ws else "red"),
+        ("" if snap.get("live") else "  (from journal: engine not running)", "yellow"),
+    )
+    unhedged = Decimal(str(snap.get("unhedged_usd", "0")))
+    tolerance = Decimal(str(snap.get("tolerance_usd", "5")))
+    exposure = Text(
+        f"unhedged notional {unhedged} USD",
+        style="bold red" if unhedged > tolerance else "green",
+    )
+    machines = Table(title="machines", expand=True, title_justify="left")
+    machines.add_column("machine")
+    machines.add_column("state")
+    machines.add_column("deadlines (remaining s)")
+    for m in snap.get("machines", []):
+        dl = ", ".join(f"{d['name']} {d['remaining_s']}" for d in m["deadlines"])
+        style = "red" if m["state"] in ("halted", "open", "minimal") else ""
+        machines.add_row(m["machine"], Text(m["state"] or "-", style=style), dl or "-")
+    positions = Table(title="positions", expand=True, title_justify="left")
+    for col in ("product", "qty", "venue qty", "mid", "notional USD"):
+        positions.add_column(col, justify="right" if col != "product" else "left")
+    for p in snap.get("positions", []):
+        positions.add_row(
+            p["symbol"], p["qty"], p["venue_qty"] or "-", p["mid"] or "-", p["notional_usd"] or "-"
+        )
+    counters = snap.get("counters", {})
+    count_line = Text(
+        "  ".join(f"{k.replace('_', ' ')} {v}" for k, v in counters.items()), style="dim"
+    )
+    events = Text("\n".join(snap.get("events", [])) or "-")
+    alerts = Text()
+    for a in snap.get("alerts", []):
+        style = "bold red" if a["severity"] == "critical" else "yellow"
+        alerts.append(f"{a['t']}s {a['severity']} {a['event']}: {a['message']}\n", style=style)
+    parts: list[Any] = [head]
+    if state is not None:
+        parts.append(state)
+    parts += [
+        exposure,
+        count_line,
+        machines,
+        positions,
+        Panel(events, title="last events", title_align="left"),
+        Panel(alerts or Text("none"), title="alerts", title_align="left"),
+    ]
+    return Group(*parts)
+
+
+def render_text(snap: dict[str, Any], width: int = 110) -> str:
+    console = Console(width=width, record=True, force_terminal=False, color_system=None)
+    with console.capture() as cap:
+        console.print(render(snap))
+    return cap.get()
+
+
+class LiveView:
+    """A rich Live view refreshed from an asyncio task every `period_s` (no thread)."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        *,
+        console: Console | None = None,
+        period_s: float = 0.25,
+    ) -> None:
+        self.snapshot = snapshot
+        self.console = console or Console()
+        self.period_s = period_s
+        self.events: deque[str] = deque(maxlen=8)
+        self._live: Live | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def add_event(self, line: str) -> None:
+        self.events.append(line.strip())
+
+    def start(self) -> None:
+        self._live = Live(
+            render(self.snapshot()),
+            console=self.console,
+            auto_refresh=False,  # rich would start a refresh thread
+            transient=False,
+        )
+        self._live.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="dnpair-status")
+
+    async def _run(self) -> None:
+        while True:
+            self.refresh()
+            await asyncio.sleep(self.period_s)
+
+    def refresh(self) -> None:
+        if self._live is not None:
+            with contextlib.suppress(Exception):  # the view must never stop the engine
+                self._live.update(render(self.snapshot()), refresh=True)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._live is not None:
+            self.refresh()
+            self._live.stop()
+            self._live = None
