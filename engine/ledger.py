@@ -20,6 +20,7 @@ from engine.events import OrderAccepted
 from engine.events import OrderCancelled
 from engine.events import OrderExpired
 from engine.events import OrderRejected
+from engine.events import OrderStatus
 from engine.events import PositionSnapshot
 from engine.intents import AdoptVenuePositions
 from engine.intents import Intent
@@ -47,6 +48,8 @@ class OrderRecord:
     notional: Decimal = ZERO  # sum of price * qty applied
     fees: Decimal = ZERO
     fill_ids: set[str] = attrs.field(factory=set)
+    heard: Decimal = ZERO  # sum of the unique fills heard
+    venue_total: Decimal = ZERO  # the venue's largest word on the cumulative fill
 
     @property
     def remaining(self) -> Decimal:
@@ -175,6 +178,9 @@ class Ledger:
         order = self.orders.get(getattr(ev, "order_id", "") or "")
         if order is None:
             return []
+        notes: list[str] = []
+        if isinstance(ev, OrderCancelled | OrderExpired | OrderStatus) and ev.filled_qty:
+            notes = self._venue_says_filled(order, ev.filled_qty)
         if isinstance(ev, OrderAccepted):
             order.digest = ev.digest or order.digest
             if order.state == "pending":
@@ -183,7 +189,40 @@ class Ledger:
             order.state = "rejected"
         elif isinstance(ev, OrderCancelled | OrderExpired) and order.state != "filled":
             order.state = "cancelled" if isinstance(ev, OrderCancelled) else "expired"
-        return []
+        return notes
+
+    def _venue_says_filled(self, order: OrderRecord, total: Decimal) -> list[str]:
+        """A cancel/expiry ack or an order status states the order's cumulative fill. If
+        it is more than the fills heard (their pushes were lost), the difference moves the
+        position now, at the order's limit price (the venue did not say at what price);
+        fills of it that arrive later add nothing (their total is already counted)."""
+        order.venue_total = max(order.venue_total, total)
+        return self._settle_filled(order, order.price, ZERO, "the venue's cumulative word")
+
+    def _settle_filled(
+        self, order: OrderRecord, price: Decimal, fee: Decimal, source: str
+    ) -> list[str]:
+        """Raise `filled` to the best lower bound of what really filled: the larger of
+        the unique fills heard and the venue's cumulative word (never their sum)."""
+        total = max(order.heard, order.venue_total)
+        notes: list[str] = []
+        if total > order.qty:
+            notes.append(f"overfill on {order.order_id}: {total} > {order.qty}, clipped")
+            total = order.qty
+        delta = max(total - order.filled, ZERO)
+        if source != "fill" and delta:
+            notes.append(
+                f"fills not heard on {order.order_id}: {source} is {total}, fills heard "
+                f"{order.filled}; {delta} applied at the limit price {price}"
+            )
+        order.filled += delta
+        order.notional += delta * price
+        order.fees += fee
+        if order.filled >= order.qty:
+            order.state = "filled"
+        if delta or source == "fill":
+            self._move_position(order.product_id, order.side, delta, price, fee)
+        return notes
 
     def _apply_bbo(self, ev: BboUpdated, now_ns: int) -> list[str]:
         if ev.bid <= 0 or ev.ask <= 0 or ev.ask < ev.bid:
@@ -203,24 +242,12 @@ class Ledger:
             self.fills_duplicate += 1
             return [f"duplicate fill {ev.fill_id} ignored"]
         order.fill_ids.add(ev.fill_id)
-        delta = ev.qty
+        order.heard += ev.qty
         if ev.cumulative_qty is not None:
             # Cumulative wins: a reordered earlier fill adds nothing once a later total is known.
-            delta = max(ev.cumulative_qty - order.filled, ZERO)
-        notes: list[str] = []
-        if order.filled + delta > order.qty:
-            notes.append(
-                f"overfill on {order.order_id}: {order.filled + delta} > {order.qty}, clipped"
-            )
-            delta = max(order.qty - order.filled, ZERO)
-        order.filled += delta
-        order.notional += delta * ev.price
-        order.fees += ev.fee
-        if order.filled >= order.qty:
-            order.state = "filled"
+            order.venue_total = max(order.venue_total, ev.cumulative_qty)
         self.fills_applied += 1
-        self._move_position(order.product_id, order.side, delta, ev.price, ev.fee)
-        return notes
+        return self._settle_filled(order, ev.price, ev.fee, "fill")
 
     def _move_position(
         self, product_id: int, side: str, qty: Decimal, price: Decimal, fee: Decimal
