@@ -261,15 +261,20 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
 
     # -- helpers ----------------------------------------------------------------------------------
     def exposure_usd(self) -> Decimal:
-        """Open notional at mid: the last venue answer, else the fill-derived position."""
+        """Open notional at mid: the last venue answer during this exit. Without one, the
+        worst case the engine can name: the larger of the last venue snapshot and the
+        fill-derived position, plus whatever its unresolved orders may have filled unseen
+        (a venue that went silent after accepting them must not read as 0 USD open)."""
         total = ZERO
         for leg in self.p.legs:
             pid = leg.product_id
             pos = self.seen.get(pid)
             if pos is None:
-                pos = self.ledger.venue_position(pid)
-            if pos is None:
-                pos = self.ledger.position(pid)
+                known = [self.ledger.position(pid), self.ledger.venue_position(pid) or ZERO]
+                unresolved = sum(
+                    (o.remaining for o in self.ledger.open_orders() if o.product_id == pid), ZERO
+                )
+                pos = max(abs(q) for q in known) + unresolved
             total += notional(pos, self.ledger.quote(pid))
         return total.quantize(USD)
 

@@ -1,0 +1,36 @@
+"""Regressions for bugs the chaos runner found, each reduced to a small deterministic case."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.events import OrderAccepted
+from engine.intents import Halt
+from engine.intents import PlaceOrder
+from machines.emergency_exit import EmergencyExitMachine
+from tests.unit.machines.fakes import FakeVenue
+from tests.unit.machines.fakes import outcome
+from tests.unit.machines.fakes import params
+from tests.unit.machines.fakes import spawn
+
+
+def test_S_N8_exit_halting_on_a_silent_venue_states_what_unresolved_orders_may_have_filled():
+    # Chaos seed 136 (random profile, venue down): BUILD's orders were accepted, then the
+    # venue went down; their fills were never heard, every query failed, the exit's budget
+    # ran out and the HALT said "0.00 USD open" while the venue held 0.67 SOL.
+    def accepted_build_order(fake: FakeVenue) -> None:
+        ledger_order = PlaceOrder(
+            order_id="build:o1", product_id=4, side="buy", qty="0.3", price="3001", tif="ioc"
+        )
+        fake.engine.ledger.apply_intent(ledger_order)
+        fake.engine.process(OrderAccepted(order_id="build:o1", digest="0x1"))
+
+    engine, fake = spawn(
+        EmergencyExitMachine,
+        params(),
+        venue={"silent_queries": True},
+        setup=accepted_build_order,
+    )
+    assert outcome(engine) == "exhausted"
+    (halt,) = fake.of(Halt)
+    assert halt.exposure_usd >= Decimal("0.3") * Decimal("3000")  # the order may have filled
