@@ -201,6 +201,8 @@ async def test_engine_rejections_keep_nado_codes() -> None:
 async def test_bbo_stream_and_unsubscribe() -> None:
     async with running() as server, stream(server) as s:
         assert isinstance(await s.subscribe(type="best_bid_offer", product_id=SOL), StreamReply)
+        names = [ext.name for ext in s.ws.protocol.extensions]
+        assert names == ["permessage-deflate"]  # Nado requires it on /v1/subscribe
         frame = await s.until(lambda f: isinstance(f, BboUpdated))
         assert isinstance(frame, BboUpdated)
         assert frame.product_id == SOL

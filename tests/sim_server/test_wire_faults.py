@@ -182,3 +182,34 @@ async def test_order_faults_and_position_lag_apply_over_the_wire() -> None:
         info = parse_subaccount_info((await c.query(type="subaccount_info", subaccount=me)).data)
         assert info.perp_amounts[ETH] == 0  # the query lags the fill
         assert server.exchange.position(me, ETH).qty == Decimal("0.2")
+
+
+async def test_cancel_delay_holds_the_answer_until_the_cancel_takes_effect() -> None:
+    profile = still(orders="cancel_delay_ms = [200, 200]")
+    async with running(profile) as server, client(server) as c:
+        bid, _ = await c.bbo(ETH)
+        order = c.sign(ETH, "buy", "0.1", bid - 5, "default")
+        assert (await c.place(order)).ok
+        started = time.monotonic()
+        env = await c.cancel([ETH], [order.digest])
+        assert time.monotonic() - started >= 0.2
+        assert [o["digest"] for o in env.data["cancelled_orders"]] == [order.digest]
+        assert server.exchange.open_orders(c.signer.sender) == []
+
+
+async def test_crossed_and_stale_bbo_pushes() -> None:
+    async with running(still(market="crossed_bbo = 1.0")) as server, stream(server) as s:
+        await s.subscribe(type="best_bid_offer", product_id=ETH)
+        frame = await s.until(lambda f: isinstance(f, BboUpdated))
+        assert isinstance(frame, BboUpdated)
+        assert frame.ask < frame.bid
+    async with running(still(market="stale_bbo = 1.0")) as server, stream(server) as s:
+        await s.subscribe(type="best_bid_offer", product_id=ETH)
+        ages = []
+        for _ in range(3):
+            await s.until(lambda f: isinstance(f, BboUpdated))
+            now = server.wire.unix_ns(server.clock.now_ns())
+            ages.append(now - int(s.raw[-1]["timestamp"]))
+        # Each push repeats the previous tick's quote with its old timestamp (100 ms grid).
+        assert min(ages[1:]) >= 90_000_000
+        assert server.stats["stale_bbo"] >= 2
