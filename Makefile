@@ -31,7 +31,7 @@ ifdef NETWORK
 RUN_FLAGS += --network $(NETWORK)
 endif
 
-.PHONY: venv run test check lint typecheck diagrams replay bench golden clean
+.PHONY: venv run test check lint typecheck diagrams replay bench golden clean report runbook
 
 venv: $(STAMP)
 
@@ -66,6 +66,13 @@ replay: $(STAMP)
 
 golden: $(STAMP)
 	$(BIN)/python -m tests.replay.scenarios
+
+report: $(STAMP)
+	@test -n "$(LOG)" || (echo "usage: make report LOG=path/to/journal.db [CHART=out.png]" >&2; exit 2)
+	$(BIN)/dnpair report $(LOG) $(if $(CHART),--chart $(CHART)) $(if $(CSV),--csv $(CSV))
+
+runbook: $(STAMP)
+	$(BIN)/dnpair runbook
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

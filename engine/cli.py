@@ -88,6 +88,7 @@ def _cmd_diagrams(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from engine.config import ConfigError
     from engine.config import load_settings
+    from engine.ops_cli import ops_run_options
     from engine.run import RunOptions
     from engine.run import UsageError
     from engine.run import parse_pair
@@ -114,6 +115,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             summary_json=args.summary_json,
             metrics_port=args.metrics_port,
             quiet=args.quiet,
+            **ops_run_options(args),
         )
         return run(opts, settings)
     except (UsageError, ConfigError) as exc:
@@ -221,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept expired orders and nonces past their recv_time",
     )
     s.set_defaults(func=_cmd_venue_serve)
+    from engine.ops_cli import add_ops_parsers
+
+    add_ops_parsers(sub, r)
     return parser
 
 

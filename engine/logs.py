@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -83,14 +84,18 @@ def _env_secrets() -> None:
         register_secret(raw)
 
 
+_PATTERN: list[tuple[frozenset[str], re.Pattern[str] | None]] = [(frozenset(), None)]
+
+
 def redact(text: str) -> str:
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, MASK)
-        low = secret.lower()
-        if low != secret and low in text:
-            text = text.replace(low, MASK)
-    return text
+    if not _SECRETS:
+        return text
+    known, pattern = _PATTERN[0]
+    if known != _SECRETS or pattern is None:
+        alternatives = sorted(_SECRETS, key=len, reverse=True)
+        pattern = re.compile("|".join(re.escape(a) for a in alternatives), re.IGNORECASE)
+        _PATTERN[0] = (frozenset(_SECRETS), pattern)
+    return pattern.sub(MASK, text)
 
 
 def tag_for_machine(machine: str) -> str:
@@ -153,12 +158,15 @@ class _CallbackHandler(logging.Handler):
     def __init__(self, sink: Callable[[str], None]) -> None:
         super().__init__()
         self.sink = sink
+        self.broken = False
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
         try:
             self.sink(self.format(record))
-        except Exception:  # a broken console must never stop trading
-            self.handleError(record)
+        except Exception:  # a closed pipe or a broken console must never stop trading
+            self.broken = True
 
 
 class LogSetup:
@@ -237,8 +245,10 @@ class JournalLogger:
         cycle_of: Callable[[str], int | None] = lambda _m: None,
         *,
         transitions_to_console: bool = True,
+        cycle_of_order: Callable[[str], int | None] = lambda _o: None,
     ) -> None:
         self.cycle_of = cycle_of
+        self.cycle_of_order = cycle_of_order
         self.transitions_to_console = transitions_to_console
         self.log = logger
 
@@ -262,7 +272,9 @@ class JournalLogger:
             extra={
                 "tag": tag or None,
                 "machine": machine,
-                "cycle": self.cycle_of(machine),
+                "cycle": self.cycle_of(machine)
+                if order_id is None
+                else self.cycle_of_order(order_id),
                 "order_id": order_id,
                 "seq": rec.seq,
                 "engine_ns": rec.ts,

@@ -294,6 +294,7 @@ def _mpl_chart(fold: RunFold, path: str, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     _labels, cumulative, times = chart_data(fold)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -301,6 +302,7 @@ def _mpl_chart(fold: RunFold, path: str, title: str) -> None:
     ax1.axhline(0, color="#999999", linewidth=0.8)
     ax1.set_title("cumulative net PnL (USD, fees included)")
     ax1.set_xlabel("cycle")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_ylabel("USD")
     ax1.grid(alpha=0.3)
     edges, counts = _bins(times)

@@ -252,9 +252,13 @@ class Session:
         if alerter is not None:
             alerter.now_ns = clock.now_ns
         if not opts.quiet or self._logs_to_file():
-            cycle_of = self.fold.machine_cycle.get
             self.engine.observers.append(
-                JournalLogger(logger, cycle_of, transitions_to_console=not opts.quiet)
+                JournalLogger(
+                    logger,
+                    self.fold.machine_cycle.get,
+                    transitions_to_console=not opts.quiet,
+                    cycle_of_order=self._cycle_of_order,
+                )
             )
         self.metrics: Any = None  # engine.metrics.RunMetrics when --metrics-port is given
         self.view: Any = None  # engine.status.LiveView in a terminal
@@ -262,6 +266,10 @@ class Session:
     @property
     def pair_name(self) -> str:
         return "-".join(s.removesuffix("-PERP") for s in self.opts.pair)
+
+    def _cycle_of_order(self, order_id: str) -> int | None:
+        facts = self.fold.orders.get(order_id)
+        return facts.cycle if facts is not None else None
 
     def _console(self, line: str) -> None:
         self.console_sink(line)

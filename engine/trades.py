@@ -51,6 +51,22 @@ EXIT_KINDS = ("unwind", "exit", "flatten")
 _CYCLE_RE = re.compile(r"CycleParams\(cycle=(\d+)")
 
 
+def _initial_state(cls_name: str) -> str:
+    """The initial state of a machine class known by name ('' if unknown)."""
+    from machines.base import PureMachine
+
+    todo: list[type[PureMachine]] = list(PureMachine.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == cls_name:
+            for state in cls.states:
+                if state.initial:
+                    return str(state.id)
+            return ""
+        todo.extend(cls.__subclasses__())
+    return ""
+
+
 def machine_kind(machine_id: str) -> str:
     """`build:session:3` → `build`; `session` → `session`."""
     return machine_id.split(":", 1)[0]
@@ -437,7 +453,7 @@ class RunFold:
     def _spawn(self, rec: Record, data: dict[str, Any]) -> None:
         mid = str(data.get("machine"))
         kind = machine_kind(mid)
-        self.states[mid] = ""
+        self.states[mid] = _initial_state(str(data.get("cls", "")))
         params = data.get("params") or {}
         text = str(params.get("params", "")) if isinstance(params, dict) else ""
         m = _CYCLE_RE.search(text)

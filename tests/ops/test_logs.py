@@ -1,0 +1,90 @@
+"""Structured logs: JSON lines with context, grep tags, and no private key anywhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from adapters.nado.signing import Secret
+from engine.logs import configure
+from engine.logs import register_secret
+from engine.logs import run_logger
+from tests.ops.support import FAULTY
+from tests.ops.support import run_session
+from tests.ops.support import session
+
+KEY = "0x" + "ab12" * 16
+
+
+def test_json_lines_carry_context_and_console_is_the_message(tmp_path):
+    logger = run_logger()
+    lines: list[str] = []
+    path = tmp_path / "log.jsonl"
+    setup = configure(logger, console=lines.append, json_path=str(path))
+    logger.warning(
+        "[UNWIND] ETH filled but SOL failed",
+        extra={"tag": "UNWIND", "cycle": 3, "machine": "unwind:session:5", "order_id": "o1"},
+    )
+    logger.info("file only", extra={"console": False})
+    setup.close()
+    assert lines == ["[UNWIND] ETH filled but SOL failed"]
+    objs = [json.loads(x) for x in path.read_text().splitlines()]
+    assert objs[0]["tag"] == "UNWIND"
+    assert objs[0]["cycle"] == 3
+    assert objs[0]["machine"] == "unwind:session:5"
+    assert objs[0]["order_id"] == "o1"
+    assert objs[0]["level"] == "warning"
+    assert objs[1]["msg"] == "file only"
+
+
+def test_the_private_key_never_reaches_a_log_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("NADO_PRIVATE_KEY", KEY)
+    other = Secret("0x" + "cd34" * 16)
+    register_secret(other)
+    logger = run_logger()
+    lines: list[str] = []
+    path = tmp_path / "log.jsonl"
+    setup = configure(logger, console=lines.append, json_path=str(path))
+    logger.error("signer %s loaded", KEY)
+    logger.error("bare %s", KEY[2:].upper())
+    logger.info("in fields", extra={"fields": {"key": other.reveal(), "secret": other}})
+    setup.close()
+    text = "\n".join(lines) + path.read_text()
+    for needle in (KEY, KEY[2:], KEY[2:].upper(), other.reveal(), other.reveal()[2:]):
+        assert needle.lower() not in text.lower()
+    assert text.count("********") >= 4
+
+
+def test_journal_lines_keep_the_seeds_grep_tags(tmp_path):
+    lines: list[str] = []
+    s = session(tmp_path, cycles=12, seed=4, faults=FAULTY, lines=lines)
+    path = tmp_path / "run.log.jsonl"
+    setup = configure(s.logger, json_path=str(path))
+    run_session(s)
+    setup.close()
+    console = "\n".join(lines)
+    for tag in ("[UNWIND]", "[RECOVERY]", "[EMERGENCY]", "[RATE_LIMIT]", "[BBO]", "[ALERT]"):
+        assert tag in console, tag
+    objs = [json.loads(x) for x in path.read_text().splitlines()]
+    fills = [o for o in objs if o.get("tag") == "FILL"]
+    assert fills
+    assert all(o.get("order_id") and o.get("seq") for o in fills)
+    assert any(isinstance(o.get("cycle"), int) for o in fills)  # cycle ids on cycle orders
+    assert all(o["level"] in ("info", "warning", "error", "critical") for o in objs)
+
+
+def test_quiet_sessions_print_no_transition_lines():
+    lines: list[str] = []
+    run_session(session(cycles=1, lines=lines, quiet=True))
+    assert not any("→" in line for line in lines)
+
+
+def test_a_broken_console_never_stops_the_run():
+    def boom(_line: str) -> None:
+        raise BrokenPipeError
+
+    logger = run_logger()
+    setup = configure(logger, console=boom)
+    logger.log(logging.WARNING, "first")
+    logger.log(logging.WARNING, "second")  # no exception, no traceback spam
+    setup.close()
