@@ -48,6 +48,7 @@ class OrderRecord:
     notional: Decimal = ZERO  # sum of price * qty applied
     fees: Decimal = ZERO
     fill_ids: set[str] = attrs.field(factory=set)
+    placed_ns: int = 0  # engine time the intent was journaled
     heard: Decimal = ZERO  # sum of the unique fills heard
     venue_total: Decimal = ZERO  # the venue's largest word on the cumulative fill
 
@@ -161,6 +162,7 @@ class Ledger:
                 tif=intent.tif,
                 reduce_only=intent.reduce_only,
                 purpose=intent.purpose,
+                placed_ns=self.now_ns,
             )
 
     def apply_event(self, ev: Event, now_ns: int) -> list[str]:

@@ -236,7 +236,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
 
     def on_enter_exhausted(self, ev: Any = None) -> None:
         self.cancel_unsettled()
-        exposure = self.exposure_usd()
+        exposure = self.exposure_usd(worst_case=True)
         if isinstance(ev, DeadlineExpired) and ev.name == "budget":
             why = "budget spent"
         elif self.strikes >= self.p.exit_attempts:
@@ -260,23 +260,38 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.note("emergency exit exhausted", why=why, exposure_usd=str(exposure))
 
     # -- helpers ----------------------------------------------------------------------------------
-    def exposure_usd(self) -> Decimal:
-        """Open notional at mid: the last venue answer during this exit. Without one, the
-        worst case the engine can name: the larger of the last venue snapshot and the
-        fill-derived position, plus whatever its unresolved orders may have filled unseen
-        (a venue that went silent after accepting them must not read as 0 USD open)."""
+    def exposure_usd(self, worst_case: bool = False) -> Decimal:
+        """Open notional at mid: the last venue answer, else the fill-derived position.
+
+        `worst_case` (for a HALT): a leg the venue never answered for during this exit is
+        stated as the larger of the last snapshot and the fill-derived position, plus the
+        remainders of orders placed since that snapshot whose outcome is unknown: a venue
+        that went silent after accepting them must not read as 0 USD open."""
         total = ZERO
         for leg in self.p.legs:
             pid = leg.product_id
             pos = self.seen.get(pid)
+            if pos is None and worst_case:
+                pos = self._worst_case(pid)
             if pos is None:
-                known = [self.ledger.position(pid), self.ledger.venue_position(pid) or ZERO]
-                unresolved = sum(
-                    (o.remaining for o in self.ledger.open_orders() if o.product_id == pid), ZERO
-                )
-                pos = max(abs(q) for q in known) + unresolved
+                pos = self.ledger.venue_position(pid)
+            if pos is None:
+                pos = self.ledger.position(pid)
             total += notional(pos, self.ledger.quote(pid))
         return total.quantize(USD)
+
+    def _worst_case(self, pid: int) -> Decimal:
+        book = self.ledger.book(pid)
+        since = book.venue_position_ts or 0
+        unresolved = sum(
+            (
+                o.remaining
+                for o in self.ledger.open_orders()
+                if o.product_id == pid and o.placed_ns >= since
+            ),
+            ZERO,
+        )
+        return max(abs(book.position), abs(book.venue_position or ZERO)) + unresolved
 
     def _strikes_after(self, ev: PositionSnapshot) -> int:
         """Strikes once this answer judges the last attempt: it counts unless some leg's
