@@ -72,6 +72,7 @@ class Quote:
     bid_qty: Decimal
     ask_qty: Decimal
     ts_ns: int  # engine time at ingress
+    ts_venue_ns: int | None = None  # the venue's own stamp, when it gives one
 
     @property
     def mid(self) -> Decimal:
@@ -229,7 +230,19 @@ class Ledger:
     def _apply_bbo(self, ev: BboUpdated, now_ns: int) -> list[str]:
         if ev.bid <= 0 or ev.ask <= 0 or ev.ask < ev.bid:
             return [f"bbo rejected for product {ev.product_id}: bid {ev.bid} ask {ev.ask}"]
-        self.quotes[ev.product_id] = Quote(ev.bid, ev.ask, ev.bid_qty, ev.ask_qty, now_ns)
+        held = self.quotes.get(ev.product_id)
+        if (
+            held is not None
+            and held.ts_venue_ns is not None
+            and ev.ts_venue_ns is not None
+            and ev.ts_venue_ns < held.ts_venue_ns
+        ):
+            # An older quote re-sent (stale or reordered push): never newer than what we
+            # hold, and it must not make the book look fresh (D2).
+            return [f"stale bbo ignored for product {ev.product_id}: venue time went back"]
+        self.quotes[ev.product_id] = Quote(
+            ev.bid, ev.ask, ev.bid_qty, ev.ask_qty, now_ns, ev.ts_venue_ns
+        )
         return []
 
     def _apply_fill(self, ev: FillReceived) -> list[str]:

@@ -68,3 +68,27 @@ def test_fills_without_cumulative_after_the_venue_word_never_double_count():
     assert ledger.position(4) == D("0.6")
     ledger.apply_event(_fill("f3", "0.3", None), 4)  # more than the word: real news
     assert ledger.position(4) == D("0.9")
+
+
+def test_S_D2_an_older_quote_resent_never_replaces_a_newer_one_nor_looks_fresh():
+    # Sim `market.stale_bbo` re-sends the previous quote with its old venue stamp; the
+    # ledger took it as the current book and stamped it fresh at ingress.
+    from engine.events import BboUpdated
+
+    ledger = Ledger()
+
+    def bbo(bid: str, venue_ns: int) -> BboUpdated:
+        return BboUpdated(
+            product_id=4, bid=bid, ask="101", bid_qty="1", ask_qty="1", ts_venue_ns=venue_ns
+        )
+
+    ledger.apply_event(bbo("100", 2_000), 10)
+    notes = ledger.apply_event(bbo("99", 1_000), 20)  # older venue time: stale
+    quote = ledger.quote(4)
+    assert quote is not None
+    assert (quote.bid, quote.ts_ns) == (D("100"), 10)
+    assert any("stale bbo" in n for n in notes)
+    ledger.apply_event(bbo("98", 3_000), 30)
+    quote = ledger.quote(4)
+    assert quote is not None
+    assert (quote.bid, quote.ts_ns) == (D("98"), 30)
