@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
+from typing import TypeVar
 
 import attrs
 
@@ -132,6 +133,20 @@ def _safe_signature(obj: object) -> str | None:
     return None
 
 
+T = TypeVar("T")
+
+
+def _verified(check: Callable[[], T]) -> T:
+    """Run a signature check; the SDK and eth-abi raise assorted types on odd input
+    (a product id beyond uint32, say): those are malformed requests, not crashes."""
+    try:
+        return check()
+    except (MalformedFrame, BadSignature):
+        raise
+    except Exception as exc:
+        raise MalformedFrame(f"cannot verify: {type(exc).__name__}", where="execute") from None
+
+
 def parse_query_string(items: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """`GET /v1/query?type=…` parameters: lists as `4,8`, `[4,8]` or repeated keys."""
     out: dict[str, Any] = {}
@@ -215,7 +230,7 @@ class Gateway:
 
     def _place(self, body: Mapping[str, Any], rid: int | None, sig: str | None) -> Reply:
         rtype = "execute_place_order"
-        v = verify_place_order(body, self.chain_id)
+        v = _verified(lambda: verify_place_order(body, self.chain_id))
         rid = v.client_id
         if v.signer.lower() != v.owner:
             return _fail(rtype, "bad_signature", rid=rid, signature=sig)
@@ -259,7 +274,7 @@ class Gateway:
         self, body: Mapping[str, Any], kind: str, rid: int | None, sig: str | None
     ) -> Outcome:
         rtype = f"execute_{kind}"
-        v = verify_cancel(body, self.chain_id, self.endpoint_addr)
+        v = _verified(lambda: verify_cancel(body, self.chain_id, self.endpoint_addr))
         if v.signer.lower() != v.owner:
             return _fail(rtype, "bad_signature", rid=rid, signature=sig)
 

@@ -151,7 +151,12 @@ class StreamSession:
         tx = req_obj(msg, "tx", "authenticate")
         sender = req_hex(tx, "sender", "authenticate", nbytes=32)
         expiration = req_int(tx, "expiration", "authenticate", min_value=0)
-        signer = verify_stream_auth(msg, self.chain_id, self.endpoint_addr)
+        try:
+            signer = verify_stream_auth(msg, self.chain_id, self.endpoint_addr)
+        except (MalformedFrame, BadSignature):
+            raise
+        except Exception as exc:  # the SDK's encoders raise assorted types on odd input
+            raise MalformedFrame(f"cannot verify: {type(exc).__name__}", where="auth") from None
         owner = sender[:42]
         if signer.lower() != owner:
             raise _Refused("bad_signature")
