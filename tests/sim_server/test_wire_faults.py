@@ -213,3 +213,24 @@ async def test_crossed_and_stale_bbo_pushes() -> None:
         # Each push repeats the previous tick's quote with its old timestamp (100 ms grid).
         assert min(ages[1:]) >= 90_000_000
         assert server.stats["stale_bbo"] >= 2
+
+
+async def _lost_pattern(seed: int, n: int = 10) -> list[bool]:
+    profile = still(rest="timeout = 0.5", sim="request_timeout_ms = 50")
+    out = []
+    async with running(profile, seed=seed) as server, client(server) as c:
+        for _ in range(n):  # one at a time: arrival order is the request order
+            try:
+                await c.post("/query", {"type": "status"})
+                out.append(False)
+            except httpx.RemoteProtocolError:
+                out.append(True)
+    return out
+
+
+async def test_fault_draws_follow_the_seed_in_arrival_order() -> None:
+    first, again, other = await _lost_pattern(11), await _lost_pattern(11), await _lost_pattern(12)
+    assert first == again
+    assert first != other
+    assert any(first)
+    assert not all(first)
