@@ -176,10 +176,7 @@ class RunMetrics:
         outcomes = CounterMetricFamily(
             "dnpair_cycles", "Closed cycles by outcome", labels=["outcome"]
         )
-        counts: dict[str, int] = {}
-        for cycle in fold.cycles:
-            if cycle.cycle is not None and cycle.closed:
-                counts[cycle.outcome] = counts.get(cycle.outcome, 0) + 1
+        counts = dict(fold.outcomes)
         for name in ("completed", "aborted", "recovered", "flattened", "halted"):
             outcomes.add_metric([name], counts.pop(name, 0))
         for name, n in counts.items():

@@ -73,6 +73,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HALTED = 0, 1, 2, 3
 FINAL_QUERY = "final-positions"
 FINAL_TRIES, FINAL_WAIT_S = 5, 6  # the venue's last word on positions: bounded re-asks
 WEBHOOK_ENV = "DNPAIR_ALERT_WEBHOOK"  # not DN_*: a webhook URL is a secret, never printed
+LIVE_CYCLES = 200  # closed cycles the live fold keeps (the journal keeps them all)
 STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
 
 
@@ -237,7 +238,7 @@ class Session:
         self.session_machine: Any = None  # kept after it finishes, for the summary
         self.final: PositionSnapshot | None = None
         self.stopping = False  # a signal or an operator stop/flatten arrived
-        self.fold = RunFold(ledger=self.engine.ledger)
+        self.fold = RunFold(ledger=self.engine.ledger, keep_cycles=LIVE_CYCLES)
         self.engine.observers.append(self.fold.feed)
         self.engine.observers.append(self._observe)
         self._log_setup: LogSetup | None = None

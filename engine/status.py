@@ -78,9 +78,7 @@ def _alerts(fold: RunFold, n: int = 5) -> list[dict[str, Any]]:
 def _header(fold: RunFold, now_ns: int) -> dict[str, Any]:
     cfg = fold.config
     pair = "-".join(str(s).removesuffix("-PERP") for s in cfg.get("pair", []))
-    completed = sum(
-        1 for c in fold.cycles if c.run == fold.run and c.outcome in ("completed", "recovered")
-    )
+    completed = fold.outcomes.get("completed", 0) + fold.outcomes.get("recovered", 0)
     return {
         "pair": pair,
         "venue": cfg.get("venue", ""),

@@ -330,7 +330,9 @@ class RunFold:
     ledger when folding live (the engine updates it itself, right after each record).
     """
 
-    def __init__(self, ledger: Ledger | None = None, *, recent: int = 20) -> None:
+    def __init__(
+        self, ledger: Ledger | None = None, *, recent: int = 20, keep_cycles: int | None = None
+    ) -> None:
         self._live_ledger = ledger
         self.replica = ledger is None
         self.ledger: Ledger = ledger if ledger is not None else Ledger()
@@ -341,7 +343,11 @@ class RunFold:
         self.finished: dict[str, str] = {}  # machine → outcome
         self.deadlines: dict[str, dict[str, int]] = {}  # machine → name → due ns
         self.machine_cycle: dict[str, int | None] = {}
+        # Offline (report) keeps every cycle; a live fold keeps the last `keep_cycles`
+        # closed ones (memory stays flat over a long run) and counts outcomes.
+        self.keep_cycles = keep_cycles
         self.cycles: list[CycleRecord] = []
+        self.outcomes: dict[str, int] = {}
         self._open: dict[int, CycleRecord] = {}  # cycle number → open record (this run)
         self._outside: CycleRecord | None = None
         self.orders: dict[str, OrderFacts] = {}
@@ -513,8 +519,28 @@ class RunFold:
         self._mark(record)
         if record.cycle is not None:
             self._open.pop(record.cycle, None)
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         for hook in self.on_cycle_closed:
             hook(record)
+        if self.keep_cycles is not None:
+            self._trim()
+
+    def _trim(self) -> None:
+        assert self.keep_cycles is not None
+        closed = [c for c in self.cycles if c.closed]
+        if len(closed) <= self.keep_cycles:
+            return
+        drop = {id(c) for c in closed[: len(closed) - self.keep_cycles]}
+        for c in self.cycles:
+            if id(c) in drop:
+                for o in c.orders:
+                    self.orders.pop(o.order_id, None)
+        self.cycles = [c for c in self.cycles if id(c) not in drop]
+        if len(self.finished) > 4 * self.keep_cycles:
+            for mid in list(self.finished)[: len(self.finished) - 2 * self.keep_cycles]:
+                del self.finished[mid]
+        for mid in [m for m in self.machine_cycle if m not in self.states][:-16]:
+            del self.machine_cycle[mid]
 
     def _mark(self, record: CycleRecord) -> None:
         for pid in record.symbols:
