@@ -471,6 +471,12 @@ class OrderRounds:
 
     def recheck_later(self, ev: Any = None) -> None:
         delay = max(self.p.verify_retry_s, getattr(ev, "retry_after_s", None) or ZERO)
+        if isinstance(ev, PositionSnapshot):
+            # An answer that lags our own fills: each re-ask waits twice as long as the
+            # last (0.5, 1, 2 s ...), capped at one verify timeout, so the bounded re-asks
+            # span a position feed that lags by seconds (seed 003), not just one retry.
+            grown = self.p.verify_retry_s * 2 ** max(self.verifies - 1, 0)
+            delay = min(max(delay, grown), max(self.p.verify_timeout_s, delay))
         self.note("venue position not as expected yet; asking again", attempt=self.verifies)
         self.disarm("verify")
         self.arm("recheck", delay)

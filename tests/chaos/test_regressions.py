@@ -34,3 +34,16 @@ def test_S_N8_exit_halting_on_a_silent_venue_states_what_unresolved_orders_may_h
     assert outcome(engine) == "exhausted"
     (halt,) = fake.of(Halt)
     assert halt.exposure_usd >= Decimal("0.3") * Decimal("3000")  # the order may have filled
+
+
+def test_seed003_build_rides_out_a_position_feed_lagging_by_1_5_s():
+    # Chaos profile incident_seed003_position_lag: with position reads 1.5 s behind the
+    # fills, every BUILD re-asked at a fixed 0.5 s, ran out of re-asks after ~1.1 s and
+    # failed; every session halted on "two consecutive failed cycles". Re-asks now back
+    # off (0.5, 1 s ...), still bounded by verify_attempts.
+    from machines.build import BuildMachine
+
+    engine, _ = spawn(BuildMachine, params(), venue={"position_lag_ms": 1500})
+    assert outcome(engine) == "built"
+    queries = [r for r in engine.journal.records() if '"query_positions"' in r.payload]
+    assert len(queries) <= params().verify_attempts
