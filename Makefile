@@ -31,7 +31,8 @@ ifdef NETWORK
 RUN_FLAGS += --network $(NETWORK)
 endif
 
-.PHONY: venv run test check lint typecheck diagrams replay bench golden clean report runbook
+.PHONY: venv run test check lint typecheck diagrams replay bench golden clean report runbook \
+	chaos chaos-full deep
 
 venv: $(STAMP)
 
@@ -46,6 +47,24 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Seeded chaos (engine/chaos.py): 2 000 seeds spread over the shipped fault profiles and
+# the generated `random` one, windows jittered per seed, every invariant checked after
+# every event. CHAOS_SEEDS / CHAOS_ARGS override; chaos-full runs every seed under every
+# profile (11x longer); deep runs the slow pytest tiers (chaos, property, damage).
+CHAOS_SEEDS ?= 1-2000
+CHAOS_JOBS  ?= 2
+CHAOS_ARGS  ?=
+chaos: $(STAMP)
+	$(BIN)/dnpair chaos --seeds $(CHAOS_SEEDS) --spread --jitter-s 20 --cycles 4 \
+		--jobs $(CHAOS_JOBS) --progress 200 $(CHAOS_ARGS)
+
+chaos-full: $(STAMP)
+	$(BIN)/dnpair chaos --seeds $(CHAOS_SEEDS) --jitter-s 20 --cycles 4 \
+		--jobs $(CHAOS_JOBS) --progress 1000 $(CHAOS_ARGS)
+
+deep: $(STAMP)
+	DNPAIR_DEEP_TESTS=1 $(BIN)/python -m pytest -q -m slow tests/chaos tests/property tests/damage
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--check", action="store_true", help="exit 1 if committed files differ")
     d.set_defaults(func=_cmd_diagrams)
 
+    from engine.chaos import add_chaos_parser
+
+    add_chaos_parser(sub)
+
     venue = sub.add_parser("venue", help="the simulated venue as a service")
     vsub = venue.add_subparsers(dest="venue_command", required=True, parser_class=_Parser)
     s = vsub.add_parser(
