@@ -15,7 +15,7 @@ from engine.chaos import RunResult
 from engine.chaos import random_profile
 from engine.chaos import run_one
 from engine.chaos import shipped_profiles
-from tests.chaos.conftest import deep
+from tests.tiers import deep
 
 PROFILES = {p.name: p for p in shipped_profiles()}
 FAST_SEEDS = range(1, 21)
