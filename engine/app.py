@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.loop import Engine
 from machines.breaker import BreakerMachine
+from machines.connection import ConnectionMachine
 from machines.health import HealthMachine
 from machines.params import CycleParams
 from machines.params import LegSpec
@@ -57,6 +58,16 @@ def start_pair(engine: Engine, config: Mapping[str, Any]) -> None:
             cooldown_s=s["circuit_timeout_seconds"],
         )
     engine.spawn(HealthMachine, "health")
+    if config.get("venue") == "nado":
+        # The stream's reconnects, REST polls and audits (machines/connection.py); the sim
+        # venue needs none, and its journals stay as they were.
+        engine.spawn(
+            ConnectionMachine,
+            "connection",
+            product_ids=[int(leg["product_id"]) for leg in config["legs"]],
+            seed=int(config.get("seed", 0)),
+            **dict(config.get("connection") or {}),
+        )
     engine.spawn(
         SessionMachine,
         SESSION_ID,

@@ -27,10 +27,12 @@ __all__ = [
     "Halt",
     "Intent",
     "PlaceOrder",
+    "QueryMarketPrices",
     "QueryOpenOrders",
     "QueryOrder",
     "QueryPositions",
     "SendAlert",
+    "StreamConnect",
 ]
 
 TIME_IN_FORCE = ("ioc", "fok", "post_only", "default")
@@ -105,6 +107,32 @@ class QueryOpenOrders(Intent):
     kind: ClassVar[str] = "query_open_orders"
     request_id: str
     product_ids: tuple[int, ...] = attrs.field(converter=_ints)
+
+
+@message
+@attrs.frozen(kw_only=True)
+class QueryMarketPrices(Intent):
+    """A REST best bid/offer per product, answered with `BboUpdated` (no venue stamp) or a
+    `VenueError` carrying `request_id`. Asked while the stream is down."""
+
+    kind: ClassVar[str] = "query_market_prices"
+    request_id: str
+    product_ids: tuple[int, ...] = attrs.field(converter=_ints)
+
+
+@message
+@attrs.frozen(kw_only=True)
+class StreamConnect(Intent):
+    """Open the venue's stream, replacing any socket still held (authenticate, subscribe).
+
+    The adapter answers every one with exactly one `ConnectionChanged(channel="ws")`:
+    `connected` once subscribed, else `disconnected` with the reason. It never reconnects
+    on its own: the connection machine decides when (backoff, jitter) and asks again.
+    """
+
+    kind: ClassVar[str] = "stream_connect"
+    attempt: int
+    reason: str = ""
 
 
 @message

@@ -733,8 +733,8 @@ def _json_log_path(opts: RunOptions, journal_path: str) -> str | None:
 
 def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print) -> int:
     """Run a session; returns the process exit code."""
-    if opts.venue != "sim":
-        raise UsageError(f"--venue {opts.venue}: not available in this build yet")
+    if opts.venue not in ("sim", "nado"):
+        raise UsageError(f"--venue {opts.venue}: not available in this build")
     logger = run_logger()
     holder: dict[str, Callable[[str], None]] = {"sink": out}
     console = configure(
@@ -751,6 +751,24 @@ def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print
         console.close()
 
 
+def make_venue(opts: RunOptions, clock: Clock) -> VenuePort:
+    """The venue of `--venue`: the sim, or Nado's gateway (key from NADO_PRIVATE_KEY;
+    a missing or bad key, network or gateway raises ConfigError: exit 2, nothing sent)."""
+    if opts.venue == "nado":
+        from adapters.nado.factory import make_nado_venue
+
+        if opts.faults is not None:
+            raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
+        return make_nado_venue(
+            clock=clock, network=opts.network, gateway=opts.gateway, pair=opts.pair, seed=opts.seed
+        )
+    from adapters.sim import make_sim_venue
+
+    return make_sim_venue(
+        clock=clock, seed=opts.seed, faults_path=opts.faults, symbols=list(opts.pair)
+    )
+
+
 def _run(
     opts: RunOptions,
     settings: Settings,
@@ -759,13 +777,9 @@ def _run(
     holder: dict[str, Callable[[str], None]],
     alerter: Alerter,
 ) -> int:
-    from adapters.sim import make_sim_venue
-
     clock: Clock = VirtualClock() if opts.clock == "virtual" else WallClock()
     try:
-        venue = make_sim_venue(
-            clock=clock, seed=opts.seed, faults_path=opts.faults, symbols=list(opts.pair)
-        )
+        venue = make_venue(opts, clock)
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     say: Callable[[str], None] = logger.info

@@ -123,6 +123,8 @@ def test_every_registered_kind_round_trips_with_defaults():
         intents.QueryOpenOrders(request_id="r", product_ids=[4]),
         intents.Halt(reason="budget", exposure_usd="12.5"),
         intents.AdoptVenuePositions(product_ids=[4, 8]),
+        intents.QueryMarketPrices(request_id="r", product_ids=[4, 8]),
+        intents.StreamConnect(attempt=2, reason="outage 1"),
     ]
     for msg in samples:
         assert from_dict(loads(dumps(to_dict(msg)))) == msg

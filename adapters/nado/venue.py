@@ -1,0 +1,876 @@
+"""NadoVenue: the engine's VenuePort over Nado's gateway (REST + one stream socket).
+
+`start` runs discovery (adapters/nado/discovery.py) and checks the subaccount; the stream
+opens only when the engine asks (`StreamConnect`, from the connection machine). `submit`
+never blocks: each intent becomes a task; the tasks of one order run one at a time (its
+lock), so a cancel or a status query never overtakes the placement it concerns.
+
+What the engine hears, per intent (the SimVenue's vocabulary, adapters/sim/README.md):
+
+- PlaceOrder: `OrderAccepted(digest)`; `OrderRejected(code)` for a venue refusal;
+  `VenueError` `rate_limited` / `retryable` (provably not placed) or `unknown_outcome`
+  (timeout, 5xx, lost answer: resolve with QueryOrder). Re-sending an order id re-sends
+  the same signed body (same nonce, same digest); a duplicate-digest refusal (2013) then
+  means "the venue has it" and answers `OrderAccepted`.
+- CancelOrder: `OrderCancelled(filled_qty)` from the cancel answer; `VenueError
+  (permanent, 2020)` when it was not open; `unknown_outcome` when the answer was lost.
+- CancelProductOrders: one `OrderCancelled` per order cancelled.
+- QueryPositions: `PositionSnapshot(request_id)` from `subaccount_info`; a failure is a
+  `VenueError` with the request id, never a zero position.
+- QueryOpenOrders: `OpenOrdersSnapshot(request_id)` from `orders` (orders this process
+  did not place keep their digest as id).
+- QueryOrder: `OrderStatus(open)` from the `order` query; for an order no longer resting,
+  the end heard on the stream when that knowledge is complete (orders.py), else a
+  `VenueError(retryable)` saying it cannot tell.
+- QueryMarketPrices: one `BboUpdated` per product from `market_prices` (cached 1 s),
+  through the BBO gate.
+- StreamConnect: exactly one `ConnectionChanged(ws, connected | disconnected)`.
+
+Pushed: `BboUpdated` (stream quotes that pass `BboGate`; a refused quote falls back to the
+REST `market_price`, cached 1 s), `FillReceived` (fill id = digest + cumulative, so
+duplicated or reordered frames are one fill), `OrderAccepted` on an `order_update placed`
+not yet answered by REST, `OrderExpired(filled_qty=None)` / `OrderCancelled(filled_qty=None)`
+when the venue ends an order on its own (the engine then asks QueryOrder), and
+`ConnectionChanged` for the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+from collections.abc import Coroutine
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from adapters.base import EventSink
+from adapters.base import ProductInfo
+from adapters.nado.bbo import BboGate
+from adapters.nado.bbo import BboLimits
+from adapters.nado.client import ClientConfig
+from adapters.nado.client import GatewayClient
+from adapters.nado.client import GatewayError
+from adapters.nado.discovery import Discovery
+from adapters.nado.discovery import DiscoveryError
+from adapters.nado.discovery import Expectations
+from adapters.nado.discovery import discover
+from adapters.nado.errors import Classified
+from adapters.nado.mapping import NadoFill
+from adapters.nado.mapping import NadoOrderUpdate
+from adapters.nado.mapping import NadoPositionChange
+from adapters.nado.mapping import NotRepresentable
+from adapters.nado.mapping import StreamError
+from adapters.nado.mapping import StreamFrame
+from adapters.nado.mapping import order_amount_x18
+from adapters.nado.mapping import order_price_x18
+from adapters.nado.orders import OrderEntry
+from adapters.nado.orders import Unknown
+from adapters.nado.orders import status_from_knowledge
+from adapters.nado.queries import SymbolInfo
+from adapters.nado.queries import open_orders_snapshot
+from adapters.nado.queries import parse_cancel_result
+from adapters.nado.queries import parse_market_prices
+from adapters.nado.queries import parse_multi_orders
+from adapters.nado.queries import parse_order
+from adapters.nado.queries import parse_place_result
+from adapters.nado.queries import parse_subaccount_info
+from adapters.nado.ratelimit import LimiterConfig
+from adapters.nado.ratelimit import Priority
+from adapters.nado.ratelimit import RateLimiter
+from adapters.nado.ratelimit import execute_weight
+from adapters.nado.ratelimit import priority_for
+from adapters.nado.ratelimit import query_weight
+from adapters.nado.signing import Secret
+from adapters.nado.signing import Signer
+from adapters.nado.stream import StreamClient
+from adapters.nado.stream import StreamConfig
+from adapters.nado.timing import Timing
+from adapters.nado.wire import MalformedFrame
+from engine.clock import Clock
+from engine.events import BboUpdated
+from engine.events import ConnectionChanged
+from engine.events import Event
+from engine.events import FillReceived
+from engine.events import OrderAccepted
+from engine.events import OrderCancelled
+from engine.events import OrderExpired
+from engine.events import OrderRejected
+from engine.events import VenueError
+from engine.intents import CancelOrder
+from engine.intents import CancelProductOrders
+from engine.intents import Intent
+from engine.intents import PlaceOrder
+from engine.intents import QueryMarketPrices
+from engine.intents import QueryOpenOrders
+from engine.intents import QueryOrder
+from engine.intents import QueryPositions
+from engine.intents import StreamConnect
+
+__all__ = ["NadoSettings", "NadoVenue"]
+
+log = logging.getLogger("dnpair.nado")
+
+NOT_FOUND_CODES = frozenset({2020, 2058})
+DUPLICATE_CODE = 2013
+TAG_SPACE = 1 << 20
+NS = 1_000_000_000
+
+
+@attrs.frozen(kw_only=True)
+class NadoSettings:
+    gateway_url: str  # e.g. https://gateway.prod.nado.xyz/v1
+    pair: tuple[str, ...]
+    subaccount_name: str = "default"
+    expect: Expectations = attrs.field(factory=Expectations)
+    timing: Timing = attrs.field(factory=Timing)
+    client: ClientConfig = attrs.field(factory=ClientConfig)
+    stream: StreamConfig = attrs.field(factory=StreamConfig)
+    limiter: LimiterConfig = attrs.field(factory=LimiterConfig)
+    bbo: BboLimits = attrs.field(factory=BboLimits)
+    quote_cache_s: Decimal = Decimal(1)  # REST fallback quotes are reused this long
+    discovery_attempts: int = 3
+    seed: int = 0  # the limiter's backoff jitter
+
+    @property
+    def ws_url(self) -> str:
+        base = self.gateway_url.rstrip("/")
+        if base.startswith("https://"):
+            base = "wss://" + base[len("https://") :]
+        elif base.startswith("http://"):
+            base = "ws://" + base[len("http://") :]
+        return base + "/subscribe"
+
+
+class NadoVenue:
+    name = "nado"
+
+    def __init__(
+        self,
+        settings: NadoSettings,
+        key: Secret,
+        *,
+        clock: Clock,
+        unix_ns: Callable[[], int],
+    ) -> None:
+        """`clock` is monotonic (the engine's); `unix_ns` is wall time for nonces,
+        expirations, stream authentication and quote ages."""
+        self.settings = settings
+        self._key = key
+        self.clock = clock
+        self.unix_ns = unix_ns
+        self.limiter = RateLimiter(clock, random.Random(settings.seed), settings.limiter)
+        self.client = GatewayClient(
+            settings.gateway_url, self.limiter, clock, unix_ns, settings.client
+        )
+        self.gate = BboGate(settings.bbo)
+        self.stats: Counter[str] = Counter()
+        self.discovery: Discovery | None = None
+        self.signer: Signer | None = None
+        self.stream: StreamClient | None = None
+        self._products: dict[str, ProductInfo] = {}
+        self._symbols: dict[int, SymbolInfo] = {}
+        self._sink: EventSink | None = None
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.orders: dict[str, OrderEntry] = {}  # by engine order id
+        self._by_digest: dict[str, OrderEntry] = {}
+        self._tag = 0
+        self._quotes: dict[int, tuple[int, BboUpdated]] = {}  # pid -> (clock ns, quote)
+        self._quote_tasks: dict[int, asyncio.Task[None]] = {}
+        self.fill_latency_ns: list[int] = []  # venue stamp -> our receipt, per fill frame
+
+    # -- VenuePort -------------------------------------------------------------------------
+    @property
+    def products(self) -> dict[str, ProductInfo]:
+        return dict(self._products)
+
+    @property
+    def product_ids(self) -> tuple[int, ...]:
+        return tuple(self._symbols)
+
+    async def start(self, sink: EventSink) -> None:
+        if self._sink is not None:
+            raise RuntimeError("NadoVenue already started")
+        found = await self._discover()
+        self.discovery = found
+        self._symbols = {i.product_id: i for i in found.symbols.values()}
+        self._products = found.products
+        self.signer = Signer(
+            self._key,
+            chain_id=found.contracts.chain_id,
+            endpoint_addr=found.contracts.endpoint_addr,
+            subaccount_name=self.settings.subaccount_name,
+        )
+        await self._check_subaccount()
+        sender = self.signer.sender
+        subs: list[dict[str, Any]] = []
+        for pid in self._symbols:
+            subs.append({"type": "best_bid_offer", "product_id": pid})
+            subs.extend(
+                {"type": kind, "subaccount": sender, "product_id": pid}
+                for kind in ("fill", "order_update", "position_change")
+            )
+        self.stream = StreamClient(
+            self.settings.ws_url,
+            self.signer,
+            subs,
+            self._on_frame,
+            self._on_stream_state,
+            clock=self.clock,
+            unix_ms=lambda: self.unix_ns() // 1_000_000,
+            timing=self.settings.timing,
+            config=self.settings.stream,
+        )
+        self._sink = sink
+        log.info(
+            "nado venue ready: chain %d, %s, subaccount %s",
+            found.contracts.chain_id,
+            ", ".join(f"{s}={i.product_id}" for s, i in found.symbols.items()),
+            sender,
+        )
+
+    def submit(self, intent: Intent) -> None:
+        if self._closed:
+            return
+        if self._sink is None:
+            raise RuntimeError("NadoVenue.submit before start")
+        self.stats[f"intent.{intent.kind}"] += 1
+        if isinstance(intent, PlaceOrder):
+            entry = self._entry_for(intent)
+            if entry is not None:
+                self._spawn(self._place(entry))
+        elif isinstance(intent, CancelOrder):
+            self._spawn(self._cancel(intent))
+        elif isinstance(intent, CancelProductOrders):
+            self._spawn(self._cancel_products(intent))
+        elif isinstance(intent, QueryPositions):
+            self._spawn(self._positions(intent))
+        elif isinstance(intent, QueryOpenOrders):
+            self._spawn(self._open_orders(intent))
+        elif isinstance(intent, QueryOrder):
+            self._spawn(self._order_status(intent))
+        elif isinstance(intent, QueryMarketPrices):
+            self._spawn(self._market_prices(intent))
+        elif isinstance(intent, StreamConnect):
+            assert self.stream is not None
+            self.stream.connect(intent.attempt)
+        # Engine-side intents (alerts, halt) have nothing to do with the venue.
+
+    async def close(self) -> None:
+        self._closed = True
+        if self.stream is not None:
+            await self.stream.close()
+        tasks = list(self._tasks) + list(self._quote_tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.limiter.close()
+        await self.client.aclose()
+
+    # -- start-up ----------------------------------------------------------------------------
+    async def _discover(self) -> Discovery:
+        async def query(params: Any) -> Any:
+            return await self.client.query(params, request="discovery", priority=Priority.RISK)
+
+        last: GatewayError | None = None
+        for attempt in range(1, self.settings.discovery_attempts + 1):
+            try:
+                return await discover(query, self.settings.pair, self.settings.expect)
+            except GatewayError as exc:
+                last = exc
+                if exc.error_class == "permanent":
+                    break
+                await asyncio.sleep(min(0.5 * attempt, 2.0))
+        assert last is not None
+        raise DiscoveryError(
+            f"venue discovery failed at {self.settings.gateway_url}: {last.classified.reason}"
+            f"{': ' + last.classified.message if last.classified.message else ''}"
+        )
+
+    async def _check_subaccount(self) -> None:
+        assert self.signer is not None
+        try:
+            data = await self.client.query(
+                {"type": "subaccount_info", "subaccount": self.signer.sender},
+                request="discovery",
+                priority=Priority.RISK,
+            )
+            info = parse_subaccount_info(data)
+        except (GatewayError, MalformedFrame) as exc:
+            raise DiscoveryError(f"cannot read subaccount {self.signer.sender}: {exc}") from None
+        if not info.exists:
+            raise DiscoveryError(
+                f"subaccount {self.signer.sender} does not exist on this venue (deposit first)"
+            )
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["task_errors"] += 1
+            log.error("nado venue task failed", exc_info=task.exception())
+
+    def _emit(self, ev: Event) -> None:
+        if self._closed or self._sink is None:
+            return
+        self.stats[f"event.{ev.kind}"] += 1
+        self._sink(ev)
+
+    def _error(
+        self,
+        classified: Classified,
+        request: str,
+        *,
+        order_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self._emit(classified.to_event(request, order_id=order_id, request_id=request_id))
+
+    def _now_ms(self) -> int:
+        return self.unix_ns() // 1_000_000
+
+    def _next_tag(self) -> int:
+        self._tag = (self._tag + 1) % TAG_SPACE
+        return self._tag
+
+    def _stream_epoch(self) -> tuple[int, bool]:
+        if self.stream is None:
+            return 0, False
+        return self.stream.epoch, self.stream.connected
+
+    # -- placing -------------------------------------------------------------------------------
+    def _entry_for(self, intent: PlaceOrder) -> OrderEntry | None:
+        """The order's entry: signed now (digest known before sending), or the one made
+        for the first send of this id. None if nothing may be sent (already answered)."""
+        entry = self.orders.get(intent.order_id)
+        if entry is not None:
+            if entry.intent != intent:
+                self.stats["order_id_reused"] += 1
+                self._later(
+                    VenueError(
+                        error_class="permanent",
+                        request=intent.kind,
+                        order_id=intent.order_id,
+                        message="order id reused with different fields; not sent",
+                    )
+                )
+                return None
+            self.stats["resends"] += 1
+            return entry
+        info = self._symbols.get(intent.product_id)
+        if info is None:
+            self._later(
+                OrderRejected(order_id=intent.order_id, reason="product not traded by this run")
+            )
+            return None
+        assert self.signer is not None
+        now_ms = self._now_ms()
+        tag = self._next_tag()
+        try:
+            signed = self.signer.sign_order(
+                intent.product_id,
+                price_x18=order_price_x18(intent.price, info.price_increment_x18),
+                amount_x18=order_amount_x18(intent.side, intent.qty, info.size_increment_x18),
+                expiration=self.settings.timing.expiration(now_ms // 1000, intent.tif),
+                nonce=self.settings.timing.nonce(now_ms, tag),
+                tif=intent.tif,
+                reduce_only=intent.reduce_only,
+                client_id=tag,
+            )
+        except (NotRepresentable, ValueError) as exc:
+            self._later(OrderRejected(order_id=intent.order_id, reason=f"not sent: {exc}"))
+            return None
+        entry = OrderEntry(intent=intent, signed=signed)
+        self.orders[intent.order_id] = entry
+        self._by_digest[signed.digest] = entry
+        return entry
+
+    def _later(self, ev: Event) -> None:
+        asyncio.get_running_loop().call_soon(self._emit, ev)
+
+    async def _place(self, entry: OrderEntry) -> None:
+        intent = entry.intent
+        async with entry.lock:
+            if entry.placement == "accepted":
+                # Already placed: say so again, never place twice.
+                self._emit(OrderAccepted(order_id=entry.order_id, digest=entry.digest))
+                return
+            if entry.placement == "rejected":
+                self._emit(OrderRejected(order_id=entry.order_id, reason="rejected earlier"))
+                return
+            if entry.sends == 0:
+                epoch, up = self._stream_epoch()
+                entry.sent_epoch = epoch if up else None
+            entry.sends += 1
+            entry.placement = "sending"
+            try:
+                data = await self.client.execute(
+                    entry.signed.body(),
+                    request=intent.kind,
+                    priority=priority_for(intent),
+                    weight=execute_weight("place_order"),
+                )
+                digest = parse_place_result(data)
+            except GatewayError as exc:
+                self._placement_failed(entry, exc.classified)
+                return
+            except MalformedFrame:
+                entry.placement = "unknown"
+                entry.had_unknown = True
+                self._emit(
+                    VenueError(
+                        error_class="unknown_outcome",
+                        request=intent.kind,
+                        order_id=entry.order_id,
+                        message="unreadable placement answer",
+                    )
+                )
+                return
+            if digest != entry.digest:
+                self.stats["digest_mismatch"] += 1
+                log.warning("venue digest %s differs from ours %s", digest, entry.digest)
+            self._accepted(entry)
+
+    def _accepted(self, entry: OrderEntry) -> None:
+        entry.placement = "accepted"
+        if not entry.accepted_reported:
+            entry.accepted_reported = True
+            self._emit(OrderAccepted(order_id=entry.order_id, digest=entry.digest))
+
+    def _placement_failed(self, entry: OrderEntry, c: Classified) -> None:
+        oid = entry.order_id
+        if c.code == DUPLICATE_CODE or entry.seen_placed or entry.accepted_reported:
+            # The venue holds this digest: an earlier send of the same body arrived (2013),
+            # or the stream announced it while this answer was lost.
+            self.stats[
+                "duplicate_digest" if c.code == DUPLICATE_CODE else "accepted_by_stream"
+            ] += 1
+            self._accepted(entry)
+            return
+        if entry.had_unknown:
+            # An earlier send of this body may have been placed: whatever this send's
+            # failure, the order's fate is still open (never "refused" or "rejected").
+            entry.placement = "unknown"
+            self._emit(
+                VenueError(
+                    error_class="unknown_outcome",
+                    request="place_order",
+                    order_id=oid,
+                    code=c.code,
+                    message=f"re-send failed ({c.reason}); an earlier send may be live",
+                )
+            )
+            return
+        if c.error_class == "permanent":
+            entry.placement = "rejected"
+            self._emit(OrderRejected(order_id=oid, reason=c.message or c.reason, code=c.code))
+            return
+        if c.error_class == "unknown_outcome":
+            entry.placement = "unknown"
+            entry.had_unknown = True
+        else:
+            entry.placement = "refused"  # rate limited, never connected, held back: not sent
+        self._error(c, "place_order", order_id=oid)
+
+    # -- cancelling ----------------------------------------------------------------------------
+    async def _cancel(self, intent: CancelOrder) -> None:
+        entry = self.orders.get(intent.order_id)
+        digest = entry.digest if entry is not None else intent.digest
+        if digest is None:
+            self._emit(
+                VenueError(
+                    error_class="permanent",
+                    request=intent.kind,
+                    order_id=intent.order_id,
+                    code=2020,
+                    message="unknown order id: no digest to cancel",
+                )
+            )
+            return
+        if entry is None:
+            await self._send_cancel(intent, None, digest)
+            return
+        entry.cancels_in_flight += 1
+        try:
+            async with entry.lock:
+                if entry.placement in ("new", "refused", "rejected"):
+                    self._emit(
+                        VenueError(
+                            error_class="permanent",
+                            request=intent.kind,
+                            order_id=intent.order_id,
+                            code=2020,
+                            message="not open: the placement never reached the venue",
+                        )
+                    )
+                    return
+                await self._send_cancel(intent, entry, digest)
+        finally:
+            entry.cancels_in_flight -= 1
+
+    async def _send_cancel(
+        self, intent: CancelOrder, entry: OrderEntry | None, digest: str
+    ) -> None:
+        assert self.signer is not None
+        signed = self.signer.sign_cancel(
+            [intent.product_id],
+            [digest],
+            nonce=self.settings.timing.nonce(self._now_ms(), self._next_tag()),
+        )
+        try:
+            data = await self.client.execute(
+                signed.body(),
+                request=intent.kind,
+                priority=Priority.RISK,
+                weight=execute_weight("cancel_orders", n_digests=1),
+            )
+            gone = parse_cancel_result(data)
+        except GatewayError as exc:
+            self._error(exc.classified, intent.kind, order_id=intent.order_id)
+            return
+        except MalformedFrame:
+            self._emit(
+                VenueError(
+                    error_class="unknown_outcome",
+                    request=intent.kind,
+                    order_id=intent.order_id,
+                    message="unreadable cancel answer",
+                )
+            )
+            return
+        mine = next((o for o in gone if o.digest == digest), None)
+        if mine is None:
+            self._emit(
+                VenueError(
+                    error_class="permanent",
+                    request=intent.kind,
+                    order_id=intent.order_id,
+                    code=2020,
+                    message="not open (filled, expired or cancelled already)",
+                )
+            )
+            return
+        if entry is not None:
+            entry.cancel_filled = mine.filled_qty
+            entry.end_reported = True
+            entry.seen_placed = True
+        self._emit(
+            OrderCancelled(order_id=intent.order_id, filled_qty=mine.filled_qty, reason="cancelled")
+        )
+
+    async def _cancel_products(self, intent: CancelProductOrders) -> None:
+        assert self.signer is not None
+        pids = intent.product_ids or self.product_ids
+        signed = self.signer.sign_cancel(
+            pids, None, nonce=self.settings.timing.nonce(self._now_ms(), self._next_tag())
+        )
+        try:
+            data = await self.client.execute(
+                signed.body(),
+                request=intent.kind,
+                priority=Priority.RISK,
+                weight=execute_weight("cancel_product_orders", n_products=len(pids)),
+            )
+            gone = parse_cancel_result(data)
+        except GatewayError as exc:
+            self._error(exc.classified, intent.kind, request_id=intent.request_id)
+            return
+        except MalformedFrame:
+            self._emit(
+                VenueError(
+                    error_class="unknown_outcome",
+                    request=intent.kind,
+                    request_id=intent.request_id,
+                    message="unreadable cancel answer",
+                )
+            )
+            return
+        for order in gone:
+            entry = self._by_digest.get(order.digest)
+            if entry is not None:
+                entry.cancel_filled = order.filled_qty
+                entry.end_reported = True
+            oid = entry.order_id if entry is not None else order.digest
+            self._emit(OrderCancelled(order_id=oid, filled_qty=order.filled_qty, reason="product"))
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _pids(self, asked: tuple[int, ...]) -> tuple[int, ...]:
+        return asked or self.product_ids
+
+    async def _positions(self, intent: QueryPositions) -> None:
+        assert self.signer is not None
+        rid = intent.request_id
+        try:
+            data = await self.client.query(
+                {"type": "subaccount_info", "subaccount": self.signer.sender},
+                request=intent.kind,
+                priority=priority_for(intent),
+            )
+            snapshot = parse_subaccount_info(data).position_snapshot(
+                self._pids(intent.product_ids), request_id=rid
+            )
+        except GatewayError as exc:
+            self._error(exc.classified, intent.kind, request_id=rid)
+            return
+        except MalformedFrame as exc:
+            self._emit(
+                VenueError(
+                    error_class="retryable",
+                    request=intent.kind,
+                    request_id=rid,
+                    message=f"unreadable positions: {exc}"[:300],
+                )
+            )
+            return
+        self._emit(snapshot)
+
+    async def _open_orders(self, intent: QueryOpenOrders) -> None:
+        assert self.signer is not None
+        rid = intent.request_id
+        pids = self._pids(intent.product_ids)
+        try:
+            data = await self.client.query(
+                {"type": "orders", "sender": self.signer.sender, "product_ids": list(pids)},
+                request=intent.kind,
+                priority=priority_for(intent),
+                weight=query_weight("orders", n_products=len(pids)),
+            )
+            by_product = parse_multi_orders(data)
+        except GatewayError as exc:
+            self._error(exc.classified, intent.kind, request_id=rid)
+            return
+        except MalformedFrame as exc:
+            self._emit(
+                VenueError(
+                    error_class="retryable",
+                    request=intent.kind,
+                    request_id=rid,
+                    message=f"unreadable open orders: {exc}"[:300],
+                )
+            )
+            return
+        orders = [o for pid in pids for o in by_product.get(pid, [])]
+        for order in orders:
+            entry = self._by_digest.get(order.digest)
+            if entry is not None:
+                entry.seen_placed = True
+        self._emit(open_orders_snapshot(orders, pids, self._order_id_for, request_id=rid))
+
+    def _order_id_for(self, digest: str) -> str | None:
+        entry = self._by_digest.get(digest)
+        return None if entry is None else entry.order_id
+
+    async def _order_status(self, intent: QueryOrder) -> None:
+        rid, oid = intent.request_id, intent.order_id
+        entry = self.orders.get(oid)
+        if entry is None:
+            self._emit(
+                VenueError(
+                    error_class="permanent",
+                    request=intent.kind,
+                    request_id=rid,
+                    order_id=oid,
+                    message="order id not placed by this process: its digest is unknown here",
+                )
+            )
+            return
+        async with entry.lock:
+            if entry.placement in ("new", "refused", "rejected"):
+                self._emit(self._knowledge(entry, rid))
+                return
+            try:
+                data = await self.client.query(
+                    {
+                        "type": "order",
+                        "product_id": entry.intent.product_id,
+                        "digest": entry.digest,
+                    },
+                    request=intent.kind,
+                    priority=priority_for(intent),
+                )
+                order = parse_order(data)
+            except GatewayError as exc:
+                if exc.code in NOT_FOUND_CODES:
+                    self._emit(self._knowledge(entry, rid))
+                else:
+                    self._error(exc.classified, intent.kind, order_id=oid, request_id=rid)
+                return
+            except MalformedFrame as exc:
+                self._emit(
+                    VenueError(
+                        error_class="retryable",
+                        request=intent.kind,
+                        request_id=rid,
+                        order_id=oid,
+                        message=f"unreadable order: {exc}"[:300],
+                    )
+                )
+                return
+            entry.seen_placed = True
+            if entry.placement in ("unknown", "sending"):
+                entry.placement = "accepted"
+            self._emit(order.to_status(oid, request_id=rid))
+
+    def _knowledge(self, entry: OrderEntry, rid: str) -> Event:
+        epoch, up = self._stream_epoch()
+        try:
+            return status_from_knowledge(entry, request_id=rid, stream_epoch=epoch, stream_up=up)
+        except Unknown as exc:
+            self.stats["status_unknown"] += 1
+            return VenueError(
+                error_class="retryable",
+                request="query_order",
+                request_id=rid,
+                order_id=entry.order_id,
+                message=f"cannot tell how it ended: {exc.reason}",
+            )
+
+    # -- quotes ------------------------------------------------------------------------------------
+    async def _market_prices(self, intent: QueryMarketPrices) -> None:
+        pids = self._pids(intent.product_ids)
+        now = self.clock.now_ns()
+        fresh = {p: q for p, (t, q) in self._quotes.items() if now - t < self._cache_ns()}
+        missing = [p for p in pids if p not in fresh]
+        if missing:
+            try:
+                await self._fetch_quotes(missing, intent.kind)
+            except GatewayError as exc:
+                self._error(exc.classified, intent.kind, request_id=intent.request_id)
+                return
+        for pid in pids:
+            held = self._quotes.get(pid)
+            if held is not None:
+                self._pass_rest_quote(held[1])
+
+    def _cache_ns(self) -> int:
+        return int(self.settings.quote_cache_s * NS)
+
+    async def _fetch_quotes(self, pids: list[int], request: str) -> None:
+        try:
+            data = await self.client.query(
+                {"type": "market_prices", "product_ids": pids},
+                request=request,
+                priority=Priority.READ,
+                weight=query_weight("market_prices", n_products=len(pids)),
+            )
+            quotes = parse_market_prices(data)
+        except MalformedFrame as exc:
+            raise GatewayError(
+                Classified(error_class="retryable", reason="malformed_reply", message=str(exc)),
+                request,
+            ) from None
+        now = self.clock.now_ns()
+        for quote in quotes:
+            if quote.product_id in self._symbols:
+                self._quotes[quote.product_id] = (now, quote)
+
+    def _pass_rest_quote(self, quote: BboUpdated) -> None:
+        verdict = self.gate.check(quote, now_ns=self.unix_ns(), ts_ns=self.unix_ns())
+        if verdict.ok:
+            self.stats["bbo_rest"] += 1
+            self._emit(quote)
+        else:
+            self.stats[f"bbo_rest_rejected.{verdict.reason}"] += 1
+
+    def _fallback_quote(self, pid: int) -> None:
+        """A stream quote was refused: the REST quote instead (cached, one fetch at a time)."""
+        held = self._quotes.get(pid)
+        if held is not None and self.clock.now_ns() - held[0] < self._cache_ns():
+            return  # the fallback of the last second stands; do not re-emit it per push
+        running = self._quote_tasks.get(pid)
+        if running is not None and not running.done():
+            return
+
+        async def fetch() -> None:
+            try:
+                await self._fetch_quotes([pid], "bbo_fallback")
+            except GatewayError as exc:
+                self.stats[f"bbo_fallback_failed.{exc.classified.reason}"] += 1
+                return
+            held = self._quotes.get(pid)
+            if held is not None:
+                self._pass_rest_quote(held[1])
+
+        self._quote_tasks[pid] = asyncio.get_running_loop().create_task(fetch())
+
+    # -- the stream ------------------------------------------------------------------------------
+    def _on_stream_state(self, state: str, detail: str) -> None:
+        self._emit(ConnectionChanged(channel="ws", state=state, detail=detail[:200]))
+
+    def _on_frame(self, frame: StreamFrame) -> None:
+        if self._closed:
+            return
+        if isinstance(frame, BboUpdated):
+            self._on_bbo(frame)
+        elif isinstance(frame, NadoFill):
+            self._on_fill(frame)
+        elif isinstance(frame, NadoOrderUpdate):
+            self._on_order_update(frame)
+        elif isinstance(frame, NadoPositionChange):
+            # Balance or delta is unsettled (§12.4): a trigger at most, never a position.
+            self.stats["position_changes"] += 1
+        elif isinstance(frame, StreamError):
+            log.warning("stream error frame: %s (code %s)", frame.error, frame.code)
+        else:
+            self.stats["stream_replies"] += 1
+
+    def _on_bbo(self, bbo: BboUpdated) -> None:
+        if bbo.product_id not in self._symbols:
+            return
+        verdict = self.gate.check(bbo, now_ns=self.unix_ns())
+        if verdict.ok:
+            self.stats["bbo_stream"] += 1
+            self._emit(bbo)
+            return
+        self.stats[f"bbo_rejected.{verdict.reason}"] += 1
+        self._fallback_quote(bbo.product_id)
+
+    def _on_fill(self, fill: NadoFill) -> None:
+        assert self.signer is not None
+        if fill.subaccount != self.signer.sender:
+            self.stats["fills_foreign"] += 1
+            return
+        self.fill_latency_ns.append(self.unix_ns() - fill.ts_venue_ns)
+        del self.fill_latency_ns[:-1000]
+        entry = self._by_digest.get(fill.digest)
+        if entry is None:
+            self.stats["fills_unknown_order"] += 1
+            ev: FillReceived = fill.to_event(fill.digest)
+        else:
+            if not entry.hear_fill(fill.fill_id, fill.cumulative_qty, fill.qty):
+                self.stats["fills_duplicate"] += 1
+            ev = fill.to_event(entry.order_id, side=entry.intent.side)
+        self.stats["fills"] += 1
+        self._emit(ev)  # the ledger counts each fill id once
+
+    def _on_order_update(self, update: NadoOrderUpdate) -> None:
+        entry = self._by_digest.get(update.digest)
+        if entry is None:
+            self.stats["updates_unknown_order"] += 1
+            return
+        epoch, _ = self._stream_epoch()
+        if update.reason == "placed":
+            entry.seen_placed = True
+            if entry.placement in ("sending", "unknown"):
+                self._accepted(entry)
+            return
+        entry.seen_placed = True
+        if entry.ended is None:
+            entry.ended, entry.ended_epoch = update.reason, epoch
+        if update.reason == "filled" or entry.end_reported or entry.cancels_in_flight:
+            return  # fills carry quantities; our own cancel is answered by its reply
+        entry.end_reported = True
+        oid = entry.order_id
+        if entry.immediate:
+            self._emit(OrderExpired(order_id=oid, filled_qty=None))
+        else:
+            self._emit(OrderCancelled(order_id=oid, filled_qty=None, reason="by the venue"))
