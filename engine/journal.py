@@ -102,7 +102,8 @@ class Record:
 
 
 class Journal:
-    """Writer. `path=":memory:"` keeps everything in RAM (tests, replay, benchmarks).
+    """Writer. `path=":memory:"` keeps the records in a list, no SQLite at all (tests,
+    replay, benchmarks): same chain, same hashes.
 
     `durable=True` uses synchronous=FULL: a commit returns only once the WAL is fsynced,
     so it survives power loss. `durable="process"` (simulated time) uses NORMAL: every
@@ -114,6 +115,13 @@ class Journal:
         self, path: str | os.PathLike[str] = ":memory:", *, durable: bool | str = True
     ) -> None:
         self.path = str(path)
+        self._pending: list[Record] = []
+        self._memory: list[Record] | None = None
+        if self.path == ":memory:":
+            self._memory = []
+            self._seq, self._hash = 0, GENESIS
+            self.committed = 0
+            return
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             if self.path != ":memory:":
@@ -127,7 +135,6 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._seq, self._hash = (int(row[0]), str(row[1])) if row else (0, GENESIS)
-        self._pending: list[Record] = []
         self.committed = self._seq
 
     @property
@@ -149,9 +156,18 @@ class Journal:
         self._seq, self._hash = seq, digest
         return rec
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     def commit(self) -> None:
         """Write the pending records in one transaction. A failure here is fatal, never retried."""
         if not self._pending:
+            return
+        if self._memory is not None:
+            self._memory.extend(self._pending)
+            self.committed = self._seq
+            self._pending.clear()
             return
         rows = [
             (r.seq, r.ts, r.kind, r.machine, r.payload, r.prev_hash, r.hash) for r in self._pending
@@ -167,6 +183,8 @@ class Journal:
 
     def records(self) -> list[Record]:
         """Committed records followed by pending ones, in sequence order."""
+        if self._memory is not None:
+            return self._memory + self._pending
         rows = self._db.execute(
             "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
         ).fetchall()
@@ -174,7 +192,8 @@ class Journal:
 
     def close(self) -> None:
         self.commit()
-        self._db.close()
+        if self._memory is None:
+            self._db.close()
 
 
 def _is_jsonl(path: Path) -> bool:

@@ -9,6 +9,7 @@ beside the fill-derived positions; a difference is reported, never papered over.
 
 from __future__ import annotations
 
+from collections import deque
 from decimal import Decimal
 
 import attrs
@@ -30,6 +31,10 @@ __all__ = ["Ledger", "OrderRecord", "Quote"]
 
 ZERO = Decimal(0)
 TERMINAL = frozenset({"filled", "cancelled", "expired", "rejected"})
+# Long runs keep memory flat: finished orders beyond this many are forgotten (their fill
+# ids stay in a larger window, so a late duplicate of their fills is still recognised).
+MAX_ORDERS = 5_000
+MAX_FILL_IDS = 50_000
 
 
 @attrs.define
@@ -95,7 +100,8 @@ class Ledger:
         self.orders: dict[str, OrderRecord] = {}
         self.products: dict[int, ProductBook] = {}
         self.quotes: dict[int, Quote] = {}
-        self.unknown_fills: list[FillReceived] = []
+        self.unknown_fills: deque[FillReceived] = deque(maxlen=1000)
+        self._fill_window: dict[str, None] = {}  # recent fill ids, oldest first
         self.now_ns = 0
         # Read-only view of every live machine's state, kept by the engine, so a guard
         # can ask "is the breaker open?" without touching another machine.
@@ -154,6 +160,7 @@ class Ledger:
                     book.entry_price = ZERO  # unknown from a snapshot; PnL restarts here
             return
         if isinstance(intent, PlaceOrder) and intent.order_id not in self.orders:
+            self._forget_old_orders()
             self.orders[intent.order_id] = OrderRecord(
                 order_id=intent.order_id,
                 product_id=intent.product_id,
@@ -245,8 +252,25 @@ class Ledger:
         )
         return []
 
+    def _forget_old_orders(self) -> None:
+        if len(self.orders) < MAX_ORDERS:
+            return
+        for oid in [oid for oid, o in self.orders.items() if o.is_done][: MAX_ORDERS // 5]:
+            del self.orders[oid]
+
+    def _first_time(self, fill_id: str) -> bool:
+        if fill_id in self._fill_window:
+            return False
+        self._fill_window[fill_id] = None
+        if len(self._fill_window) > MAX_FILL_IDS:
+            del self._fill_window[next(iter(self._fill_window))]
+        return True
+
     def _apply_fill(self, ev: FillReceived) -> list[str]:
         order = self.orders.get(ev.order_id)
+        if order is None and not self._first_time(ev.fill_id):
+            self.fills_duplicate += 1
+            return [f"duplicate fill {ev.fill_id} ignored"]
         if order is None:
             # A fill for an order this run never placed (e.g. one from before a restart):
             # the position still moves, and restore/reconciliation will look at it.
@@ -257,6 +281,7 @@ class Ledger:
             self.fills_duplicate += 1
             return [f"duplicate fill {ev.fill_id} ignored"]
         order.fill_ids.add(ev.fill_id)
+        self._first_time(ev.fill_id)
         order.heard += ev.qty
         if ev.cumulative_qty is not None:
             # Cumulative wins: a reordered earlier fill adds nothing once a later total is known.

@@ -34,6 +34,10 @@ __all__ = ["Engine", "MachineError", "load_app"]
 
 MAX_DEFERRED = 10_000
 RUNNER = "runner"  # journal source of annotations made outside the machines
+MAX_FINISHED = 1_000  # outcomes of finished machines kept for inspection
+# Steps that send nothing may share a commit; a step that sends always commits first.
+COMMIT_EVERY_RECORDS = 256
+COMMIT_EVERY_NS = 1_000_000_000
 App = Callable[["Engine", Mapping[str, Any]], None]
 
 
@@ -141,6 +145,7 @@ class Engine:
         self._step_intents: list[Intent] = []
         self.events_processed = 0
         self.now_ns = clock.now_ns()  # frozen for the whole step: every record shares it
+        self._last_commit_ns = self.now_ns
 
     # -- starting ---------------------------------------------------------------------
     def start(self, app_ref: str, config: Mapping[str, Any]) -> list[Intent]:
@@ -291,14 +296,26 @@ class Engine:
             self.owners.pop(key, None)
         for left in self.deferred.pop(mid, deque()):
             self._note(mid, "undelivered after finish", event=to_dict(left))
-        parent = self.parents.get(mid)
+        parent = self.parents.pop(mid, None)
+        self.contexts.pop(mid, None)
+        while len(self.finished) > MAX_FINISHED:  # long runs: memory stays flat
+            del self.finished[next(iter(self.finished))]
         self._note("engine", "finished", machine=mid, outcome=outcome)
         if parent is not None:
             self._internal.append(MachineFinished(machine=mid, outcome=outcome, target=parent))
 
     def _finish_step(self) -> list[Intent]:
-        self.journal.commit()  # durable before anything leaves the process
         out, self._step_intents = self._step_intents, []
+        # Durable before anything leaves the process. A step that sends nothing (most are
+        # market data) may wait for the next commit: any committed prefix is a whole
+        # journal, so a crash loses at most a second of events that changed nothing outside.
+        if (
+            out
+            or self.journal.pending >= COMMIT_EVERY_RECORDS
+            or self.now_ns - self._last_commit_ns >= COMMIT_EVERY_NS
+        ):
+            self.journal.commit()
+            self._last_commit_ns = self.now_ns
         return out
 
     # -- services for machine contexts -------------------------------------------------------

@@ -153,3 +153,41 @@ def test_freezegun_does_not_disturb_the_virtual_clock():
         run_virtual(engine, clock, venue.send, initial=first)
     assert engine.finished == {"probe0": "failed"}
     assert clock.now_ns() == 5 * S
+
+
+def test_steps_that_send_nothing_share_commits_but_a_sending_step_commits(tmp_path):
+    from engine.events import BboUpdated
+    from engine.journal import Journal
+    from engine.journal import read_records
+
+    path = tmp_path / "j.db"
+    clock = VirtualClock()
+    engine = Engine(clock, Journal(path))
+    engine.start("engine.demo:start_probe", {})  # sends: committed at once
+    on_disk = len(list(read_records(path)))
+    for _ in range(10):  # market data, 1 ms apart: nothing leaves, nothing forced to disk
+        clock.advance(1_000_000)
+        engine.process(BboUpdated(product_id=4, bid="1", ask="2", bid_qty="1", ask_qty="1"))
+    assert len(list(read_records(path))) == on_disk
+    clock.advance(S)  # a second later the next step commits whatever waited
+    engine.process(BboUpdated(product_id=4, bid="1", ask="2", bid_qty="1", ask_qty="1"))
+    assert len(list(read_records(path))) == on_disk + 11
+    engine.journal.close()
+
+
+def test_memory_stays_bounded_over_many_finished_machines():
+    from engine.loop import MAX_FINISHED
+
+    clock, engine, venue, first = probe_engine()
+    run_virtual(engine, clock, venue.send, initial=first)
+    for i in range(MAX_FINISHED + 50):
+        engine.spawn(Gate, f"g{i}")
+        engine.process(
+            FillReceived(
+                order_id=f"x{i}", fill_id=f"f{i}", product_id=4, side="buy", price="1", qty="1"
+            )
+        )
+        engine.process(PositionSnapshot(positions=[], request_id="r"))
+    assert len(engine.finished) <= MAX_FINISHED + 1
+    assert len(engine.contexts) == len(engine.machines) == 0
+    assert not engine.parents

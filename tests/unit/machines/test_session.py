@@ -69,8 +69,6 @@ def builds(fake):
 def test_session_cycles_alternate_direction_and_end_flat():
     engine, fake = session(cycles=2)
     assert engine.finished["session"] == "done"
-    machine = engine.contexts["session"]
-    assert machine is not None
     first, second = builds(fake)[:2], builds(fake)[2:4]
     assert {(o.product_id, o.side) for o in first} == {(4, "buy"), (8, "sell")}
     assert {(o.product_id, o.side) for o in second} == {(4, "sell"), (8, "buy")}
