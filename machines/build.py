@@ -236,6 +236,12 @@ class BuildMachine(OrderRounds, PureMachine):
             if quote is None:
                 self.note("no quote to price the leg", leg=leg.symbol)
                 continue
+            age_ns = self.ledger.now_ns - quote.ts_ns
+            if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
+                # Repair rounds come seconds after the entry check: never price a BUILD
+                # order from a stale book (D2); the round places nothing for this leg.
+                self.note("stale BBO: leg not priced", leg=leg.symbol, age_ns=age_ns)
+                continue
             side = "buy" if i == 0 else "sell"
             price = (
                 touch_price(leg, side, quote)

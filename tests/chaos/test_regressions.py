@@ -47,3 +47,29 @@ def test_seed003_build_rides_out_a_position_feed_lagging_by_1_5_s():
     assert outcome(engine) == "built"
     queries = [r for r in engine.journal.records() if '"query_positions"' in r.payload]
     assert len(queries) <= params().verify_attempts
+
+
+def test_S_D2_build_repair_round_never_prices_from_a_stale_book():
+    # Chaos scenario S-D2 (97 % of pushes lost): a repair round seconds after the entry
+    # check priced an IOC from a 2.3 s old quote. Now such a leg is not priced; the BUILD
+    # fails (the session's emergency exit flattens) rather than trade on a stale book.
+    from machines.build import BuildMachine
+    from tests.unit.machines.fakes import ETH
+    from tests.unit.machines.fakes import notes
+
+    def silent_eth(fake: FakeVenue) -> None:
+        fake.stream_bbo = False  # the quotes of the start, never refreshed
+        fake.script([], product_id=ETH.product_id)  # accepted, then silence
+
+    engine, fake = spawn(BuildMachine, params(), setup=silent_eth)
+    eth = fake.placed(product_id=ETH.product_id)
+    assert len(eth) == 1  # no repair priced from the 5 s old quote
+    assert notes(engine, "stale BBO: leg not priced")
+    assert outcome(engine) == "failed"
+
+    def silent_eth_live_quotes(fake: FakeVenue) -> None:
+        fake.script([], product_id=ETH.product_id)
+
+    engine, fake = spawn(BuildMachine, params(), setup=silent_eth_live_quotes)
+    assert len(fake.placed(product_id=ETH.product_id)) == 2  # repaired from a fresh book
+    assert outcome(engine) == "built"

@@ -128,6 +128,7 @@ class FakeVenue:
         self.retry_after: Decimal | None = None  # sent with rate_limited errors
         self.finished_ns = 0
         self.sent: list[Intent] = []
+        self.stream_bbo = True
 
     # -- set-up -------------------------------------------------------------------------
     def push_bbo(self) -> None:
@@ -144,6 +145,8 @@ class FakeVenue:
     # -- intents ------------------------------------------------------------------------
     def send(self, intent: Intent) -> None:
         self.sent.append(intent)
+        if self.stream_bbo:
+            self.push_bbo()  # a live venue streams quotes: the book is fresh when we act
         now_ms = self.clock.now_ns() // MS
         limited = any(a <= now_ms < b for a, b in self.rate_limited)
         if isinstance(intent, PlaceOrder):
