@@ -247,6 +247,8 @@ class Ledger:
             # An older quote re-sent (stale or reordered push): never newer than what we
             # hold, and it must not make the book look fresh (D2).
             return [f"stale bbo ignored for product {ev.product_id}: venue time went back"]
+        if held is not None and ev.ts_venue_ns is not None and ev.ts_venue_ns == held.ts_venue_ns:
+            return []  # the same quote again: no news, its age keeps growing
         self.quotes[ev.product_id] = Quote(
             ev.bid, ev.ask, ev.bid_qty, ev.ask_qty, now_ns, ev.ts_venue_ns
         )

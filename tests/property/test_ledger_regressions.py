@@ -88,6 +88,10 @@ def test_S_D2_an_older_quote_resent_never_replaces_a_newer_one_nor_looks_fresh()
     assert quote is not None
     assert (quote.bid, quote.ts_ns) == (D("100"), 10)
     assert any("stale bbo" in n for n in notes)
+    ledger.apply_event(bbo("100", 2_000), 25)  # the same quote again: not fresher
+    quote = ledger.quote(4)
+    assert quote is not None
+    assert quote.ts_ns == 10
     ledger.apply_event(bbo("98", 3_000), 30)
     quote = ledger.quote(4)
     assert quote is not None
