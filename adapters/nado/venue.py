@@ -133,6 +133,8 @@ class NadoSettings:
     bbo: BboLimits = attrs.field(factory=BboLimits)
     quote_cache_s: Decimal = Decimal(1)  # REST fallback quotes are reused this long
     discovery_attempts: int = 3
+    # Per product, besides best_bid_offer. position_change is only counted (§12.4).
+    private_streams: tuple[str, ...] = ("fill", "order_update", "position_change")
     seed: int = 0  # the limiter's backoff jitter
 
     @property
@@ -212,7 +214,7 @@ class NadoVenue:
             subs.append({"type": "best_bid_offer", "product_id": pid})
             subs.extend(
                 {"type": kind, "subaccount": sender, "product_id": pid}
-                for kind in ("fill", "order_update", "position_change")
+                for kind in self.settings.private_streams
             )
         self.stream = StreamClient(
             self.settings.ws_url,

@@ -9,6 +9,7 @@ ledger and the machine's audits work as in `dnpair run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Callable
@@ -110,11 +111,13 @@ class Rig:
             self.venue.submit(intent)
 
     async def until(self, pred: Callable[[], bool], within: float = WAIT_S) -> None:
-        """Wait until `pred()` holds, re-checked as events arrive; at most `within` s."""
+        """Wait until `pred()` holds, re-checked as events arrive (and every 20 ms, for
+        state that changes without an event); at most `within` s."""
         async with asyncio.timeout(within):
             while not pred():
                 self._changed.clear()
-                await self._changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.02)
 
     def of(self, cls: type[Any], **match: Any) -> list[Any]:
         return [
