@@ -45,6 +45,7 @@ from engine.config import load_settings
 from engine.intents import Intent
 from engine.invariants import InvariantChecker
 from engine.journal import Journal
+from engine.loop import Engine
 from engine.loop import MachineError
 from engine.run import RunOptions
 from engine.run import Session
@@ -274,8 +275,11 @@ def run_one(
     settings: Settings,
     jitter_s: float = 0,
     replay: bool = True,
+    attach: Callable[[Engine, SimVenue], None] | None = None,
 ) -> RunResult:
-    """One session under `profile`, checked after every step, at rest and by replay."""
+    """One session under `profile`, checked after every step, at rest and by replay.
+    `attach(engine, venue)` runs before the session starts (scenario tests add their
+    own observers there)."""
     faults = jittered(profile.parse(), seed, jitter_s)
     clock = VirtualClock()
     venue = SimVenue(clock, seed, faults, PAIR)
@@ -285,6 +289,8 @@ def run_one(
     checker = InvariantChecker(session.engine, venue, retry_after_s=_retry_after_s(faults))
     session.checker = checker
     session.engine.observers.append(checker.observe)
+    if attach is not None:
+        attach(session.engine, venue)
     repro = profile.reproduce(seed, cycles, jitter_s)
     error = ""
     try:

@@ -501,6 +501,10 @@ class InvariantChecker:
                 (o.filled if o.side == "buy" else -o.filled)
                 for o in ledger.orders.values()
                 if o.product_id == pid
+            ) + sum(
+                (f.qty if f.side == "buy" else -f.qty)
+                for f in ledger.unknown_fills
+                if f.product_id == pid
             )
             if total != book:
                 self.fail("fills", f"product {pid}: ledger position {book} != its orders' {total}")
