@@ -328,3 +328,46 @@ def test_S_D6_reordered_and_late_events_are_applied_without_a_crash():
         result, _ = run(seed, toml, cycles=3)
         clean(result)
         assert result.outcome in ("flat", "halted")
+
+
+# -- time -----------------------------------------------------------------------------------
+def test_S_T2_engine_frozen_for_60s_while_holding_resumes_on_the_venues_word():
+    """The process is suspended (SIGSTOP / VM pause) for 60 s of venue time while a cycle
+    is held: everything that happened meanwhile reaches the engine at once on resume.
+    Expired deadlines escalate at once and the UNWIND sizes from a fresh position read."""
+    frozen = (D("1.2"), D("61.2"))
+
+    def freeze(engine: Engine, venue: SimVenue, rec: Recorder) -> None:
+        rec.attach(engine, venue)
+        process, held = engine.process, []
+
+        def suspended(ev, origin="venue"):  # type: ignore[no-untyped-def]
+            now = D(engine.clock.now_ns()) / 10**9
+            if frozen[0] <= now < frozen[1]:
+                held.append((ev, origin))
+                return []
+            out = []
+            while held:
+                out += process(*held.pop(0))
+            return out + process(ev, origin)
+
+        engine.process = suspended  # type: ignore[method-assign]
+
+    for seed in range(1, 3):
+        rec = Recorder()
+        result = run_one(
+            seed,
+            ChaosProfile("frozen", ""),
+            cycles=1,
+            settings=load_settings(env={}),
+            attach=lambda e, v, rec=rec: freeze(e, v, rec),
+            replay=True,
+        )
+        clean(result)
+        assert result.outcome == "flat"
+        # Nothing was decided inside the frozen window; on resume the UNWIND read first.
+        inside = [r for r in rec.records if frozen[0] * 10**9 < r.ts < frozen[1] * 10**9]
+        assert inside == []
+        after = [r for r in rec.records if r.ts >= frozen[1] * 10**9 and r.kind == "intent"]
+        first_unwind = next(r for r in after if r.machine.startswith("unwind:"))
+        assert first_unwind.data["kind"] == "query_positions"
