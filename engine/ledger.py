@@ -33,8 +33,8 @@ ZERO = Decimal(0)
 TERMINAL = frozenset({"filled", "cancelled", "expired", "rejected"})
 # Long runs keep memory flat: finished orders beyond this many are forgotten (their fill
 # ids stay in a larger window, so a late duplicate of their fills is still recognised).
-MAX_ORDERS = 5_000
-MAX_FILL_IDS = 50_000
+MAX_ORDERS = 1_000
+MAX_FILL_IDS = 20_000
 
 
 @attrs.define
