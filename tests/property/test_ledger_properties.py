@@ -156,13 +156,13 @@ def _property(case) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(orders_and_events())
-def test_ledger_fills_applied_once_never_overfilled_position_is_their_sum(case):
+def test_S_N3_ledger_fills_applied_once_never_overfilled_position_is_their_sum(case):
     _property(case)
 
 
 @given(orders_and_events(), st.data())
 @settings(max_examples=60, deadline=None)
-def test_ledger_a_fill_after_the_cancel_ack_counts_once(case, data):
+def test_S_V4_ledger_a_fill_after_the_cancel_ack_counts_once(case, data):
     # CANCELED → FILLED (V4): move one order's cancel ack before all of its fills.
     intents, truth, _, events = case
     oid = data.draw(st.sampled_from([i.order_id for i in intents]))

@@ -96,3 +96,14 @@ def test_S_D2_an_older_quote_resent_never_replaces_a_newer_one_nor_looks_fresh()
     quote = ledger.quote(4)
     assert quote is not None
     assert (quote.bid, quote.ts_ns) == (D("98"), 30)
+
+
+def test_S_N4_a_fill_heard_by_push_and_by_rest_status_in_either_order_counts_once():
+    for push_first in (True, False):
+        ledger = _ledger_with_order()
+        push = _fill("f1", "0.4", "0.4")
+        status = OrderStatus(order_id="o1", state="open", filled_qty="0.4")
+        for ev in (push, status) if push_first else (status, push):
+            ledger.apply_event(ev, 1)
+        assert ledger.position(4) == D("0.4")
+        assert ledger.order("o1").filled == D("0.4")
