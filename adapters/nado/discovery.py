@@ -75,6 +75,8 @@ async def discover(query: Query, pair: Sequence[str], expect: Expectations) -> D
         )
     if status != "active":
         raise DiscoveryError(f"venue status is {str(status)[:40]!r}, not 'active'")
+    if len(set(pair)) != len(pair):
+        raise DiscoveryError(f"the pair names the same product twice: {list(pair)}")
     found: dict[str, SymbolInfo] = {}
     for symbol in pair:
         info = symbols.get(symbol)

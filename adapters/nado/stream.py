@@ -90,6 +90,9 @@ class StreamClient:
         self._last_frame = clock.now_ns()
         self.pong_rtts_ms: list[float] = []
         self._pings: dict[int, int] = {}
+        # Pushes that arrive during the handshake (after the first subscription's ack)
+        # wait for the `connected` report, so the engine hears of the socket first.
+        self._early: list[StreamFrame] | None = None
 
     # -- control ---------------------------------------------------------------------------
     def connect(self, attempt: int) -> None:
@@ -137,16 +140,19 @@ class StreamClient:
             return
         self._ws = ws
         self._last_frame = self.clock.now_ns()
+        self._early = []
         reader = asyncio.get_running_loop().create_task(self._read(ws))
         try:
             await asyncio.wait_for(self._handshake(), self.config.open_timeout_s)
         except asyncio.CancelledError:
+            self._early = None
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             raise
         except Exception as exc:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            self._early = None
             await self._drop_socket()
             self.stats["handshake_failed"] += 1
             self._report("disconnected", f"attempt {attempt}: {_why(exc)}")
@@ -155,6 +161,9 @@ class StreamClient:
         self.epoch += 1
         self.stats["connects"] += 1
         self._report("connected", f"attempt {attempt}: subscribed to {len(self.subscriptions)}")
+        early, self._early = self._early or [], None
+        for frame in early:
+            self.on_frame(frame)
         watchdog = asyncio.get_running_loop().create_task(self._watch(ws))
         try:
             why = await reader
@@ -224,6 +233,9 @@ class StreamClient:
             return
         if isinstance(frame, StreamError):
             self.stats["error_frames"] += 1
+        if self._early is not None:
+            self._early.append(frame)
+            return
         self.on_frame(frame)
 
     async def _watch(self, ws: ClientConnection) -> None:

@@ -177,6 +177,7 @@ class NadoVenue:
         self._symbols: dict[int, SymbolInfo] = {}
         self._sink: EventSink | None = None
         self._closed = False
+        self._shut = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.orders: dict[str, OrderEntry] = {}  # by engine order id
         self._by_digest: dict[str, OrderEntry] = {}
@@ -197,6 +198,13 @@ class NadoVenue:
     async def start(self, sink: EventSink) -> None:
         if self._sink is not None:
             raise RuntimeError("NadoVenue already started")
+        try:
+            await self._start(sink)
+        except BaseException:
+            await self.close()  # refused: leave no socket open
+            raise
+
+    async def _start(self, sink: EventSink) -> None:
         found = await self._discover()
         self.discovery = found
         self._symbols = {i.product_id: i for i in found.symbols.values()}
@@ -263,6 +271,9 @@ class NadoVenue:
         # Engine-side intents (alerts, halt) have nothing to do with the venue.
 
     async def close(self) -> None:
+        if self._shut:
+            return
+        self._shut = True
         self._closed = True
         if self.stream is not None:
             await self.stream.close()
