@@ -126,8 +126,8 @@ class StreamConnect(Intent):
     """Open the venue's stream, replacing any socket still held (authenticate, subscribe).
 
     The adapter answers every one with exactly one `ConnectionChanged(channel="ws")`:
-    `connected` once subscribed, else `disconnected` with the reason. It never reconnects
-    on its own: the connection machine decides when (backoff, jitter) and asks again.
+    `connected` once subscribed, else `failed` with the reason. It never reconnects on
+    its own: the connection machine decides when (backoff, jitter) and asks again.
     """
 
     kind: ClassVar[str] = "stream_connect"

@@ -1,9 +1,9 @@
 """CONNECTION: when to (re)open the venue stream, when to poll REST, when to audit.
 
 The adapter only reports what its sockets do (`ConnectionChanged` on channel "ws":
-`connected` once authenticated and subscribed, `disconnected` when a socket or an
-attempt fails, `degraded` when an open socket has gone silent) and carries out what
-this machine asks (`StreamConnect`, queries). Every decision is here, journaled and
+`connected` once authenticated and subscribed, `failed` when an attempt does not get
+there, `disconnected` when an open socket drops, `degraded` when it has gone silent) and
+carries out what this machine asks (`StreamConnect`, queries). Every decision is here, journaled and
 replayable:
 
 - **reconnecting**: the stream dropped. Attempts follow an exponential backoff
@@ -209,7 +209,7 @@ class ConnectionMachine(PureMachine):
         return ev.channel == "ws" and ev.state == "connected"
 
     def ws_lost(self, ev: ConnectionChanged) -> bool:
-        return ev.channel == "ws" and ev.state == "disconnected"
+        return ev.channel == "ws" and ev.state in ("disconnected", "failed")
 
     def ws_silent(self, ev: ConnectionChanged) -> bool:
         return ev.channel == "ws" and ev.state == "degraded"

@@ -3,10 +3,11 @@
 `StreamClient.connect(attempt)` replaces any socket still held and starts one attempt:
 open (permessage-deflate, protocol pings every `ping_interval_s`), authenticate (EIP-712,
 expiry in ms, nado-protocol.md §7.3), subscribe every stream and wait for each ack. The
-outcome is reported exactly once through `on_state`: `connected`, or `disconnected`
-with the reason. Afterwards the socket reports `disconnected` once when it dies and
-`degraded` when no frame at all (pongs included) arrived for `silence_s`; it never
-reconnects by itself (the engine's connection machine decides when).
+outcome is reported exactly once through `on_state`: `connected`, or `failed` with the
+reason (an attempt that never connected is not a dropped stream). Afterwards the socket
+reports `disconnected` once when it dies and `degraded` when no frame at all (pongs
+included) arrived for `silence_s`; it never reconnects by itself (the engine's
+connection machine decides when).
 
 Frames are decoded by `adapters.nado.mapping.decode_stream`; a frame it refuses is
 counted (`stats["malformed"]`) and skipped, never fatal. An application `ping` goes out
@@ -136,7 +137,7 @@ class StreamClient:
             raise
         except Exception as exc:
             self.stats["connect_failed"] += 1
-            self._report("disconnected", f"attempt {attempt}: cannot open: {_why(exc)}")
+            self._report("failed", f"attempt {attempt}: cannot open: {_why(exc)}")
             return
         self._ws = ws
         self._last_frame = self.clock.now_ns()
@@ -155,7 +156,7 @@ class StreamClient:
             self._early = None
             await self._drop_socket()
             self.stats["handshake_failed"] += 1
-            self._report("disconnected", f"attempt {attempt}: {_why(exc)}")
+            self._report("failed", f"attempt {attempt}: {_why(exc)}")
             return
         self.connected = True
         self.epoch += 1

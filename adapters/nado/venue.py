@@ -24,7 +24,8 @@ What the engine hears, per intent (the SimVenue's vocabulary, adapters/sim/READM
   `VenueError(retryable)` saying it cannot tell.
 - QueryMarketPrices: one `BboUpdated` per product from `market_prices` (cached 1 s),
   through the BBO gate.
-- StreamConnect: exactly one `ConnectionChanged(ws, connected | disconnected)`.
+- StreamConnect: exactly one `ConnectionChanged(ws, connected | failed)`; later, one
+  `disconnected` when the socket drops, `degraded` when it goes silent.
 
 Pushed: `BboUpdated` (stream quotes that pass `BboGate`; a refused quote falls back to the
 REST `market_price`, cached 1 s), `FillReceived` (fill id = digest + cumulative, so

@@ -160,7 +160,7 @@ async def test_refused_authentication_is_a_failed_attempt() -> None:
         c = client(url, seen)
         c.connect(1)
         await seen.until(lambda: bool(seen.states))
-        assert seen.states[0][0] == "disconnected"
+        assert seen.states[0][0] == "failed"
         assert "refused" in seen.states[0][1]
         assert not c.connected
         await c.close()
@@ -171,7 +171,7 @@ async def test_every_attempt_is_answered_once() -> None:
     c = client("ws://127.0.0.1:9/v1/subscribe", seen)  # nothing listens on port 9
     c.connect(1)
     await seen.until(lambda: len(seen.states) == 1)
-    assert seen.states[0][0] == "disconnected"
+    assert seen.states[0][0] == "failed"
     async with gateway(Script(junk=False)) as url:
         c.url = url
         c.connect(2)

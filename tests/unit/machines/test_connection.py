@@ -51,7 +51,7 @@ class Venue:
         self.sent.append((self.clock.now_ns(), intent))
         later = self.clock.call_later
         if isinstance(intent, StreamConnect):
-            state = "connected" if self.ws_ok else "disconnected"
+            state = "connected" if self.ws_ok else "failed"
             later(10 * MS, lambda: self.engine.submit(ConnectionChanged(channel="ws", state=state)))
             return
         rid = getattr(intent, "request_id", None)
