@@ -55,7 +55,10 @@ class UnwindMachine(OrderRounds, PureMachine):
     failed = State(final=True)
 
     # A rung ends when all its orders are settled; the decision is taken at once. A rung
-    # the venue refused outright (429) is retried after a back-off, a bounded number of times.
+    # the venue refused outright (429) is retried after a back-off, a bounded number of
+    # times; refused for longer than the exit budget, UNWIND fails and the session's
+    # emergency exit takes over, flagged (N7), instead of backing off in silence.
+    working.to(failed, cond=["round_refused", "refused_too_long"])
     working.to(backing_off, cond=["round_refused", "refusals_left"])
     working.to(deciding, cond="round_settled")
     cancelling.to(deciding, cond="round_settled")
@@ -100,6 +103,7 @@ class UnwindMachine(OrderRounds, PureMachine):
         | reading.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | reading.to(failed, cond="answers_me")
         | reading.to(None)
+        | verifying.to(failed, cond=["answers_me", "refused_too_long"])
         | verifying.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | verifying.to(failed, cond="answers_me")
         | verifying.to(None)
@@ -145,6 +149,7 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.same_rung = False
         self.start: dict[int, Decimal] = {}  # verified venue position when the unwind began
         self.reason = ""
+        self.refused_since: int | None = None  # engine ns of the first 429 in a row
 
     def _ladder(self) -> list[Rung]:
         p = self.p
@@ -182,6 +187,10 @@ class UnwindMachine(OrderRounds, PureMachine):
     def named_backoff(self, ev: Any) -> bool:
         return bool(ev.name == "backoff")
 
+    def refused_too_long(self) -> bool:
+        """The venue has refused us (429) for at least the exit budget."""
+        return self.refused_since is not None and self._refused_for() >= self._budget_ns()
+
     # -- actions --------------------------------------------------------------------------------
     def on_enter_reading(self) -> None:
         self.query_positions()
@@ -217,9 +226,20 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.arm("fills", self.p.fill_timeout_s)
 
     def on_enter_backing_off(self) -> None:
-        delay = self.backoff_delay()
+        self._refused()
+        left = Decimal(self._budget_ns() - self._refused_for()) / 1_000_000_000
+        delay = min(self.backoff_delay(), max(left, ZERO))  # Retry-After, within the budget
         self.note("rung refused by the venue; backing off", seconds=str(delay))
         self.arm("backoff", delay)
+
+    def on_exit_working(self) -> None:
+        if not self.orders.round_refused(self.round):
+            self.refused_since = None  # the venue took this rung: no longer refused
+
+    def recheck_later(self, ev: Any = None) -> None:
+        if getattr(ev, "error_class", None) == "rate_limited":
+            self._refused()
+        super().recheck_later(ev)
 
     def retry_rung(self) -> None:
         self.same_rung = True
@@ -244,6 +264,16 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
         return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
+
+    def _refused(self) -> None:
+        if self.refused_since is None:
+            self.refused_since = self.ledger.now_ns
+
+    def _refused_for(self) -> int:
+        return 0 if self.refused_since is None else self.ledger.now_ns - self.refused_since
+
+    def _budget_ns(self) -> int:
+        return int(self.p.exit_budget_s * 1_000_000_000)
 
     def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
         """The answer's positions; a product the venue left out holds nothing."""

@@ -73,3 +73,20 @@ def test_S_D2_build_repair_round_never_prices_from_a_stale_book():
     engine, fake = spawn(BuildMachine, params(), setup=silent_eth_live_quotes)
     assert len(fake.placed(product_id=ETH.product_id)) == 2  # repaired from a fresh book
     assert outcome(engine) == "built"
+
+
+def test_S_N7_unwind_refused_past_the_exit_budget_hands_over_to_the_flagged_exit(settings):
+    # Chaos (a 45 s 429 storm starting during UNWIND, after partial fills left one leg
+    # 6-9 USD open): UNWIND honoured each Retry-After in silence, unhedged above tolerance
+    # for 37-45 s with nothing flagged. Now, refused for the exit budget, it fails and the
+    # session's emergency exit (alert, then its own budget and HALT) takes over.
+    from engine.chaos import ChaosProfile
+    from engine.chaos import run_one
+
+    storm = ChaosProfile(
+        "storm", "[orders]\npartial_fill = 0.8\n[rest]\nrate_limit = [{ at_s = 2.5, for_s = 45 }]\n"
+    )
+    for seed in (25, 40, 78):
+        result = run_one(seed, storm, cycles=2, settings=settings, jitter_s=8)
+        assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
+        assert result.max_unflagged_s <= 31
