@@ -169,7 +169,7 @@ def _random_sections(rng: random.Random) -> dict[str, dict[str, Any]]:
         s["rest"] = {
             "latency_ms": [0, rng.randrange(0, 500)],
             "timeout": _p(rng, 0.15),
-            "rate_limit": _windows(rng, rng.randrange(0, 4), 40, 20),
+            "rate_limit": _windows(rng, rng.randrange(0, 4), 40, rng.choice([5, 20, 45])),
         }
     if rng.random() < 0.5:
         s["venue"] = {

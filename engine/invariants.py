@@ -16,7 +16,8 @@ promise it guards (chaos runs report violations by these names):
                    stream lost (counted separately as drift); the venue is flat with no
                    open order, unless the session halted and its HALT stated the exposure;
 - `duration`   (d) every child machine ends within its own deadlines plus escalation
-                   budget (bounds derived from the run's CycleParams, see `MachineBounds`);
+                   budget (bounds derived from the run's CycleParams, see `MachineBounds`),
+                   and while alive always has a deadline armed;
 - `verified`   (e) no machine ends `built`/`flat` except on a position answer to a query
                    it sent after its last order (for `flat`: the answer shows dust only);
 - `replay`     (f) the journal replays identically through fresh machines;
@@ -68,6 +69,7 @@ INVARIANTS = (
     "terminated",
 )
 EXIT_PURPOSES = ("unwind", "unwind market", "emergency")
+BOUNDED = ("build", "unwind", "exit", "flatten", "restore")  # machines that must never idle
 RESTORE_QUERIES = 6  # RestoreMachine's default max_queries
 
 
@@ -217,6 +219,7 @@ class InvariantChecker:
         self._touched: set[str] = set()
         self._halt_seq: int | None = None
         self._exposed_since: int | None = None
+        self._reported_episode: int | None = None
         self._cycle_start: int | None = None
         self._seen_violation: set[str] = set()
 
@@ -395,6 +398,14 @@ class InvariantChecker:
             self._check_orders(self._touched)
             self._touched = set()
         self._check_exposure()
+        self._check_waits()
+
+    def _check_waits(self) -> None:
+        """Every live cycle machine waits under an armed deadline (no unbounded wait)."""
+        engine = self.engine
+        for mid, machine in engine.machines.items():
+            if mid.split(":", 1)[0] in BOUNDED and not engine.deadlines.armed_for(mid):
+                self.fail("duration", f"{mid} waits in {machine.state_ids} with no deadline")
 
     def _check_orders(self, order_ids: Iterable[str]) -> None:
         ledger = self.engine.ledger
@@ -454,7 +465,8 @@ class InvariantChecker:
         took = Decimal(now - self._exposed_since) / NS_PER_S
         self.facts.max_unflagged_s = max(self.facts.max_unflagged_s, took)
         limit = self.bounds.exposure_limit() if self.bounds is not None else None
-        if limit is not None and took > limit:
+        if limit is not None and took > limit and self._reported_episode != self._exposed_since:
+            self._reported_episode = self._exposed_since  # once per episode
             self.fail(
                 "exposure",
                 f"unhedged {usd:.2f} USD (> {self.tolerance}) for {took}s unflagged "

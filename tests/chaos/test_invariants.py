@@ -101,6 +101,21 @@ def test_machine_outliving_its_bound_is_caught(monkeypatch, settings):
     assert "duration" in _invariants(result)
 
 
+def test_wait_without_a_deadline_is_caught(monkeypatch, settings):
+    from engine.intents import QueryPositions
+    from machines.pricing import OrderRounds
+
+    def query_without_deadline(self):
+        self.verifies += 1
+        self.query_id = self.next_id("q")
+        self.emit(QueryPositions(request_id=self.query_id, product_ids=self.p.product_ids))
+
+    monkeypatch.setattr(OrderRounds, "query_positions", query_without_deadline)
+    result = run_one(1, QUIET, cycles=1, settings=settings)
+    assert "duration" in _invariants(result)
+    assert any("no deadline" in v for v in result.violations)
+
+
 def test_nondeterministic_machine_is_caught_by_replay(monkeypatch, settings):
     from machines.session import SessionMachine
 
