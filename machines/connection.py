@@ -12,7 +12,8 @@ replayable:
   (no RNG: a replay waits exactly as long). REST polls every `poll_s` meanwhile.
 - **degraded**: `degrade_after` attempts failed; REST polling carries the engine, the
   stream is retried at the capped backoff.
-- **down**: `down_after` consecutive REST failures while the stream is down: only a
+- **down**: `down_after` consecutive failed position / open-order reads (transport
+  failures, not refusals) while the stream is down: only a
   cheap position probe every `probe_s`; the first REST answer → degraded, which tries
   the stream at once.
 - **connected**: after every reconnect (and on a silence report) a REST **audit**:
@@ -51,6 +52,8 @@ from machines.base import State
 __all__ = ["ConnectionMachine", "backoff_s", "jitter"]
 
 MS = Decimal("0.001")
+# Reads whose failure says the venue cannot be reached (they fail for no other reason).
+REACHABILITY_PROBES = frozenset({QueryPositions.kind, QueryOpenOrders.kind})
 ZERO = Decimal(0)
 Answer = PositionSnapshot | OpenOrdersSnapshot | OrderStatus
 
@@ -238,8 +241,14 @@ class ConnectionMachine(PureMachine):
         return rid.startswith(f"{self.ctx.machine_id}:")
 
     def unreachable(self, ev: VenueError) -> bool:
-        """Our own request failed for want of a venue (not a refusal, not a 429)."""
-        return self.mine(ev) and ev.error_class in ("retryable", "unknown_outcome")
+        """Our own position or open-orders read failed for want of a venue. Not a 429 or a
+        refusal, and not an order query (the adapter may answer "cannot tell" for an order
+        that ended during a gap: that is no sign of an unreachable venue)."""
+        return (
+            self.mine(ev)
+            and ev.request in REACHABILITY_PROBES
+            and ev.error_class in ("retryable", "unknown_outcome")
+        )
 
     def failures_reached(self, ev: VenueError) -> bool:
         return self.failures + 1 >= self.down_after
@@ -369,7 +378,7 @@ class ConnectionMachine(PureMachine):
         self._settle(ev.request_id or "", ev)
 
     def failed(self, ev: VenueError) -> None:
-        if ev.error_class in ("retryable", "unknown_outcome"):
+        if self.unreachable(ev):
             self.failures += 1
         self._settle(ev.request_id or "", ev)
 

@@ -257,6 +257,23 @@ def test_silence_report_audits_at_once_and_reconnects() -> None:
     assert len(venue.of(StreamConnect, mark)) == 1
 
 
+def test_an_order_the_venue_cannot_place_is_no_sign_of_a_down_venue() -> None:
+    engine, clock, venue, machine = start(down_after=2, poll_s="1")
+    drop(engine, venue)
+    run(engine, clock, venue, clock.now_ns() + 50 * MS)
+    for n in range(5):
+        engine.process(
+            VenueError(
+                error_class="retryable",
+                request="query_order",
+                request_id=f"connection:x{n}",
+                message="cannot tell how it ended",
+            )
+        )
+    assert state(engine) == "reconnecting"
+    assert machine.failures == 0
+
+
 def test_answers_for_others_are_taken_and_ignored() -> None:
     engine, _clock, _venue, machine = start()
     for ev in (
