@@ -477,9 +477,16 @@ class OrderRounds:
             # span a position feed that lags by seconds (seed 003), not just one retry.
             grown = self.p.verify_retry_s * 2 ** max(self.verifies - 1, 0)
             delay = min(max(delay, grown), max(self.p.verify_timeout_s, delay))
+        cap = self.recheck_cap()
+        if cap is not None:
+            delay = min(delay, cap)
         self.note("venue position not as expected yet; asking again", attempt=self.verifies)
         self.disarm("verify")
         self.arm("recheck", delay)
+
+    def recheck_cap(self) -> Decimal | None:
+        """Longest a re-ask may wait, whatever the venue's Retry-After (None: no cap)."""
+        return None
 
     def venue_positions(self) -> dict[str, str]:
         return {leg.symbol: str(self.ledger.venue_position(leg.product_id)) for leg in self.p.legs}

@@ -227,8 +227,7 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def on_enter_backing_off(self) -> None:
         self._refused()
-        left = Decimal(self._budget_ns() - self._refused_for()) / 1_000_000_000
-        delay = min(self.backoff_delay(), max(left, ZERO))  # Retry-After, within the budget
+        delay = min(self.backoff_delay(), self._budget_left())  # Retry-After, within budget
         self.note("rung refused by the venue; backing off", seconds=str(delay))
         self.arm("backoff", delay)
 
@@ -240,6 +239,10 @@ class UnwindMachine(OrderRounds, PureMachine):
         if getattr(ev, "error_class", None) == "rate_limited":
             self._refused()
         super().recheck_later(ev)
+
+    def recheck_cap(self) -> Decimal | None:
+        # Refused (429): a re-ask waits for Retry-After, but never past the exit budget.
+        return self._budget_left() if self.refused_since is not None else None
 
     def retry_rung(self) -> None:
         self.same_rung = True
@@ -271,6 +274,9 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def _refused_for(self) -> int:
         return 0 if self.refused_since is None else self.ledger.now_ns - self.refused_since
+
+    def _budget_left(self) -> Decimal:
+        return max(Decimal(self._budget_ns() - self._refused_for()) / 1_000_000_000, ZERO)
 
     def _budget_ns(self) -> int:
         return int(self.p.exit_budget_s * 1_000_000_000)

@@ -90,3 +90,16 @@ def test_S_N7_unwind_refused_past_the_exit_budget_hands_over_to_the_flagged_exit
         result = run_one(seed, storm, cycles=2, settings=settings, jitter_s=8)
         assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
         assert result.max_unflagged_s <= 31
+
+
+def test_S_N7_unwind_re_ask_under_429_never_waits_past_the_exit_budget(settings):
+    # Chaos random/5240: UNWIND's verifying read was refused (429, Retry-After 29.6 s),
+    # then refused again; each re-ask honoured the full Retry-After and one leg stayed
+    # 8 USD unhedged, unflagged, for 39 s. Re-asks are now capped at what is left of the
+    # exit budget, after which UNWIND fails into the flagged emergency exit.
+    from engine.chaos import random_profile
+    from engine.chaos import run_one
+
+    result = run_one(5240, random_profile(5240), cycles=6, settings=settings)
+    assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
+    assert result.max_unflagged_s <= 31
