@@ -436,11 +436,13 @@ class SessionMachine(PureMachine):
         return abs(net)
 
     def _exposure_usd(self) -> Decimal:
+        """Open notional to state (HALT, alerts): per leg the larger of the venue's last
+        answer and our own fills, so a lagging answer never understates it."""
         total = Decimal(0)
         for leg in self.template.legs:
-            pos = self.ledger.venue_position(leg.product_id)
-            if pos is None:
-                pos = self.ledger.position(leg.product_id)
+            venue = self.ledger.venue_position(leg.product_id)
+            said = abs(venue) if venue is not None else Decimal(0)
+            pos = max(said, abs(self.ledger.position(leg.product_id)))
             quote = self.ledger.quote(leg.product_id)
             if quote is not None:
                 total += abs(pos) * quote.mid

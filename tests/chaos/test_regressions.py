@@ -103,3 +103,16 @@ def test_S_N7_unwind_re_ask_under_429_never_waits_past_the_exit_budget(settings)
     result = run_one(5240, random_profile(5240), cycles=6, settings=settings)
     assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
     assert result.max_unflagged_s <= 31
+
+
+def test_halt_states_our_own_fills_when_a_lagging_venue_answer_says_flat(settings):
+    # Chaos random/5232 (position reads ~2 s behind): the emergency exit believed a lagging
+    # "flat" after its bounded re-asks; the session then halted stating 0.00 USD while the
+    # venue held 0.033 ETH that our own fills (the order status' word) knew about. A HALT
+    # now states, per leg, the larger of the venue's last answer and our fills.
+    from engine.chaos import random_profile
+    from engine.chaos import run_one
+
+    result = run_one(5232, random_profile(5232), cycles=6, settings=settings)
+    assert result.outcome == "halted"
+    assert not [v for v in result.violations if "halted stating" in v], result.violations
