@@ -10,7 +10,9 @@ overrides the URL of any network but not its expectations.
 
 Environment: `NADO_PRIVATE_KEY` (required; `0x` + 64 hex; never logged: it is
 registered with the log redactor at once), `NADO_SUBACCOUNT` (default `default`),
-`NADO_PRODUCT_IDS` (optional expectations, e.g. `ETH-PERP=4,SOL-PERP=8`). Every problem
+`NADO_PRODUCT_IDS` (optional expectations, e.g. `ETH-PERP=4,SOL-PERP=8`),
+`NADO_ARCHIVE_URL` (the indexer; mainnet/testnet default to Nado's, `local` has none;
+`off` disables it). Every problem
 is a `ConfigError` whose message names the setting and never contains the key.
 """
 
@@ -39,6 +41,7 @@ __all__ = ["NETWORKS", "Network", "make_nado_venue", "nado_settings"]
 
 SUBACCOUNT_ENV = "NADO_SUBACCOUNT"
 PRODUCT_IDS_ENV = "NADO_PRODUCT_IDS"
+ARCHIVE_ENV = "NADO_ARCHIVE_URL"
 
 
 @attrs.frozen
@@ -46,14 +49,21 @@ class Network:
     gateway: str | None
     chain_id: int | None
     endpoint_addr: str | None
+    archive: str | None = None
 
 
 NETWORKS: dict[str, Network] = {
     "mainnet": Network(
-        "https://gateway.prod.nado.xyz/v1", 57073, "0x05ec92d78ed421f3d3ada77ffde167106565974e"
+        "https://gateway.prod.nado.xyz/v1",
+        57073,
+        "0x05ec92d78ed421f3d3ada77ffde167106565974e",
+        "https://archive.prod.nado.xyz/v1",
     ),
     "testnet": Network(
-        "https://gateway.test.nado.xyz/v1", 763373, "0x698d87105274292b5673367dec81874ce3633ac2"
+        "https://gateway.test.nado.xyz/v1",
+        763373,
+        "0x698d87105274292b5673367dec81874ce3633ac2",
+        "https://archive.test.nado.xyz/v1",
     ),
     "local": Network(None, None, None),
 }
@@ -92,6 +102,11 @@ def nado_settings(
         subaccount_hex("0x" + "00" * 20, name)
     except ConfigError as exc:
         raise ConfigError(f"{SUBACCOUNT_ENV}: {exc}") from None
+    archive = env.get(ARCHIVE_ENV) or net.archive
+    if archive in ("off", "none"):
+        archive = None
+    if archive is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", archive):
+        raise ConfigError(f"{ARCHIVE_ENV}: expected http(s)://HOST[:PORT]/PATH, got {archive!r}")
     expect = Expectations(
         chain_id=net.chain_id,
         endpoint_addr=net.endpoint_addr,
@@ -102,6 +117,7 @@ def nado_settings(
         pair=tuple(pair),
         subaccount_name=name,
         expect=expect,
+        archive_url=archive,
         seed=seed,
     )
 

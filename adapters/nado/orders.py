@@ -44,6 +44,7 @@ class OrderEntry:
     sends: int = 0
     had_unknown: bool = False  # some send of this body ended with an unknown outcome
     sent_epoch: int | None = None  # stream epoch when the first send left (None: stream down)
+    sent_unix_s: int | None = None  # wall time of the first send
     accepted_reported: bool = False
     end_reported: bool = False
     seen_placed: bool = False  # an order_update "placed" or a fill proves it reached the venue

@@ -50,6 +50,8 @@ import attrs
 
 from adapters.base import EventSink
 from adapters.base import ProductInfo
+from adapters.nado.archive import ArchiveClient
+from adapters.nado.archive import ArchiveOrder
 from adapters.nado.bbo import BboGate
 from adapters.nado.bbo import BboLimits
 from adapters.nado.client import ClientConfig
@@ -82,6 +84,7 @@ from adapters.nado.queries import parse_subaccount_info
 from adapters.nado.ratelimit import LimiterConfig
 from adapters.nado.ratelimit import Priority
 from adapters.nado.ratelimit import RateLimiter
+from adapters.nado.ratelimit import Window
 from adapters.nado.ratelimit import execute_weight
 from adapters.nado.ratelimit import priority_for
 from adapters.nado.ratelimit import query_weight
@@ -100,6 +103,7 @@ from engine.events import OrderAccepted
 from engine.events import OrderCancelled
 from engine.events import OrderExpired
 from engine.events import OrderRejected
+from engine.events import OrderStatus
 from engine.events import VenueError
 from engine.intents import CancelOrder
 from engine.intents import CancelProductOrders
@@ -134,6 +138,9 @@ class NadoSettings:
     bbo: BboLimits = attrs.field(factory=BboLimits)
     quote_cache_s: Decimal = Decimal(1)  # REST fallback quotes are reused this long
     discovery_attempts: int = 3
+    # The indexer, for orders that ended while the stream had a gap (None: not used).
+    archive_url: str | None = None
+    archive_settle_s: int = 10  # its entries are believed once this quiet (indexing lag)
     # Per product, besides best_bid_offer. position_change is only counted (§12.4).
     private_streams: tuple[str, ...] = ("fill", "order_update", "position_change")
     seed: int = 0  # the limiter's backoff jitter
@@ -165,11 +172,24 @@ class NadoVenue:
         self._key = key
         self.clock = clock
         self.unix_ns = unix_ns
-        self.limiter = RateLimiter(clock, random.Random(settings.seed), settings.limiter)
+        limits = settings.limiter
+        if "archive" not in limits.windows:  # its own host and budget (§8)
+            windows = {**limits.windows, "archive": (Window(2400, 60 * NS), Window(400, 10 * NS))}
+            limits = attrs.evolve(limits, windows=windows)
+        self.limiter = RateLimiter(clock, random.Random(settings.seed), limits)
         self.client = GatewayClient(
             settings.gateway_url, self.limiter, clock, unix_ns, settings.client
         )
         self.gate = BboGate(settings.bbo)
+        self.archive: ArchiveClient | None = None
+        if settings.archive_url is not None:
+            self.archive = ArchiveClient(
+                settings.archive_url,
+                self.limiter,
+                unix_ns=unix_ns,
+                settle_s=settings.archive_settle_s,
+                timeout_s=settings.client.timeout_s,
+            )
         self.stats: Counter[str] = Counter()
         self.discovery: Discovery | None = None
         self.signer: Signer | None = None
@@ -284,6 +304,8 @@ class NadoVenue:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.limiter.close()
         await self.client.aclose()
+        if self.archive is not None:
+            await self.archive.aclose()
 
     # -- start-up ----------------------------------------------------------------------------
     async def _discover(self) -> Discovery:
@@ -424,6 +446,7 @@ class NadoVenue:
             if entry.sends == 0:
                 epoch, up = self._stream_epoch()
                 entry.sent_epoch = epoch if up else None
+                entry.sent_unix_s = self.unix_ns() // NS
             entry.sends += 1
             entry.placement = "sending"
             try:
@@ -699,7 +722,7 @@ class NadoVenue:
             return
         async with entry.lock:
             if entry.placement in ("new", "refused", "rejected"):
-                self._emit(self._knowledge(entry, rid))
+                self._emit(await self._ended(entry, rid))
                 return
             try:
                 data = await self.client.query(
@@ -714,7 +737,7 @@ class NadoVenue:
                 order = parse_order(data)
             except GatewayError as exc:
                 if exc.code in NOT_FOUND_CODES:
-                    self._emit(self._knowledge(entry, rid))
+                    self._emit(await self._ended(entry, rid))
                 else:
                     self._error(exc.classified, intent.kind, order_id=oid, request_id=rid)
                 return
@@ -734,19 +757,55 @@ class NadoVenue:
                 entry.placement = "accepted"
             self._emit(order.to_status(oid, request_id=rid))
 
-    def _knowledge(self, entry: OrderEntry, rid: str) -> Event:
+    async def _ended(self, entry: OrderEntry, rid: str) -> Event:
+        """How an order the venue no longer lists as resting ended: from what this process
+        heard when that is complete, else from the archive, else "cannot tell"."""
         epoch, up = self._stream_epoch()
         try:
             return status_from_knowledge(entry, request_id=rid, stream_epoch=epoch, stream_up=up)
         except Unknown as exc:
-            self.stats["status_unknown"] += 1
-            return VenueError(
-                error_class="retryable",
-                request="query_order",
-                request_id=rid,
-                order_id=entry.order_id,
-                message=f"cannot tell how it ended: {exc.reason}",
-            )
+            reason = exc.reason
+        if self.archive is not None:
+            try:
+                found = (await self.archive.orders([entry.digest], request="query_order")).get(
+                    entry.digest
+                )
+            except GatewayError as err:
+                reason += f"; archive: {err.classified.reason}"
+            else:
+                status = self._from_archive(entry, found, rid)
+                if status is not None:
+                    self.stats["status_from_archive"] += 1
+                    return status
+                reason += "; not in the archive yet"
+        self.stats["status_unknown"] += 1
+        return VenueError(
+            error_class="retryable",
+            request="query_order",
+            request_id=rid,
+            order_id=entry.order_id,
+            message=f"cannot tell how it ended: {reason}",
+        )
+
+    def _from_archive(
+        self, entry: OrderEntry, found: ArchiveOrder | None, rid: str
+    ) -> OrderStatus | None:
+        archive = self.archive
+        assert archive is not None
+        oid = entry.order_id
+        if found is None:
+            # Not indexed: believable as "never placed" only long after the send.
+            sent = entry.sent_unix_s
+            quiet = sent is not None and self.unix_ns() // NS - sent >= archive.settle_s
+            if entry.placement == "unknown" and not entry.seen_placed and quiet:
+                return OrderStatus(order_id=oid, state="not_found", request_id=rid)
+            return None
+        if not archive.settled(found):
+            return None
+        filled = min(max(found.filled, entry.heard_qty), entry.qty)
+        ended = "expired" if entry.immediate else "cancelled"
+        state = "filled" if filled >= entry.qty else ended
+        return OrderStatus(order_id=oid, state=state, filled_qty=filled, request_id=rid)
 
     # -- quotes ------------------------------------------------------------------------------------
     async def _market_prices(self, intent: QueryMarketPrices) -> None:

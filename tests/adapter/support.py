@@ -151,6 +151,47 @@ class Rig:
 
 
 @asynccontextmanager
+async def archive_for(server: VenueServer) -> AsyncIterator[str]:
+    """A stand-in for Nado's archive (indexer) over loopback, answering `orders` by digest
+    from the venue's ground truth (`dnpair venue serve` has no archive). Yields its URL."""
+    from aiohttp import web
+
+    def x18(value: Decimal) -> str:
+        return str(int(value * 10**18))
+
+    async def orders(request: web.Request) -> web.Response:
+        body = await request.json()
+        out = []
+        for digest in body["orders"]["digests"]:
+            order = server.exchange.order(digest)
+            if order is None:
+                continue
+            sign = 1 if order.side == "buy" else -1
+            out.append(
+                {
+                    "digest": digest,
+                    "product_id": order.product_id,
+                    "amount": x18(sign * order.request.qty),
+                    "base_filled": x18(sign * order.filled),
+                    "timestamp": str(server.wire.unix_s(order.placed_ns)),
+                }
+            )
+        return web.json_response({"orders": out})
+
+    app = web.Application()
+    app.router.add_post("/archive/v1", orders)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/archive/v1"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def rig(server: VenueServer, **kw: Any) -> AsyncIterator[Rig]:
     r = Rig(server, **kw)
     await r.start()
@@ -252,6 +293,7 @@ __all__ = [
     "EngineRig",
     "Rig",
     "ShiftClock",
+    "archive_for",
     "engine_rig",
     "limiter",
     "rig",

@@ -229,3 +229,12 @@ def test_settings_from_the_environment() -> None:
     assert s.expect.chain_id == 763373
     assert s.expect.product_ids == {"ETH-PERP": 4, "SOL-PERP": 8}
     assert s.subaccount_name == "bot1"
+    assert s.archive_url == "https://archive.test.nado.xyz/v1"
+    local = nado_settings(
+        network="local", gateway="http://127.0.0.1:1/v1", pair=("ETH-PERP", "SOL-PERP"), env={}
+    )
+    assert local.archive_url is None
+    off = nado_settings(
+        network="mainnet", gateway=None, pair=("ETH-PERP",), env={"NADO_ARCHIVE_URL": "off"}
+    )
+    assert off.archive_url is None

@@ -17,6 +17,7 @@ from engine.intents import PlaceOrder
 from engine.intents import StreamConnect
 from tests.adapter.support import ETH
 from tests.adapter.support import SOL
+from tests.adapter.support import archive_for
 from tests.adapter.support import engine_rig
 from tests.adapter.support import serving
 from tests.sim_server.helpers import still
@@ -154,3 +155,38 @@ async def test_an_order_that_ended_unheard_is_not_guessed() -> None:
         assert ledger.venue_position(ETH) == 1
         assert ledger.best_position(ETH) == 1
         assert r.notes("audit: venue position differs")
+
+
+@pytest.mark.parametrize("tif", ["ioc", "default"])
+async def test_an_order_that_ended_unheard_is_resolved_by_the_archive(tif: str) -> None:
+    """The same gap with an archive (indexer) configured: the order query falls back to it
+    and answers with the venue's cumulative fill, which the ledger takes once."""
+    conn = {"base_backoff_s": "60", "max_backoff_s": "60", "poll_s": "60"}
+    async with (
+        serving(still(), seed=3) as server,
+        archive_for(server) as archive,
+        engine_rig(server, conn, archive_url=archive, archive_settle_s=0) as r,
+    ):
+        await r.until(lambda: r.state() == "connected")
+        assert r.venue.stream is not None
+        await r.venue.stream.kill_socket()
+        await r.until(lambda: r.state() == "reconnecting")
+        _, asks = server.exchange.depth(ETH, 1)
+        price, level = asks[0]
+        # IOC: more than the level, the rest expires unfilled; DEFAULT: filled completely
+        qty = (level * 3).quantize(D("0.001")) if tif == "ioc" else D("0.5")
+        r.place(
+            PlaceOrder(order_id="t:o1", product_id=ETH, side="buy", qty=qty, price=price, tif=tif)
+        )
+        await r.until(lambda: server.exchange.position(r.sender, ETH).qty > 0)
+        truth = server.exchange.position(r.sender, ETH).qty
+        r.venue.submit(StreamConnect(attempt=2, reason="test: the network is back"))
+        await r.until(lambda: r.machine.completed == ["reconnect"])
+        status = r.of(OrderStatus, order_id="t:o1")[0]
+        assert status.filled_qty == truth
+        assert status.state == ("expired" if tif == "ioc" else "filled")
+        assert r.engine.ledger.orders["t:o1"].filled == truth
+        assert r.engine.ledger.position(ETH) == truth
+        assert r.venue.stats["status_from_archive"] == 1
+        assert r.venue.archive is not None
+        assert r.venue.archive.requests == 1
