@@ -44,8 +44,8 @@ from engine.intents import Intent
 from engine.intents import PlaceOrder
 from engine.intents import QueryOrder
 from engine.intents import QueryPositions
-from engine.invariants import MachineBounds
 from engine.loop import Engine
+from engine.machine_bounds import MachineBounds
 from machines.build import BuildMachine
 from machines.emergency_exit import EmergencyExitMachine
 from machines.params import CycleParams

@@ -1,0 +1,78 @@
+"""How long each machine may live: its own deadlines, bounded retries and escalation
+budget, derived from the run's CycleParams (used by the chaos invariants)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import attrs
+
+from machines.params import CycleParams
+from machines.pricing import MAX_ORDER_QUERIES
+from machines.pricing import ROUND_CAP
+from machines.unwind import MAX_REFUSALS
+
+__all__ = ["MachineBounds"]
+
+ZERO = Decimal(0)
+RESTORE_QUERIES = 6  # RestoreMachine's default max_queries
+
+
+@attrs.frozen
+class MachineBounds:
+    """Longest a machine may live, from its own deadlines and bounded retries (seconds).
+
+    `retry_after_s` is the longest Retry-After the venue may send (a rate-limit window):
+    machines honour it when they re-ask, so it stretches their bounds."""
+
+    p: CycleParams
+    retry_after_s: Decimal = ZERO
+    slack_s: Decimal = Decimal(2)  # latencies, answers in flight when a deadline fires
+
+    def _verify(self) -> Decimal:
+        p = self.p
+        per = p.verify_timeout_s + max(p.verify_retry_s, self.retry_after_s)
+        return p.verify_attempts * per
+
+    def _round(self) -> Decimal:
+        p = self.p
+        return p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
+
+    def build(self) -> Decimal:
+        p = self.p
+        rungs = (p.post_only_attempts if p.order_style == "post_only" else 0) + 1
+        rungs += p.repair_attempts
+        return ROUND_CAP * rungs * self._round() + self._verify() + self.slack_s
+
+    def unwind(self) -> Decimal:
+        p = self.p
+        rungs = (p.post_only_attempts if p.order_style == "post_only" else 0) + (
+            p.unwind_ioc_attempts + (1 if p.use_market_fallback else 0)
+        )
+        backoff = MAX_REFUSALS * max(p.exit_attempt_timeout_s, self.retry_after_s)
+        return ROUND_CAP * rungs * self._round() + 2 * self._verify() + backoff + self.slack_s
+
+    def exit(self) -> Decimal:
+        return self.p.exit_budget_s + self.slack_s
+
+    def restore(self) -> Decimal:
+        return RESTORE_QUERIES * (self.p.verify_timeout_s + self.retry_after_s) + self.slack_s
+
+    def for_machine(self, machine_id: str) -> Decimal | None:
+        kind = machine_id.split(":", 1)[0]
+        table = {
+            "build": self.build,
+            "unwind": self.unwind,
+            "exit": self.exit,
+            "flatten": self.exit,
+            "restore": self.restore,
+        }
+        fn = table.get(kind)
+        return fn() if fn is not None else None
+
+    def exposure_limit(self) -> Decimal:
+        """Unflagged exposure may last at most this long: a BUILD or UNWIND that cannot
+        close an imbalance must fail (and the session flag it) within the exit budget,
+        plus one verification's worth of slack."""
+        p = self.p
+        return p.exit_budget_s + p.verify_timeout_s + self.slack_s
