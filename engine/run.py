@@ -33,6 +33,7 @@ import attrs
 
 from adapters.base import ProductInfo
 from adapters.base import VenuePort
+from engine import crashpoints
 from engine.alerts import Alert
 from engine.alerts import Alerter
 from engine.alerts import mask_url
@@ -241,6 +242,8 @@ class Session:
         self.fold = RunFold(ledger=self.engine.ledger, keep_cycles=LIVE_CYCLES)
         self.engine.observers.append(self.fold.feed)
         self.engine.observers.append(self._observe)
+        if crashpoints.ENV in os.environ:
+            self.engine.observers.append(crashpoints.observe)
         self._log_setup: LogSetup | None = None
         if logger is None:
             logger = run_logger()
@@ -313,6 +316,7 @@ class Session:
             return
         if isinstance(intent, PlaceOrder):
             self.monitor.orders_sent += 1
+            crashpoints.placing(intent.order_id)  # no-op unless DNPAIR_CRASH_AT
         self.venue.submit(intent)
 
     def _observe(self, rec: Record) -> None:

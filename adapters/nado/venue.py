@@ -94,6 +94,7 @@ from adapters.nado.stream import StreamClient
 from adapters.nado.stream import StreamConfig
 from adapters.nado.timing import Timing
 from adapters.nado.wire import MalformedFrame
+from engine import crashpoints
 from engine.clock import Clock
 from engine.events import BboUpdated
 from engine.events import ConnectionChanged
@@ -472,6 +473,7 @@ class NadoVenue:
                     )
                 )
                 return
+            crashpoints.sent(entry.order_id)  # no-op unless DNPAIR_CRASH_AT (crash test)
             if digest != entry.digest:
                 self.stats["digest_mismatch"] += 1
                 log.warning("venue digest %s differs from ours %s", digest, entry.digest)
