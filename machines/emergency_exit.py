@@ -28,6 +28,7 @@ from typing import Any
 from engine.events import DeadlineExpired
 from engine.events import PositionSnapshot
 from engine.intents import Halt
+from engine.intents import QueryMarketPrices
 from engine.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
@@ -61,6 +62,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     exhausted = State(final=True)
 
     # An attempt ends when its orders are settled; refused outright, it does not count.
+    # Nothing to price an exit with (no quote yet, e.g. right after a restart): ask the
+    # venue for one and back off; not an attempt (crash test: after_send_before_ack).
+    working.to(backing_off, cond="waiting_for_quote")
     working.to(backing_off, cond="round_refused")
     working.to(reading, cond="round_settled")
     cancelling.to(reading, cond="round_settled")
@@ -116,6 +120,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.max_reads: int = 4 * self.p.exit_attempts + 4
         self.seen: dict[int, Decimal] = {}  # the last verified venue positions
         self.stale_reads: int = 0  # re-asks in this attempt because the feed looked stale
+        self.no_quote: bool = False  # this attempt found a leg with no quote to price it
 
     # -- guards ---------------------------------------------------------------------------------
     def venue_flat(self, ev: PositionSnapshot) -> bool:
@@ -141,6 +146,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
 
     def attempts_spent(self, ev: PositionSnapshot) -> bool:
         return self._strikes_after(ev) >= self.p.exit_attempts or self.attempt >= self.max_attempts
+
+    def waiting_for_quote(self) -> bool:
+        return self.no_quote
 
     def reads_left(self) -> bool:
         return self.reads < self.max_reads
@@ -204,13 +212,21 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             bps=str(bps),
             positions=self._strs(),
         )
+        unpriced = tuple(
+            leg.product_id
+            for leg in self.p.legs
+            if self.ledger.quote(leg.product_id) is None
+            and not self._dust(leg, self.seen.get(leg.product_id, ZERO))
+        )
+        self.no_quote = bool(unpriced)
+        if unpriced:
+            self.note("no quote to price the exit: asking the venue", product_ids=unpriced)
+            self.emit(QueryMarketPrices(request_id=self.next_id("m"), product_ids=unpriced))
+            return
         for leg in self.p.legs:
             pos = self.seen.get(leg.product_id, ZERO)
             quote = self.ledger.quote(leg.product_id)
-            if self._dust(leg, pos):
-                continue
-            if quote is None:
-                self.note("no quote to price the exit", leg=leg.symbol)
+            if self._dust(leg, pos) or quote is None:
                 continue
             side = closing_side(pos)
             price = cross_price(leg, side, quote, bps)
@@ -219,7 +235,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.arm("attempt", self.p.exit_attempt_timeout_s)
 
     def on_exit_working(self) -> None:
-        if self.orders.round_refused(self.round):
+        if self.no_quote or self.orders.round_refused(self.round):
             self.attempt -= 1  # it never reached the venue: not an attempt, a refusal
             self.judging = False
 
