@@ -32,7 +32,7 @@ RUN_FLAGS += --network $(NETWORK)
 endif
 
 .PHONY: venv run test check lint typecheck diagrams replay bench golden clean report runbook \
-	chaos chaos-full deep
+	chaos chaos-full deep crash
 
 venv: $(STAMP)
 
@@ -62,6 +62,12 @@ chaos: $(STAMP)
 chaos-full: $(STAMP)
 	$(BIN)/dnpair chaos --seeds $(CHAOS_SEEDS) --jitter-s 20 --cycles 4 \
 		--jobs $(CHAOS_JOBS) --progress 1000 $(CHAOS_ARGS)
+
+# SIGKILL crash test (tests/crash/): 6 enumerated points x 3 occurrences x 11 repeats
+# + 24 random instants = 222 points, each restarted on the same journal and venue.
+CRASH_ARGS ?= --seeds 1-11 --occurrences 1-3 --random 24
+crash: $(STAMP)
+	$(BIN)/python -m tests.crash.harness $(CRASH_ARGS)
 
 deep: $(STAMP)
 	DNPAIR_DEEP_TESTS=1 $(BIN)/python -m pytest -q -m slow tests/chaos tests/property tests/damage
