@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -175,6 +176,7 @@ def test_S_V4_ledger_a_fill_after_the_cancel_ack_counts_once(case, data):
 
 
 @deep
+@pytest.mark.slow
 @settings(max_examples=2000, deadline=None)
 @given(orders_and_events())
 def test_ledger_deep_tier(case):

@@ -278,7 +278,7 @@ DeepCycleMachineWalk.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_cycle_machines_deep_tier = deep(DeepCycleMachineWalk.TestCase)
+test_cycle_machines_deep_tier = pytest.mark.slow(deep(DeepCycleMachineWalk.TestCase))
 
 
 def test_the_walk_can_fail_on_a_wait_without_deadline(monkeypatch):
