@@ -200,12 +200,14 @@ def run_one(
 
 
 def _check_summary(session: Session, checker: InvariantChecker) -> None:
-    """`dnpair run` exits 3 only with a HALT that says why (DESIGN.md §4)."""
-    if not checker.facts.halted and not session.is_flat():
+    """`dnpair run` exits 3 only with a summary that says why (DESIGN.md §4)."""
+    if checker.facts.halted or session.is_flat():
+        return
+    if not session.summary().get("halt_reason"):
         checker.fail(
             "at_rest",
-            "not halted, yet the session's final position read is missing or not flat "
-            "(dnpair run would exit 3 without saying why)",
+            "not halted and not verified flat at the end, and the summary does not say why "
+            "(dnpair run would exit 3 without a reason)",
         )
 
 

@@ -580,7 +580,7 @@ class Session:
             "cycles_requested": self.opts.cycles,
             "cycles_completed": getattr(info, "cycles_completed", 0),
             "halted": halt is not None,
-            "halt_reason": halt.reason if halt is not None else None,
+            "halt_reason": halt.reason if halt is not None else self.unverified_reason(),
             "final_positions": final,
             "flat": self.is_flat(),
             "max_unhedged_notional_usd": str(self.monitor.max_unhedged),
@@ -599,6 +599,14 @@ class Session:
                 "deduped": self.alerter.stats.deduped,
             },
         }
+
+    def unverified_reason(self) -> str | None:
+        """Why a run that did not halt still exits 3 (not verified flat at the end)."""
+        if self.is_flat():
+            return None
+        if self.final is None:
+            return "the venue never answered the final position query: flat not verified"
+        return "the final position query shows open positions"
 
     def is_flat(self) -> bool:
         if self.final is None:

@@ -116,3 +116,24 @@ def test_halt_states_our_own_fills_when_a_lagging_venue_answer_says_flat(setting
     result = run_one(5232, random_profile(5232), cycles=6, settings=settings)
     assert result.outcome == "halted"
     assert not [v for v in result.violations if "halted stating" in v], result.violations
+
+
+def test_run_that_cannot_read_the_venue_at_the_end_says_why_it_exits_3(tmp_path):
+    # Chaos deep tier (venue_down, seed 1000): the session ended flat just before a 45 s
+    # outage; the final position query went unanswered and `dnpair run` exited 3 with
+    # halted=false and no reason. The summary now says why.
+    import json
+
+    from engine.cli import main
+
+    profile = tmp_path / "down_at_the_end.toml"
+    profile.write_text("[venue]\ndown = [{ at_s = 2.96, for_s = 120 }]\n")
+    summary = tmp_path / "s.json"
+    args = ["run", "--pair", "ETH-SOL", "--cycles", "1", "--clock", "virtual", "--seed", "1"]
+    args += ["--faults", str(profile), "--journal", str(tmp_path / "j.db")]
+    code = main([*args, "--summary-json", str(summary), "--quiet"])
+    data = json.loads(summary.read_text())
+    assert code == 3
+    assert data["halted"] is False
+    assert data["final_positions"] == {}
+    assert "final position query" in data["halt_reason"]
