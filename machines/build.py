@@ -18,10 +18,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from engine.events import FillReceived
 from engine.events import PositionSnapshot
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
+from machines.pricing import MAX_ORDER_QUERIES
 from machines.pricing import OrderRounds
 from machines.pricing import Rung
 from machines.pricing import cross_price
@@ -71,6 +73,9 @@ class BuildMachine(OrderRounds, PureMachine):
     cancelling.to(deciding, cond="round_settled")
     deciding.to(verifying, cond="legs_complete")
     deciding.to(failed, cond="hard_rejected")
+    # The hedge deadline (V1): one leg open without the other for the exit budget, no
+    # further round may start; the session's emergency exit takes over, flagged.
+    deciding.to(failed, cond="hedge_deadline_passed")
     deciding.to(working, cond="rounds_left")
     deciding.to(failed)
 
@@ -129,6 +134,7 @@ class BuildMachine(OrderRounds, PureMachine):
         self.start_pos: tuple[Decimal, Decimal] = (ZERO, ZERO)
         self.residual_usd = ZERO
         self.reason = ""
+        self.unhedged_since: int | None = None  # engine ns the legs' fills went apart
 
     def _ladder(self) -> list[Rung]:
         p = self.p
@@ -198,6 +204,20 @@ class BuildMachine(OrderRounds, PureMachine):
     def legs_complete(self) -> bool:
         return all(self.remainder(i) < leg.size_increment for i, leg in enumerate(self.p.legs))
 
+    def hedge_deadline_passed(self) -> bool:
+        """Legs apart by more than the tolerance since so long that one more round (its
+        fill timeout and bounded cancel chase) would end past the exit budget."""
+        self._watch_hedge()
+        if self.unhedged_since is None:
+            return False
+        p = self.p
+        worst_round = p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
+        apart = Decimal(self.ledger.now_ns - self.unhedged_since) / 1_000_000_000
+        if apart + worst_round <= p.exit_budget_s:
+            return False
+        self.hard_reason = f"hedge deadline: legs apart for {apart}s, no time for another round"
+        return True
+
     def rounds_left(self) -> bool:
         return self._next_rung() < len(self.rungs)
 
@@ -224,6 +244,27 @@ class BuildMachine(OrderRounds, PureMachine):
         )
 
     # -- actions --------------------------------------------------------------------------
+    def record_fill(self, ev: FillReceived) -> None:
+        super().record_fill(ev)
+        self._watch_hedge()
+
+    def _watch_hedge(self) -> None:
+        """Note when our verified fills leave one leg open beyond the tolerance."""
+        usd = self._imbalance_usd()
+        if usd <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
+            self.unhedged_since = None
+        elif self.unhedged_since is None:
+            self.unhedged_since = self.ledger.now_ns
+
+    def _imbalance_usd(self) -> Decimal:
+        net = ZERO
+        for i, leg in enumerate(self.p.legs):
+            quote = self.ledger.quote(leg.product_id)
+            if quote is not None:
+                done = self.targets[i] - self.remainder(i)
+                net += done * quote.mid if i == 0 else -done * quote.mid
+        return abs(net)
+
     def on_enter_working(self) -> None:
         self.rung = self._next_rung()
         self.round += 1

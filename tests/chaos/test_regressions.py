@@ -137,3 +137,21 @@ def test_run_that_cannot_read_the_venue_at_the_end_says_why_it_exits_3(tmp_path)
     assert data["halted"] is False
     assert data["final_positions"] == {}
     assert "final position query" in data["halt_reason"]
+
+
+def test_S_V1_build_stops_repairing_at_the_hedge_deadline(settings):
+    # Chaos (half the pushes lost, 30 % of answers lost, partial fills): with one leg
+    # filled, BUILD kept starting repair rounds (each waiting out its fill timeout and a
+    # bounded cancel chase) for 39 s, unhedged and unflagged. No round may now start that
+    # could end past the exit budget; the emergency exit takes over, flagged.
+    from engine.chaos import ChaosProfile
+    from engine.chaos import run_one
+
+    lossy = ChaosProfile(
+        "lossy",
+        "[orders]\npartial_fill = 0.6\nioc_no_fill = 0.2\n"
+        "[ws]\ndrop = 0.5\n[rest]\ntimeout = 0.3\n",
+    )
+    result = run_one(284, lossy, cycles=4, settings=settings)
+    assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
+    assert result.max_unflagged_s <= 31
