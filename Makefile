@@ -51,7 +51,7 @@ test: $(STAMP)
 # Seeded chaos (engine/chaos.py): 2 000 seeds spread over the shipped fault profiles and
 # the generated `random` one, windows jittered per seed, every invariant checked after
 # every event. CHAOS_SEEDS / CHAOS_ARGS override; chaos-full runs every seed under every
-# profile (11x longer); deep runs the slow pytest tiers (chaos, property, damage).
+# profile (12x longer); deep runs the slow pytest tiers (chaos, property, damage).
 CHAOS_SEEDS ?= 1-2000
 CHAOS_JOBS  ?= 2
 CHAOS_ARGS  ?=

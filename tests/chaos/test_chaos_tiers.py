@@ -2,7 +2,7 @@
 drawn at random from the whole knob space), every invariant of engine/invariants.py
 checked after every engine step, at rest and by replay.
 
-Fast tier (`make test`): 20 distinct seeds x 3 cycles per profile, 220 seeds in all.
+Fast tier (`make test`): 20 distinct seeds x 3 cycles per profile, 240 seeds in all.
 Deep tier (`make deep`): 200 seeds x 5 cycles per profile, windows jittered by seed.
 """
 
@@ -19,7 +19,7 @@ from tests.tiers import deep
 
 PROFILES = {p.name: p for p in shipped_profiles()}
 NAMES = [*sorted(PROFILES), "random"]
-FAST_PER_PROFILE = 20  # distinct seeds per profile: 220 seeds in all
+FAST_PER_PROFILE = 20  # distinct seeds per profile: 240 seeds in all
 
 
 def _check(results: list[RunResult]) -> None:
@@ -47,6 +47,7 @@ def test_every_shipped_profile_is_found():
         "venue_down",
         "bad_market_data",
         "rest_timeouts_rejects",
+        "lost_pushes_and_answers",
         "everything",
     }
     assert expected <= set(PROFILES)
