@@ -57,7 +57,7 @@ class Exchange:
         seed: int,
         profile: FaultProfile | None = None,
         start_ns: int = 0,
-        history_limit: int = 20_000,
+        history_limit: int = 5_000,
     ) -> None:
         self.profile = profile = profile or FaultProfile()
         sim = profile.sim

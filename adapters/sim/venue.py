@@ -49,7 +49,7 @@ class SimVenue:
         *,
         subaccount: str = SIM_SUBACCOUNT,
         exchange: Exchange | None = None,
-        history_limit: int = 20_000,
+        history_limit: int = 5_000,
     ) -> None:
         self.profile = profile = faults or FaultProfile()
         specs = resolve(symbols)
