@@ -61,10 +61,10 @@ def main() -> None:
             url = server.stdout.readline().strip().removeprefix("listening on ")
             journal = Path(tmp) / "loop.db"
             env = {**os.environ, "NADO_PRIVATE_KEY": KEY, "DN_HOLD_S": "0.5", "DN_PAUSE_S": "0.2"}
+            args = ["run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", url]
+            args += ["--cycles", str(CYCLES), "--journal", str(journal), "--quiet"]
             done = subprocess.run(
-                [DNPAIR, "run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", url]
-                + ["--cycles", str(CYCLES), "--journal", str(journal), "--quiet"]
-                + ["--log-json", "off"],
+                [DNPAIR, *args, "--log-json", "off"],
                 env=env,
                 capture_output=True,
                 text=True,
