@@ -23,6 +23,7 @@ from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
 from machines.params import LegSpec
+from machines.pricing import MAX_ORDER_QUERIES
 from machines.pricing import OrderRounds
 from machines.pricing import Rung
 from machines.pricing import closing_side
@@ -63,6 +64,9 @@ class UnwindMachine(OrderRounds, PureMachine):
     working.to(deciding, cond="round_settled")
     cancelling.to(deciding, cond="round_settled")
     deciding.to(verifying, cond="nothing_open")
+    # The hedge deadline: one leg open without the other for so long that another rung
+    # could end past the exit budget; the session's emergency exit takes over, flagged.
+    deciding.to(failed, cond="hedge_deadline_passed")
     deciding.to(working, cond="rungs_left")
     deciding.to(verifying)  # ladder spent: the venue has the last word
 
@@ -126,7 +130,12 @@ class UnwindMachine(OrderRounds, PureMachine):
         | placing.to(None)
     )
     deadline_expired = (
-        working.to(cancelling, cond="named_fills")
+        # Legs apart for the whole exit budget: stop, whatever was being waited for.
+        working.to(failed, cond="hedge_budget_spent")
+        | cancelling.to(failed, cond="hedge_budget_spent")
+        | backing_off.to(failed, cond="hedge_budget_spent")
+        | verifying.to(failed, cond="hedge_budget_spent")
+        | working.to(cancelling, cond="named_fills")
         | backing_off.to(working, cond="named_backoff", on="retry_rung")
         | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
         | cancelling.to(failed, cond="named_settle")
@@ -150,6 +159,7 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.start: dict[int, Decimal] = {}  # verified venue position when the unwind began
         self.reason = ""
         self.refused_since: int | None = None  # engine ns of the first 429 in a row
+        self.unhedged_since: int | None = None  # engine ns the open legs went apart
 
     def _ladder(self) -> list[Rung]:
         p = self.p
@@ -186,6 +196,16 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def named_backoff(self, ev: Any) -> bool:
         return bool(ev.name == "backoff")
+
+    def hedge_deadline_passed(self) -> bool:
+        """Apart so long that one more rung (its fill timeout and bounded cancel chase)
+        would end past the exit budget."""
+        p = self.p
+        worst_rung = p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
+        return self._apart_s() + worst_rung > p.exit_budget_s
+
+    def hedge_budget_spent(self, ev: Any = None) -> bool:
+        return self._apart_s() >= self.p.exit_budget_s
 
     def refused_too_long(self) -> bool:
         """The venue has refused us (429) for at least the exit budget."""
@@ -231,6 +251,10 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.note("rung refused by the venue; backing off", seconds=str(delay))
         self.arm("backoff", delay)
 
+    def record_fill(self, ev: Any) -> None:
+        super().record_fill(ev)
+        self._apart_s()
+
     def on_exit_working(self) -> None:
         if not self.orders.round_refused(self.round):
             self.refused_since = None  # the venue took this rung: no longer refused
@@ -267,6 +291,20 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
         return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
+
+    def _apart_s(self) -> Decimal:
+        """Seconds the open legs have been apart by more than the tolerance (0 if not)."""
+        net = ZERO
+        for leg in self.p.legs:
+            quote = self.ledger.quote(leg.product_id)
+            if quote is not None:
+                net += self.open_qty(leg) * quote.mid
+        if abs(net) <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
+            self.unhedged_since = None
+            return ZERO
+        if self.unhedged_since is None:
+            self.unhedged_since = self.ledger.now_ns
+        return Decimal(self.ledger.now_ns - self.unhedged_since) / 1_000_000_000
 
     def _refused(self) -> None:
         if self.refused_since is None:

@@ -155,3 +155,18 @@ def test_S_V1_build_stops_repairing_at_the_hedge_deadline(settings):
     result = run_one(284, lossy, cycles=4, settings=settings)
     assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
     assert result.max_unflagged_s <= 31
+
+
+def test_unwind_stops_at_the_hedge_deadline_when_its_rungs_keep_timing_out(settings):
+    # make chaos (lost_pushes_and_answers, seeds 1388 and 1856, jitter 20 s): one leg
+    # closed, the other's rungs each waited out their fill timeout and cancel chase;
+    # 9-15 USD unhedged and unflagged for 37 s. UNWIND now fails into the flagged
+    # emergency exit once its open legs have been apart for the exit budget.
+    from engine.chaos import run_one
+    from engine.chaos import shipped_profiles
+
+    (lossy,) = [p for p in shipped_profiles() if p.name == "lost_pushes_and_answers"]
+    for seed in (1388, 1856):
+        result = run_one(seed, lossy, cycles=4, settings=settings, jitter_s=20)
+        assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
+        assert result.max_unflagged_s <= 31
