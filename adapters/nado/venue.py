@@ -372,6 +372,26 @@ class NadoVenue:
     ) -> None:
         self._emit(classified.to_event(request, order_id=order_id, request_id=request_id))
 
+    def _unreadable(
+        self,
+        request: str,
+        what: str,
+        exc: Exception,
+        *,
+        request_id: str | None,
+        order_id: str | None = None,
+    ) -> None:
+        """A reply we cannot read is a retryable error for the asker, never a guess."""
+        self._emit(
+            VenueError(
+                error_class="retryable",
+                request=request,
+                request_id=request_id,
+                order_id=order_id,
+                message=f"unreadable {what}: {exc}"[:300],
+            )
+        )
+
     def _now_ms(self) -> int:
         return self.unix_ns() // 1_000_000
 
@@ -661,14 +681,7 @@ class NadoVenue:
             self._error(exc.classified, intent.kind, request_id=rid)
             return
         except MalformedFrame as exc:
-            self._emit(
-                VenueError(
-                    error_class="retryable",
-                    request=intent.kind,
-                    request_id=rid,
-                    message=f"unreadable positions: {exc}"[:300],
-                )
-            )
+            self._unreadable(intent.kind, "positions", exc, request_id=rid)
             return
         self._emit(snapshot)
 
@@ -688,14 +701,7 @@ class NadoVenue:
             self._error(exc.classified, intent.kind, request_id=rid)
             return
         except MalformedFrame as exc:
-            self._emit(
-                VenueError(
-                    error_class="retryable",
-                    request=intent.kind,
-                    request_id=rid,
-                    message=f"unreadable open orders: {exc}"[:300],
-                )
-            )
+            self._unreadable(intent.kind, "open orders", exc, request_id=rid)
             return
         orders = [o for pid in pids for o in by_product.get(pid, [])]
         for order in orders:
@@ -744,15 +750,7 @@ class NadoVenue:
                     self._error(exc.classified, intent.kind, order_id=oid, request_id=rid)
                 return
             except MalformedFrame as exc:
-                self._emit(
-                    VenueError(
-                        error_class="retryable",
-                        request=intent.kind,
-                        request_id=rid,
-                        order_id=oid,
-                        message=f"unreadable order: {exc}"[:300],
-                    )
-                )
+                self._unreadable(intent.kind, "order", exc, request_id=rid, order_id=oid)
                 return
             entry.seen_placed = True
             if entry.placement in ("unknown", "sending"):
