@@ -82,6 +82,23 @@ def _cmd_diagrams(args: argparse.Namespace) -> int:
         print("diagrams up to date")
         return EXIT_OK
     print(f"wrote {len(differing)} changed file(s) to {args.out}")
+    return _svgs(Path(args.out))
+
+
+def _svgs(out: Path) -> int:
+    import subprocess
+
+    from engine.diagrams import write_svgs
+
+    try:
+        written = write_svgs(out)
+    except FileNotFoundError:
+        print("SVG skipped: Graphviz 'dot' is not installed (apt-get install graphviz)")
+        return EXIT_OK
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"SVG rendering failed: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"wrote {len(written)} SVG file(s) to {out}")
     return EXIT_OK
 
 
@@ -200,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_journal_export)
 
     d = sub.add_parser("diagrams", help="render every machine to Mermaid (and SVG)")
-    d.add_argument("--out", default="diagrams")
+    d.add_argument("--out", default="diagrams", help="folder to write (default: diagrams)")
     d.add_argument("--check", action="store_true", help="exit 1 if committed files differ")
     d.set_defaults(func=_cmd_diagrams)
 

@@ -33,3 +33,65 @@ def test_every_machine_has_a_diagram_section():
     readme = render_all()["README.md"]
     for slug in machine_classes():
         assert f"## {slug} " in readme
+
+
+def _declared(cls):
+    """(source, target, events, guards) of every declared transition, read from the class."""
+    out = []
+    pending = list(cls.states)
+    while pending:
+        state = pending.pop()
+        pending.extend(state.states)
+        for t in state.transitions:
+            events = [str(e) for e in t.events if "." not in str(e)]
+            guards = [str(c) for c in t.cond]
+            out.extend((t.source.id, x.id, events, guards) for x in t.targets or [t.source])
+    return out
+
+
+def test_every_declared_transition_is_an_edge_with_its_event_and_guards():
+    for slug, cls in machine_classes().items():
+        text = (DIAGRAMS / f"{slug}.mmd").read_text(encoding="utf-8")
+        edges = [ln.strip() for ln in text.splitlines() if "-->" in ln and "[*]" not in ln]
+        declared = _declared(cls)
+        assert len(edges) == len(declared), slug
+        for source, target, events, guards in declared:
+            head = f"{source} --> {target}"
+            matching = [
+                e
+                for e in edges
+                if e.startswith(head)
+                and all(ev in e for ev in events)
+                and (not guards or f"[{', '.join(guards)}]" in e)
+            ]
+            assert matching, f"{slug}: {head} {events} {guards} is not drawn"
+
+
+def test_the_guards_the_library_renderer_dropped_are_drawn():
+    # python-statemachine's Mermaid renderer drew once the transitions sharing source, target
+    # and event: these safety paths were missing from the committed diagrams.
+    text = {slug: (DIAGRAMS / f"{slug}.mmd").read_text() for slug in ("session", "build")}
+    assert "stop_loss_hit" in text["session"]
+    assert "daily_loss_exceeded" in text["session"]
+    assert "hedge_deadline_passed" in text["build"]
+
+
+def test_svg_is_rendered_through_dot_and_its_failure_is_reported(tmp_path, capsys):
+    import stat
+    import subprocess
+
+    import pytest
+
+    from engine.diagrams import write_svgs
+
+    fake = tmp_path / "dot"
+    # A stand-in for Graphviz: copies its DOT input to the -o file.
+    fake.write_text('#!/bin/sh\ncat > "$3"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    written = write_svgs(tmp_path, dot=str(fake))
+    assert {p.stem for p in written} == set(machine_classes())
+    assert "stop_loss_hit" in (tmp_path / "session.svg").read_text()
+
+    fake.write_text("#!/bin/sh\necho broken >&2\nexit 1\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        write_svgs(tmp_path, dot=str(fake))
