@@ -140,7 +140,11 @@ def test_ws_reorder_swaps_a_push_with_the_next_one():
 
 
 def test_ws_reorder_with_nothing_following_flushes_the_held_push():
-    h = Harness("[ws]\nreorder = 1.0\n[sim]\nbbo_interval_ms = 10000\n", symbols=["ETH-PERP"])
+    # One push only: the periodic cadence (an on-change quote moves every market step).
+    h = Harness(
+        '[ws]\nreorder = 1.0\n[market]\nbbo_push = "periodic"\n[sim]\nbbo_interval_ms = 10000\n',
+        symbols=["ETH-PERP"],
+    )
     h.run(1.0)
     t = eth_bbos(h)[0][0]
     assert t == (250 + 25) * MS  # held for reorder_flush_ms, then sent alone
@@ -309,8 +313,10 @@ def test_market_jumps_move_one_product_at_their_time():
 
 # -- [sim] -----------------------------------------------------------------------------------
 def test_sim_latencies_fees_and_timeout_are_configurable():
+    # bbo_interval_ms is the cadence of the periodic push (the default pushes on change)
     h = Harness(
-        STILL + "[sim]\nrequest_latency_ms = 10\nresponse_latency_ms = 30\npush_latency_ms = 5\n"
+        STILL + 'bbo_push = "periodic"\n'
+        "[sim]\nrequest_latency_ms = 10\nresponse_latency_ms = 30\npush_latency_ms = 5\n"
         "taker_fee_bps = 5\nbbo_interval_ms = 250\n"
     )
     h.run(0.3)
