@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import attrs
 import pytest
 
 from adapters.sim.exchange import Exchange
@@ -388,3 +389,50 @@ def test_lagged_position_view_keeps_just_enough_history():
     assert acct.view(ETH, 2000 * ms, 150 * ms)[0] == 10
     assert acct.view(ETH, 2000 * ms, 0)[0] == 10
     assert len(acct._history[ETH]) <= 3
+
+
+# -- accounts, margin, appendix extras ----------------------------------------------------
+GHOST = "0x" + "aa" * 20 + b"unfunded".hex().ljust(24, "0")  # same owner, never funded
+
+
+def test_a_never_funded_subaccount_is_refused_2024_unless_every_one_is_funded():
+    ex = make(STILL)
+    ask = str(ex.bbo(ETH).ask)
+    res = ex.place(ex.now_ns, attrs.evolve(order(price=ask), subaccount=GHOST))
+    assert (res.ok, res.code) == (False, 2024)
+    assert not ex.funded(GHOST)
+    assert ex.equity(GHOST) == 0
+    assert ex.funded(A)
+    assert ex.equity(A) == 1_000_000
+    everyone = make(STILL + '[sim]\nfunded = "all"\n')
+    assert everyone.place(everyone.now_ns, attrs.evolve(order(price=ask), subaccount=GHOST)).ok
+
+
+def test_an_order_needing_more_initial_margin_than_the_account_has_is_refused_2006():
+    ex = make(STILL + "[sim]\ncollateral = 1000\n")  # 1 000 USDT0: 10 000 USD of notional
+    bid = ex.bbo(ETH).bid
+    big = ex.place(ex.now_ns, order(qty="4", price=str(bid - 10), tif="default", nonce=1))
+    assert (big.ok, big.code) == (False, 2006)
+    ok = ex.place(ex.now_ns, order(qty="3", price=str(ex.bbo(ETH).ask + 1), nonce=2))
+    assert ok.ok
+    assert ex.position(A, ETH).qty == 3
+    assert ex.initial_health(A) > 0
+    more = ex.place(ex.now_ns, order(qty="1", price=str(ex.bbo(ETH).ask + 1), nonce=3))
+    assert (more.ok, more.code) == (False, 2006)  # 4 ETH would need 1 200 of margin
+    # reducing is always allowed, whatever the health
+    out = ex.place(ex.now_ns, order("sell", "3", str(ex.bbo(ETH).bid - 1), nonce=4))
+    assert out.ok
+    assert ex.position(A, ETH).qty == 0
+
+
+def test_a_builder_fee_is_charged_on_each_fill_and_isolated_orders_are_simulated_as_cross():
+    ex = make(STILL + "[sim]\ntaker_fee_bps = 0\n")
+    ask = ex.bbo(ETH).ask
+    req = attrs.evolve(order(qty="1", price=str(ask)), builder_fee_rate=Decimal("0.0005"))
+    assert ex.place(ex.now_ns, req).ok
+    (fill,) = fills(ex.drain())
+    assert fill.fee == (ask * Decimal("0.0005")).quantize(Decimal("1e-8")).normalize()
+    iso = attrs.evolve(order(qty="1", price=str(ex.bbo(ETH).ask + 1), nonce=5), isolated=True)
+    assert ex.place(ex.now_ns, iso).ok
+    changes = [r for r in ex.drain() if isinstance(r, PositionChangeRecord)]
+    assert [(c.amount, c.isolated) for c in changes] == [(Decimal(2), True)]
