@@ -37,6 +37,7 @@ __all__ = [
     "CORPUS_DIR",
     "Labels",
     "Scenario",
+    "default_labels",
     "load_corpus",
     "load_scenario",
     "normalize",
@@ -174,6 +175,36 @@ def normalize(obj: Any, labels: Labels) -> Any:
         return value
 
     return walk(obj, None)
+
+
+def default_labels(scenario: Scenario) -> Labels:
+    """Made-up but well-formed values for every placeholder a scenario's events use:
+    digest n is `0x` + n in 64 hex digits, client id n, account subaccounts distinct
+    bytes32 values. Enough to feed `wire_frames(scenario, default_labels(scenario))` to
+    an adapter that knows those digests and ids."""
+    found: dict[str, set[str]] = {"o": set(), "id": set(), "sub": set()}
+
+    def scan(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                scan(v)
+        elif isinstance(value, list):
+            for v in value:
+                scan(v)
+        elif isinstance(value, str) and value.startswith("$") and ":" in value:
+            kind, _, name = value[1:].partition(":")
+            if kind in found:
+                found[kind].add(name)
+
+    for e in scenario.events:
+        scan(e)
+    labels = Labels()
+    for n, label in enumerate(sorted(found["o"] | found["id"]), start=1):
+        labels.digests[label] = "0x" + f"{n:064x}"
+        labels.client_ids[label] = n
+    for n, name in enumerate(sorted(found["sub"]), start=1):
+        labels.subaccounts[name] = "0x" + f"{n:02x}" * 20 + b"default".hex().ljust(24, "0")
+    return labels
 
 
 def wire_frames(

@@ -15,8 +15,8 @@ from adapters.nado.mapping import NadoFill
 from adapters.nado.mapping import NadoOrderUpdate
 from adapters.nado.mapping import NadoPositionChange
 from adapters.nado.mapping import parse_stream_frame
-from tests.conformance.corpus import Labels
 from tests.conformance.corpus import Scenario
+from tests.conformance.corpus import default_labels
 from tests.conformance.corpus import iter_steps
 from tests.conformance.corpus import load_corpus
 from tests.conformance.corpus import wire_frames
@@ -86,14 +86,7 @@ def test_nado_lifecycle_rules_hold_in_every_scenario() -> None:
 def test_wire_frames_give_the_adapter_parseable_venue_frames() -> None:
     """What `corpus.wire_frames` hands an adapter test parses with the adapter's own code."""
     for sc in CORPUS:
-        labels = Labels(
-            digests={},
-            client_ids={},
-            subaccounts={"taker": "0x" + "ab" * 32, "maker": "0x" + "cd" * 32},
-        )
-        for n, label in enumerate(sorted(_labels(sc)), start=1):
-            labels.digests[label] = "0x" + f"{n:064x}"
-            labels.client_ids[label] = n
+        labels = default_labels(sc)
         frames = wire_frames(sc, labels)
         parsed = [parse_stream_frame(f) for f in frames]
         kinds = {"fill": NadoFill, "order_update": NadoOrderUpdate}
@@ -105,12 +98,3 @@ def test_wire_frames_give_the_adapter_parseable_venue_frames() -> None:
                 assert isinstance(obj, NadoPositionChange), (sc.name, frame)
         stamps = [int(f["timestamp"]) for f in frames]
         assert stamps == sorted(set(stamps))
-
-
-def _labels(sc: Scenario) -> set[str]:
-    found: set[str] = set()
-    for e in sc.events:
-        for value in e.values():
-            if isinstance(value, str) and value.startswith(("$o:", "$id:")):
-                found.add(value.split(":", 1)[1])
-    return found
