@@ -129,6 +129,12 @@ class MarketFaults:
     stale_bbo: float = 0.0
     crossed_bbo: float = 0.0
     jumps: tuple[Jump, ...] = ()
+    # Nado pushes best_bid_offer when the top of book changes (nado-protocol.md §13);
+    # "periodic" is the old every-`bbo_interval_ms` push, kept as a knob.
+    bbo_push: str = "on_change"
+    # Stretches with no market activity: mids, crowd depth and maker flow hold still, so
+    # an on-change BBO stream goes silent and quotes age (stale-quote paths run).
+    quiet: tuple[Window, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -153,7 +159,13 @@ class SimSettings:
     book_refill_s: Decimal = Decimal(5)
     maker_fill_rate_per_s: Decimal = Decimal(1)
     oracle_band: Decimal = Decimal("0.2")
-    fok_unfillable: str = "reject"
+    # Nado's docs: a FOK that cannot fill is accepted, then cancelled with no fill
+    # (nado-protocol.md §13). "reject" answers failure 2031 instead (the old default).
+    fok_unfillable: str = "expire"
+    # Deposits: "default" = every owner's subaccount named "default" holds `collateral`
+    # USDT0 and any other name was never funded; "all" = every subaccount is funded.
+    funded: str = "default"
+    collateral: Decimal = Decimal(1_000_000)
 
 
 @attrs.frozen(kw_only=True)
@@ -318,6 +330,8 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
             "stale_bbo": _prob,
             "crossed_bbo": _prob,
             "jumps": _jumps,
+            "bbo_push": _choice("on_change", "periodic"),
+            "quiet": _windows,
         },
     ),
     "sim": (
@@ -342,6 +356,8 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
             "maker_fill_rate_per_s": _nonneg,
             "oracle_band": _between(ZERO, Decimal(1), strict_lo=True),
             "fok_unfillable": _choice("reject", "expire"),
+            "funded": _choice("default", "all"),
+            "collateral": _nonneg,
         },
     ),
 }

@@ -371,3 +371,43 @@ def test_S_T2_engine_frozen_for_60s_while_holding_resumes_on_the_venues_word():
         after = [r for r in rec.records if r.ts >= frozen[1] * 10**9 and r.kind == "intent"]
         first_unwind = next(r for r in after if r.machine.startswith("unwind:"))
         assert first_unwind.data["kind"] == "query_positions"
+
+
+def test_S_D2_a_quiet_book_ages_the_quote_and_build_refuses_it() -> None:
+    # Nado pushes best_bid_offer only when the book changes: in a quiet stretch nothing is
+    # pushed, the last quote ages past bbo_max_age_seconds (2 s), and BUILD must refuse it
+    # rather than price an order from it.
+    refused = 0
+    for seed in range(1, 4):
+        ages: list[int] = []
+
+        def attach(engine: Engine, venue: SimVenue, ages: list[int] = ages) -> None:
+            def observe(record: Record) -> None:
+                if record.kind == "intent" and record.machine.startswith("build:"):
+                    data = record.data
+                    if data["kind"] == "place_order":
+                        quote = engine.ledger.quote(data["product_id"])
+                        assert quote is not None
+                        ages.append(engine.now_ns - quote.ts_ns)
+
+            engine.observers.append(observe)
+
+        rec = Recorder()
+
+        def both(engine: Engine, venue: SimVenue, rec: Recorder = rec, hook=attach) -> None:
+            rec.attach(engine, venue)
+            hook(engine, venue)
+
+        # The book refills 0.5 s after our trades and then goes silent; cycles pause 4 s.
+        quiet = "[market]\nquiet = [{ at_s = 0.5, for_s = 12 }]\n[sim]\nbook_refill_s = 0.5\n"
+        result = run_one(
+            seed,
+            ChaosProfile("quiet", quiet),
+            cycles=2,
+            settings=load_settings(env={}, cli={"pause_s": Decimal(4)}),
+            attach=both,
+        )
+        clean(result)
+        assert all(age <= 2_000_000_000 for age in ages), max(ages)
+        refused += sum(1 for r in rec.records if r.kind == "note" and "stale BBO" in r.payload)
+    assert refused > 0
