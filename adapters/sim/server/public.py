@@ -153,10 +153,9 @@ def book(exchange: Exchange, pid: int, depth: int) -> tuple[list[Level], list[Le
     crowd_bids, crowd_asks = exchange.depth(pid, depth)
     bids: dict[Decimal, Decimal] = dict(crowd_bids)
     asks: dict[Decimal, Decimal] = dict(crowd_asks)
-    for sub in list(exchange.accounts):
-        for order in exchange.open_orders(sub, [pid]):
-            side = bids if order.side == "buy" else asks
-            side[order.price] = side.get(order.price, ZERO) + order.remaining
+    for order in exchange.resting(pid):
+        side = bids if order.side == "buy" else asks
+        side[order.price] = side.get(order.price, ZERO) + order.remaining
     best_bids = sorted(((p, q) for p, q in bids.items() if q > 0), reverse=True)[:depth]
     best_asks = sorted((p, q) for p, q in asks.items() if q > 0)[:depth]
     return best_bids, best_asks
