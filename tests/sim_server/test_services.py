@@ -11,10 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.nado.mapping import StreamError
+from adapters.nado.mapping import StreamReply
 from adapters.sim.faults import FaultProfileError
 from adapters.sim.faults import parse_profile
 from adapters.sim.server.archive import MAX_LIMIT
 from adapters.sim.server.archive import MAX_LIST
+from adapters.sim.server.streams import MAX_SUBS
 from tests.sim_server.helpers import ETH
 from tests.sim_server.helpers import OTHER_KEY
 from tests.sim_server.helpers import WAIT_S
@@ -22,6 +25,7 @@ from tests.sim_server.helpers import client
 from tests.sim_server.helpers import make_signer
 from tests.sim_server.helpers import running
 from tests.sim_server.helpers import still
+from tests.sim_server.helpers import stream
 
 NS_PER_MS = 1_000_000
 
@@ -186,3 +190,20 @@ async def test_public_trade_tape_counts_a_user_to_user_match_once() -> None:
             )
         trades = r.json()
         assert [(t["trade_type"], t["base_filled"]) for t in trades] == [("buy", 0.005)]
+
+
+@pytest.mark.asyncio
+async def test_subscriptions_per_connection_are_capped() -> None:
+
+    subs = [{"type": "fill", "subaccount": s} for s in _subs(MAX_SUBS + 1)]
+    async with running() as server, stream(server) as s:
+        reply = await s.request({"method": "subscribe_multi", "streams": subs})
+        assert isinstance(reply, StreamError)
+        assert reply.code == 2000
+        reply = await s.request({"method": "subscribe_multi", "streams": subs[:MAX_SUBS]})
+        assert isinstance(reply, StreamReply)
+        reply = await s.request({"method": "subscribe", "stream": subs[MAX_SUBS]})
+        assert isinstance(reply, StreamError)
+        assert reply.code == 2000
+        listed = await s.request({"method": "list"})
+        assert isinstance(listed, StreamReply)
