@@ -30,12 +30,24 @@ from adapters.sim.server.codec import CODES
 
 __all__ = ["AUTH_STREAMS", "STREAMS", "StreamSession", "Sub"]
 
-STREAMS = ("best_bid_offer", "fill", "order_update", "position_change")
+STREAMS = (
+    "best_bid_offer",
+    "book_depth",
+    "trade",
+    "all_bbo",
+    "funding_rate",
+    "fill",
+    "order_update",
+    "position_change",
+)
 PRIVATE = frozenset({"fill", "order_update", "position_change"})
+# Public streams whose `product_id` may be omitted (all products): nado-protocol.md §7.4.
+ANY_PRODUCT = frozenset({"all_bbo", "funding_rate"})
 # Which streams need an authenticated connection: only `order_update`, per a third party
 # reading Nado's docs (nado-protocol.md §7.3, §12.8). Configurable in ServerOptions.
 AUTH_STREAMS = frozenset({"order_update"})
 AUTH_MAX_AHEAD_MS = 100_000  # Vertex refused expirations more than 100 s ahead
+MAX_SUBS = 256  # subscriptions per connection (sim bound; Nado's is unknown)
 
 
 @attrs.frozen
@@ -82,7 +94,7 @@ class StreamSession:
         self.authed: set[str] = set()  # owner addresses (lower-case 0x + 40 hex)
 
     # -- routing --------------------------------------------------------------------------
-    def wants(self, kind: str, product_id: int, subaccount: str | None = None) -> bool:
+    def wants(self, kind: str, product_id: int | None, subaccount: str | None = None) -> bool:
         for sub in self.subs:
             if sub.type != kind:
                 continue
@@ -115,8 +127,14 @@ class StreamSession:
 
     def _subscribe(self, msg: Mapping[str, Any], rid: int | None) -> dict[str, Any]:
         sub = self._stream(req_obj(msg, "stream", "subscribe"))
+        self._room({sub})
         self.subs[sub] = None
         return {"result": None, "id": rid}
+
+    def _room(self, new: set[Sub]) -> None:
+        """Every push scans a connection's subscriptions: their number is capped."""
+        if len(self.subs.keys() | new) > MAX_SUBS:
+            raise _Refused("bad_request", f"at most {MAX_SUBS} subscriptions per connection")
 
     def _unsubscribe(self, msg: Mapping[str, Any], rid: int | None) -> dict[str, Any]:
         sub = self._stream(req_obj(msg, "stream", "unsubscribe"), check_auth=False)
@@ -124,13 +142,20 @@ class StreamSession:
         return {"result": None, "id": rid}
 
     def _subscribe_multi(self, msg: Mapping[str, Any], rid: int | None) -> dict[str, Any]:
-        subs = [self._stream(s) for s in req_list(msg, "streams", "subscribe_multi")]
+        raw = req_list(msg, "streams", "subscribe_multi")
+        if len(raw) > MAX_SUBS:
+            raise _Refused("bad_request", f"at most {MAX_SUBS} streams per message")
+        subs = [self._stream(s) for s in raw]
+        self._room(set(subs))
         for sub in subs:  # all or nothing
             self.subs[sub] = None
         return {"result": None, "id": rid}
 
     def _unsubscribe_multi(self, msg: Mapping[str, Any], rid: int | None) -> dict[str, Any]:
-        for raw in req_list(msg, "streams", "unsubscribe_multi"):
+        streams = req_list(msg, "streams", "unsubscribe_multi")
+        if len(streams) > MAX_SUBS:
+            raise _Refused("bad_request", f"at most {MAX_SUBS} streams per message")
+        for raw in streams:
             self.subs.pop(self._stream(raw, check_auth=False), None)
         return {"result": None, "id": rid}
 
@@ -176,8 +201,10 @@ class StreamSession:
         pid = None if raw.get("product_id") is None else req_int(raw, "product_id", w, min_value=0)
         if pid is not None and pid not in self.product_ids:
             raise _Refused("bad_request", f"unknown product_id {pid}")
+        if kind == "all_bbo":
+            return Sub(kind)
         if kind not in PRIVATE:
-            if pid is None:
+            if pid is None and kind not in ANY_PRODUCT:
                 raise MalformedFrame("missing field 'product_id'", where=w)
             return Sub(kind, pid)
         subaccount = req_hex(raw, "subaccount", w, nbytes=32)
