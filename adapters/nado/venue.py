@@ -972,8 +972,9 @@ class NadoVenue:
         if due and up and not running:
             self.stats["quote_refresh"] += 1
             self._refresh = asyncio.get_running_loop().create_task(self._refresh_quotes(due))
+        # The next product to go quiet; one just asked (its answer due): half a period.
         nxt = min((self._confirmed.get(p, now) + quiet for p in self._symbols), default=now)
-        self._later_ns(max(nxt - now, quiet // 2), self._quote_check)
+        self._later_ns(nxt - now if nxt > now else quiet // 2, self._quote_check)
 
     async def _refresh_quotes(self, pids: list[int]) -> None:
         try:
