@@ -46,11 +46,12 @@ Quotes are kept confirmed: a product whose stream has said nothing for `quiet_qu
 same gate and reaches the engine as a fresh `BboUpdated` (Nado pushes BBO only on change,
 nado-protocol.md §13).
 
-A lost push: an IOC/FOK whose end is not heard within `probe_rtts` round trips (measured on
-the placements) after its ack is asked about at once: what the stream said, then the
-archive (`orders` by digest; an IOC never rests, so the `order` query would only say 2020);
-a decisive answer is emitted as an `OrderStatus`. Without an archive (`venue serve`) the
-probe cannot decide and the machine's own deadlines chase the order.
+A lost push: an IOC/FOK whose end is not heard within `probe_rtts` round trips (measured
+on the placements) after its ack, with the stream up, is asked about at once: what the
+stream said, then the archive (`orders` by digest; an IOC never rests, so the `order`
+query would only say 2020); a decisive answer is emitted as an `OrderStatus`. Without an
+archive (`venue serve`) the probe cannot decide and the machine's own deadlines chase the
+order. With the stream down the connection machine's audit asks instead.
 """
 
 from __future__ import annotations
@@ -574,6 +575,11 @@ class NadoVenue:
             return
         if entry.end_reported or entry.heard_qty >= entry.qty:
             return  # answered (a cancel), or completely filled by the fills heard
+        if not self._stream_epoch()[1]:
+            # No stream, no push to miss: the connection machine's audit asks about every
+            # order in flight when it reconnects or polls.
+            self.stats["probe_skipped_stream_down"] += 1
+            return
         self.stats["probes"] += 1
         self._spawn(self._probe(entry))
 

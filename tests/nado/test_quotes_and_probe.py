@@ -179,3 +179,17 @@ async def test_an_undecided_probe_emits_nothing() -> None:
     assert [e for _, e in rig.events[before:] if not isinstance(e, BboUpdated)] == []
     assert rig.venue.stats["probe_undecided"] == 1
     await rig.close()
+
+
+async def test_no_probe_while_the_stream_is_down() -> None:
+    """No stream, no push to miss: the connection machine's audit asks on reconnect."""
+    rig = OfflineVenue(rtt_ms=50, archive_url="http://127.0.0.1:9/archive")
+    await rig.start()
+    archive = FakeArchive(rig)
+    rig.venue.archive = archive  # type: ignore[assignment]
+    await rig.place(ioc())
+    rig.stream.connected = False
+    await rig.run(1_000)
+    assert archive.asked == []
+    assert rig.venue.stats["probe_skipped_stream_down"] == 1
+    await rig.close()
