@@ -249,9 +249,14 @@ class Ledger:
             return [f"stale bbo ignored for product {ev.product_id}: venue time went back"]
         if held is not None and ev.ts_venue_ns is not None and ev.ts_venue_ns == held.ts_venue_ns:
             return []  # the same quote again: no news, its age keeps growing
-        self.quotes[ev.product_id] = Quote(
-            ev.bid, ev.ask, ev.bid_qty, ev.ask_qty, now_ns, ev.ts_venue_ns
-        )
+        # A quote's age runs from its last confirmation at ingress (`ts_ns`): a push, or a
+        # REST answer (no venue stamp; Nado pushes only on change, so a quiet book is kept
+        # fresh by REST). A REST answer keeps the newest venue stamp seen, so an older push
+        # arriving after it is still refused above.
+        stamp = ev.ts_venue_ns
+        if stamp is None and held is not None:
+            stamp = held.ts_venue_ns
+        self.quotes[ev.product_id] = Quote(ev.bid, ev.ask, ev.bid_qty, ev.ask_qty, now_ns, stamp)
         return []
 
     def _forget_old_orders(self) -> None:

@@ -763,21 +763,31 @@ def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print
         console.close()
 
 
-def make_venue(opts: RunOptions, clock: Clock) -> VenuePort:
+def make_venue(opts: RunOptions, clock: Clock, bbo_max_age_s: Decimal | None = None) -> VenuePort:
     """The venue of `--venue`: the sim, or Nado's gateway (key from NADO_PRIVATE_KEY;
-    a missing or bad key, network or gateway raises ConfigError: exit 2, nothing sent)."""
+    a missing or bad key, network or gateway raises ConfigError: exit 2, nothing sent).
+    Either asks REST for a quote the stream left unconfirmed for half `bbo_max_age_s`."""
     if opts.venue == "nado":
         from adapters.nado.factory import make_nado_venue
 
         if opts.faults is not None:
             raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
         return make_nado_venue(
-            clock=clock, network=opts.network, gateway=opts.gateway, pair=opts.pair, seed=opts.seed
+            clock=clock,
+            network=opts.network,
+            gateway=opts.gateway,
+            pair=opts.pair,
+            seed=opts.seed,
+            bbo_max_age_s=bbo_max_age_s,
         )
     from adapters.sim import make_sim_venue
 
     return make_sim_venue(
-        clock=clock, seed=opts.seed, faults_path=opts.faults, symbols=list(opts.pair)
+        clock=clock,
+        seed=opts.seed,
+        faults_path=opts.faults,
+        symbols=list(opts.pair),
+        bbo_max_age_s=bbo_max_age_s,
     )
 
 
@@ -791,7 +801,7 @@ def _run(
 ) -> int:
     clock: Clock = VirtualClock() if opts.clock == "virtual" else WallClock()
     try:
-        venue = make_venue(opts, clock)
+        venue = make_venue(opts, clock, settings.values["bbo_max_age_seconds"])
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     say: Callable[[str], None] = logger.info

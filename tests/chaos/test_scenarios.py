@@ -286,13 +286,17 @@ def test_S_D1_crossed_books_are_never_priced_from_no_build_is_sent():
         assert notes
 
 
-def test_S_D2_stale_books_block_build_and_no_build_order_is_priced_from_one():
-    # 97 % of pushes lost: quotes age past bbo_max_age_seconds (2 s) between updates.
-    refused = 0
+def _stale_book_runs(confirm_by_rest: bool) -> tuple[int, int]:
+    """(stale-BBO refusals, REST confirmations) over 5 seeds with 97 % of pushes lost;
+    asserts that no BUILD order is ever priced from a quote older than 2 s."""
+    refused = confirmations = 0
     for seed in range(1, 6):
         ages: list[int] = []
 
         def attach(engine: Engine, venue: SimVenue, ages: list[int] = ages) -> None:
+            if not confirm_by_rest:
+                venue._quiet_ns = 10**18  # the adapter never asks REST for a quiet quote
+
             def observe(record: Record) -> None:
                 if record.kind == "intent" and record.machine.startswith("build:"):
                     data = record.data
@@ -319,7 +323,25 @@ def test_S_D2_stale_books_block_build_and_no_build_order_is_priced_from_one():
         clean(result)
         assert all(age <= 2_000_000_000 for age in ages), max(ages)
         refused += sum(1 for r in rec.records if r.kind == "note" and "stale BBO" in r.payload)
+        assert rec.venue is not None
+        confirmations += rec.venue.stats["adapter_quote_refresh"]
+    return refused, confirmations
+
+
+def test_S_D2_stale_books_block_build_and_no_build_order_is_priced_from_one():
+    # 97 % of pushes lost and REST never asked: quotes age past bbo_max_age_seconds (2 s)
+    # between updates, and BUILD refuses them.
+    refused, confirmations = _stale_book_runs(confirm_by_rest=False)
     assert refused > 0
+    assert confirmations == 0
+
+
+def test_S_D2_a_quiet_stream_is_confirmed_by_rest_and_never_priced_stale():
+    # The same pushes lost with the adapter's REST confirmation (issue 11, item 2): quiet
+    # quotes are confirmed at half the age limit, so BUILD trades and never from a stale one.
+    refused, confirmations = _stale_book_runs(confirm_by_rest=True)
+    assert confirmations > 0
+    assert refused == 0
 
 
 def test_S_D6_reordered_and_late_events_are_applied_without_a_crash():
