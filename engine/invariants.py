@@ -23,6 +23,10 @@ promise it guards (chaos runs report violations by these names):
 - `replay`     (f) the journal replays identically through fresh machines;
 - `order_ids`  (g) no PlaceOrder reuses an order id; exits are reduce-only; no order after
                    a HALT;
+- `flat_claims`  (h) nothing claims flat against the fills the venue reported: no machine
+                   ends `flat` and the summary never says `flat: true` while the fills the
+                   engine was told of (pushes and the venue's cumulative words) add up to more
+                   than dust on a leg (issue 11: a lagging position read is not "flat");
 - `terminated`     the session finished (no machine error, no stall past the time limit).
 
 Nothing here reads a wall clock: times are the engine's (virtual) nanoseconds.
@@ -63,6 +67,7 @@ INVARIANTS = (
     "verified",
     "replay",
     "order_ids",
+    "flat_claims",
     "terminated",
 )
 EXIT_PURPOSES = ("unwind", "unwind market", "emergency")
@@ -152,6 +157,7 @@ class InvariantChecker:
         self._truth_fills: dict[str, FillReceived] = {}
         self._delivered: dict[str, dict[str, tuple[Decimal, Decimal]]] = {}
         self._word: dict[str, Decimal] = {}  # order → the venue's largest cumulative word
+        self._meta: dict[str, tuple[str, int, Decimal | None]] = {}  # order → side, product, size
         self._touched: set[str] = set()
         self._halt_seq: int | None = None
         self._exposed_since: int | None = None
@@ -218,6 +224,11 @@ class InvariantChecker:
             oid = str(data["order_id"])
             if oid in self._order_ids:
                 self.fail("order_ids", f"order id {oid} sent twice", rec)
+            self._meta[oid] = (
+                str(data["side"]),
+                int(data["product_id"]),
+                Decimal(str(data["qty"])),
+            )
             self._order_ids.add(oid)
             if data.get("purpose") in EXIT_PURPOSES and not data.get("reduce_only"):
                 self.fail("order_ids", f"exit order {oid} is not reduce-only", rec)
@@ -268,6 +279,7 @@ class InvariantChecker:
                 rec,
             )
         if outcome == "flat":
+            self.check_flat_claim(f"{rec.machine} ended flat", rec)
             for pos in data.get("positions", ()):
                 usd = abs(Decimal(str(pos["qty"]))) * self.truth.mid(int(pos["product_id"]))
                 if usd > self.dust:
@@ -301,6 +313,7 @@ class InvariantChecker:
         if not same:
             self.fail("fills", f"fill {fid} differs from the venue's record {truth}", rec)
         qty = Decimal(str(data["qty"]))
+        self._meta.setdefault(oid, (str(data["side"]), int(data["product_id"]), None))
         cumulative = data.get("cumulative_qty")
         total = Decimal(str(cumulative)) if cumulative is not None else ZERO
         self._delivered.setdefault(oid, {}).setdefault(fid, (qty, total))
@@ -327,6 +340,31 @@ class InvariantChecker:
         if fill_id not in self._truth_fills:
             self._truth_fills = {f.fill_id: f for f in self.truth.fills()}
         return self._truth_fills.get(fill_id)
+
+    def reported_position(self, product_id: int) -> Decimal:
+        """The position the fills the venue reported add up to (pushes heard and the
+        venue's cumulative words on its orders), from zero at the start of the run."""
+        total = ZERO
+        for oid, (side, pid, size) in self._meta.items():
+            if pid != product_id:
+                continue
+            filled = self._heard_total(oid)
+            if size is not None:
+                filled = min(filled, size)
+            total += filled if side == "buy" else -filled
+        return total
+
+    def check_flat_claim(self, who: str, record: Record | None = None) -> None:
+        """(h) a flat claim must not contradict the fills the venue reported."""
+        for pid in self.products:
+            qty = self.reported_position(pid)
+            usd = abs(qty) * self.truth.mid(pid)
+            if usd > self.dust:
+                self.fail(
+                    "flat_claims",
+                    f"{who} while the reported fills hold {qty} on product {pid} ({usd:.2f} USD)",
+                    record,
+                )
 
     # -- every step ---------------------------------------------------------------------
     def after_step(self) -> None:

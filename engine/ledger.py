@@ -93,6 +93,17 @@ class ProductBook:
     venue_position: Decimal | None = None  # last venue snapshot
     venue_position_ts: int | None = None
     last_fill_ts: int | None = None  # engine time of the last fill applied
+    # (engine ns, position before, position after) of the latest fills: a position read
+    # that shows one of these recent states lags the fills (issue 11), it is not news.
+    moves: deque[tuple[int, Decimal, Decimal]] = attrs.field(factory=lambda: deque(maxlen=64))
+
+    def held_since(self, qty: Decimal, since_ns: int, tolerance: Decimal) -> bool:
+        """Did the fill-derived position equal `qty` (within `tolerance`) at some time
+        since `since_ns`, before the latest fills moved it?"""
+        return any(
+            ts >= since_ns and (abs(before - qty) < tolerance or abs(after - qty) < tolerance)
+            for ts, before, after in self.moves
+        )
 
 
 class Ledger:
@@ -315,3 +326,4 @@ class Ledger:
             elif (new > 0) != (old > 0):
                 book.entry_price = price  # flipped through zero
         book.position = new
+        book.moves.append((self.now_ns, old, new))

@@ -27,6 +27,8 @@ from machines.base import State
 from machines.build import BuildMachine
 from machines.emergency_exit import EmergencyExitMachine
 from machines.params import CycleParams
+from machines.pricing import fills_agree
+from machines.pricing import read_lags_fills
 from machines.restore import RestoreMachine
 from machines.unwind import UnwindMachine
 
@@ -73,6 +75,7 @@ class SessionMachine(PureMachine):
     deadline_expired = (
         idle.to(checking, cond="named_pause")
         | checking.to(recovering, cond="named_answer")
+        | checking.to(None, cond="named_recheck", on="ask_positions")
         | holding.to(unwinding, cond="named_hold")
         # While exposed, the exposure guard asks the venue on a short period.
         | holding.to(None, cond="named_audit", on="audit_exposure")
@@ -85,7 +88,10 @@ class SessionMachine(PureMachine):
         | holding.to(recovering, cond=["answers_me", "unhedged"], on="alert_unhedged")
         | holding.to(recovering, cond=["answers_me", "stop_loss_hit"], on="alert_stop_loss")
         | holding.to(None)
-        | checking.to(building, cond=["answers_me", "venue_flat"])
+        # A read that lacks reported fills lags: no BUILD on it; asked again, backing
+        # off, within the lag budget (issue 11).
+        | checking.to(None, cond=["answers_me", "read_lags"], on="ask_later")
+        | checking.to(building, cond=["answers_me", "venue_flat", "read_agrees"])
         | checking.to(recovering, cond="answers_me")
         | checking.to(None)
     )
@@ -139,6 +145,8 @@ class SessionMachine(PureMachine):
         self.child: PureMachine | None = None
         self.outcomes: list[str] = []
         self.cycle_failed = False
+        self.lag_since: int | None = None  # engine ns the entry check's read began to lag
+        self.lag_asks = 0
 
     # -- guards -------------------------------------------------------------------------
     def _outcome(self, ev: MachineFinished, want: str) -> bool:
@@ -189,6 +197,19 @@ class SessionMachine(PureMachine):
     def venue_flat(self, ev: PositionSnapshot) -> bool:
         return all(self._flat(leg.product_id) for leg in self.template.legs)
 
+    def named_recheck(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "recheck"
+
+    def read_agrees(self, ev: PositionSnapshot) -> bool:
+        return fills_agree(self.ledger, self.template.legs, ev)
+
+    def read_lags(self, ev: PositionSnapshot) -> bool:
+        budget = self.template.position_lag_budget_s
+        waited = Decimal(self.ledger.now_ns - (self.lag_since or self.ledger.now_ns)) / 10**9
+        if waited >= budget:
+            return False
+        return read_lags_fills(self.ledger, self.template.legs, ev, budget)
+
     def entries_blocked(self) -> bool:
         # New entries obey the breaker and health machines; exits never do.
         return self.ledger.state_of("breaker") == ("open",) or self.ledger.state_of(
@@ -226,6 +247,11 @@ class SessionMachine(PureMachine):
         self.arm("pause", self._pause())
 
     def on_enter_checking(self) -> None:
+        self.lag_since = None
+        self.lag_asks = 0
+        self.ask_positions()
+
+    def ask_positions(self) -> None:
         self.request_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.request_id, product_ids=self.template.product_ids))
         self.arm("answer", self.template.verify_timeout_s)
@@ -278,6 +304,16 @@ class SessionMachine(PureMachine):
                 action="emergency exit: flatten both legs and verify",
             )
         )
+
+    def ask_later(self) -> None:
+        if self.lag_since is None:
+            self.lag_since = self.ledger.now_ns
+            self.note("position read lags the reported fills: no BUILD, asking again")
+        self.lag_asks += 1
+        p = self.template
+        delay = min(p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16), p.verify_timeout_s)
+        self.disarm("answer")
+        self.arm("recheck", delay)
 
     def note_daily_loss(self) -> None:
         loss = self.loss_today()

@@ -137,14 +137,20 @@ def test_exposure_above_tolerance_while_holding_triggers_the_emergency_exit():
     engine, fake = session(cycles=1, hold_s="10", until=lose_a_leg)
     alerts = [a.event for a in fake.of(SendAlert)]
     assert "exposure_above_tolerance" in alerts
-    # Detected by the next audit (1 s period), flattened and verified; then the cycle is
-    # traded again and the session ends flat.
+    # Detected by the next audit (1 s period); the naked ETH leg (its read agrees with its
+    # fills) is flattened at once. The SOL read (0) contradicts the SOL fills the venue
+    # reported, so it is never taken as flat (issue 11: a lagging read looks the same):
+    # HALT, stating the exposure by the fills and both numbers.
     detected = next(
         r.ts for r in engine.journal.records() if "exposure_above_tolerance" in r.payload
     )
     assert detected - lost[0] <= 1 * S + 100 * MS
-    assert engine.finished["session"] == "done"
     assert fake.positions.get(4, D(0)) == 0
+    assert engine.ledger.state_of("session") == ("halted",)
+    (halt,) = fake.of(Halt)
+    assert "contradicts its reported fills" in halt.reason
+    assert "SOL-PERP" in halt.reason
+    assert halt.exposure_usd > 100
 
 
 def test_daily_loss_limit_refuses_entries_until_utc_midnight():
