@@ -10,7 +10,8 @@ promise it guards (chaos runs report violations by these names):
 - `fills`      (b) every delivered fill exists at the venue and matches it; the ledger
                    applied each fill id once (per order: filled = the venue's cumulative
                    amount of the fills it heard of), never more than the order's size, never
-                   more than the venue filled; no fill for an unknown order;
+                   more than the venue filled; a fill for an order the engine never
+                   placed is alerted (`unknown_order_fill`) and no BUILD follows it;
 - `at_rest`    (c) after the session and a settle period: the ledger's fill-derived
                    positions equal the venue's, except for fills the venue pushed and the
                    stream lost (counted separately as drift); the venue is flat with no
@@ -158,6 +159,8 @@ class InvariantChecker:
         self._delivered: dict[str, dict[str, tuple[Decimal, Decimal]]] = {}
         self._word: dict[str, Decimal] = {}  # order → the venue's largest cumulative word
         self._meta: dict[str, tuple[str, int, Decimal | None]] = {}  # order → side, product, size
+        self._unknown_fill: Record | None = None  # the first fill for an order never placed
+        self._unknown_alerted = False
         self._touched: set[str] = set()
         self._halt_seq: int | None = None
         self._exposed_since: int | None = None
@@ -204,12 +207,16 @@ class InvariantChecker:
                 self._configure(data.get("config") or {})
             elif note == "spawn":
                 self._machines[str(data["machine"])] = _Machine(rec.ts, str(data.get("cls")))
+                if data.get("cls") == "BuildMachine" and self._unknown_fill is not None:
+                    self.fail("fills", "a BUILD started after a fill for an unknown order", rec)
             elif note == "finished":
                 self._on_finished(rec, data)
         elif kind == "note" and rec.machine == "ledger":
             text = str(rec.data.get("note", ""))
-            if text.startswith("overfill") or "unknown order" in text:
+            if text.startswith("overfill"):
                 self.fail("fills", f"ledger: {text}", rec)
+            elif "unknown order" in text and self._unknown_fill is None:
+                self._unknown_fill = rec  # must be alerted, and no BUILD may follow
 
     def _configure(self, config: dict[str, Any]) -> None:
         p = cycle_template(config)
@@ -241,6 +248,8 @@ class InvariantChecker:
             m = self._machines.get(rec.machine)
             if m is not None:
                 m.queries[str(data["request_id"])] = rec.seq
+        elif kind == "send_alert" and data.get("event") == "unknown_order_fill":
+            self._unknown_alerted = True
         elif kind == "halt" and self._halt_seq is None:
             self._halt_seq = rec.seq
             self.facts.halted = True
@@ -456,6 +465,8 @@ class InvariantChecker:
         self._check_positions()
         self._check_flat()
         self._check_unfinished()
+        if self._unknown_fill is not None and not self._unknown_alerted:
+            self.fail("fills", "a fill for an unknown order was never alerted", self._unknown_fill)
 
     def _check_positions(self) -> None:
         ledger = self.engine.ledger
@@ -483,15 +494,19 @@ class InvariantChecker:
         self.facts.lost_fills = lost
         for pid in self.products:
             venue, book = self.truth.position(pid), ledger.position(pid)
-            total = sum(
-                (o.filled if o.side == "buy" else -o.filled)
-                for o in ledger.orders.values()
-                if o.product_id == pid
-            ) + sum(
-                (f.qty if f.side == "buy" else -f.qty)
-                for f in ledger.unknown_fills
-                if f.product_id == pid
-            )
+            total = (
+                sum(
+                    (o.filled if o.side == "buy" else -o.filled)
+                    for o in ledger.orders.values()
+                    if o.product_id == pid
+                )
+                + sum(
+                    (f.qty if f.side == "buy" else -f.qty)
+                    for f in ledger.unknown_fills
+                    if f.product_id == pid
+                )
+                + ledger.book(pid).adopted
+            )  # restore adopts the venue's word
             if total != book:
                 self.fail("fills", f"product {pid}: ledger position {book} != its orders' {total}")
             if venue == book:

@@ -35,6 +35,7 @@ from machines.base import State
 from machines.params import CycleParams
 from machines.params import LegSpec
 from machines.pricing import OrderRounds
+from machines.pricing import absurd_legs
 from machines.pricing import closing_side
 from machines.pricing import cross_price
 from machines.pricing import is_dust
@@ -85,6 +86,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         # Flat by the read, open by the reported fills: never "flat"; HALT stating both.
         | reading.to(exhausted, cond=["answers_me", "venue_flat"], on="take_contradiction")
         | reading.to(exhausted, cond=["answers_me", "attempts_spent"], on="take_positions")
+        # Far beyond anything the engine could have opened (e.g. 1e6 ETH): not traded
+        # slice by slice; HALT with the exposure stated (issue 11 item 6).
+        | reading.to(exhausted, cond=["answers_me", "absurd_position"], on="take_absurd")
         | reading.to(working, cond="answers_me", on="take_positions")
         | exiting.to(None)
     )
@@ -135,6 +139,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.stale_reads: int = 0  # re-asks in this attempt because the feed looked stale
         self.no_quote: bool = False  # this attempt found a leg with no quote to price it
         self.budget_spent = False  # the budget ran out while only a lagging read was left
+        self.absurd: dict[str, str] = {}  # legs too large to trade (symbol → qty)
         self.contradiction: dict[str, str] = {}  # leg → "read R, fills F" at a HALT
 
     # -- guards ---------------------------------------------------------------------------------
@@ -168,6 +173,10 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             and not self._dust(leg, seen[leg.product_id])
             for leg in self.p.legs
         )
+
+    def absurd_position(self, ev: PositionSnapshot) -> bool:
+        seen = self._seen(ev)
+        return bool(absurd_legs(self.p, self.ledger, seen))
 
     def only_lag_left(self, ev: DeadlineExpired) -> bool:
         if self.lag_since is None or self.orders.unsettled():
@@ -261,6 +270,10 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             else:
                 self.contradiction.pop(leg.symbol, None)
 
+    def take_absurd(self, ev: PositionSnapshot) -> None:
+        self.take_positions(ev)
+        self.absurd = absurd_legs(self.p, self.ledger, self.seen)
+
     def wait_for_lag(self, ev: PositionSnapshot) -> None:
         super().wait_for_lag(ev)
         seen = self._seen(ev)
@@ -306,7 +319,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
                 continue
             side = closing_side(pos)
             price = cross_price(leg, side, quote, bps)
-            for part in slices(leg, abs(pos), price, self.p.max_slice_usd):
+            parts = slices(leg, abs(pos), price, self.p.max_slice_usd)
+            for part in parts[: self.p.max_slices_per_step]:  # the rest: next attempt
                 self.place(leg, side, part, price, tif="ioc", reduce_only=True, purpose="emergency")
         self.arm("attempt", self.p.exit_attempt_timeout_s)
 
@@ -329,7 +343,13 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     def on_enter_exhausted(self, ev: Any = None) -> None:
         self.cancel_unsettled()
         exposure = self.exposure_usd(worst_case=True)
-        if self.contradiction:
+        if self.absurd:
+            why = (
+                f"position {self.absurd} is far beyond what this engine could have opened "
+                f"(more than {self.p.max_slices_per_step} slices of {self.p.max_slice_usd} USD):"
+                " not traded"
+            )
+        elif self.contradiction:
             why = (
                 "the venue's position read contradicts its reported fills, trusting the "
                 f"fills: {self.contradiction}"

@@ -58,6 +58,7 @@ __all__ = [
     "OrderTracker",
     "Rung",
     "Tracked",
+    "absurd_legs",
     "closing_side",
     "cross_price",
     "fills_agree",
@@ -129,6 +130,20 @@ def is_dust(leg: LegSpec, qty: Decimal, quote: Quote | None, dust_usd: Decimal) 
 
 def closing_side(position: Decimal) -> str:
     return "sell" if position > 0 else "buy"
+
+
+def absurd_legs(p: CycleParams, ledger: Ledger, positions: dict[int, Decimal]) -> dict[str, str]:
+    """Legs holding more than one step may trade (`max_slices_per_step` slices of
+    `max_slice_usd`) and more than ten times `max_position_usd`: far beyond anything the
+    engine could have opened; they are stated, never traded slice by slice."""
+    cap = max(p.max_slices_per_step * p.max_slice_usd, 10 * p.max_position_usd)
+    out = {}
+    for leg in p.legs:
+        qty = positions.get(leg.product_id, ZERO)
+        quote = ledger.quote(leg.product_id)
+        if quote is not None and abs(qty) * quote.mid > cap:
+            out[leg.symbol] = str(qty)
+    return out
 
 
 def slices(leg: LegSpec, qty: Decimal, price: Decimal, max_slice_usd: Decimal) -> list[Decimal]:

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from engine.events import DeadlineExpired
+from engine.events import FillReceived
 from engine.events import MachineFinished
 from engine.events import OperatorCommand
 from engine.events import PositionSnapshot
@@ -69,6 +70,7 @@ class SessionMachine(PureMachine):
         | recovering.to(halted, cond="second_failure")
         | recovering.to(finishing, cond="stop_requested")
         | recovering.to(idle)
+        | finishing.to(halted, cond="foreign_seen")
         | finishing.to(done, cond="outcome_is_flat")
         | finishing.to(halted)
     )
@@ -94,6 +96,29 @@ class SessionMachine(PureMachine):
         | checking.to(building, cond=["answers_me", "venue_flat", "read_agrees"])
         | checking.to(recovering, cond="answers_me")
         | checking.to(None)
+    )
+    # A fill for an order the engine never placed (RELIABILITY D6, V9): a critical alert,
+    # no new cycles; at the next safe point the book is re-read from the venue, flattened
+    # and verified, then HALT (an operator looks at the account before resuming).
+    fill_received = (
+        idle.to(finishing, cond="foreign_fill", on="alert_foreign_fill")
+        | checking.to(finishing, cond="foreign_fill", on="alert_foreign_fill")
+        | holding.to(finishing, cond="foreign_fill", on="alert_foreign_fill")
+        | syncing.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | building.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | unwinding.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | recovering.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | finishing.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | halted.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | syncing.to(None)
+        | idle.to(None)
+        | checking.to(None)
+        | building.to(None)
+        | holding.to(None)
+        | unwinding.to(None)
+        | recovering.to(None)
+        | finishing.to(None)
+        | halted.to(None)
     )
     operator_command = (
         idle.to(finishing, cond="is_stop")
@@ -146,6 +171,7 @@ class SessionMachine(PureMachine):
         self.outcomes: list[str] = []
         self.cycle_failed = False
         self.lag_since: int | None = None  # engine ns the entry check's read began to lag
+        self.foreign_fills: list[str] = []  # fill ids for orders the engine never placed
         self.lag_asks = 0
 
     # -- guards -------------------------------------------------------------------------
@@ -196,6 +222,13 @@ class SessionMachine(PureMachine):
 
     def venue_flat(self, ev: PositionSnapshot) -> bool:
         return all(self._flat(leg.product_id) for leg in self.template.legs)
+
+    def foreign_fill(self, ev: FillReceived) -> bool:
+        """A fill for an order this engine never placed (not in its ledger)."""
+        return self.ledger.order(ev.order_id) is None
+
+    def foreign_seen(self) -> bool:
+        return bool(self.foreign_fills)
 
     def named_recheck(self, ev: DeadlineExpired) -> bool:
         return ev.name == "recheck"
@@ -305,6 +338,26 @@ class SessionMachine(PureMachine):
             )
         )
 
+    def alert_foreign_fill(self, ev: FillReceived) -> None:
+        if ev.fill_id in self.foreign_fills:
+            return
+        self.foreign_fills.append(ev.fill_id)
+        self.stop = True  # no new cycles; flatten and verify at the next safe point
+        self.emit(
+            SendAlert(
+                event="unknown_order_fill",
+                severity="critical",
+                message=(
+                    f"[EMERGENCY] fill {ev.fill_id} of {ev.side} {ev.qty} on product "
+                    f"{ev.product_id} at {ev.price} for order {ev.order_id}, which this engine "
+                    "never placed"
+                ),
+                exposure_usd=self._exposure_usd(),
+                state="/".join(self.state_ids),
+                action="no new cycles: re-read positions from the venue, flatten, verify, HALT",
+            )
+        )
+
     def ask_later(self) -> None:
         if self.lag_since is None:
             self.lag_since = self.ledger.now_ns
@@ -370,7 +423,9 @@ class SessionMachine(PureMachine):
     def on_enter_halted(self, ev: Any = None) -> None:
         outcome = getattr(ev, "outcome", "")
         self.halt_reason = (
-            "emergency exit budget exhausted"
+            f"fills for orders this engine never placed ({', '.join(self.foreign_fills[:3])})"
+            if self.foreign_fills and outcome == "flat"
+            else "emergency exit budget exhausted"
             if outcome == "exhausted"
             else "two consecutive failed cycles"
             if outcome == "flat"

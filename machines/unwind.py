@@ -247,7 +247,7 @@ class UnwindMachine(OrderRounds, PureMachine):
             else:
                 price = cross_price(leg, side, quote, rung.bps)
             parts = slices(leg, qty, price, self.p.max_slice_usd) if rung.sliced else [qty]
-            for part in parts:
+            for part in parts[: self.p.max_slices_per_step]:  # bounded work per step
                 self.place(
                     leg, side, part, price, tif=rung.tif, reduce_only=True, purpose=rung.label
                 )

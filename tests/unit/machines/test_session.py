@@ -212,3 +212,39 @@ def test_stop_loss_while_holding_exits_and_bounds_the_loss():
     assert fake.positions.get(8, D(0)) == 0
     # Realised loss stays within the move (4 % of 1000 USD) plus the first exit rung (50 bps).
     assert -engine.ledger.realized_pnl <= D(40) + D(1000) * D("0.005") * 2
+
+
+def test_fill_for_an_order_never_placed_alerts_stops_new_cycles_flattens_and_halts():
+    # Issue 11 item 5 (RELIABILITY D6, V9): someone else trades the account mid-hold.
+    from engine.events import FillReceived
+
+    seen = []
+
+    def foreign(fake):
+        holding = fake.engine.ledger.state_of("session") == ("holding",)
+        if holding and not seen:
+            seen.append(fake.clock.now_ns())
+            fake.positions[4] = fake.positions.get(4, D(0)) + D("1.5")
+            fake.history.append((fake.clock.now_ns(), dict(fake.positions)))
+            intents = fake.engine.process(
+                FillReceived(
+                    order_id="0xnot-ours",
+                    fill_id="f-foreign",
+                    product_id=4,
+                    side="buy",
+                    price="3000",
+                    qty="1.5",
+                )
+            )
+            for intent in intents:
+                fake.send(intent)
+        return False
+
+    engine, fake = session(cycles=3, until=foreign)
+    alerts = [a.event for a in fake.of(SendAlert)]
+    assert "unknown_order_fill" in alerts
+    assert engine.ledger.state_of("session") == ("halted",)
+    assert len(builds(fake)) == 2  # one BUILD (two legs), no new cycle after it
+    assert fake.positions.get(4, D(0)) == 0 and fake.positions.get(8, D(0)) == 0
+    (halt,) = fake.of(Halt)
+    assert "never placed" in halt.reason
