@@ -245,6 +245,7 @@ def test_fill_for_an_order_never_placed_alerts_stops_new_cycles_flattens_and_hal
     assert "unknown_order_fill" in alerts
     assert engine.ledger.state_of("session") == ("halted",)
     assert len(builds(fake)) == 2  # one BUILD (two legs), no new cycle after it
-    assert fake.positions.get(4, D(0)) == 0 and fake.positions.get(8, D(0)) == 0
+    assert fake.positions.get(4, D(0)) == 0
+    assert fake.positions.get(8, D(0)) == 0
     (halt,) = fake.of(Halt)
     assert "never placed" in halt.reason
