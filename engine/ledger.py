@@ -93,6 +93,18 @@ class ProductBook:
     venue_position: Decimal | None = None  # last venue snapshot
     venue_position_ts: int | None = None
     last_fill_ts: int | None = None  # engine time of the last fill applied
+    adopted: Decimal = ZERO  # moved by AdoptVenuePositions (not by fills), summed
+    # (engine ns, position before, position after) of the latest fills: a position read
+    # that shows one of these recent states lags the fills (issue 11), it is not news.
+    moves: deque[tuple[int, Decimal, Decimal]] = attrs.field(factory=lambda: deque(maxlen=64))
+
+    def held_since(self, qty: Decimal, since_ns: int, tolerance: Decimal) -> bool:
+        """Did the fill-derived position equal `qty` (within `tolerance`) at some time
+        since `since_ns`, before the latest fills moved it?"""
+        return any(
+            ts >= since_ns and (abs(before - qty) < tolerance or abs(after - qty) < tolerance)
+            for ts, before, after in self.moves
+        )
 
 
 class Ledger:
@@ -156,6 +168,7 @@ class Ledger:
             for pid in intent.product_ids:
                 book = self.book(pid)
                 if book.venue_position is not None and book.venue_position != book.position:
+                    book.adopted += book.venue_position - book.position
                     book.position = book.venue_position
                     book.entry_price = ZERO  # unknown from a snapshot; PnL restarts here
             return
@@ -320,3 +333,4 @@ class Ledger:
             elif (new > 0) != (old > 0):
                 book.entry_price = price  # flipped through zero
         book.position = new
+        book.moves.append((self.now_ns, old, new))

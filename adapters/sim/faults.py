@@ -119,9 +119,28 @@ class RestFaults:
 
 
 @attrs.frozen(kw_only=True)
+class ForeignFill:
+    """Someone else trades our subaccount (another client, a manual order): an IOC of
+    `qty` through the book at `at_s`, with no client id the engine could know."""
+
+    at_s: Decimal
+    product: str
+    side: str
+    qty: Decimal
+
+    @property
+    def at_ns(self) -> int:
+        return int(self.at_s * NS_PER_S)
+
+
+@attrs.frozen(kw_only=True)
 class VenueFaults:
     down: tuple[Window, ...] = ()
     position_lag_ms: Decimal = ZERO
+    foreign_fills: tuple[ForeignFill, ...] = ()
+    # Positions the account already holds when the venue starts (symbol → signed qty),
+    # e.g. an absurd 1e6 ETH a restore must not trade slice by slice.
+    start_positions: tuple[tuple[str, Decimal], ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -310,6 +329,31 @@ def _jumps(path: str, value: Any) -> tuple[Jump, ...]:
     return _items(path, value, _jump)
 
 
+def _side(path: str, value: Any) -> str:
+    if value not in ("buy", "sell"):
+        raise FaultProfileError(f"{path}: must be buy or sell, got {value!r}")
+    return str(value)
+
+
+def _foreign_fill(path: str, value: Any) -> ForeignFill:
+    known = {"at_s": _nonneg, "product": _product, "side": _side, "qty": _positive}
+    fields = _table(path, value, known)
+    missing = [k for k in known if k not in fields]
+    if missing:
+        raise FaultProfileError(f"{path}: missing {', '.join(missing)}")
+    return ForeignFill(**fields)
+
+
+def _foreign_fills(path: str, value: Any) -> tuple[ForeignFill, ...]:
+    return _items(path, value, _foreign_fill)
+
+
+def _start_positions(path: str, value: Any) -> tuple[tuple[str, Decimal], ...]:
+    if not isinstance(value, Mapping):
+        raise FaultProfileError(f"{path}: expected a table of product = qty, got {value!r}")
+    return tuple((_product(f"{path}.{k}", k), _number(f"{path}.{k}", v)) for k, v in value.items())
+
+
 _ms = _nonneg
 _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
     "orders": (
@@ -332,7 +376,15 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         },
     ),
     "rest": (RestFaults, {"latency_ms": _range_ms, "timeout": _prob, "rate_limit": _windows}),
-    "venue": (VenueFaults, {"down": _windows, "position_lag_ms": _ms}),
+    "venue": (
+        VenueFaults,
+        {
+            "down": _windows,
+            "position_lag_ms": _ms,
+            "foreign_fills": _foreign_fills,
+            "start_positions": _start_positions,
+        },
+    ),
     "market": (
         MarketFaults,
         {

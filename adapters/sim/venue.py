@@ -17,6 +17,7 @@ that decide nothing (errors, "open") stay here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -25,10 +26,14 @@ from adapters.base import ProductInfo
 from adapters.sim.accounts import PositionState
 from adapters.sim.exchange import Exchange
 from adapters.sim.faults import FaultProfile
+from adapters.sim.faults import ForeignFill
 from adapters.sim.feed import Feed
 from adapters.sim.mapping import VENUE_INTENTS
 from adapters.sim.mapping import open_order
+from adapters.sim.mapping import order_nonce
+from adapters.sim.products import floor_to
 from adapters.sim.products import resolve
+from adapters.sim.records import OrderRequest
 from adapters.sim.rest import RestFace
 from adapters.sim.scheduler import Scheduler
 from engine.clock import Clock
@@ -82,10 +87,12 @@ class SimVenue:
             exchange = Exchange(
                 specs, seed=seed, profile=profile, start_ns=origin, history_limit=history_limit
             )
+            _start_positions(exchange, subaccount, profile, origin)
         missing = [s.symbol for s in specs if s.product_id not in exchange.specs]
         if missing:
             raise ValueError(f"the shared exchange does not list {', '.join(missing)}")
         self.clock = clock
+        self._origin = origin
         self.exchange = exchange
         self.subaccount = subaccount
         self._products = {s.symbol: s.info() for s in specs}
@@ -137,6 +144,8 @@ class SimVenue:
         self._sink = sink
         self._feed.start()
         self._sched.later(self._quiet_ns, self._quote_check)
+        for i, ff in enumerate(self.profile.venue.foreign_fills):
+            self._sched.at(self._origin + ff.at_ns, functools.partial(self._foreign, i, ff))
 
     def submit(self, intent: Intent) -> None:
         if self._sched.closed:
@@ -183,6 +192,29 @@ class SimVenue:
         ws = {f"ws_{k}": v for k, v in self._feed.channel.stats.items()}
         own = {f"adapter_{k}": v for k, v in self.adapter_stats.items()}
         return {"events": self._events, **self._rest.stats, **self._feed.stats, **ws, **own}
+
+    # -- faults -----------------------------------------------------------------------------
+    def _foreign(self, i: int, ff: ForeignFill) -> None:
+        """`venue.foreign_fills`: an IOC on our subaccount from another client (no client
+        id the engine knows), 5 % through the book; its fills are pushed like ours."""
+        now = self._sched.now()
+        self.exchange.advance_to(now)
+        spec = self.exchange.by_symbol.get(ff.product)
+        if spec is None:
+            return
+        mid = self.exchange.mid(spec.product_id)
+        raw = mid * Decimal("1.05") if ff.side == "buy" else mid * Decimal("0.95")
+        req = OrderRequest(
+            subaccount=self.subaccount,
+            product_id=spec.product_id,
+            side="buy" if ff.side == "buy" else "sell",
+            qty=floor_to(ff.qty, spec.size_increment),
+            price=floor_to(raw, spec.tick),
+            order_type="ioc",
+            nonce=order_nonce(self.subaccount, f"foreign/{i}"),
+        )
+        self.exchange.place(now, req)
+        self._feed.flush()
 
     # -- plumbing -------------------------------------------------------------------------
     def _emit(self, ev: Event) -> None:
@@ -271,3 +303,16 @@ class SimVenue:
     def _positions(self, product: str | int | None) -> list[PositionState]:
         pids = self._pids if product is None else [self._pid(product)]
         return [self.exchange.position(self.subaccount, pid) for pid in pids]
+
+
+def _start_positions(exchange: Exchange, subaccount: str, profile: FaultProfile, at: int) -> None:
+    """`venue.start_positions`: what the account holds before anything happens."""
+    account = exchange.account(subaccount)
+    for symbol, qty in profile.venue.start_positions:
+        spec = exchange.by_symbol.get(symbol)
+        if spec is None or not qty:
+            continue
+        pos = account.position(spec.product_id)
+        pos.qty, pos.entry = qty, exchange.mid(spec.product_id)
+        # Lagging position reads see it too: it was there long before.
+        account.seed_history(spec.product_id, at - exchange.lag_ns - 1, pos.qty, pos.entry)
