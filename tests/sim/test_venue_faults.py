@@ -32,6 +32,16 @@ def eth_bbos(h: Harness, since: int = 0) -> list[tuple[int, BboUpdated]]:
     return [(t, e) for t, e in h.timed(BboUpdated, since) if e.product_id == ETH]
 
 
+def eth_pushes(h: Harness, since: int = 0) -> list[tuple[int, BboUpdated]]:
+    """What the stream pushed: `best_bid_offer` carries the venue's stamp; the adapter's own
+    REST confirmations of a quiet quote (`QueryMarketPrices`, issue 11 item 2) do not."""
+    return [(t, e) for t, e in eth_bbos(h, since) if e.ts_venue_ns is not None]
+
+
+def eth_confirmations(h: Harness, since: int = 0) -> list[tuple[int, BboUpdated]]:
+    return [(t, e) for t, e in eth_bbos(h, since) if e.ts_venue_ns is None]
+
+
 # -- [orders] ---------------------------------------------------------------------------------
 def test_orders_ioc_no_fill_expires_marketable_ioc_and_fok_with_zero_fill():
     h = Harness(STILL + "[orders]\nioc_no_fill = 1.0\n")
@@ -325,13 +335,20 @@ def test_market_bbo_is_pushed_only_when_the_top_of_book_changes():
     # best_bid_offer when the book changes); outside it every market step moves the top.
     h = Harness("[market]\nquiet = [{ at_s = 1, for_s = 2 }]\n", symbols=["ETH-PERP"])
     h.run(4.0)
-    stamps = [e.ts_venue_ns for _, e in eth_bbos(h)]
+    stamps = [e.ts_venue_ns for _, e in eth_pushes(h) if e.ts_venue_ns is not None]
     assert not [t for t in stamps if 1000 * MS < t < 3000 * MS]
     assert len([t for t in stamps if t <= 1000 * MS]) >= 8
     assert len([t for t in stamps if t >= 3000 * MS]) >= 8
-    tops = [(e.bid, e.bid_qty, e.ask, e.ask_qty) for _, e in eth_bbos(h)]
+    tops = [(e.bid, e.bid_qty, e.ask, e.ask_qty) for _, e in eth_pushes(h)]
     assert all(a != b for a, b in itertools.pairwise(tops))  # never a repeat
     assert h.venue.exchange.mid(ETH) != Decimal(3000)  # the market moved outside it
+    # Meanwhile the adapter side confirmed the quiet quote by REST (a second of silence,
+    # quiet_quote_s), and only then: the quiet top, unchanged.
+    asked = eth_confirmations(h)
+    assert asked
+    assert all(1000 * MS < t <= 3000 * MS + 50 * MS for t, _ in asked)
+    quiet_top = [(e.bid, e.ask) for t, e in eth_pushes(h) if t <= 1000 * MS][-1]
+    assert {(e.bid, e.ask) for t, e in asked if t < 3000 * MS} == {quiet_top}
 
 
 def test_market_quiet_book_changes_only_by_our_own_orders():
@@ -340,14 +357,18 @@ def test_market_quiet_book_changes_only_by_our_own_orders():
         symbols=["ETH-PERP"],
     )
     h.run(1.0)
-    first = eth_bbos(h)
+    first = eth_pushes(h)
     assert len(first) <= 1  # at most the first look at the book
     b = h.bbo()
     h.place("buy", "1", b.bid + Decimal("0.1"), "post_only")  # a better bid: the top moves
     h.run(1.0)
-    after = eth_bbos(h, since=first[-1][0] + 1 if first else 0)
+    after = eth_pushes(h, since=first[-1][0] + 1 if first else 0)
     assert [(e.bid, e.bid_qty) for _, e in after] == [(b.bid + Decimal("0.1"), Decimal(1))]
     assert h.venue.exchange.mid(ETH) == Decimal(3000)
+    # The adapter's REST confirmations of the quiet quote tell the same top, never another.
+    asked = eth_confirmations(h)
+    assert asked
+    assert {e.bid for _, e in asked} <= {b.bid, b.bid + Decimal("0.1")}
 
 
 def test_market_bbo_push_periodic_repeats_an_unchanged_quote():
