@@ -1,9 +1,11 @@
 """A quiet book still trades; a quiet book without REST does not (issue 11, item 2).
 
-The sim's feed is made to push a BBO only when the top of book changes (as Nado does,
-nado-protocol.md §13) on a still market, so after the first push the stream says nothing
-about prices. BUILD's freshness check measures the time since the quote was last
-confirmed; the venue adapter confirms a quiet quote by REST at half the age limit.
+The sim pushes a BBO only when the top of book changes (as Nado does, nado-protocol.md
+§13; `[market] bbo_push = "on_change"`, the default) and a `[market] quiet` window over
+the whole run stills the market model, so after the first push the stream says nothing
+about prices except where the engine's own orders move the top. BUILD's freshness check
+measures the time since the quote was last confirmed; the venue adapter confirms a quiet
+quote by REST at half the age limit.
 Whole sessions on the virtual clock.
 """
 
@@ -25,23 +27,8 @@ from engine.run import RunOptions
 from engine.run import Session
 from engine.run import parse_pair
 
-STILL = "[market]\nvolatility_bps_per_sqrt_s = 0\n"
+QUIET = "[market]\nvolatility_bps_per_sqrt_s = 0\nquiet = [{ at_s = 0, for_s = 3600 }]\n"
 PAIR = ("ETH-PERP", "SOL-PERP")
-
-
-def push_on_change_only(venue: SimVenue) -> None:
-    feed = venue._feed
-    push = feed._push_bbo
-    last: dict[int, tuple[Decimal, Decimal]] = {}
-
-    def on_change(pid: int) -> None:
-        b = feed.exchange.bbo(pid)
-        if last.get(pid) == (b.bid, b.ask):
-            return
-        last[pid] = (b.bid, b.ask)
-        push(pid)
-
-    feed._push_bbo = on_change  # type: ignore[method-assign]
 
 
 def rest_quotes_fail(venue: SimVenue) -> None:
@@ -67,12 +54,14 @@ def run(
     *, cycles: int, hold_s: int, quiet_quote_s: Decimal = Decimal(1), rest_fails: bool = False
 ) -> tuple[dict[str, Any], list[Any], SimVenue]:
     clock = VirtualClock()
-    venue = SimVenue(clock, 5, parse_profile(STILL), PAIR, quiet_quote_s=quiet_quote_s)
-    push_on_change_only(venue)
+    venue = SimVenue(clock, 5, parse_profile(QUIET), PAIR, quiet_quote_s=quiet_quote_s)
     if rest_fails:
         rest_quotes_fail(venue)
     opts = RunOptions(pair=parse_pair("ETH-SOL"), cycles=cycles, clock="virtual", seed=5)
-    settings = load_settings(env={"DN_HOLD_S": str(hold_s), "DN_MAX_ABORTS": "2"})
+    # Each cycle's own IOCs change the top (a push, as on Nado), so the next BUILD waits
+    # DN_PAUSE_S (10 s) > DN_BBO_MAX_AGE_SECONDS (2 s) after the last change.
+    env = {"DN_HOLD_S": str(hold_s), "DN_PAUSE_S": "10", "DN_MAX_ABORTS": "2"}
+    settings = load_settings(env=env)
     session = Session(opts, settings, venue, clock, Journal(":memory:"), lambda _: None)
     asyncio.run(session.run_virtual())
     return session.summary(), session.engine.journal.records(), venue
@@ -113,4 +102,7 @@ def test_stream_quiet_and_rest_failing_refuses_build() -> None:
     summary, records, venue = run(cycles=2, hold_s=60, rest_fails=True)
     assert summary["cycles_completed"] < 2
     assert stale_refusals(records)
-    assert venue.stats["adapter_quote_refresh"] >= 55
+    # REST was asked all along (at least once a second) and never confirmed anything.
+    elapsed_s = venue.clock.now_ns() // 1_000_000_000
+    assert elapsed_s >= 20  # two refused BUILDs, DN_PAUSE_S apart
+    assert venue.stats["adapter_quote_refresh"] >= elapsed_s - 1
