@@ -399,6 +399,7 @@ class Exchange:
         # A builder's fee (appendix bits 38..47) is charged on top, on the fill's notional.
         fee = tidy((base * rate + qty * price * req.builder_fee_rate).quantize(FEE_PLACES))
         order.filled += qty
+        order.filled_value += qty * price
         order.fees += fee
         pos = self.account(req.subaccount).apply_fill(
             now, req.product_id, req.side, qty, price, fee, self.lag_ns

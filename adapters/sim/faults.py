@@ -190,6 +190,12 @@ class SimSettings:
     # Nado's docs: a FOK that cannot fill is accepted, then cancelled with no fill
     # (nado-protocol.md §13). "reject" answers failure 2031 instead (the old default).
     fok_unfillable: str = "expire"
+    # `venue serve`'s order_update frames: "cumulative" adds `filled_qty` (the order's
+    # filled size so far) and `filled_price` (the average price of its matches so far, "0"
+    # before any) as in ccxt's real `order_update` sample (pro/nado parse_ws_order); the
+    # TS SDK types omit both and their meaning on every reason is unverified. "omit":
+    # only the TS SDK's fields.
+    order_update_filled: str = "cumulative"
     # Deposits: "default" = every owner's subaccount named "default" holds `collateral`
     # USDT0 and any other name was never funded; "all" = every subaccount is funded.
     funded: str = "default"
@@ -419,6 +425,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
             "maker_fill_rate_per_s": _nonneg,
             "oracle_band": _between(ZERO, Decimal(1), strict_lo=True),
             "fok_unfillable": _choice("reject", "expire"),
+            "order_update_filled": _choice("cumulative", "omit"),
             "funded": _choice("default", "all"),
             "collateral": _nonneg,
         },

@@ -136,6 +136,7 @@ class SimOrder:
     placed_ns: int
     seq: int
     filled: Decimal = ZERO
+    filled_value: Decimal = ZERO  # sum of qty x price over its matches
     fees: Decimal = ZERO
     state: OrderState = "open"
     took: bool = False  # matched as taker at least once (min-size fee rule)
@@ -209,6 +210,7 @@ class OrderUpdateRecord:
     filled: Decimal
     order_type: OrderType
     cause: Cause = ""
+    filled_price: Decimal = ZERO  # average price of its matches so far (0: none)
 
 
 @attrs.frozen(kw_only=True)
@@ -263,6 +265,7 @@ def update_record(
         filled=order.filled,
         order_type=order.request.order_type,
         cause=cause,
+        filled_price=order.filled_value / order.filled if order.filled else ZERO,
     )
 
 

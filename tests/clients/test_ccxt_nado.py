@@ -3,8 +3,9 @@
 One server for the module (still prices, no crowd flow, a 20 bps spread); each test owns
 a fresh key, hence its own subaccount. A partial fill is made deterministic by resting
 a maker order strictly inside the spread and sending a larger IOC at that price: it
-fills exactly the maker's size. Tests that need the other half of issue 10 (the sim's
-core semantics on branch i10-sim) are strict xfails naming what they need.
+fills exactly the maker's size. ccxt's own orders carry its default builder-fee appendix
+bits, which the sim accepts (and charges); `watch_orders` reads an order's filled amount
+from `filled_qty` on `order_update`, which the sim sends as in ccxt's real sample.
 """
 
 from __future__ import annotations
@@ -35,17 +36,6 @@ from tests.clients.support import venue_serve
 
 ETH_SYM = "ETH/USDT0:USDT0"
 SOL_SYM = "SOL/USDT0:USDT0"
-NEEDS_BUILDER_BITS = pytest.mark.xfail(
-    strict=True,
-    reason="needs builder-fee appendix bits accepted (ccxt sets them by default) (i10-sim)",
-)
-NEEDS_ORDER_UPDATE = pytest.mark.xfail(
-    strict=True,
-    # ccxt reads an order's filled amount only from `filled_qty` on order_update (its real
-    # sample carries it; the TS SDK types do not): the per-match lifecycle of i10-sim ends
-    # the IOC canceled with filled None until order_update also carries `filled_qty`.
-    reason="needs per-match order_update with filled_qty (i10-sim)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +214,6 @@ async def test_watch_my_trades_and_positions_report_a_partial_ioc(base: str) -> 
         ]
 
 
-@NEEDS_ORDER_UPDATE
 @pytest.mark.asyncio
 async def test_watch_orders_reports_a_partial_ioc_with_its_true_filled_amount(base: str) -> None:
     async with pro(base, 14) as ex:
@@ -296,7 +285,6 @@ async def test_watch_trades_and_all_bbo(base: str) -> None:
 # -- ccxt's own orders (its default appendix carries builder-fee bits) ----------------------
 
 
-@NEEDS_BUILDER_BITS
 def test_create_order_ioc_fills_partly(base: str) -> None:
     _, price = partial_setup(base, 20)
     ex = rest(base, 21)
@@ -309,7 +297,6 @@ def test_create_order_ioc_fills_partly(base: str) -> None:
     assert [(p["side"], p["contracts"]) for p in positions] == [("long", 0.005)]
 
 
-@NEEDS_BUILDER_BITS
 def test_create_order_post_only_rests_then_cancels(base: str) -> None:
     ex = rest(base, 22)
     ex.load_markets()
@@ -325,7 +312,6 @@ def test_create_order_post_only_rests_then_cancels(base: str) -> None:
     assert ex.fetch_open_orders(ETH_SYM) == []
 
 
-@NEEDS_BUILDER_BITS
 def test_create_order_reduce_only_rejects_when_flat_and_clamps_when_long(base: str) -> None:
     ex = rest(base, 23)
     ex.load_markets()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from adapters.nado.mapping import NadoFill
@@ -64,17 +65,26 @@ async def test_venue_serve_answers_each_scenario_exactly(sc: Scenario) -> None:
 def test_nado_lifecycle_rules_hold_in_every_scenario() -> None:
     """The corpus itself obeys nado-protocol.md §13: per order, `placed` only while
     something rests, every `filled` carries what is still unfilled (the fill's remaining),
-    and an order ends exactly once with amount 0."""
+    and an order ends exactly once with amount 0. Every order_update carries the order's
+    filled size so far and the average price of its matches (ccxt's real sample)."""
     for sc in CORPUS:
         remaining: dict[str, str] = {}
+        filled: dict[str, int] = {}
+        value: dict[str, int] = {}
         ended: set[str] = set()
         for e in sc.events:
             if e["type"] == "fill":
-                remaining[e["order_digest"]] = e["remaining_qty"]
+                digest = e["order_digest"]
+                remaining[digest] = e["remaining_qty"]
+                filled[digest] = filled.get(digest, 0) + int(e["filled_qty"])
+                value[digest] = value.get(digest, 0) + int(e["filled_qty"]) * int(e["price"])
             if e["type"] != "order_update":
                 continue
             digest, amount = e["digest"], e["amount"]
             assert digest not in ended, (sc.name, e)
+            assert int(e["filled_qty"]) == filled.get(digest, 0), (sc.name, e)
+            average = value[digest] // filled[digest] if digest in filled else 0
+            assert int(e["filled_price"]) == average, (sc.name, e)
             if e["reason"] == "filled":
                 assert abs(int(amount)) == int(remaining[digest]), (sc.name, e)
             if e["reason"] == "placed":
@@ -98,3 +108,20 @@ def test_wire_frames_give_the_adapter_parseable_venue_frames() -> None:
                 assert isinstance(obj, NadoPositionChange), (sc.name, frame)
         stamps = [int(f["timestamp"]) for f in frames]
         assert stamps == sorted(set(stamps))
+
+
+@pytest.mark.asyncio
+async def test_order_update_fill_fields_can_be_left_out_as_the_ts_sdk_types_have_it() -> None:
+    """`[sim] order_update_filled = "omit"`: the same sequence, each order_update with only
+    the TS SDK's fields (filled_qty / filled_price are in ccxt's real sample only)."""
+    (sc,) = [s for s in CORPUS if s.name == "ioc_partial_fill"]
+    sim = {**sc.profile.get("sim", {}), "order_update_filled": "omit"}
+    bare = attrs.evolve(sc, profile={**sc.profile, "sim": sim})
+    out = await run_scenario(bare)
+    dropped = ("filled_qty", "filled_price")
+    want = [
+        {k: v for k, v in e.items() if e["type"] != "order_update" or k not in dropped}
+        for e in sc.events
+    ]
+    assert any(e["type"] == "order_update" for e in want)
+    assert out.events == want

@@ -199,8 +199,16 @@ def fill_frame(rec: FillRecord, wire: WireTime) -> dict[str, Any]:
     return out
 
 
-def order_update_frame(rec: OrderUpdateRecord, side: str, wire: WireTime) -> dict[str, Any]:
-    """`amount` is the unfilled size after the update, signed like the order (0 when done)."""
+def order_update_frame(
+    rec: OrderUpdateRecord, side: str, wire: WireTime, *, filled: bool = True
+) -> dict[str, Any]:
+    """`amount` is the unfilled size after the update, signed like the order (0 when done).
+
+    With `filled` (`[sim] order_update_filled = "cumulative"`), also `filled_qty` and
+    `filled_price` as in ccxt's real sample (pro/nado `parse_ws_order`): the order's filled
+    size so far, unsigned, and the average price of its matches ("0" before any). That
+    they are cumulative and sent with every reason is unverified (the sample is one
+    first match; the TS SDK types omit both)."""
     sign = 1 if side == "buy" else -1
     out: dict[str, Any] = {
         "type": "order_update",
@@ -210,6 +218,9 @@ def order_update_frame(rec: OrderUpdateRecord, side: str, wire: WireTime) -> dic
         "amount": x18s(sign * rec.remaining),
         "reason": rec.reason,
     }
+    if filled:
+        out["filled_qty"] = x18s(rec.filled)
+        out["filled_price"] = x18s(rec.filled_price)
     cid = _client_id(rec.client_id)
     if cid is not None:
         out["id"] = cid
