@@ -3,10 +3,11 @@
 One port serves REST (`POST /v1/execute`, `POST`/`GET /v1/query`, `GET /v1/symbols`,
 `GET /v1/time`) and the WebSocket `/v1/subscribe`, with aiohttp; the other Nado
 services (edge query, `/v2`, archive, trigger, `/ws/v2`) at the real hosts' paths on the
-same port come from `services.py` (adapters/sim/README.md, "venue serve routes"). The exchange lives as
-long as the server, so positions survive client restarts. Time is the wall clock
-(`engine.clock.WallClock`): the market steps, BBO pushes, fault windows and forced
-disconnects are timers on it, and profile times are seconds since the server started.
+same port come from `services.py` (adapters/sim/README.md, "venue serve routes").
+The exchange lives as long as the server, so positions survive client restarts. Time
+is the wall clock (`engine.clock.WallClock`): the market steps, BBO pushes, fault
+windows and forced disconnects are timers on it, and profile times are seconds since
+the server started.
 
 Faults on the wire (the same TOML as the in-process sim, adapters/sim/README.md):
 - `rest.latency_ms`: a delay before the request reaches the venue and another before
