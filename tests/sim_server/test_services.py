@@ -112,6 +112,8 @@ BAD_POSTS: list[tuple[str, Any]] = [
     ("/archive/v1", {"matches": {"max_time": "soon"}}),
     ("/archive/v1", {"matches": {"product_ids": "4"}}),
     ("/archive/v1", {"matches": {"colour": "red"}}),
+    ("/archive/v1", {"interest_and_funding": {}}),
+    ("/archive/v1", {"interest_and_funding": {"subaccount": _subs(1)[0], "limit": 0}}),
     ("/v1/edge/query", {"type": "dance"}),
     ("/trigger/v1/query", {"type": "list_trigger_orders"}),
     ("/trigger/v1/query", {"type": "everything", "tx": {}}),
