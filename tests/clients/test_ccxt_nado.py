@@ -139,6 +139,7 @@ def test_time_status_tickers_and_funding(base: str) -> None:
     assert set(tickers) == {ETH_SYM, SOL_SYM}
     assert tickers[ETH_SYM]["last"] > 0
     assert ex.fetch_funding_rate(ETH_SYM)["fundingRate"] == 0.0
+    assert ex.fetch_funding_history(ETH_SYM) == []  # the sim charges no funding
 
 
 def test_bad_orderbook_requests_are_refused(base: str) -> None:
@@ -310,6 +311,20 @@ def test_create_order_post_only_rests_then_cancels(base: str) -> None:
     cancelled = ex.cancel_order(order["id"], ETH_SYM)
     assert (cancelled["id"], cancelled["status"]) == (order["id"], "canceled")
     assert ex.fetch_open_orders(ETH_SYM) == []
+
+
+@pytest.mark.asyncio
+async def test_create_order_ws_over_the_v2_gateway_socket(base: str) -> None:
+    bid, _ = Maker(base, key(25)).bbo(ETH)
+    async with pro(base, 25) as ex:
+        await ex.load_markets()
+        price = float(bid - 25 * TICK[ETH])
+        order = await asyncio.wait_for(
+            ex.create_order_ws(ETH_SYM, "limit", "buy", 0.01, price, {"postOnly": True}), WAIT_S
+        )
+        assert order["id"].startswith("0x")
+        opened = await ex.fetch_open_orders(ETH_SYM)
+        assert [o["id"] for o in opened] == [order["id"]]
 
 
 def test_create_order_reduce_only_rejects_when_flat_and_clamps_when_long(base: str) -> None:

@@ -4,12 +4,15 @@ a bounded answer (HTTP 400, code 2000; trigger orders 4001), never a crash."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from adapters.nado.mapping import StreamError
 from adapters.nado.mapping import StreamReply
@@ -112,6 +115,8 @@ BAD_POSTS: list[tuple[str, Any]] = [
     ("/archive/v1", {"matches": {"max_time": "soon"}}),
     ("/archive/v1", {"matches": {"product_ids": "4"}}),
     ("/archive/v1", {"matches": {"colour": "red"}}),
+    ("/archive/v1", {"interest_and_funding": {}}),
+    ("/archive/v1", {"interest_and_funding": {"subaccount": _subs(1)[0], "limit": 0}}),
     ("/v1/edge/query", {"type": "dance"}),
     ("/trigger/v1/query", {"type": "list_trigger_orders"}),
     ("/trigger/v1/query", {"type": "everything", "tx": {}}),
@@ -207,3 +212,46 @@ async def test_subscriptions_per_connection_are_capped() -> None:
         assert reply.code == 2000
         listed = await s.request({"method": "list"})
         assert isinstance(listed, StreamReply)
+
+
+@pytest.mark.asyncio
+async def test_edge_cached_reads_and_v2_symbols() -> None:
+    async with running() as server, httpx.AsyncClient(timeout=WAIT_S) as http:
+        root = _root(server.url)
+        r = await http.post(root + "/v1/edge/query", json={"type": "cached_prices"})
+        body = r.json()
+        assert (body["status"], body["request_type"]) == ("success", "query_cached_prices")
+        assert [p["product_id"] for p in body["data"]["market_prices"]] == [4, 8]
+        r = await http.get(root + "/v1/edge/query", params={"type": "time", "id": "9"})
+        assert (r.json()["method"], r.json()["id"]) == ("time", 9)
+        r = await http.get(root + "/archive/v2/symbols", params={"product_ids": "4"})
+        assert list(r.json()) == ["ETH-PERP"]
+        r = await http.get(root + "/archive/v2/symbols", params={"product_ids": "4,x"})
+        assert r.status_code == 400
+
+
+@pytest.mark.asyncio
+async def test_book_depth_chain_shows_a_lost_event() -> None:
+    """With pushes dropped, some event's last_max_timestamp names an event this client
+    never got: the gap a client (ccxt) detects. Without drops the chain is unbroken."""
+
+    async def chain(profile: str) -> list[dict[str, Any]]:
+        async with (
+            running(profile, seed=3) as server,
+            connect(server.ws_url, open_timeout=WAIT_S) as ws,
+        ):
+            stream = {"type": "book_depth", "product_id": ETH}
+            await ws.send(json.dumps({"method": "subscribe", "id": 1, "stream": stream}))
+            events: list[dict[str, Any]] = []
+            while len(events) < 12:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), WAIT_S))
+                if frame.get("type") == "book_depth":
+                    events.append(frame)
+            return events
+
+    def gaps(events: list[dict[str, Any]]) -> int:
+        return sum(b["last_max_timestamp"] != a["max_timestamp"] for a, b in pairwise(events))
+
+    moving = "[market]\nvolatility_bps_per_sqrt_s = 50\n"
+    assert gaps(await chain(moving)) == 0
+    assert gaps(await chain(moving + "[ws]\ndrop = 0.5\n")) > 0

@@ -179,6 +179,8 @@ class Archive:
                 return self._orders_answer(params, cutoff)
             if kind == "matches":
                 return self._matches_answer(params, cutoff)
+            if kind == "interest_and_funding":
+                return self._funding_answer(params)
         except MalformedFrame as exc:
             raise ArchiveError(str(exc)) from None
         raise ArchiveError(f"query type {str(kind)[:40]!r} is not served by the sim archive")
@@ -290,6 +292,20 @@ class Archive:
                 }
             )
         return {"matches": matches, "txs": txs}
+
+    def _funding_answer(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """ccxt's `fetch_funding_history`: the sim charges no funding or interest, so
+        the lists are empty (shape from ccxt's sample)."""
+        unknown = set(params) - {"subaccount", "product_ids", "limit", "max_idx"}
+        if unknown:
+            raise ArchiveError(f"unknown field {sorted(unknown)[0][:40]!r}")
+        req_hex(params, "subaccount", "archive", nbytes=32)
+        _int_set(params, "product_ids")
+        limit = _opt_int(params, "limit")
+        if limit is not None and not 1 <= limit <= MAX_LIMIT:
+            raise ArchiveError(f"limit must be within 1..{MAX_LIMIT}")
+        _opt_int(params, "max_idx")
+        return {"interest_payments": [], "funding_payments": [], "next_idx": "0"}
 
     def _match_row(self, order: _Order, m: _Match) -> dict[str, Any]:
         fills = order.fills[: m.fill_no]

@@ -54,6 +54,7 @@ __all__ = [
     "orderbook",
     "pairs",
     "symbols_v1",
+    "symbols_v2",
     "ticker_id",
     "tickers",
     "trades",
@@ -103,6 +104,33 @@ def symbols_v1(exchange: Exchange) -> list[dict[str, Any]]:
         {**codec.symbol_entry(spec, sim), "product_id": str(pid)}
         for pid, spec in exchange.specs.items()
     ]
+
+
+def symbols_v2(exchange: Exchange, query: Mapping[str, str]) -> dict[str, Any]:
+    """`/archive/v2/symbols` (SDK `get_v2_symbols`): the `symbols` entries by symbol,
+    filtered by `product_type` and `product_ids` (`4,8`). Market hours and boost
+    metadata, which the SDK's docstring mentions, are not modelled."""
+    kind = query.get("product_type")
+    if kind not in (None, "perp", "spot"):
+        raise BadPublicRequest("product_type must be spot or perp")
+    wanted: set[int] | None = None
+    raw = query.get("product_ids")
+    if raw is not None:
+        parts = [p for p in raw.split(",") if p.strip()]
+        if len(parts) > len(exchange.specs) + 100:
+            raise BadPublicRequest("too many product_ids")
+        try:
+            wanted = {as_int(p.strip(), "product_ids", "query", min_value=0) for p in parts}
+        except MalformedFrame as exc:
+            raise BadPublicRequest(str(exc)) from None
+    if kind == "spot":
+        return {}
+    sim = exchange.profile.sim
+    return {
+        spec.symbol: codec.symbol_entry(spec, sim)
+        for pid, spec in exchange.specs.items()
+        if wanted is None or pid in wanted
+    }
 
 
 def assets(exchange: Exchange) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ port at the real hosts' paths (DESIGN.md §4), so a client changes its base URLs
 | `GET`/`POST /v1/edge/query` | gateway `/v1` | `public.edge_query` |
 | `GET /v2/assets`, `/v2/pairs`, `/v2/orderbook` | gateway `/v2` | `public` |
 | `POST /archive/v1` (`orders`, `matches`) | archive `/v1` | `archive.Archive` |
-| `GET /archive/v2/tickers`, `/contracts`, `/trades` | archive `/v2` | `public` |
+| `GET /archive/v2/tickers`, `/contracts`, `/trades`, `/symbols` | archive `/v2` | `public` |
 | `POST /trigger/v1/execute`, `/trigger/v1/query` | trigger `/v1` | below |
 | queries `fee_rates`, `max_order_size` | gateway `/v1/query` | `public.extra_query` |
 
@@ -59,6 +59,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/archive/v2/tickers", "v2_tickers"),
     ("GET", "/archive/v2/contracts", "v2_contracts"),
     ("GET", "/archive/v2/trades", "v2_trades"),
+    ("GET", "/archive/v2/symbols", "v2_symbols"),
     ("POST", "/trigger/v1/execute", "trigger_execute"),
     ("POST", "/trigger/v1/query", "trigger_query"),
 )
@@ -160,6 +161,8 @@ class Services:
             return public.contracts(ex, self.tape, self.wire, self.open_mids)
         if kind == "v2_trades":
             return public.trades(ex, self.tape, self.wire, params)
+        if kind == "v2_symbols":
+            return public.symbols_v2(ex, params)
         raise AssertionError(kind)
 
     def symbols(self) -> Reply:
@@ -176,6 +179,8 @@ class Services:
         if isinstance(answer, dict):
             return Reply(answer)
         inner = {k: v for k, v in params.items() if k != "id"}
+        if answer == "market_prices" and "product_ids" not in inner:
+            inner["product_ids"] = list(self.exchange.specs)  # cached_prices: all by default
         reply = self.gateway.query({**inner, "type": answer})
         payload = reply.payload
         if isinstance(payload, dict) and "request_type" in payload:
