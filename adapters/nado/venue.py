@@ -937,7 +937,9 @@ class NadoVenue:
                 self._accepted(entry)
             return
         entry.seen_placed = True
-        if entry.ended is None:
+        # Nado sends `filled` after every match with the size still unfilled: only an
+        # update with nothing left (amount 0) ends the order (nado-protocol.md §13).
+        if entry.ended is None and (update.reason != "filled" or update.remaining_qty == 0):
             entry.ended, entry.ended_epoch = update.reason, epoch
         if update.reason == "filled" or entry.end_reported or entry.cancels_in_flight:
             return  # fills carry quantities; our own cancel is answered by its reply
