@@ -389,7 +389,10 @@ class NadoMarketSource:
         self.stats["snapshots"] += 1
         self.stats[f"snapshots.{why}"] += 1
         if why not in ("start", "refresh", "poll"):
-            log.info("paper: %s book re-seeded from the REST snapshot (%s)", self._symbol(pid), why)
+            # a warning: shown on the run's console (a reconnect or a chain gap is news)
+            log.warning(
+                "paper: %s book re-seeded from the REST snapshot (%s)", self._symbol(pid), why
+            )
         if self._hooks is not None:
             self._hooks.book_changed(pid)
 

@@ -1,0 +1,138 @@
+"""PaperVenue over a loopback `venue serve`: public market data with no key, orders
+matched locally, a cut stream recovered from the REST snapshot, and not one request to
+the execute endpoint."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from adapters.nado.discovery import DiscoveryError
+from adapters.paper.source import QueryOnlyGateway
+from engine.events import BboUpdated
+from engine.events import ConnectionChanged
+from engine.events import FillReceived
+from engine.events import OrderAccepted
+from engine.events import PositionSnapshot
+from engine.events import VenueError
+from engine.intents import PlaceOrder
+from engine.intents import QueryMarketPrices
+from engine.intents import QueryPositions
+from engine.intents import StreamConnect
+from tests.paper.support import ETH
+from tests.paper.support import SOL
+from tests.paper.support import paper
+from tests.paper.support import serving
+
+D = Decimal
+STILL = "[market]\nvolatility_bps_per_sqrt_s = 0\n[sim]\nmaker_fill_rate_per_s = 0\n"
+
+
+def states(rig) -> list[str]:
+    return [e.state for e in rig.of(ConnectionChanged)]
+
+
+@pytest.mark.asyncio
+async def test_market_data_and_local_fills_with_no_execute():
+    async with serving(STILL) as server, paper(server) as rig:
+        src = rig.source
+        assert set(rig.venue.products) == {"ETH-PERP", "SOL-PERP"}
+        assert src.fees[ETH] == (D(0), D("0.0002"))  # the server's published rates
+        assert src.stats["snapshots.start"] == 2
+        assert not hasattr(src.gateway, "execute")
+        assert isinstance(src.gateway, QueryOnlyGateway)
+
+        rig.venue.submit(StreamConnect(attempt=1))
+        await rig.wait_for(lambda: "connected" in states(rig))
+        await rig.wait_for(lambda: {e.product_id for e in rig.of(BboUpdated)} == {ETH, SOL})
+
+        ask = src.books[ETH].best("ask", 0)
+        assert ask is not None
+        rig.venue.submit(
+            PlaceOrder(
+                order_id="b1",
+                product_id=ETH,
+                side="buy",
+                qty=D("0.05"),
+                price=ask[0] + 5,
+                tif="ioc",
+                purpose="test",
+            )
+        )
+        await rig.wait_for(lambda: rig.of(OrderAccepted))
+        fills = await rig.wait_for(lambda: rig.of(FillReceived))
+        assert sum(f.qty for f in fills) == D("0.05")
+        assert fills[0].price == ask[0]  # matched against the venue's book
+        rig.venue.submit(QueryPositions(request_id="p1", product_ids=(ETH, SOL)))
+        snap = await rig.wait_for(lambda: rig.of(PositionSnapshot))
+        assert {p.product_id: p.qty for p in snap[0].positions}[ETH] == D("0.05")
+
+        rig.venue.submit(QueryMarketPrices(request_id="m1", product_ids=(SOL,)))
+        n = len(rig.of(BboUpdated))
+        await rig.wait_for(lambda: len(rig.of(BboUpdated)) > n)
+        # the venue's own book never saw an order
+        assert server.exchange.open_orders(rig.venue.subaccount) == []
+        assert server.exchange.position(rig.venue.subaccount, ETH).qty == 0
+    assert server.executes == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cut_stream_is_reported_and_the_books_reseeded_from_rest():
+    async with serving(STILL) as server, paper(server) as rig:
+        src = rig.source
+        rig.venue.submit(StreamConnect(attempt=1))
+        await rig.wait_for(lambda: "connected" in states(rig))
+        await rig.wait_for(lambda: src.stats["snapshots.reconnect"] == 2)
+        server._forced_disconnect()  # the venue cuts every socket (no close handshake kept)
+        await rig.wait_for(lambda: "disconnected" in states(rig))
+        assert not any(c.synced for c in src.chains.values())
+        # down: the books are polled over REST until the engine reconnects
+        await rig.wait_for(lambda: src.stats["snapshots.poll"] >= 2)
+        await rig.wait_for(lambda: not server._ws_gap)
+        rig.venue.submit(StreamConnect(attempt=2))
+        await rig.wait_for(lambda: states(rig).count("connected") == 2)
+        await rig.wait_for(lambda: src.stats["snapshots.reconnect"] == 4)
+        assert all(c.synced for c in src.chains.values())
+        n = len(rig.of(BboUpdated))
+        await rig.wait_for(lambda: len(rig.of(BboUpdated)) > n + 2)
+    assert server.executes == 0
+
+
+@pytest.mark.asyncio
+async def test_stream_refusals_leave_book_to_snapshots_and_quotes():
+    # This venue serve has no book_depth / trade streams: the paper venue runs without
+    # them (logged), on snapshots and quotes, and says so in `refused`.
+    async with serving(STILL) as server, paper(server) as rig:
+        rig.venue.submit(StreamConnect(attempt=1))
+        await rig.wait_for(lambda: "connected" in states(rig))
+        stream = rig.source.stream
+        assert stream is not None
+        if not stream.refused:
+            pytest.skip("this venue serve has book_depth and trade streams")
+        assert {r.split(":")[0] for r in stream.refused} <= {"book_depth", "trade"}
+    assert server.executes == 0
+
+
+@pytest.mark.asyncio
+async def test_wrong_network_is_refused_before_any_order():
+    from adapters.nado.discovery import Expectations
+
+    async with serving(STILL) as server:
+        with pytest.raises(DiscoveryError, match="chain id"):
+            async with paper(server, expect=Expectations(chain_id=57073)):
+                pass
+    assert server.executes == 0
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_gateway_is_a_discovery_error():
+    from tests.paper.support import PaperRig
+
+    class Nowhere:
+        url = "http://127.0.0.1:9/v1"
+
+    rig = PaperRig(Nowhere())  # type: ignore[arg-type]
+    with pytest.raises(DiscoveryError, match="venue discovery failed"):
+        await rig.start()
+    assert rig.of(VenueError) == []
