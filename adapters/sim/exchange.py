@@ -214,6 +214,10 @@ class Exchange:
             if o.request.subaccount == subaccount
         ]
 
+    def resting(self, product_id: int) -> list[SimOrder]:
+        """Every account's open orders on one product (a public book view)."""
+        return list(self._open.get(product_id, ()))
+
     def account(self, subaccount: str) -> Account:
         acct = self.accounts.get(subaccount)
         if acct is None:

@@ -22,6 +22,7 @@ import attrs
 from adapters.sim.products import CATALOGUE
 
 __all__ = [
+    "ArchiveFaults",
     "FaultProfile",
     "FaultProfileError",
     "Jump",
@@ -132,6 +133,14 @@ class MarketFaults:
 
 
 @attrs.frozen(kw_only=True)
+class ArchiveFaults:
+    """`[archive]`: the indexer (`venue serve`'s `/archive/v1`) sees an event only this
+    long after it happened (real indexers lag the engine; the size is `unverified`)."""
+
+    lag_ms: Decimal = ZERO
+
+
+@attrs.frozen(kw_only=True)
 class SimSettings:
     """The sim's model parameters (not faults): the `[sim]` section."""
 
@@ -164,6 +173,7 @@ class FaultProfile:
     venue: VenueFaults = VenueFaults()
     market: MarketFaults = MarketFaults()
     sim: SimSettings = SimSettings()
+    archive: ArchiveFaults = ArchiveFaults()
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -320,6 +330,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
             "jumps": _jumps,
         },
     ),
+    "archive": (ArchiveFaults, {"lag_ms": _ms}),
     "sim": (
         SimSettings,
         {

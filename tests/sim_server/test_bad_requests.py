@@ -214,7 +214,7 @@ async def test_bad_stream_messages_get_error_frames() -> None:
         cases: list[tuple[str | bytes, int]] = [
             ("not json", 2000),
             (b"\x00\x01binary", 2000),
-            (_sub(1, {"type": "book_depth", "product_id": 4}), 4001),
+            (_sub(1, {"type": "liquidation", "product_id": 4}), 4001),
             ('{"method": "dance", "id": 2}', 2000),
             ('{"id": 3}', 2000),
             (_sub(4, {"type": "best_bid_offer"}), 2000),

@@ -39,6 +39,8 @@ import attrs
 from aiohttp import WSMsgType
 from aiohttp import web
 
+from adapters.nado.wire import MalformedFrame
+from adapters.nado.wire import loads as codec_loads
 from adapters.sim.channel import PushChannel
 from adapters.sim.exchange import Exchange
 from adapters.sim.faults import NS_PER_MS
@@ -55,6 +57,9 @@ from adapters.sim.server.gateway import DelayedCancel
 from adapters.sim.server.gateway import Gateway
 from adapters.sim.server.gateway import Reply
 from adapters.sim.server.gateway import parse_query_string
+from adapters.sim.server.services import KINDS as SERVICE_KINDS
+from adapters.sim.server.services import ROUTES as SERVICE_ROUTES
+from adapters.sim.server.services import Services
 from adapters.sim.server.streams import AUTH_STREAMS
 from adapters.sim.server.streams import StreamSession
 from adapters.sim.server.timers import OrderedTimers
@@ -113,6 +118,7 @@ class _WsConn:
         self.ws = ws
         self.server = server
         self.closed = False
+        self.gateway_ws = False  # /ws/v2 and /v1/ws also take executes and queries
         self.session = StreamSession(
             product_ids=server.exchange.specs,
             chain_id=opts.chain_id,
@@ -196,7 +202,19 @@ class VenueServer:
             endpoint_addr=opts.endpoint_addr,
             check_times=opts.check_times,
         )
+        self.services = Services(
+            self.exchange,
+            self.gateway,
+            self.wire,
+            now=self.clock.now_ns,
+            sync=self.sync,
+            wants=self._wants,
+            push=self._push_public,
+            chain_id=opts.chain_id,
+            endpoint_addr=opts.endpoint_addr,
+        )
         sim = profile.sim
+        self._market_ns = int(sim.market_step_ms * NS_PER_MS)
         self.timers = OrderedTimers(self.clock)
         self._rest_rng = random.Random(f"{opts.seed}/rest")
         self._bbo_rng = random.Random(f"{opts.seed}/bbo")
@@ -255,6 +273,10 @@ class VenueServer:
         app.router.add_get("/v1/symbols", self._symbols)
         app.router.add_get("/v1/time", self._time)
         app.router.add_get("/v1/subscribe", self._subscribe)
+        app.router.add_get("/ws/v2", self._subscribe)  # executes and queries too
+        app.router.add_get("/v1/ws", self._subscribe)
+        for method, path, kind in SERVICE_ROUTES:
+            app.router.add_route(method, path, self._service_handler(kind))
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -267,6 +289,7 @@ class VenueServer:
             self.timers.at(self.origin_ns + w.end_ns, lambda: self._set_down(-1))
         self._schedule_disconnect()
         self.timers.later(0, self._tick)
+        self.timers.later(0, self._market_tick)
         log.info("venue listening on %s (seed %d)", self.url, self.options.seed)
 
     async def stop(self) -> None:
@@ -321,7 +344,24 @@ class VenueServer:
         """Advance the exchange to now and push what it recorded."""
         self.exchange.advance_to(self.clock.now_ns())
         for rec in self.exchange.drain():
+            self.services.record(rec)
             self._route(rec)
+
+    def _wants(self, kind: str, pid: int | None) -> bool:
+        return any(c.session.wants(kind, pid) for c in self._conns.values())
+
+    def _push_public(self, kind: str, pid: int | None, frame: dict[str, Any]) -> None:
+        conns = [c for c in self._conns.values() if c.session.wants(kind, pid)]
+        if conns:
+            text = json.dumps(frame, separators=(",", ":"))
+            for conn in conns:
+                conn.push(text)
+
+    def _market_tick(self) -> None:
+        """book_depth / all_bbo / funding_rate (services.py), on the market's step."""
+        self.sync()
+        self.services.tick()
+        self.timers.later(self._market_ns, self._market_tick)
 
     def _route(self, rec: Record) -> None:
         conns = [
@@ -441,6 +481,12 @@ class VenueServer:
     async def _time(self, request: web.Request) -> web.StreamResponse:
         return await self._rest(request, "time")
 
+    def _service_handler(self, kind: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._rest(request, kind)
+
+        return handler
+
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         code, _ = CODES["bad_request"]
         return _json(codec.failure(None, code, f"no route {request.method} {request.path}"), 404)
@@ -501,18 +547,33 @@ class VenueServer:
 
         self.timers.later(delayed.delay_ns, run)
 
-    def _handle(self, kind: str, raw: bytes, request: web.Request) -> Reply | DelayedCancel:
+    def _handle(self, kind: str, raw: bytes, request: web.Request | None) -> Reply | DelayedCancel:
         gw = self.gateway
         if kind == "execute":
             return self._guard(kind, lambda: gw.execute(raw))
+        items = [] if request is None else list(request.query.items())
+        if kind in SERVICE_KINDS:
+            return self._guard(kind, lambda: self.services.handle(kind, raw, items))
         if kind == "query":
-            return self._guard(kind, lambda: gw.query_raw(raw))
+            return self._guard(kind, lambda: self._query(raw))
         if kind == "query_get":
-            params = parse_query_string(list(request.query.items()))
-            return self._guard(kind, lambda: gw.query(params))
+            params = parse_query_string(items)
+            return self._guard(kind, lambda: self._query(params))
         if kind == "symbols":
-            return Reply(gw.product_symbols())
+            return self.services.symbols()
         return Reply(self.unix_ms())
+
+    def _query(self, body: bytes | dict[str, Any]) -> Reply:
+        """Engine queries; `fee_rates` and `max_order_size` are answered by services.py."""
+        if isinstance(body, bytes):
+            try:
+                params: object = codec_loads(body)
+            except MalformedFrame:
+                return self.gateway.query_raw(body)  # its own error answer
+        else:
+            params = body
+        extra = self.services.intercept_query(params)
+        return extra if extra is not None else self.gateway.query(params)
 
     def _guard(self, kind: str, fn: Callable[[], Reply | DelayedCancel]) -> Reply | DelayedCancel:
         """A bug must not take the connection down: it becomes a 500 with code 5000."""
@@ -565,12 +626,17 @@ class VenueServer:
         self._ws_seq += 1
         self.stats["ws_connections"] += 1
         conn = _WsConn(self, self._ws_seq, ws)
+        conn.gateway_ws = request.path != "/v1/subscribe"
         self._conns[conn.n] = conn
         writer = asyncio.ensure_future(conn.writer())
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    conn.reply(self._ws_message(conn, msg.data))
+                    request_body = _gateway_request(msg.data) if conn.gateway_ws else None
+                    if request_body is not None:
+                        self.spawn(self._ws_gateway(conn, request_body))
+                    else:
+                        conn.reply(self._ws_message(conn, msg.data))
                 elif msg.type == WSMsgType.ERROR:
                     break
         except (ConnectionError, asyncio.CancelledError):
@@ -582,6 +648,22 @@ class VenueServer:
             writer.cancel()
         return ws
 
+    async def _ws_gateway(self, conn: _WsConn, body: dict[str, Any]) -> None:
+        """An execute or query over `/ws/v2` (or `/v1/ws`): the same answer as REST,
+        sent when ready (so replies may come out of order, as on `/ws/v2`)."""
+        kind = "query" if "type" in body else "execute"
+        raw = json.dumps(body).encode()
+        outcome = self._handle(kind, raw, None)
+        if isinstance(outcome, DelayedCancel):
+            await asyncio.sleep(outcome.delay_ns / NS_PER_S)
+            outcome = self._guard(kind, outcome.finish)
+        assert isinstance(outcome, Reply)
+        payload = outcome.payload
+        if kind == "query" and isinstance(payload, dict) and "id" in body:
+            payload = {**payload, "id": body["id"]}
+        if not conn.closed:
+            conn.reply(payload)
+
     def _ws_message(self, conn: _WsConn, data: str | bytes) -> dict[str, Any]:
         try:
             return conn.session.handle(data)
@@ -590,6 +672,15 @@ class VenueServer:
             log.exception("venue: websocket message handler failed")
             code, text = CODES["internal"]
             return {"status": "failure", "error": text, "error_code": code, "id": None}
+
+
+def _gateway_request(data: str | bytes) -> dict[str, Any] | None:
+    """A `/ws/v2` message that is an execute or a query (no `method`), else None."""
+    try:
+        body = codec_loads(data)
+    except MalformedFrame:
+        return None
+    return body if isinstance(body, dict) and "method" not in body else None
 
 
 def _kind(rec: Record) -> str:

@@ -30,8 +30,19 @@ from adapters.sim.server.codec import CODES
 
 __all__ = ["AUTH_STREAMS", "STREAMS", "StreamSession", "Sub"]
 
-STREAMS = ("best_bid_offer", "fill", "order_update", "position_change")
+STREAMS = (
+    "best_bid_offer",
+    "book_depth",
+    "trade",
+    "all_bbo",
+    "funding_rate",
+    "fill",
+    "order_update",
+    "position_change",
+)
 PRIVATE = frozenset({"fill", "order_update", "position_change"})
+# Public streams whose `product_id` may be omitted (all products): nado-protocol.md §7.4.
+ANY_PRODUCT = frozenset({"all_bbo", "funding_rate"})
 # Which streams need an authenticated connection: only `order_update`, per a third party
 # reading Nado's docs (nado-protocol.md §7.3, §12.8). Configurable in ServerOptions.
 AUTH_STREAMS = frozenset({"order_update"})
@@ -82,7 +93,7 @@ class StreamSession:
         self.authed: set[str] = set()  # owner addresses (lower-case 0x + 40 hex)
 
     # -- routing --------------------------------------------------------------------------
-    def wants(self, kind: str, product_id: int, subaccount: str | None = None) -> bool:
+    def wants(self, kind: str, product_id: int | None, subaccount: str | None = None) -> bool:
         for sub in self.subs:
             if sub.type != kind:
                 continue
@@ -176,8 +187,10 @@ class StreamSession:
         pid = None if raw.get("product_id") is None else req_int(raw, "product_id", w, min_value=0)
         if pid is not None and pid not in self.product_ids:
             raise _Refused("bad_request", f"unknown product_id {pid}")
+        if kind == "all_bbo":
+            return Sub(kind)
         if kind not in PRIVATE:
-            if pid is None:
+            if pid is None and kind not in ANY_PRODUCT:
                 raise MalformedFrame("missing field 'product_id'", where=w)
             return Sub(kind, pid)
         subaccount = req_hex(raw, "subaccount", w, nbytes=32)
