@@ -76,6 +76,7 @@ class SimMarketSource:
         self._hooks: MarketHooks | None = None
         self._feed_up = False  # the simulator's stream is up
         self._open = False  # our socket is open: connected and not dropped since
+        self._connects = 0
         self.stats: Counter[str] = Counter()
 
     # -- MarketSource -------------------------------------------------------------------------
@@ -120,8 +121,9 @@ class SimMarketSource:
         for chain in self.chains.values():
             chain.reset()
         hooks.emit(ConnectionChanged(channel="ws", state="connected", detail=f"attempt {attempt}"))
+        self._connects += 1
         for pid in self._books:
-            self._snapshot(pid, "reconnect")
+            self._snapshot(pid, "connect" if self._connects == 1 else "reconnect")
 
     def query_prices(self, intent: QueryMarketPrices) -> None:
         self._sched.later(self._rtt_ns, lambda: self._answer_prices(intent))

@@ -388,7 +388,7 @@ class NadoMarketSource:
             book.apply(ev, self.clock.now_ns())
         self.stats["snapshots"] += 1
         self.stats[f"snapshots.{why}"] += 1
-        if why not in ("start", "refresh", "poll"):
+        if why not in ("start", "connect", "refresh", "poll"):
             # a warning: shown on the run's console (a reconnect or a chain gap is news)
             log.warning(
                 "paper: %s book re-seeded from the REST snapshot (%s)", self._symbol(pid), why
@@ -438,10 +438,11 @@ class NadoMarketSource:
         if state in ("connected", "disconnected", "failed"):
             # A new socket missed every event since the last one: re-seed from REST
             # (while the stream is down, the keeper polls the snapshots instead).
+            first = self.stream is None or self.stream.epoch <= 1
             for pid, chain in self.chains.items():
                 chain.reset()
                 if state == "connected":
-                    self._resnapshot(pid, "reconnect")
+                    self._resnapshot(pid, "connect" if first else "reconnect")
         self._emit(ConnectionChanged(channel="ws", state=state, detail=detail[:200]))
 
     def _on_frame(self, frame: Any) -> None:

@@ -83,7 +83,8 @@ async def test_a_cut_stream_is_reported_and_the_books_reseeded_from_rest():
         src = rig.source
         rig.venue.submit(StreamConnect(attempt=1))
         await rig.wait_for(lambda: "connected" in states(rig))
-        await rig.wait_for(lambda: src.stats["snapshots.reconnect"] == 2)
+        await rig.wait_for(lambda: src.stats["snapshots.connect"] == 2)
+        assert src.stats["snapshots.reconnect"] == 0
         server._forced_disconnect()  # the venue cuts every socket (no close handshake kept)
         await rig.wait_for(lambda: "disconnected" in states(rig))
         assert not any(c.synced for c in src.chains.values())
@@ -92,7 +93,7 @@ async def test_a_cut_stream_is_reported_and_the_books_reseeded_from_rest():
         await rig.wait_for(lambda: not server._ws_gap)
         rig.venue.submit(StreamConnect(attempt=2))
         await rig.wait_for(lambda: states(rig).count("connected") == 2)
-        await rig.wait_for(lambda: src.stats["snapshots.reconnect"] == 4)
+        await rig.wait_for(lambda: src.stats["snapshots.reconnect"] == 2)
         assert all(c.synced for c in src.chains.values())
         n = len(rig.of(BboUpdated))
         await rig.wait_for(lambda: len(rig.of(BboUpdated)) > n + 2)
@@ -100,17 +101,17 @@ async def test_a_cut_stream_is_reported_and_the_books_reseeded_from_rest():
 
 
 @pytest.mark.asyncio
-async def test_stream_refusals_leave_book_to_snapshots_and_quotes():
-    # This venue serve has no book_depth / trade streams: the paper venue runs without
-    # them (logged), on snapshots and quotes, and says so in `refused`.
-    async with serving(STILL) as server, paper(server) as rig:
+async def test_a_refused_optional_stream_is_run_without():
+    # A gateway that refuses an optional stream (an older one without book_depth, say):
+    # the socket still connects, the refusal is remembered and logged once.
+    streams = ("best_bid_offer", "book_depth", "no_such_stream")
+    async with serving(STILL) as server, paper(server, streams=streams) as rig:
         rig.venue.submit(StreamConnect(attempt=1))
         await rig.wait_for(lambda: "connected" in states(rig))
         stream = rig.source.stream
         assert stream is not None
-        if not stream.refused:
-            pytest.skip("this venue serve has book_depth and trade streams")
-        assert {r.split(":")[0] for r in stream.refused} <= {"book_depth", "trade"}
+        assert stream.refused == ["no_such_stream:4", "no_such_stream:8"]
+        await rig.wait_for(lambda: rig.of(BboUpdated))
     assert server.executes == 0
 
 
@@ -136,3 +137,83 @@ async def test_an_unreachable_gateway_is_a_discovery_error():
     with pytest.raises(DiscoveryError, match="venue discovery failed"):
         await rig.start()
     assert rig.of(VenueError) == []
+
+
+@pytest.mark.asyncio
+async def test_public_trades_work_off_the_queue_then_trade_through_fills():
+    from tests.sim_server.helpers import client
+
+    async with serving(STILL) as server, paper(server) as rig, client(server) as other:
+        src = rig.source
+        rig.venue.submit(StreamConnect(attempt=1))
+        await rig.wait_for(lambda: "connected" in states(rig))
+        stream = src.stream
+        assert stream is not None
+        if stream.refused:
+            pytest.skip("this venue serve has no book_depth / trade streams")
+        await rig.wait_for(lambda: src.stats["snapshots.connect"] == 2)
+        best = src.books[ETH].best("bid", 0)
+        assert best is not None
+        price, ahead = best
+        rig.venue.submit(
+            PlaceOrder(
+                order_id="m1",
+                product_id=ETH,
+                side="buy",
+                qty=D("0.05"),
+                price=price,
+                tif="post_only",
+                purpose="test",
+            )
+        )
+        await rig.wait_for(lambda: rig.of(OrderAccepted))
+        exchange = rig.venue.exchange
+        assert exchange is not None
+        (resting,) = exchange.open_orders(rig.venue.subaccount)
+        assert exchange.queue_ahead[resting.digest] == ahead
+
+        # Someone sells exactly what the venue shows at our price: the queue ahead of us.
+        env = await other.place(other.sign(ETH, "sell", ahead, price, "ioc"))
+        assert env.ok, env
+        await rig.wait_for(lambda: src.stats["trades"] >= 1)
+        await rig.wait_for(lambda: exchange.queue_ahead.get(resting.digest) == 0)
+        assert rig.of(FillReceived) == []
+
+        # A sell through our price: whatever refilled at our price first (we are at the
+        # front of that queue now), then below it: traded through, we fill in full.
+        env = await other.place(other.sign(ETH, "sell", "1", price - 5, "ioc"))
+        assert env.ok, env
+        fills = await rig.wait_for(
+            lambda: sum(f.qty for f in rig.of(FillReceived)) == D("0.05") and rig.of(FillReceived)
+        )
+        assert {f.price for f in fills} == {price}
+        assert fills[0].fee == 0  # the published maker rate of this venue
+    assert server.route_hits == 2  # the other client's two orders; none from paper
+
+
+@pytest.mark.asyncio
+async def test_a_broken_depth_chain_reseeds_the_book_from_rest():
+    from adapters.paper.book import DepthEvent
+
+    async with serving(STILL) as server, paper(server) as rig:
+        src = rig.source
+        rig.venue.submit(StreamConnect(attempt=1))
+        await rig.wait_for(lambda: src.stats["snapshots.connect"] == 2)
+        await rig.wait_for(lambda: src.chains[ETH].last_max is not None)
+        last = src.chains[ETH].last_max
+        assert last is not None
+        # an event that does not follow the last one applied: one was lost
+        src._on_frame(
+            DepthEvent(
+                product_id=ETH,
+                min_ts=last + 10,
+                max_ts=last + 10,
+                last_max_ts=last + 5,
+                bids=[],
+                asks=[],
+            )
+        )
+        assert src.stats["depth.gap"] == 1
+        await rig.wait_for(lambda: src.stats["snapshots.gap"] == 1)
+        assert src.chains[ETH].synced
+    assert server.executes == 0

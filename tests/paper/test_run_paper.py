@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,27 +39,32 @@ def _records(journal: Path, tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in export.read_text().splitlines()]
 
 
-@pytest.mark.slow
-@pytest.mark.asyncio
-async def test_three_paper_cycles_on_live_data_with_a_stream_cut(tmp_path: Path) -> None:
-    journal, summary = tmp_path / "run.db", tmp_path / "summary.json"
+async def _run_against_serve(journal: Path, summary: Path) -> tuple[list[str], int, int]:
+    """`dnpair run --venue paper` against an in-loop venue serve, the stream cut while the
+    second cycle holds; returns (stdout lines, execute requests seen, forced cuts)."""
     async with serving(seed=5) as server:
         args = ["run", "--pair", "ETH-SOL", "--venue", "paper", "--gateway", server.url]
         args += ["--cycles", "3", "--journal", str(journal), "--summary-json", str(summary)]
         args += ["--status", "plain"]
-        proc = await asyncio.create_subprocess_exec(
-            *_cmd(*args),
+        # Popen + a pipe reader on the loop (no child-watcher thread to outlive the test)
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            _cmd(*args),
             env=_env(DN_HOLD_S="1.5", DN_PAUSE_S="0.2"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         assert proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), proc.stdout
+        )
         lines: list[str] = []
         holds = 0
 
         async def read() -> None:
             nonlocal holds
-            async for raw in proc.stdout:  # type: ignore[union-attr]
+            while raw := await reader.readline():
                 line = raw.decode(errors="replace").rstrip("\n")
                 lines.append(line)
                 if "[session] building → holding" in line:
@@ -66,11 +72,28 @@ async def test_three_paper_cycles_on_live_data_with_a_stream_cut(tmp_path: Path)
                     if holds == 2:  # mid-cycle: both legs open, holding
                         server._forced_disconnect()
 
-        await asyncio.wait_for(asyncio.gather(read(), proc.wait()), RUN_S)
-        out = "\n".join(lines)
-        assert proc.returncode == 0, out[-3000:]
-        assert server.stats["ws_forced_disconnects"] == 1
-    assert server.executes == 0, "paper trading sent a request to the execute endpoint"
+        try:
+            await asyncio.wait_for(read(), RUN_S)
+        finally:
+            transport.close()
+            if proc.poll() is None:
+                try:
+                    proc.wait(timeout=10)  # stdout closed: it is exiting
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        cuts = server.stats["ws_forced_disconnects"]
+        assert proc.returncode == 0, "\n".join(lines)[-3000:]
+    return lines, server.executes, cuts
+
+
+@pytest.mark.slow
+def test_three_paper_cycles_on_live_data_with_a_stream_cut(tmp_path: Path) -> None:
+    journal, summary = tmp_path / "run.db", tmp_path / "summary.json"
+    lines, executes, cuts = asyncio.run(_run_against_serve(journal, summary))
+    out = "\n".join(lines)
+    assert cuts == 1
+    assert executes == 0, "paper trading sent a request to the execute endpoint"
 
     result = json.loads(summary.read_text())
     assert result["venue"] == "paper"
@@ -105,16 +128,11 @@ async def test_three_paper_cycles_on_live_data_with_a_stream_cut(tmp_path: Path)
     assert config["config"]["venue"] == "paper"
 
     # replay exact; the report marks the fills as simulated
-    replay = await asyncio.create_subprocess_exec(
-        *_cmd("replay", str(journal)), stdout=asyncio.subprocess.PIPE
-    )
-    rout, _ = await asyncio.wait_for(replay.communicate(), RUN_S)
-    assert replay.returncode == 0, rout
-    report = await asyncio.create_subprocess_exec(
-        *_cmd("report", str(journal)), stdout=asyncio.subprocess.PIPE
-    )
-    text, _ = await asyncio.wait_for(report.communicate(), RUN_S)
+    replay = subprocess.run(_cmd("replay", str(journal)), capture_output=True, timeout=RUN_S)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    report = subprocess.run(_cmd("report", str(journal)), capture_output=True, timeout=RUN_S)
     assert report.returncode == 0
+    text = report.stdout
     assert b"PAPER: every fill here is SIMULATED" in text
     assert b"completed" in text
 
