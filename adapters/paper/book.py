@@ -84,8 +84,10 @@ class Snapshot:
 
 
 def parse_liquidity(data: Any) -> Snapshot:
-    """`{bids: [[price_x18, qty_x18]...], asks, timestamp}` (§6.2; the timestamp in ns,
-    as the venue's stream stamps; `venue serve` answers ns)."""
+    """`{bids: [[price_x18, qty_x18]...], asks, timestamp}` (§6.2). The timestamp's unit
+    is `unverified` (taken as ns, like the stream's stamps; `venue serve` answers ns). A
+    coarser unit would only make the chain apply waiting events the snapshot already
+    holds: harmless, their level quantities are absolute."""
     w = "market_liquidity"
     if not isinstance(data, Mapping):
         raise MalformedFrame("expected an object", where=w)

@@ -16,8 +16,6 @@ from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 
-import attrs
-
 from adapters.base import ProductInfo
 from adapters.nado.bbo import BboGate
 from adapters.nado.bbo import BboLimits
@@ -57,6 +55,7 @@ class SimMarketSource:
         depth_levels: int = 10,
         refresh_s: Decimal = Decimal(5),
         poll_s: Decimal = Decimal(1),
+        quiet_quote_s: Decimal = Decimal(1),
     ) -> None:
         self.clock = clock
         self.profile = profile
@@ -65,6 +64,8 @@ class SimMarketSource:
         self.depth_levels = depth_levels
         self.refresh_ns = int(refresh_s * NS)
         self.poll_ns = int(poll_s * NS)
+        self.quiet_ns = max(int(quiet_quote_s * NS), 1)
+        self._confirmed: dict[int, int] = {}  # pid -> clock ns a quote last reached the engine
         self._sched = Scheduler(clock)
         self._origin = clock.now_ns()
         sim = profile.sim
@@ -98,6 +99,7 @@ class SimMarketSource:
         self._hooks = hooks
         await self.sim.start(self._on_event)
         self._sched.later(self.poll_ns, self._keep)
+        self._sched.later(self.quiet_ns // 2, self._quote_check)
 
     def connect(self, attempt: int) -> None:
         """One attempt, answered once after a round trip, as the Nado stream client does:
@@ -162,6 +164,19 @@ class SimMarketSource:
                     self._snapshot(pid, "poll" if not self._open else "refresh")
         self._sched.later(self.poll_ns, self._keep)
 
+    def _quote_check(self) -> None:
+        """As the Nado adapter: a quote nothing confirmed for `quiet_quote_s` while the
+        stream is open is asked by REST (a simulator that pushes only on change is quiet)."""
+        now = self.clock.now_ns()
+        hooks = self._hooks
+        if self._open and hooks is not None:
+            quiet = self.quiet_ns
+            for pid in self._books:
+                if now - self._confirmed.get(pid, now - quiet) >= quiet:
+                    self._confirmed[pid] = now  # asked: one question per period
+                    self._sched.later(self._rtt_ns, lambda p=pid: self._rest_quote(p, hooks))  # type: ignore[misc]
+        self._sched.later(self.quiet_ns // 2, self._quote_check)
+
     def _on_event(self, ev: Event) -> None:
         hooks = self._hooks
         if hooks is None:
@@ -187,6 +202,7 @@ class SimMarketSource:
             self.stats[f"bbo_rejected.{verdict.reason}"] += 1
             self._sched.later(self._rtt_ns, lambda: self._rest_quote(pid, hooks))
             return
+        self._confirmed[pid] = self.clock.now_ns()
         hooks.emit(bbo)
         assert bbo.ts_venue_ns is not None
         self._books[pid].confirm_top(
@@ -204,7 +220,8 @@ class SimMarketSource:
             product_id=pid, bid=b.bid, bid_qty=b.bid_qty, ask=b.ask, ask_qty=b.ask_qty
         )
         if self.gate.check(quote, now_ns=now, ts_ns=now).ok:
-            hooks.emit(attrs.evolve(quote, ts_venue_ns=now))
+            self._confirmed[pid] = now
+            hooks.emit(quote)  # unstamped, as the Nado adapter sends a REST quote
 
     def _answer_prices(self, intent: QueryMarketPrices) -> None:
         hooks = self._hooks

@@ -17,7 +17,8 @@ public socket that never authenticates) and BBO gate (`adapters.nado.bbo`).
   resting paper orders to trade-through (logged once).
 - **Quotes to the engine**: stream quotes that pass the gate; a refused one falls back
   to the REST `market_prices` quote (cached `quote_cache_s`), as the Nado adapter does;
-  `QueryMarketPrices` the same way.
+  `QueryMarketPrices` the same way; and a quote nothing confirmed for `quiet_quote_s`
+  while the stream is up is re-read from REST (a quiet book pushes nothing).
 
 `QueryOnlyGateway` is the only REST handle here: it has no execute method.
 """
@@ -104,6 +105,9 @@ class PaperSettings:
     refresh_s: Decimal = Decimal(5)  # a book unconfirmed this long is re-read from REST
     poll_s: Decimal = Decimal(1)  # book snapshots while the stream is down
     quote_cache_s: Decimal = Decimal(1)
+    # A product's quote unconfirmed (no push, no REST answer) this long is asked by REST,
+    # as the Nado adapter does: Nado pushes a BBO only when the book changes (§13 Q9).
+    quiet_quote_s: Decimal = Decimal(1)
     discovery_attempts: int = 3
     seed: int = 0
 
@@ -242,6 +246,8 @@ class NadoMarketSource:
         self._quotes: dict[int, tuple[int, BboUpdated]] = {}
         self._quote_task: dict[int, asyncio.Task[None]] = {}
         self._keeper: asyncio.Task[None] | None = None
+        self._confirmed: dict[int, int] = {}  # pid -> clock ns a quote last reached the engine
+        self._refresh: asyncio.Task[None] | None = None
         self._depth_live = "book_depth" in settings.streams
 
     # -- MarketSource -----------------------------------------------------------------------
@@ -325,6 +331,8 @@ class NadoMarketSource:
         if self.stream is not None:
             await self.stream.close()
         tasks = [*self._tasks, *self._quote_task.values()]
+        if self._refresh is not None:
+            tasks.append(self._refresh)
         if self._keeper is not None:
             tasks.append(self._keeper)
         for task in tasks:
@@ -412,7 +420,8 @@ class NadoMarketSource:
 
     async def _keep(self) -> None:
         """Re-read books that need it: unseeded, unconfirmed too long, or stream down."""
-        tick = float(min(self.settings.poll_s, self.settings.refresh_s)) / 2
+        s = self.settings
+        tick = float(min(s.poll_s, s.refresh_s, s.quiet_quote_s)) / 4
         refresh_ns = int(self.settings.refresh_s * NS)
         poll_ns = int(self.settings.poll_s * NS)
         while not self._closed:
@@ -429,6 +438,30 @@ class NadoMarketSource:
                     self._resnapshot(pid, "gap")
                 elif quiet and since >= refresh_ns:
                     self._resnapshot(pid, "refresh")
+            if up:
+                self._confirm_quiet_quotes(now)
+
+    def _confirm_quiet_quotes(self, now: int) -> None:
+        """Quotes nothing confirmed for `quiet_quote_s` are asked by REST (while the
+        stream is down the connection machine's polls ask for quotes instead)."""
+        quiet = int(self.settings.quiet_quote_s * NS)
+        due = [p for p in self._books if now - self._confirmed.get(p, now - quiet) >= quiet]
+        if not due or (self._refresh is not None and not self._refresh.done()):
+            return
+        self.stats["quote_refresh"] += 1
+
+        async def refresh() -> None:
+            try:
+                await self._fetch_quotes(due, "quote_refresh")
+            except GatewayError as exc:
+                self.stats[f"quote_refresh_failed.{exc.classified.reason}"] += 1
+                return
+            for pid in due:
+                held = self._quotes.get(pid)
+                if held is not None:
+                    self._pass_rest_quote(held[1])
+
+        self._refresh = asyncio.get_running_loop().create_task(refresh())
 
     # -- the stream ----------------------------------------------------------------------------
     def _on_stream_state(self, state: str, detail: str) -> None:
@@ -469,6 +502,7 @@ class NadoMarketSource:
             self._fallback_quote(pid)
             return
         self.stats["bbo_stream"] += 1
+        self._confirmed[pid] = self.clock.now_ns()
         self._emit(bbo)
         assert bbo.ts_venue_ns is not None  # the gate refuses quotes without a stamp
         book = self._books[pid]
@@ -534,7 +568,8 @@ class NadoMarketSource:
         verdict = self.gate.check(quote, now_ns=stamp, ts_ns=stamp)
         if verdict.ok:
             self.stats["bbo_rest"] += 1
-            self._emit(attrs.evolve(quote, ts_venue_ns=stamp))
+            self._confirmed[quote.product_id] = self.clock.now_ns()
+            self._emit(quote)  # unstamped, as the Nado adapter sends a REST quote
         else:
             self.stats[f"bbo_rest_rejected.{verdict.reason}"] += 1
 

@@ -217,3 +217,17 @@ async def test_a_broken_depth_chain_reseeds_the_book_from_rest():
         await rig.wait_for(lambda: src.stats["snapshots.gap"] == 1)
         assert src.chains[ETH].synced
     assert server.executes == 0
+
+
+@pytest.mark.asyncio
+async def test_a_quiet_book_is_confirmed_by_rest():
+    # The venue pushes a quote only when the book changes (§13 Q9): here, once a minute.
+    quiet = STILL + "bbo_interval_ms = 60000\n"
+    async with serving(quiet) as server, paper(server) as rig:
+        src = rig.source
+        rig.venue.submit(StreamConnect(attempt=1))
+        await rig.wait_for(lambda: "connected" in states(rig))
+        await rig.wait_for(lambda: src.stats["quote_refresh"] >= 2 and src.stats["bbo_rest"] >= 4)
+        rest = [q for q in rig.of(BboUpdated) if q.ts_venue_ns is None]
+        assert {q.product_id for q in rest} == {ETH, SOL}
+    assert server.executes == 0

@@ -134,6 +134,10 @@ def test_three_paper_cycles_on_live_data_with_a_stream_cut(tmp_path: Path) -> No
     assert report.returncode == 0
     text = report.stdout
     assert b"PAPER: every fill here is SIMULATED" in text
+    status = subprocess.run(
+        _cmd("status", "--journal", str(journal)), capture_output=True, timeout=RUN_S
+    )
+    assert b"venue paper" in status.stdout, status.stdout + status.stderr
     assert b"completed" in text
 
 
