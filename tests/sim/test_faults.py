@@ -91,7 +91,7 @@ def test_load_profile_from_file(tmp_path):
         ("[ws]\nduplicate = nan", "ws.duplicate: must be finite"),
         ("[orders]\nrejectt = 0.1", "orders.rejectt: unknown key (did you mean 'reject'?)"),
         ("[ordrs]\nreject = 0.1", "ordrs: unknown section (did you mean 'orders'?)"),
-        ("[nonsense]\nx = 1", "nonsense: unknown section (known: market, orders,"),
+        ("[nonsense]\nx = 1", "nonsense: unknown section (known: archive, market, orders,"),
         ("orders = 3", "orders: expected a table"),
         ("[ws]\ndelay_ms = [5, 1]", "ws.delay_ms: range must be [lo, hi] with 0 <= lo <= hi"),
         ("[rest]\nlatency_ms = [-1, 1]", "rest.latency_ms: range must be"),

@@ -1,7 +1,9 @@
 """`VenueServer`: the exchange core behind a loopback gateway that speaks Nado's protocol.
 
 One port serves REST (`POST /v1/execute`, `POST`/`GET /v1/query`, `GET /v1/symbols`,
-`GET /v1/time`) and the WebSocket `/v1/subscribe`, with aiohttp. The exchange lives as
+`GET /v1/time`) and the WebSocket `/v1/subscribe`, with aiohttp; the other Nado
+services (edge query, `/v2`, archive, trigger, `/ws/v2`) at the real hosts' paths on the
+same port come from `services.py` (adapters/sim/README.md, "venue serve routes"). The exchange lives as
 long as the server, so positions survive client restarts. Time is the wall clock
 (`engine.clock.WallClock`): the market steps, BBO pushes, fault windows and forced
 disconnects are timers on it, and profile times are seconds since the server started.

@@ -30,7 +30,7 @@ __all__ = ["ALL_BBO_MS", "BOOK_LEVELS", "FUNDING_MS", "MarketStreams"]
 
 BOOK_LEVELS = 20
 ALL_BBO_MS = 1_000
-FUNDING_MS = 5_000
+FUNDING_MS = 1_000
 NS_PER_MS = 1_000_000
 
 Wants = Callable[[str, int | None], bool]

@@ -47,6 +47,7 @@ ANY_PRODUCT = frozenset({"all_bbo", "funding_rate"})
 # reading Nado's docs (nado-protocol.md §7.3, §12.8). Configurable in ServerOptions.
 AUTH_STREAMS = frozenset({"order_update"})
 AUTH_MAX_AHEAD_MS = 100_000  # Vertex refused expirations more than 100 s ahead
+MAX_SUBS = 256  # subscriptions per connection (sim bound; Nado's is unknown)
 
 
 @attrs.frozen
@@ -126,8 +127,14 @@ class StreamSession:
 
     def _subscribe(self, msg: Mapping[str, Any], rid: int | None) -> dict[str, Any]:
         sub = self._stream(req_obj(msg, "stream", "subscribe"))
+        self._room({sub})
         self.subs[sub] = None
         return {"result": None, "id": rid}
+
+    def _room(self, new: set[Sub]) -> None:
+        """Every push scans a connection's subscriptions: their number is capped."""
+        if len(self.subs.keys() | new) > MAX_SUBS:
+            raise _Refused("bad_request", f"at most {MAX_SUBS} subscriptions per connection")
 
     def _unsubscribe(self, msg: Mapping[str, Any], rid: int | None) -> dict[str, Any]:
         sub = self._stream(req_obj(msg, "stream", "unsubscribe"), check_auth=False)
@@ -135,13 +142,20 @@ class StreamSession:
         return {"result": None, "id": rid}
 
     def _subscribe_multi(self, msg: Mapping[str, Any], rid: int | None) -> dict[str, Any]:
-        subs = [self._stream(s) for s in req_list(msg, "streams", "subscribe_multi")]
+        raw = req_list(msg, "streams", "subscribe_multi")
+        if len(raw) > MAX_SUBS:
+            raise _Refused("bad_request", f"at most {MAX_SUBS} streams per message")
+        subs = [self._stream(s) for s in raw]
+        self._room(set(subs))
         for sub in subs:  # all or nothing
             self.subs[sub] = None
         return {"result": None, "id": rid}
 
     def _unsubscribe_multi(self, msg: Mapping[str, Any], rid: int | None) -> dict[str, Any]:
-        for raw in req_list(msg, "streams", "unsubscribe_multi"):
+        streams = req_list(msg, "streams", "unsubscribe_multi")
+        if len(streams) > MAX_SUBS:
+            raise _Refused("bad_request", f"at most {MAX_SUBS} streams per message")
+        for raw in streams:
             self.subs.pop(self._stream(raw, check_auth=False), None)
         return {"result": None, "id": rid}
 
