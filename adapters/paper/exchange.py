@@ -68,6 +68,11 @@ class PaperExchange(Exchange):
             if mid is not None:
                 self.prices.mids[pid] = mid
 
+    def funded(self, subaccount: str) -> bool:
+        """A paper account holds the simulator's collateral: it never needs a deposit (the
+        sim's exchange core may require one of other subaccounts)."""
+        return True
+
     # -- time: the market moves only when the venue says so -------------------------------
     def advance_to(self, now_ns: int) -> None:
         self.now_ns = max(self.now_ns, now_ns)
