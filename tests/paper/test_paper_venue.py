@@ -154,7 +154,7 @@ async def test_public_trades_work_off_the_queue_then_trade_through_fills():
         await rig.wait_for(lambda: src.stats["snapshots.connect"] == 2)
         best = src.books[ETH].best("bid", 0)
         assert best is not None
-        price, ahead = best
+        price = best[0]
         rig.venue.submit(
             PlaceOrder(
                 order_id="m1",
@@ -170,18 +170,20 @@ async def test_public_trades_work_off_the_queue_then_trade_through_fills():
         exchange = rig.venue.exchange
         assert exchange is not None
         (resting,) = exchange.open_orders(rig.venue.subaccount)
-        assert exchange.queue_ahead[resting.digest] == ahead
+        queue = exchange.queue_ahead[resting.digest]
+        assert queue > 0  # the venue showed size at our price: we queue behind it
 
-        # Someone sells exactly what the venue shows at our price: the queue ahead of us.
-        env = await other.place(other.sign(ETH, "sell", ahead, price, "ioc"))
+        # Someone sells half that at our price: it trades with those ahead of us.
+        half = (queue / 2).quantize(D("0.001"))
+        env = await other.place(other.sign(ETH, "sell", half, price, "ioc"))
         assert env.ok, env
         await rig.wait_for(lambda: src.stats["trades"] >= 1)
-        await rig.wait_for(lambda: exchange.queue_ahead.get(resting.digest) == 0)
+        await rig.wait_for(lambda: exchange.queue_ahead[resting.digest] <= queue - half)
         assert rig.of(FillReceived) == []
 
-        # A sell through our price: whatever refilled at our price first (we are at the
-        # front of that queue now), then below it: traded through, we fill in full.
-        env = await other.place(other.sign(ETH, "sell", "1", price - 5, "ioc"))
+        # A sell through our price: all that rests at our price (the rest of the queue
+        # ahead of us, then us), then below it: traded through, we fill in full.
+        env = await other.place(other.sign(ETH, "sell", queue + 1, price - 5, "ioc"))
         assert env.ok, env
         fills = await rig.wait_for(
             lambda: sum(f.qty for f in rig.of(FillReceived)) == D("0.05") and rig.of(FillReceived)
@@ -221,13 +223,18 @@ async def test_a_broken_depth_chain_reseeds_the_book_from_rest():
 
 @pytest.mark.asyncio
 async def test_a_quiet_book_is_confirmed_by_rest():
-    # The venue pushes a quote only when the book changes (§13 Q9): here, once a minute.
-    quiet = STILL + "bbo_interval_ms = 60000\n"
-    async with serving(quiet) as server, paper(server) as rig:
+    # Nado pushes a quote only when the book changes (§13 Q9): a product nothing has
+    # confirmed for quiet_quote_s is asked by REST, and the answer reaches the engine.
+    async with serving(STILL) as server, paper(server) as rig:
         src = rig.source
         rig.venue.submit(StreamConnect(attempt=1))
         await rig.wait_for(lambda: "connected" in states(rig))
-        await rig.wait_for(lambda: src.stats["quote_refresh"] >= 2 and src.stats["bbo_rest"] >= 4)
-        rest = [q for q in rig.of(BboUpdated) if q.ts_venue_ns is None]
-        assert {q.product_id for q in rest} == {ETH, SOL}
+        now = rig.clock.now_ns()
+        src._confirmed = {ETH: now - 2 * 10**9, SOL: now}  # ETH quiet for 2 s
+        src._confirm_quiet_quotes(now)
+        assert src.stats["quote_refresh"] == 1
+        await rig.wait_for(
+            lambda: any(q.ts_venue_ns is None and q.product_id == ETH for q in rig.of(BboUpdated))
+        )
+        assert src._confirmed[ETH] > now
     assert server.executes == 0
