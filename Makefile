@@ -45,8 +45,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/dnpair run $(RUN_FLAGS) $(ARGS)
 
+# Two workers: the suite is CPU-bound on the virtual clock and this machine has 2 cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # Seeded chaos (engine/chaos.py): 2 000 seeds spread over the shipped fault profiles and
 # the generated `random` one, windows jittered per seed, every invariant checked after

@@ -45,6 +45,9 @@ def cycle_template(config: Mapping[str, Any]) -> CycleParams:
         max_position_usd=s["max_position_usd"],
         use_market_fallback=bool(s["use_market_fallback"]),
         market_max_slippage_bps=s["market_max_slippage_bps"],
+        # Journals from before these settings replay with the old defaults' meaning.
+        position_lag_budget_s=s.get("position_lag_budget_s", 45),
+        price_band_bps=s.get("price_band_bps", 0),
     )
 
 

@@ -212,7 +212,10 @@ def run_one(
 
 
 def _check_summary(session: Session, checker: InvariantChecker) -> None:
-    """`dnpair run` exits 3 only with a summary that says why (DESIGN.md §4)."""
+    """`dnpair run` exits 3 only with a summary that says why (DESIGN.md §4); a summary
+    that says flat agrees with the fills the venue reported (issue 11)."""
+    if session.summary().get("flat"):
+        checker.check_flat_claim("the summary says flat")
     if checker.facts.halted or session.is_flat():
         return
     if not session.summary().get("halt_reason"):

@@ -69,6 +69,10 @@ def jittered(profile: FaultProfile, seed: int, jitter_s: float) -> FaultProfile:
         profile.market,
         jumps=tuple(attrs.evolve(j, at_s=later(j.at_s)) for j in profile.market.jumps),
     )
+    # drawn after the jumps, so profiles without quiet stretches keep their old draws
+    market = attrs.evolve(
+        market, quiet=tuple(attrs.evolve(w, at_s=later(w.at_s)) for w in profile.market.quiet)
+    )
     return attrs.evolve(profile, rest=rest, venue=venue, market=market)
 
 

@@ -122,6 +122,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("exit_attempt_timeout_s", _decimal(D("0.1"), D(60)), D(3), "per exit attempt"),
     Flag("exit_max_attempts", _int(1, 100), 6, "exit attempts that reduce nothing"),
     Flag("exit_budget_s", _decimal(D(1), D(600)), D(30), "total emergency exit budget"),
+    Flag(
+        "position_lag_budget_s",
+        _decimal(D(1), D(600)),
+        D(45),
+        "re-ask a position read that lags the reported fills for this long",
+    ),
+    Flag("price_band_bps", _decimal(D(0), D(5000)), D(500), "quote vs oracle band (0: off)"),
     Flag("max_position_usd", _decimal(D(1), D(10_000_000)), D(10_000), "MAX_POSITION per leg"),
     Flag("max_daily_loss_usd", _decimal(D(0), D(10_000_000)), D(500), "MAX_DAILY_LOSS (UTC)"),
     Flag("stop_loss_pct", _decimal(D("0.1"), D(100)), D(5), "open pair loss, % of size: exit"),
@@ -203,7 +210,18 @@ def load_settings(
         if raw is not None:
             values[key] = _parse(_BY_NAME[key], raw, f"--{key.replace('_', '-')}")
             sources[key] = "cli"
+    _cross_check(values)
     return Settings(values, sources)
+
+
+def _cross_check(values: Mapping[str, Any]) -> None:
+    """Settings that only make sense together."""
+    lag, verify = values["position_lag_budget_s"], values["verify_timeout_s"]
+    if lag < verify:
+        raise ConfigError(
+            f"DN_POSITION_LAG_BUDGET_S: {lag} is shorter than DN_VERIFY_TIMEOUT_S {verify}: "
+            "a lagging position read could never be asked again"
+        )
 
 
 def _parse(flag: Flag, raw: Any, where: str) -> Any:

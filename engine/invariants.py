@@ -10,7 +10,8 @@ promise it guards (chaos runs report violations by these names):
 - `fills`      (b) every delivered fill exists at the venue and matches it; the ledger
                    applied each fill id once (per order: filled = the venue's cumulative
                    amount of the fills it heard of), never more than the order's size, never
-                   more than the venue filled; no fill for an unknown order;
+                   more than the venue filled; a fill for an order the engine never
+                   placed is alerted (`unknown_order_fill`) and no BUILD follows it;
 - `at_rest`    (c) after the session and a settle period: the ledger's fill-derived
                    positions equal the venue's, except for fills the venue pushed and the
                    stream lost (counted separately as drift); the venue is flat with no
@@ -23,6 +24,10 @@ promise it guards (chaos runs report violations by these names):
 - `replay`     (f) the journal replays identically through fresh machines;
 - `order_ids`  (g) no PlaceOrder reuses an order id; exits are reduce-only; no order after
                    a HALT;
+- `flat_claims`  (h) nothing claims flat against the fills the venue reported: no machine
+                   ends `flat` and the summary never says `flat: true` while the fills the
+                   engine was told of (pushes and the venue's cumulative words) add up to more
+                   than dust on a leg (issue 11: a lagging position read is not "flat");
 - `terminated`     the session finished (no machine error, no stall past the time limit).
 
 Nothing here reads a wall clock: times are the engine's (virtual) nanoseconds.
@@ -63,6 +68,7 @@ INVARIANTS = (
     "verified",
     "replay",
     "order_ids",
+    "flat_claims",
     "terminated",
 )
 EXIT_PURPOSES = ("unwind", "unwind market", "emergency")
@@ -152,6 +158,9 @@ class InvariantChecker:
         self._truth_fills: dict[str, FillReceived] = {}
         self._delivered: dict[str, dict[str, tuple[Decimal, Decimal]]] = {}
         self._word: dict[str, Decimal] = {}  # order → the venue's largest cumulative word
+        self._meta: dict[str, tuple[str, int, Decimal | None]] = {}  # order → side, product, size
+        self._unknown_fill: Record | None = None  # the first fill for an order never placed
+        self._unknown_alerted = False
         self._touched: set[str] = set()
         self._halt_seq: int | None = None
         self._exposed_since: int | None = None
@@ -198,12 +207,16 @@ class InvariantChecker:
                 self._configure(data.get("config") or {})
             elif note == "spawn":
                 self._machines[str(data["machine"])] = _Machine(rec.ts, str(data.get("cls")))
+                if data.get("cls") == "BuildMachine" and self._unknown_fill is not None:
+                    self.fail("fills", "a BUILD started after a fill for an unknown order", rec)
             elif note == "finished":
                 self._on_finished(rec, data)
         elif kind == "note" and rec.machine == "ledger":
             text = str(rec.data.get("note", ""))
-            if text.startswith("overfill") or "unknown order" in text:
+            if text.startswith("overfill"):
                 self.fail("fills", f"ledger: {text}", rec)
+            elif "unknown order" in text and self._unknown_fill is None:
+                self._unknown_fill = rec  # must be alerted, and no BUILD may follow
 
     def _configure(self, config: dict[str, Any]) -> None:
         p = cycle_template(config)
@@ -218,6 +231,11 @@ class InvariantChecker:
             oid = str(data["order_id"])
             if oid in self._order_ids:
                 self.fail("order_ids", f"order id {oid} sent twice", rec)
+            self._meta[oid] = (
+                str(data["side"]),
+                int(data["product_id"]),
+                Decimal(str(data["qty"])),
+            )
             self._order_ids.add(oid)
             if data.get("purpose") in EXIT_PURPOSES and not data.get("reduce_only"):
                 self.fail("order_ids", f"exit order {oid} is not reduce-only", rec)
@@ -230,6 +248,8 @@ class InvariantChecker:
             m = self._machines.get(rec.machine)
             if m is not None:
                 m.queries[str(data["request_id"])] = rec.seq
+        elif kind == "send_alert" and data.get("event") == "unknown_order_fill":
+            self._unknown_alerted = True
         elif kind == "halt" and self._halt_seq is None:
             self._halt_seq = rec.seq
             self.facts.halted = True
@@ -268,6 +288,7 @@ class InvariantChecker:
                 rec,
             )
         if outcome == "flat":
+            self.check_flat_claim(f"{rec.machine} ended flat", rec)
             for pos in data.get("positions", ()):
                 usd = abs(Decimal(str(pos["qty"]))) * self.truth.mid(int(pos["product_id"]))
                 if usd > self.dust:
@@ -301,6 +322,7 @@ class InvariantChecker:
         if not same:
             self.fail("fills", f"fill {fid} differs from the venue's record {truth}", rec)
         qty = Decimal(str(data["qty"]))
+        self._meta.setdefault(oid, (str(data["side"]), int(data["product_id"]), None))
         cumulative = data.get("cumulative_qty")
         total = Decimal(str(cumulative)) if cumulative is not None else ZERO
         self._delivered.setdefault(oid, {}).setdefault(fid, (qty, total))
@@ -327,6 +349,31 @@ class InvariantChecker:
         if fill_id not in self._truth_fills:
             self._truth_fills = {f.fill_id: f for f in self.truth.fills()}
         return self._truth_fills.get(fill_id)
+
+    def reported_position(self, product_id: int) -> Decimal:
+        """The position the fills the venue reported add up to (pushes heard and the
+        venue's cumulative words on its orders), from zero at the start of the run."""
+        total = ZERO
+        for oid, (side, pid, size) in self._meta.items():
+            if pid != product_id:
+                continue
+            filled = self._heard_total(oid)
+            if size is not None:
+                filled = min(filled, size)
+            total += filled if side == "buy" else -filled
+        return total
+
+    def check_flat_claim(self, who: str, record: Record | None = None) -> None:
+        """(h) a flat claim must not contradict the fills the venue reported."""
+        for pid in self.products:
+            qty = self.reported_position(pid)
+            usd = abs(qty) * self.truth.mid(pid)
+            if usd > self.dust:
+                self.fail(
+                    "flat_claims",
+                    f"{who} while the reported fills hold {qty} on product {pid} ({usd:.2f} USD)",
+                    record,
+                )
 
     # -- every step ---------------------------------------------------------------------
     def after_step(self) -> None:
@@ -418,6 +465,8 @@ class InvariantChecker:
         self._check_positions()
         self._check_flat()
         self._check_unfinished()
+        if self._unknown_fill is not None and not self._unknown_alerted:
+            self.fail("fills", "a fill for an unknown order was never alerted", self._unknown_fill)
 
     def _check_positions(self) -> None:
         ledger = self.engine.ledger
@@ -445,15 +494,19 @@ class InvariantChecker:
         self.facts.lost_fills = lost
         for pid in self.products:
             venue, book = self.truth.position(pid), ledger.position(pid)
-            total = sum(
-                (o.filled if o.side == "buy" else -o.filled)
-                for o in ledger.orders.values()
-                if o.product_id == pid
-            ) + sum(
-                (f.qty if f.side == "buy" else -f.qty)
-                for f in ledger.unknown_fills
-                if f.product_id == pid
-            )
+            total = (
+                sum(
+                    (o.filled if o.side == "buy" else -o.filled)
+                    for o in ledger.orders.values()
+                    if o.product_id == pid
+                )
+                + sum(
+                    (f.qty if f.side == "buy" else -f.qty)
+                    for f in ledger.unknown_fills
+                    if f.product_id == pid
+                )
+                + ledger.book(pid).adopted
+            )  # restore adopts the venue's word
             if total != book:
                 self.fail("fills", f"product {pid}: ledger position {book} != its orders' {total}")
             if venue == book:

@@ -93,6 +93,18 @@ class ProductBook:
     venue_position: Decimal | None = None  # last venue snapshot
     venue_position_ts: int | None = None
     last_fill_ts: int | None = None  # engine time of the last fill applied
+    adopted: Decimal = ZERO  # moved by AdoptVenuePositions (not by fills), summed
+    # (engine ns, position before, position after) of the latest fills: a position read
+    # that shows one of these recent states lags the fills (issue 11), it is not news.
+    moves: deque[tuple[int, Decimal, Decimal]] = attrs.field(factory=lambda: deque(maxlen=64))
+
+    def held_since(self, qty: Decimal, since_ns: int, tolerance: Decimal) -> bool:
+        """Did the fill-derived position equal `qty` (within `tolerance`) at some time
+        since `since_ns`, before the latest fills moved it?"""
+        return any(
+            ts >= since_ns and (abs(before - qty) < tolerance or abs(after - qty) < tolerance)
+            for ts, before, after in self.moves
+        )
 
 
 class Ledger:
@@ -156,6 +168,7 @@ class Ledger:
             for pid in intent.product_ids:
                 book = self.book(pid)
                 if book.venue_position is not None and book.venue_position != book.position:
+                    book.adopted += book.venue_position - book.position
                     book.position = book.venue_position
                     book.entry_price = ZERO  # unknown from a snapshot; PnL restarts here
             return
@@ -249,9 +262,14 @@ class Ledger:
             return [f"stale bbo ignored for product {ev.product_id}: venue time went back"]
         if held is not None and ev.ts_venue_ns is not None and ev.ts_venue_ns == held.ts_venue_ns:
             return []  # the same quote again: no news, its age keeps growing
-        self.quotes[ev.product_id] = Quote(
-            ev.bid, ev.ask, ev.bid_qty, ev.ask_qty, now_ns, ev.ts_venue_ns
-        )
+        # A quote's age runs from its last confirmation at ingress (`ts_ns`): a push, or a
+        # REST answer (no venue stamp; Nado pushes only on change, so a quiet book is kept
+        # fresh by REST). A REST answer keeps the newest venue stamp seen, so an older push
+        # arriving after it is still refused above.
+        stamp = ev.ts_venue_ns
+        if stamp is None and held is not None:
+            stamp = held.ts_venue_ns
+        self.quotes[ev.product_id] = Quote(ev.bid, ev.ask, ev.bid_qty, ev.ask_qty, now_ns, stamp)
         return []
 
     def _forget_old_orders(self) -> None:
@@ -315,3 +333,4 @@ class Ledger:
             elif (new > 0) != (old > 0):
                 book.entry_price = price  # flipped through zero
         book.position = new
+        book.moves.append((self.now_ns, old, new))

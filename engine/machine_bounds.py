@@ -42,7 +42,8 @@ class MachineBounds:
         p = self.p
         rungs = (p.post_only_attempts if p.order_style == "post_only" else 0) + 1
         rungs += p.repair_attempts
-        return ROUND_CAP * rungs * self._round() + self._verify() + self.slack_s
+        lag = self.p.position_lag_budget_s  # a verification waits out a lagging read
+        return ROUND_CAP * rungs * self._round() + self._verify() + lag + self.slack_s
 
     def unwind(self) -> Decimal:
         p = self.p
@@ -50,10 +51,13 @@ class MachineBounds:
             p.unwind_ioc_attempts + (1 if p.use_market_fallback else 0)
         )
         backoff = MAX_REFUSALS * max(p.exit_attempt_timeout_s, self.retry_after_s)
-        return ROUND_CAP * rungs * self._round() + 2 * self._verify() + backoff + self.slack_s
+        lag = 2 * p.position_lag_budget_s  # the start read and the final verification
+        return ROUND_CAP * rungs * self._round() + 2 * self._verify() + backoff + lag + self.slack_s
 
     def exit(self) -> Decimal:
-        return self.p.exit_budget_s + self.slack_s
+        # The budget, then (orders settled, fills flat) the last read's lag budget.
+        p = self.p
+        return p.exit_budget_s + p.position_lag_budget_s + p.verify_timeout_s + self.slack_s
 
     def restore(self) -> Decimal:
         return RESTORE_QUERIES * (self.p.verify_timeout_s + self.retry_after_s) + self.slack_s

@@ -582,6 +582,10 @@ class Session:
             "halted": halt is not None,
             "halt_reason": halt.reason if halt is not None else self.unverified_reason(),
             "final_positions": final,
+            # The same book from the fills the venue reported; when the two disagree the
+            # fills are trusted and `flat` is false (issue 11: a read can lag the fills).
+            "fill_positions": self.fill_positions(),
+            "positions_trusted": "venue read" if self.read_agrees_fills() else "fills",
             "flat": self.is_flat(),
             "max_unhedged_notional_usd": str(self.monitor.max_unhedged),
             "max_unhedged_seconds": str(Decimal(self.monitor.max_unhedged_ns) / NS_PER_S),
@@ -606,12 +610,42 @@ class Session:
             return None
         if self.final is None:
             return "the venue never answered the final position query: flat not verified"
+        if not self.read_agrees_fills():
+            return (
+                f"the final position read {self.final_read()} contradicts the reported fills "
+                f"{self.fill_positions()}: trusting the fills, not flat"
+            )
         return "the final position query shows open positions"
+
+    def fill_positions(self) -> dict[str, str]:
+        ledger = self.engine.ledger
+        return {p.symbol: str(ledger.position(p.product_id)) for p in self.products()}
+
+    def final_read(self) -> dict[str, str]:
+        if self.final is None:
+            return {}
+        by_id = {p.product_id: p.symbol for p in self.products()}
+        return {
+            by_id.get(p.product_id, str(p.product_id)): str(p.qty) for p in self.final.positions
+        }
+
+    def read_agrees_fills(self) -> bool:
+        """The final read matches the fill-derived position within one increment."""
+        if self.final is None:
+            return False
+        read = {p.product_id: p.qty for p in self.final.positions}
+        for prod in self.products():
+            fills = self.engine.ledger.position(prod.product_id)
+            if abs(read.get(prod.product_id, Decimal(0)) - fills) >= prod.size_increment:
+                return False
+        return True
 
     def is_flat(self) -> bool:
         if self.final is None:
             return False
         dust = self.settings.dust_usd
+        if not self.read_agrees_fills():
+            return False  # a flat read the reported fills contradict is not flat
         for p in self.final.positions:
             quote = self.engine.ledger.quote(p.product_id)
             px = quote.mid if quote is not None else Decimal(1)
@@ -763,16 +797,22 @@ def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print
         console.close()
 
 
-def make_venue(opts: RunOptions, clock: Clock) -> VenuePort:
+def make_venue(opts: RunOptions, clock: Clock, bbo_max_age_s: Decimal | None = None) -> VenuePort:
     """The venue of `--venue`: the sim, or Nado's gateway (key from NADO_PRIVATE_KEY;
-    a missing or bad key, network or gateway raises ConfigError: exit 2, nothing sent)."""
+    a missing or bad key, network or gateway raises ConfigError: exit 2, nothing sent).
+    Either asks REST for a quote the stream left unconfirmed for half `bbo_max_age_s`."""
     if opts.venue == "paper":
         from adapters.paper import make_paper_venue
 
         if opts.faults is not None:
             raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
         return make_paper_venue(
-            clock=clock, network=opts.network, gateway=opts.gateway, pair=opts.pair, seed=opts.seed
+            clock=clock,
+            network=opts.network,
+            gateway=opts.gateway,
+            pair=opts.pair,
+            seed=opts.seed,
+            bbo_max_age_s=bbo_max_age_s,
         )
     if opts.venue == "nado":
         from adapters.nado.factory import make_nado_venue
@@ -780,12 +820,21 @@ def make_venue(opts: RunOptions, clock: Clock) -> VenuePort:
         if opts.faults is not None:
             raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
         return make_nado_venue(
-            clock=clock, network=opts.network, gateway=opts.gateway, pair=opts.pair, seed=opts.seed
+            clock=clock,
+            network=opts.network,
+            gateway=opts.gateway,
+            pair=opts.pair,
+            seed=opts.seed,
+            bbo_max_age_s=bbo_max_age_s,
         )
     from adapters.sim import make_sim_venue
 
     return make_sim_venue(
-        clock=clock, seed=opts.seed, faults_path=opts.faults, symbols=list(opts.pair)
+        clock=clock,
+        seed=opts.seed,
+        faults_path=opts.faults,
+        symbols=list(opts.pair),
+        bbo_max_age_s=bbo_max_age_s,
     )
 
 
@@ -799,7 +848,7 @@ def _run(
 ) -> int:
     clock: Clock = VirtualClock() if opts.clock == "virtual" else WallClock()
     try:
-        venue = make_venue(opts, clock)
+        venue = make_venue(opts, clock, settings.values["bbo_max_age_seconds"])
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     say: Callable[[str], None] = logger.info

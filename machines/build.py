@@ -106,7 +106,9 @@ class BuildMachine(OrderRounds, PureMachine):
         | verifying.to(None)
     )
     position_snapshot = (
-        verifying.to(built, cond=["answers_me", "at_target"])
+        verifying.to(built, cond=["answers_me", "at_target", "read_agrees"])
+        # A read that lacks reported fills lags: asked again within the lag budget.
+        | verifying.to(None, cond=["answers_me", "read_lags"], on="wait_for_lag")
         | verifying.to(
             None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
         )
@@ -166,6 +168,10 @@ class BuildMachine(OrderRounds, PureMachine):
             flat = abs(pos) * quote.mid <= self.p.dust_usd if quote is not None else pos == 0
             if not flat:
                 return self._refuse(f"residual venue position {pos} on {leg.symbol}")
+            fills = self.ledger.position(leg.product_id)
+            if abs(pos - fills) >= leg.size_increment:
+                # A flat read the reported fills contradict is a lagging read (issue 11).
+                return self._refuse(f"venue reads {pos} on {leg.symbol}, its fills say {fills}")
         return True
 
     def bbo_fresh(self) -> bool:
@@ -295,6 +301,7 @@ class BuildMachine(OrderRounds, PureMachine):
 
     def on_enter_verifying(self) -> None:
         self.verifies = 0
+        self.reset_lag()
         self.query_positions()
 
     def on_enter_built(self) -> None:

@@ -35,6 +35,7 @@ from machines.base import State
 from machines.params import CycleParams
 from machines.params import LegSpec
 from machines.pricing import OrderRounds
+from machines.pricing import absurd_legs
 from machines.pricing import closing_side
 from machines.pricing import cross_price
 from machines.pricing import is_dust
@@ -70,11 +71,24 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     cancelling.to(reading, cond="round_settled")
 
     position_snapshot = (
-        # An answer that contradicts our own verified fills may come from a lagging
-        # position feed: ask again (bounded) before believing it, flat included.
-        reading.to(None, cond=["answers_me", "stale_suspected"], on="recheck_stale")
-        | reading.to(flat, cond=["answers_me", "venue_flat"], on="take_positions")
+        # An answer that lacks fills the venue reported lags (issue 11): ask again,
+        # backing off, within the lag budget; the session stays flagged meanwhile.
+        # Legs whose read agrees with the fills are flattened meanwhile (not the lagging
+        # ones), within the budget.
+        reading.to(
+            working, cond=["answers_me", "read_lags", "agreeing_leg_open"], on="take_agreeing"
+        )
+        | reading.to(None, cond=["answers_me", "read_lags"], on="wait_for_lag")
+        # Past the lag budget, an answer that still contradicts our fills: a bounded
+        # re-ask (the old "stale feed" rule) before it is judged.
+        | reading.to(None, cond=["answers_me", "stale_suspected"], on="recheck_stale")
+        | reading.to(flat, cond=["answers_me", "venue_flat", "read_agrees"], on="take_positions")
+        # Flat by the read, open by the reported fills: never "flat"; HALT stating both.
+        | reading.to(exhausted, cond=["answers_me", "venue_flat"], on="take_contradiction")
         | reading.to(exhausted, cond=["answers_me", "attempts_spent"], on="take_positions")
+        # Far beyond anything the engine could have opened (e.g. 1e6 ETH): not traded
+        # slice by slice; HALT with the exposure stated (issue 11 item 6).
+        | reading.to(exhausted, cond=["answers_me", "absurd_position"], on="take_absurd")
         | reading.to(working, cond="answers_me", on="take_positions")
         | exiting.to(None)
     )
@@ -101,6 +115,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         | backing_off.to(reading, cond=["named_backoff", "reads_left"])
         | backing_off.to(exhausted, cond="named_backoff")
         # The total budget, armed once by `exiting`: wins from whichever attempt is running.
+        # Orders all settled and the fills flat, only the read lagging: the budget waits
+        # for the read (within the lag budget), exposure still flagged.
+        | reading.to(None, cond=["named_budget", "only_lag_left"], on="note_budget_spent")
         | exiting.to(exhausted, cond="named_budget")
         | exiting.to(None, cond="named_requery", on="requery_unknown")
         | exiting.to(None)
@@ -121,6 +138,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.seen: dict[int, Decimal] = {}  # the last verified venue positions
         self.stale_reads: int = 0  # re-asks in this attempt because the feed looked stale
         self.no_quote: bool = False  # this attempt found a leg with no quote to price it
+        self.budget_spent = False  # the budget ran out while only a lagging read was left
+        self.absurd: dict[str, str] = {}  # legs too large to trade (symbol → qty)
+        self.contradiction: dict[str, str] = {}  # leg → "read R, fills F" at a HALT
 
     # -- guards ---------------------------------------------------------------------------------
     def venue_flat(self, ev: PositionSnapshot) -> bool:
@@ -144,7 +164,31 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
                     return True
         return False
 
+    def agreeing_leg_open(self, ev: PositionSnapshot) -> bool:
+        if self.budget_spent or self.attempt >= self.max_attempts:
+            return False
+        seen = self._seen(ev)
+        return any(
+            abs(seen[leg.product_id] - self.ledger.position(leg.product_id)) < leg.size_increment
+            and not self._dust(leg, seen[leg.product_id])
+            for leg in self.p.legs
+        )
+
+    def absurd_position(self, ev: PositionSnapshot) -> bool:
+        seen = self._seen(ev)
+        return bool(absurd_legs(self.p, self.ledger, seen))
+
+    def only_lag_left(self, ev: DeadlineExpired) -> bool:
+        if self.lag_since is None or self.orders.unsettled():
+            return False
+        waited = Decimal(self.ledger.now_ns - self.lag_since) / 1_000_000_000
+        return waited < self.p.position_lag_budget_s and all(
+            self._dust(leg, self.ledger.position(leg.product_id)) for leg in self.p.legs
+        )
+
     def attempts_spent(self, ev: PositionSnapshot) -> bool:
+        if self.budget_spent:
+            return True
         return self._strikes_after(ev) >= self.p.exit_attempts or self.attempt >= self.max_attempts
 
     def waiting_for_quote(self) -> bool:
@@ -180,7 +224,24 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         )
 
     def on_enter_reading(self) -> None:
+        self.reset_lag()
         self.read_positions()
+
+    def note_budget_spent(self) -> None:
+        self.budget_spent = True
+        self.note("exit budget spent: waiting only for the position read to catch up")
+
+    def take_contradiction(self, ev: PositionSnapshot) -> None:
+        """The read says flat, the fills the venue reported say open: the fills are
+        trusted; the HALT states the larger exposure and both numbers."""
+        self.take_positions(ev)
+        for leg in self.p.legs:
+            pid, fills = leg.product_id, self.ledger.position(leg.product_id)
+            read = self.seen[pid]
+            if abs(fills - read) >= leg.size_increment:
+                self.contradiction[leg.symbol] = f"read {read}, fills {fills}"
+            if abs(fills) > abs(read):
+                self.seen[pid] = fills
 
     def read_positions(self) -> None:
         self.reads += 1
@@ -194,6 +255,34 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.judging = False
         self.seen = self._seen(ev)
         self.stale_reads = 0
+
+    def take_agreeing(self, ev: PositionSnapshot) -> None:
+        """Work the legs the read proves (it agrees with their fills); a lagging leg is
+        left for a later read and noted. A partial read judges nothing (no strike)."""
+        self.judging = False
+        self.seen = self._seen(ev)
+        self.stale_reads = 0
+        for leg in self.p.legs:
+            pid, fills = leg.product_id, self.ledger.position(leg.product_id)
+            if abs(self.seen[pid] - fills) >= leg.size_increment:
+                self.contradiction[leg.symbol] = f"read {self.seen[pid]}, fills {fills}"
+                self.seen[pid] = ZERO  # not traded on a lagging read
+            else:
+                self.contradiction.pop(leg.symbol, None)
+
+    def take_absurd(self, ev: PositionSnapshot) -> None:
+        self.take_positions(ev)
+        self.absurd = absurd_legs(self.p, self.ledger, self.seen)
+
+    def wait_for_lag(self, ev: PositionSnapshot) -> None:
+        super().wait_for_lag(ev)
+        seen = self._seen(ev)
+        for leg in self.p.legs:
+            pid, fills = leg.product_id, self.ledger.position(leg.product_id)
+            if abs(seen[pid] - fills) >= leg.size_increment:
+                self.contradiction[leg.symbol] = f"read {seen[pid]}, fills {fills}"
+            else:
+                self.contradiction.pop(leg.symbol, None)
 
     def recheck_stale(self) -> None:
         self.stale_reads += 1
@@ -230,7 +319,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
                 continue
             side = closing_side(pos)
             price = cross_price(leg, side, quote, bps)
-            for part in slices(leg, abs(pos), price, self.p.max_slice_usd):
+            parts = slices(leg, abs(pos), price, self.p.max_slice_usd)
+            for part in parts[: self.p.max_slices_per_step]:  # the rest: next attempt
                 self.place(leg, side, part, price, tif="ioc", reduce_only=True, purpose="emergency")
         self.arm("attempt", self.p.exit_attempt_timeout_s)
 
@@ -253,12 +343,25 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     def on_enter_exhausted(self, ev: Any = None) -> None:
         self.cancel_unsettled()
         exposure = self.exposure_usd(worst_case=True)
-        if isinstance(ev, DeadlineExpired) and ev.name == "budget":
+        if self.absurd:
+            why = (
+                f"position {self.absurd} is far beyond what this engine could have opened "
+                f"(more than {self.p.max_slices_per_step} slices of {self.p.max_slice_usd} USD):"
+                " not traded"
+            )
+        elif self.contradiction:
+            why = (
+                "the venue's position read contradicts its reported fills, trusting the "
+                f"fills: {self.contradiction}"
+            )
+        elif isinstance(ev, DeadlineExpired) and ev.name == "budget":
             why = "budget spent"
         elif self.strikes >= self.p.exit_attempts:
             why = f"{self.strikes} attempts without progress"
         elif self.attempt >= self.max_attempts:
             why = f"attempt cap {self.max_attempts} reached"
+        elif self.budget_spent:
+            why = "budget spent waiting for the position read"
         else:
             why = "venue unresponsive"
         reason = f"emergency exit exhausted ({why}): {self.reason}"
@@ -293,6 +396,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
                 pos = self.ledger.venue_position(pid)
             if pos is None:
                 pos = self.ledger.position(pid)
+            fills = self.ledger.position(pid)
+            if worst_case and leg.symbol in self.contradiction and abs(fills) > abs(pos):
+                pos = fills  # a read that contradicts the reported fills never lowers it
             total += notional(pos, self.ledger.quote(pid))
         return total.quantize(USD)
 

@@ -83,6 +83,16 @@ class CycleParams:
     # many bps (None: the first exit-ladder step), sliced by max_slice_usd.
     use_market_fallback: bool = True
     market_max_slippage_bps: Decimal | None = attrs.field(default=None, converter=opt_dec)
+    # A position read that disagrees with the fills the venue reported is lagging, not
+    # evidence: it is asked again (backing off) for at most this long before the
+    # disagreement itself is acted on (issue 11: real Nado reads lag fills by ~20 s).
+    position_lag_budget_s: Decimal = attrs.field(default=Decimal(45), converter=dec)
+    # Bounds on one step's work: at most this many orders per leg in one round (a larger
+    # position than that is not traded slice by slice: it halts, the exposure stated).
+    max_slices_per_step: int = 20
+    # Entries need both quotes within this many bps of the venue's oracle price; exits
+    # price from the quote clamped into the band (RELIABILITY D5). 0 disables it.
+    price_band_bps: Decimal = attrs.field(default=Decimal(500), converter=dec)
 
     @property
     def exit_attempts(self) -> int:

@@ -24,6 +24,7 @@ position query. Its actions emit through the host machine; it declares no states
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import ROUND_DOWN
 from decimal import ROUND_UP
 from decimal import Decimal
@@ -57,10 +58,13 @@ __all__ = [
     "OrderTracker",
     "Rung",
     "Tracked",
+    "absurd_legs",
     "closing_side",
     "cross_price",
+    "fills_agree",
     "is_dust",
     "notional",
+    "read_lags_fills",
     "size_for_notional",
     "slices",
     "touch_price",
@@ -128,6 +132,20 @@ def closing_side(position: Decimal) -> str:
     return "sell" if position > 0 else "buy"
 
 
+def absurd_legs(p: CycleParams, ledger: Ledger, positions: dict[int, Decimal]) -> dict[str, str]:
+    """Legs holding more than one step may trade (`max_slices_per_step` slices of
+    `max_slice_usd`) and more than ten times `max_position_usd`: far beyond anything the
+    engine could have opened; they are stated, never traded slice by slice."""
+    cap = max(p.max_slices_per_step * p.max_slice_usd, 10 * p.max_position_usd)
+    out = {}
+    for leg in p.legs:
+        qty = positions.get(leg.product_id, ZERO)
+        quote = ledger.quote(leg.product_id)
+        if quote is not None and abs(qty) * quote.mid > cap:
+            out[leg.symbol] = str(qty)
+    return out
+
+
 def slices(leg: LegSpec, qty: Decimal, price: Decimal, max_slice_usd: Decimal) -> list[Decimal]:
     """Split `qty` into chunks worth at most `max_slice_usd` each (at least one increment)."""
     qty = leg.round_size_down(abs(qty))
@@ -142,6 +160,38 @@ def slices(leg: LegSpec, qty: Decimal, price: Decimal, max_slice_usd: Decimal) -
         out.append(take)
         left -= take
     return out
+
+
+def _read(ev: PositionSnapshot, product_id: int) -> Decimal:
+    for pos in ev.positions:
+        if pos.product_id == product_id:
+            return pos.qty
+    return ZERO  # a product the venue left out holds nothing
+
+
+def fills_agree(ledger: Ledger, legs: Sequence[LegSpec], ev: PositionSnapshot) -> bool:
+    """The read agrees with the fills the venue has reported (the ledger's position from
+    fills) within one size increment on every leg: only such a read is evidence."""
+    return all(
+        abs(_read(ev, leg.product_id) - ledger.position(leg.product_id)) < leg.size_increment
+        for leg in legs
+    )
+
+
+def read_lags_fills(
+    ledger: Ledger, legs: Sequence[LegSpec], ev: PositionSnapshot, window_s: Decimal
+) -> bool:
+    """Some leg reads a position the fills held within the last `window_s` (before the
+    latest fills moved it): the read lacks reported fills; it lags, it is not news."""
+    since = ledger.now_ns - int(window_s * 1_000_000_000)
+    for leg in legs:
+        pid, read = leg.product_id, _read(ev, leg.product_id)
+        book = ledger.book(pid)
+        if abs(read - book.position) >= leg.size_increment and book.held_since(
+            read, since, leg.size_increment
+        ):
+            return True
+    return False
 
 
 @attrs.define
@@ -304,6 +354,8 @@ class OrderRounds:
         self.refusals: int = 0  # rounds the venue refused outright (429, retryable)
         self.rungs: list[Rung] = []  # the host's ladder
         self.rung = -1  # index into the ladder; `round` numbers every set of orders
+        self.lag_since: int | None = None  # engine ns of this read's first lagging answer
+        self.lag_asks = 0
 
     def reject_is_final(self) -> bool:
         return False
@@ -360,6 +412,18 @@ class OrderRounds:
             <= abs(self.ledger.position(leg.product_id))
             for leg in self.p.legs
         )
+
+    def read_agrees(self, ev: PositionSnapshot) -> bool:
+        return fills_agree(self.ledger, self.p.legs, ev)
+
+    def read_lags(self, ev: PositionSnapshot) -> bool:
+        """The answer lacks fills the venue reported, and this read has waited less than
+        the lag budget: ask again (backing off) rather than believe it."""
+        if self.lag_since is not None:
+            waited = Decimal(self.ledger.now_ns - self.lag_since) / 1_000_000_000
+            if waited >= self.p.position_lag_budget_s:
+                return False
+        return read_lags_fills(self.ledger, self.p.legs, ev, self.p.position_lag_budget_s)
 
     def verify_left(self) -> bool:
         return self.verifies < self.p.verify_attempts
@@ -483,6 +547,29 @@ class OrderRounds:
         self.note("venue position not as expected yet; asking again", attempt=self.verifies)
         self.disarm("verify")
         self.arm("recheck", delay)
+
+    def wait_for_lag(self, ev: PositionSnapshot) -> None:
+        """A read lagging the fills: ask again, each wait twice the last (from
+        verify_retry_s, capped at one verify timeout), within the lag budget. A lagging
+        answer is an answer: it does not use up a verification attempt."""
+        now = self.ledger.now_ns
+        if self.lag_since is None:
+            self.lag_since = now
+            self.note(
+                "position read lags the reported fills: asking again",
+                read={str(p.product_id): str(p.qty) for p in ev.positions},
+                fills={str(pid): str(self.ledger.position(pid)) for pid in self.p.product_ids},
+            )
+        self.lag_asks += 1
+        self.verifies = max(self.verifies - 1, 0)
+        left = self.p.position_lag_budget_s - Decimal(now - self.lag_since) / 1_000_000_000
+        grown = self.p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16)
+        delay = max(min(grown, self.p.verify_timeout_s, left), self.p.verify_retry_s)
+        self.disarm("verify")
+        self.arm("recheck", delay)
+
+    def reset_lag(self) -> None:
+        self.lag_since, self.lag_asks = None, 0
 
     def recheck_cap(self) -> Decimal | None:
         """Longest a re-ask may wait, whatever the venue's Retry-After (None: no cap)."""

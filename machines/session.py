@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from engine.events import DeadlineExpired
+from engine.events import FillReceived
 from engine.events import MachineFinished
 from engine.events import OperatorCommand
 from engine.events import PositionSnapshot
@@ -27,6 +28,8 @@ from machines.base import State
 from machines.build import BuildMachine
 from machines.emergency_exit import EmergencyExitMachine
 from machines.params import CycleParams
+from machines.pricing import fills_agree
+from machines.pricing import read_lags_fills
 from machines.restore import RestoreMachine
 from machines.unwind import UnwindMachine
 
@@ -67,12 +70,14 @@ class SessionMachine(PureMachine):
         | recovering.to(halted, cond="second_failure")
         | recovering.to(finishing, cond="stop_requested")
         | recovering.to(idle)
+        | finishing.to(halted, cond="foreign_seen")
         | finishing.to(done, cond="outcome_is_flat")
         | finishing.to(halted)
     )
     deadline_expired = (
         idle.to(checking, cond="named_pause")
         | checking.to(recovering, cond="named_answer")
+        | checking.to(None, cond="named_recheck", on="ask_positions")
         | holding.to(unwinding, cond="named_hold")
         # While exposed, the exposure guard asks the venue on a short period.
         | holding.to(None, cond="named_audit", on="audit_exposure")
@@ -85,9 +90,35 @@ class SessionMachine(PureMachine):
         | holding.to(recovering, cond=["answers_me", "unhedged"], on="alert_unhedged")
         | holding.to(recovering, cond=["answers_me", "stop_loss_hit"], on="alert_stop_loss")
         | holding.to(None)
-        | checking.to(building, cond=["answers_me", "venue_flat"])
+        # A read that lacks reported fills lags: no BUILD on it; asked again, backing
+        # off, within the lag budget (issue 11).
+        | checking.to(None, cond=["answers_me", "read_lags"], on="ask_later")
+        | checking.to(building, cond=["answers_me", "venue_flat", "read_agrees"])
         | checking.to(recovering, cond="answers_me")
         | checking.to(None)
+    )
+    # A fill for an order the engine never placed (RELIABILITY D6, V9): a critical alert,
+    # no new cycles; at the next safe point the book is re-read from the venue, flattened
+    # and verified, then HALT (an operator looks at the account before resuming).
+    fill_received = (
+        idle.to(finishing, cond="foreign_fill", on="alert_foreign_fill")
+        | checking.to(finishing, cond="foreign_fill", on="alert_foreign_fill")
+        | holding.to(finishing, cond="foreign_fill", on="alert_foreign_fill")
+        | syncing.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | building.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | unwinding.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | recovering.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | finishing.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | halted.to(None, cond="foreign_fill", on="alert_foreign_fill")
+        | syncing.to(None)
+        | idle.to(None)
+        | checking.to(None)
+        | building.to(None)
+        | holding.to(None)
+        | unwinding.to(None)
+        | recovering.to(None)
+        | finishing.to(None)
+        | halted.to(None)
     )
     operator_command = (
         idle.to(finishing, cond="is_stop")
@@ -139,6 +170,9 @@ class SessionMachine(PureMachine):
         self.child: PureMachine | None = None
         self.outcomes: list[str] = []
         self.cycle_failed = False
+        self.lag_since: int | None = None  # engine ns the entry check's read began to lag
+        self.foreign_fills: list[str] = []  # fill ids for orders the engine never placed
+        self.lag_asks = 0
 
     # -- guards -------------------------------------------------------------------------
     def _outcome(self, ev: MachineFinished, want: str) -> bool:
@@ -189,6 +223,26 @@ class SessionMachine(PureMachine):
     def venue_flat(self, ev: PositionSnapshot) -> bool:
         return all(self._flat(leg.product_id) for leg in self.template.legs)
 
+    def foreign_fill(self, ev: FillReceived) -> bool:
+        """A fill for an order this engine never placed (not in its ledger)."""
+        return self.ledger.order(ev.order_id) is None
+
+    def foreign_seen(self) -> bool:
+        return bool(self.foreign_fills)
+
+    def named_recheck(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "recheck"
+
+    def read_agrees(self, ev: PositionSnapshot) -> bool:
+        return fills_agree(self.ledger, self.template.legs, ev)
+
+    def read_lags(self, ev: PositionSnapshot) -> bool:
+        budget = self.template.position_lag_budget_s
+        waited = Decimal(self.ledger.now_ns - (self.lag_since or self.ledger.now_ns)) / 10**9
+        if waited >= budget:
+            return False
+        return read_lags_fills(self.ledger, self.template.legs, ev, budget)
+
     def entries_blocked(self) -> bool:
         # New entries obey the breaker and health machines; exits never do.
         return self.ledger.state_of("breaker") == ("open",) or self.ledger.state_of(
@@ -226,6 +280,11 @@ class SessionMachine(PureMachine):
         self.arm("pause", self._pause())
 
     def on_enter_checking(self) -> None:
+        self.lag_since = None
+        self.lag_asks = 0
+        self.ask_positions()
+
+    def ask_positions(self) -> None:
         self.request_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.request_id, product_ids=self.template.product_ids))
         self.arm("answer", self.template.verify_timeout_s)
@@ -278,6 +337,36 @@ class SessionMachine(PureMachine):
                 action="emergency exit: flatten both legs and verify",
             )
         )
+
+    def alert_foreign_fill(self, ev: FillReceived) -> None:
+        if ev.fill_id in self.foreign_fills:
+            return
+        self.foreign_fills.append(ev.fill_id)
+        self.stop = True  # no new cycles; flatten and verify at the next safe point
+        self.emit(
+            SendAlert(
+                event="unknown_order_fill",
+                severity="critical",
+                message=(
+                    f"[EMERGENCY] fill {ev.fill_id} of {ev.side} {ev.qty} on product "
+                    f"{ev.product_id} at {ev.price} for order {ev.order_id}, which this engine "
+                    "never placed"
+                ),
+                exposure_usd=self._exposure_usd(),
+                state="/".join(self.state_ids),
+                action="no new cycles: re-read positions from the venue, flatten, verify, HALT",
+            )
+        )
+
+    def ask_later(self) -> None:
+        if self.lag_since is None:
+            self.lag_since = self.ledger.now_ns
+            self.note("position read lags the reported fills: no BUILD, asking again")
+        self.lag_asks += 1
+        p = self.template
+        delay = min(p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16), p.verify_timeout_s)
+        self.disarm("answer")
+        self.arm("recheck", delay)
 
     def note_daily_loss(self) -> None:
         loss = self.loss_today()
@@ -334,7 +423,9 @@ class SessionMachine(PureMachine):
     def on_enter_halted(self, ev: Any = None) -> None:
         outcome = getattr(ev, "outcome", "")
         self.halt_reason = (
-            "emergency exit budget exhausted"
+            f"fills for orders this engine never placed ({', '.join(self.foreign_fills[:3])})"
+            if self.foreign_fills and outcome == "flat"
+            else "emergency exit budget exhausted"
             if outcome == "exhausted"
             else "two consecutive failed cycles"
             if outcome == "flat"

@@ -113,15 +113,22 @@ class UnwindMachine(OrderRounds, PureMachine):
         | verifying.to(None)
     )
     position_snapshot = (
+        # A read that lacks reported fills lags: asked again within the lag budget.
+        reading.to(None, cond=["answers_me", "read_lags"], on="wait_for_lag")
         # Less exposure than our own fills imply: a lagging feed; ask again, bounded.
-        reading.to(None, cond=["answers_me", "venue_shows_less", "verify_left"], on="recheck_later")
-        | reading.to(flat, cond=["answers_me", "venue_flat"])
+        | reading.to(
+            None, cond=["answers_me", "venue_shows_less", "verify_left"], on="recheck_later"
+        )
+        | reading.to(flat, cond=["answers_me", "venue_flat", "read_agrees"])
+        # A flat read the reported fills contradict is never "flat" (issue 11).
+        | reading.to(failed, cond=["answers_me", "venue_flat"])
         | reading.to(placing, cond="answers_me", on="take_start")
         | reading.to(None)
+        | verifying.to(None, cond=["answers_me", "read_lags"], on="wait_for_lag")
         | verifying.to(
             None, cond=["answers_me", "venue_shows_less", "verify_left"], on="recheck_later"
         )
-        | verifying.to(flat, cond=["answers_me", "venue_flat"])
+        | verifying.to(flat, cond=["answers_me", "venue_flat", "read_agrees"])
         | verifying.to(
             None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
         )
@@ -213,6 +220,7 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     # -- actions --------------------------------------------------------------------------------
     def on_enter_reading(self) -> None:
+        self.reset_lag()
         self.query_positions()
 
     def take_start(self, ev: PositionSnapshot) -> None:
@@ -239,7 +247,7 @@ class UnwindMachine(OrderRounds, PureMachine):
             else:
                 price = cross_price(leg, side, quote, rung.bps)
             parts = slices(leg, qty, price, self.p.max_slice_usd) if rung.sliced else [qty]
-            for part in parts:
+            for part in parts[: self.p.max_slices_per_step]:  # bounded work per step
                 self.place(
                     leg, side, part, price, tif=rung.tif, reduce_only=True, purpose=rung.label
                 )
@@ -273,6 +281,7 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def on_enter_verifying(self) -> None:
         self.verifies = 0
+        self.reset_lag()
         self.query_positions()
 
     def on_enter_flat(self) -> None:

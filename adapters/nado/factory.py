@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Mapping
 from collections.abc import Sequence
+from decimal import Decimal
 
 import attrs
 
@@ -130,6 +131,7 @@ def make_nado_venue(
     pair: Sequence[str],
     env: Mapping[str, str] | None = None,
     seed: int = 0,
+    bbo_max_age_s: Decimal | None = None,
 ) -> NadoVenue:
     """The venue `dnpair run --venue nado` trades on. Raises ConfigError (exit 2)."""
     env = os.environ if env is None else env
@@ -138,4 +140,6 @@ def make_nado_venue(
     key = load_key(env.get(KEY_ENV))
     register_secret(key)
     settings = nado_settings(network=network, gateway=gateway, pair=pair, env=env, seed=seed)
+    if bbo_max_age_s is not None:  # REST confirms a quiet stream's quote at half the age
+        settings = attrs.evolve(settings, quiet_quote_s=bbo_max_age_s / 2)
     return NadoVenue(settings, key, clock=clock, unix_ns=time.time_ns)

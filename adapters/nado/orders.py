@@ -7,6 +7,14 @@ never duplicated under a new nonce. Beside it the entry keeps the venue's words 
 the order: the placement answer, stream events (with the stream epoch they arrived in)
 and the cancel answer.
 
+What ends an order (nado-protocol.md §13): Nado sends one `order_update` per match,
+reason `filled` with `amount` = the size still **unfilled**; `placed` for a remainder
+that rests; an IOC ends `(0, "filled")` or `(0, "cancelled")`. So a `filled` update ends
+the order only when its amount is 0, and a `cancelled` one always does (its amount is
+never read as a fill). The order's filled size is the larger of the fills heard and
+`original - remaining` from the `filled`/`placed` updates (`filled_evidence`): either
+source may be short when a frame is lost or late, neither ever overstates.
+
 `status_from_knowledge` answers the question Nado's `order` query cannot (it lists
 resting orders only, nado-protocol.md §6.4): how did an order that is no longer
 resting end? It answers only when what the adapter heard is complete — the stream was
@@ -50,8 +58,12 @@ class OrderEntry:
     seen_placed: bool = False  # an order_update "placed" or a fill proves it reached the venue
     heard_qty: Decimal = ZERO  # the largest cumulative fill heard
     fill_ids: set[str] = attrs.field(factory=set)
-    ended: str | None = None  # "filled" | "cancelled", from order_update
+    # The smallest `amount` (size still unfilled) of a `filled`/`placed` order_update.
+    least_remaining: Decimal | None = None
+    ended: str | None = None  # "filled" (amount 0) | "cancelled", from order_update
     ended_epoch: int | None = None
+    reported_filled: Decimal | None = None  # the total told the engine when it ended
+    acked_ns: int | None = None  # engine clock when the placement was answered
     cancel_filled: Decimal | None = None  # the cancel answer's word on the total fill
     cancels_in_flight: int = 0
     lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
@@ -81,6 +93,29 @@ class OrderEntry:
         total = cumulative if cumulative is not None else self.heard_qty + qty
         self.heard_qty = max(self.heard_qty, total)
         return True
+
+    def hear_update(self, reason: str, remaining: Decimal, epoch: int) -> bool:
+        """Record one order_update; True if it ended the order (the first end heard).
+
+        `placed`/`filled` carry the size still unfilled; only `filled` with amount 0 or
+        `cancelled` ends the order. Duplicated or reordered updates change nothing more
+        (the least remaining wins; the first end is kept)."""
+        self.seen_placed = True
+        heard = self.least_remaining
+        if reason in ("placed", "filled") and (heard is None or remaining < heard):
+            self.least_remaining = remaining
+        ends = reason == "cancelled" or (reason == "filled" and remaining == 0)
+        if not ends or self.ended is not None:
+            return False
+        self.ended, self.ended_epoch = reason, epoch
+        return True
+
+    @property
+    def filled_evidence(self) -> Decimal:
+        """The order's filled size as heard: the larger of the fills and original -
+        remaining (clipped to the order's size)."""
+        by_update = ZERO if self.least_remaining is None else self.qty - self.least_remaining
+        return min(max(self.heard_qty, by_update, ZERO), self.qty)
 
 
 class Unknown(Exception):
@@ -116,16 +151,17 @@ def status_from_knowledge(
         return status("rejected", ZERO)
     if entry.placement in ("new", "refused"):
         return status("not_found", ZERO)
-    if entry.heard_qty >= qty or entry.ended == "filled":
+    evidence = entry.filled_evidence
+    if evidence >= qty:
         return status("filled", qty)
     if entry.cancel_filled is not None:
-        return status("cancelled", max(entry.cancel_filled, entry.heard_qty))
+        return status("cancelled", max(entry.cancel_filled, evidence))
     sent = entry.sent_epoch
     complete_to_end = sent is not None and entry.ended_epoch == sent
-    if entry.ended == "cancelled":
+    if entry.ended is not None:
         if not complete_to_end:
             raise Unknown("ended while the stream had a gap: its fills may be unheard")
-        return status("expired" if entry.immediate else "cancelled", entry.heard_qty)
+        return status("expired" if entry.immediate else "cancelled", evidence)
     complete_now = sent is not None and stream_up and stream_epoch == sent
     if not entry.seen_placed and entry.placement == "unknown" and complete_now:
         # Sent with the stream up and no gap since: an order that reached the venue would

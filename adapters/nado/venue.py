@@ -30,9 +30,28 @@ What the engine hears, per intent (the SimVenue's vocabulary, adapters/sim/READM
 Pushed: `BboUpdated` (stream quotes that pass `BboGate`; a refused quote falls back to the
 REST `market_price`, cached 1 s), `FillReceived` (fill id = digest + cumulative, so
 duplicated or reordered frames are one fill), `OrderAccepted` on an `order_update placed`
-not yet answered by REST, `OrderExpired(filled_qty=None)` / `OrderCancelled(filled_qty=None)`
-when the venue ends an order on its own (the engine then asks QueryOrder), and
-`ConnectionChanged` for the stream.
+not yet answered by REST, and `ConnectionChanged` for the stream.
+
+When the venue ends an order on its own (an `order_update` with amount 0, or `cancelled`;
+orders.py): `OrderExpired(filled_qty)` for an IOC/FOK, `OrderCancelled(filled_qty)` for a
+resting order, `OrderStatus(filled)` when the fills heard fall short of a complete fill
+(nothing when they cover it). `filled_qty` is the larger of the fills heard and `original -
+remaining`; the report waits up to two round trips for fill frames still on their way
+(their prices), and a later update that raises the total is reported again as an
+`OrderStatus`. An order that ended across a stream gap is reported with `filled_qty=None`
+(the engine asks QueryOrder).
+
+Quotes are kept confirmed: a product whose stream has said nothing for `quiet_quote_s`
+(half the engine's BBO age limit) is asked by REST (`market_prices`); the answer passes the
+same gate and reaches the engine as a fresh `BboUpdated` (Nado pushes BBO only on change,
+nado-protocol.md §13).
+
+A lost push: an IOC/FOK whose end is not heard within `probe_rtts` round trips (measured
+on the placements) after its ack, with the stream up, is asked about at once: what the
+stream said, then the archive (`orders` by digest; an IOC never rests, so the `order`
+query would only say 2020); a decisive answer is emitted as an `OrderStatus`. Without an
+archive (`venue serve`) the probe cannot decide and the machine's own deadlines chase the
+order. With the stream down the connection machine's audit asks instead.
 """
 
 from __future__ import annotations
@@ -96,6 +115,7 @@ from adapters.nado.timing import Timing
 from adapters.nado.wire import MalformedFrame
 from engine import crashpoints
 from engine.clock import Clock
+from engine.clock import TimerHandle
 from engine.events import BboUpdated
 from engine.events import ConnectionChanged
 from engine.events import Event
@@ -138,6 +158,14 @@ class NadoSettings:
     limiter: LimiterConfig = attrs.field(factory=LimiterConfig)
     bbo: BboLimits = attrs.field(factory=BboLimits)
     quote_cache_s: Decimal = Decimal(1)  # REST fallback quotes are reused this long
+    # A product's quote unconfirmed (no push, no REST answer) this long is asked by REST:
+    # half the engine's bbo_max_age (2 s), so a quiet book stays tradable (§13, Q9).
+    quiet_quote_s: Decimal = Decimal(1)
+    # An IOC/FOK whose end is unheard this many round trips after its ack is asked about
+    # at once; the same wait bounds how long an end waits for its fill frames.
+    probe_rtts: int = 2
+    probe_floor_s: Decimal = Decimal("0.02")
+    probe_cap_s: Decimal = Decimal(2)
     discovery_attempts: int = 3
     # The indexer, for orders that ended while the stream had a gap (None: not used).
     archive_url: str | None = None
@@ -206,6 +234,10 @@ class NadoVenue:
         self._tag = 0
         self._quotes: dict[int, tuple[int, BboUpdated]] = {}  # pid -> (clock ns, quote)
         self._quote_tasks: dict[int, asyncio.Task[None]] = {}
+        self._confirmed: dict[int, int] = {}  # pid -> clock ns a quote last reached the engine
+        self._refresh: asyncio.Task[None] | None = None
+        self._timers: set[TimerHandle] = set()
+        self.rtt_ns: int | None = None  # placement round trips, smoothed
         self.fill_latency_ns: list[int] = []  # venue stamp -> our receipt, per fill frame
 
     # -- VenuePort -------------------------------------------------------------------------
@@ -258,6 +290,7 @@ class NadoVenue:
             config=self.settings.stream,
         )
         self._sink = sink
+        self._later_ns(self._quiet_ns(), self._quote_check)
         log.info(
             "nado venue ready: chain %d, %s, subaccount %s",
             found.contracts.chain_id,
@@ -299,7 +332,12 @@ class NadoVenue:
         self._closed = True
         if self.stream is not None:
             await self.stream.close()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         tasks = list(self._tasks) + list(self._quote_tasks.values())
+        if self._refresh is not None:
+            tasks.append(self._refresh)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -454,6 +492,20 @@ class NadoVenue:
     def _later(self, ev: Event) -> None:
         asyncio.get_running_loop().call_soon(self._emit, ev)
 
+    def _later_ns(self, delay_ns: int, callback: Callable[[], None]) -> None:
+        """A timer on the engine's clock, cancelled by `close`."""
+        if self._closed:
+            return
+        box: list[TimerHandle] = []
+
+        def fire() -> None:
+            self._timers.discard(box[0])
+            if not self._closed:
+                callback()
+
+        box.append(self.clock.call_later(max(delay_ns, 0), fire))
+        self._timers.add(box[0])
+
     async def _place(self, entry: OrderEntry) -> None:
         intent = entry.intent
         async with entry.lock:
@@ -470,6 +522,7 @@ class NadoVenue:
                 entry.sent_unix_s = self.unix_ns() // NS
             entry.sends += 1
             entry.placement = "sending"
+            sent_ns = self.clock.now_ns()
             try:
                 data = await self.client.execute(
                     entry.signed.body(),
@@ -497,7 +550,57 @@ class NadoVenue:
             if digest != entry.digest:
                 self.stats["digest_mismatch"] += 1
                 log.warning("venue digest %s differs from ours %s", digest, entry.digest)
+            now = self.clock.now_ns()
+            self._note_rtt(now - sent_ns)
+            entry.acked_ns = now
             self._accepted(entry)
+            if entry.immediate and entry.ended is None:
+                # Its outcome is decided at the venue already: if the stream does not
+                # tell within a couple of round trips, ask (issue 11, item 7).
+                self._later_ns(self._probe_ns(), lambda: self._probe_due(entry))
+
+    def _note_rtt(self, rtt_ns: int) -> None:
+        self.rtt_ns = rtt_ns if self.rtt_ns is None else (3 * self.rtt_ns + rtt_ns) // 4
+
+    def _probe_ns(self) -> int:
+        s = self.settings
+        rtt = self.rtt_ns if self.rtt_ns is not None else int(s.probe_floor_s * NS)
+        wait = s.probe_rtts * rtt
+        return min(max(wait, int(s.probe_floor_s * NS)), int(s.probe_cap_s * NS))
+
+    def _probe_due(self, entry: OrderEntry) -> None:
+        """Two round trips after an IOC/FOK's ack: its end is reported, or asked for."""
+        if entry.ended is not None:
+            self._settle_end(entry, final=True)
+            return
+        if entry.end_reported or entry.heard_qty >= entry.qty:
+            return  # answered (a cancel), or completely filled by the fills heard
+        if not self._stream_epoch()[1]:
+            # No stream, no push to miss: the connection machine's audit asks about every
+            # order in flight when it reconnects or polls.
+            self.stats["probe_skipped_stream_down"] += 1
+            return
+        self.stats["probes"] += 1
+        self._spawn(self._probe(entry))
+
+    async def _probe(self, entry: OrderEntry) -> None:
+        """An IOC/FOK never rests: the `order` query could only say 2020, so ask what
+        knows how it ended (what the stream said, then the archive) at once."""
+        async with entry.lock:
+            if entry.ended is not None or entry.end_reported or entry.heard_qty >= entry.qty:
+                self._settle_end(entry, final=True)
+                return
+            answer = await self._ended(entry, None)
+            if entry.end_reported or entry.ended is not None:
+                self._settle_end(entry, final=True)  # heard while the archive was asked
+                return
+            if not isinstance(answer, OrderStatus) or answer.state in ("open", "not_found"):
+                self.stats["probe_undecided"] += 1
+                return  # the machine's own deadlines chase it
+            entry.end_reported = True
+            entry.reported_filled = answer.filled_qty
+            self.stats["probe_resolved"] += 1
+            self._emit(answer)
 
     def _accepted(self, entry: OrderEntry) -> None:
         entry.placement = "accepted"
@@ -621,6 +724,7 @@ class NadoVenue:
         if entry is not None:
             entry.cancel_filled = mine.filled_qty
             entry.end_reported = True
+            entry.reported_filled = max(mine.filled_qty, entry.filled_evidence)
             entry.seen_placed = True
         self._emit(
             OrderCancelled(order_id=intent.order_id, filled_qty=mine.filled_qty, reason="cancelled")
@@ -757,7 +861,7 @@ class NadoVenue:
                 entry.placement = "accepted"
             self._emit(order.to_status(oid, request_id=rid))
 
-    async def _ended(self, entry: OrderEntry, rid: str) -> Event:
+    async def _ended(self, entry: OrderEntry, rid: str | None) -> Event:
         """How an order the venue no longer lists as resting ended: from what this process
         heard when that is complete, else from the archive, else "cannot tell"."""
         epoch, up = self._stream_epoch()
@@ -788,7 +892,7 @@ class NadoVenue:
         )
 
     def _from_archive(
-        self, entry: OrderEntry, found: ArchiveOrder | None, rid: str
+        self, entry: OrderEntry, found: ArchiveOrder | None, rid: str | None
     ) -> OrderStatus | None:
         archive = self.archive
         assert archive is not None
@@ -802,7 +906,7 @@ class NadoVenue:
             return None
         if not archive.settled(found):
             return None
-        filled = min(max(found.filled, entry.heard_qty), entry.qty)
+        filled = min(max(found.filled, entry.filled_evidence), entry.qty)
         ended = "expired" if entry.immediate else "cancelled"
         state = "filled" if filled >= entry.qty else ended
         return OrderStatus(order_id=oid, state=state, filled_qty=filled, request_id=rid)
@@ -850,9 +954,44 @@ class NadoVenue:
         verdict = self.gate.check(quote, now_ns=self.unix_ns(), ts_ns=self.unix_ns())
         if verdict.ok:
             self.stats["bbo_rest"] += 1
+            self._confirmed[quote.product_id] = self.clock.now_ns()
             self._emit(quote)
         else:
             self.stats[f"bbo_rest_rejected.{verdict.reason}"] += 1
+
+    def _quiet_ns(self) -> int:
+        return max(int(self.settings.quiet_quote_s * NS), 1)
+
+    def _quote_check(self) -> None:
+        """Products whose quote nobody confirmed for `quiet_quote_s` while the stream is
+        up are asked by REST.
+
+        Nado pushes a BBO only when the book changes: on a quiet book the stream says
+        nothing, and only a REST answer keeps the engine's quote confirmed (its age is
+        the time since the last confirmation, engine/ledger.py)."""
+        quiet = self._quiet_ns()
+        now = self.clock.now_ns()
+        due = [p for p in self._symbols if now - self._confirmed.get(p, now - quiet) >= quiet]
+        running = self._refresh is not None and not self._refresh.done()
+        _, up = self._stream_epoch()
+        # While the stream is down the connection machine's polls ask for quotes.
+        if due and up and not running:
+            self.stats["quote_refresh"] += 1
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_quotes(due))
+        # The next product to go quiet; one just asked (its answer due): half a period.
+        nxt = min((self._confirmed.get(p, now) + quiet for p in self._symbols), default=now)
+        self._later_ns(nxt - now if nxt > now else quiet // 2, self._quote_check)
+
+    async def _refresh_quotes(self, pids: list[int]) -> None:
+        try:
+            await self._fetch_quotes(pids, "quote_refresh")
+        except GatewayError as exc:
+            self.stats[f"quote_refresh_failed.{exc.classified.reason}"] += 1
+            return
+        for pid in pids:
+            held = self._quotes.get(pid)
+            if held is not None:
+                self._pass_rest_quote(held[1])
 
     def _fallback_quote(self, pid: int) -> None:
         """A stream quote was refused: the REST quote instead (cached, one fetch at a time)."""
@@ -902,6 +1041,7 @@ class NadoVenue:
         verdict = self.gate.check(bbo, now_ns=self.unix_ns())
         if verdict.ok:
             self.stats["bbo_stream"] += 1
+            self._confirmed[bbo.product_id] = self.clock.now_ns()
             self._emit(bbo)
             return
         self.stats[f"bbo_rejected.{verdict.reason}"] += 1
@@ -924,6 +1064,8 @@ class NadoVenue:
             ev = fill.to_event(entry.order_id, side=entry.intent.side)
         self.stats["fills"] += 1
         self._emit(ev)  # the ledger counts each fill id once
+        if entry is not None and entry.ended is not None and not entry.end_reported:
+            self._settle_end(entry, final=False)  # the end waited for this fill's price
 
     def _on_order_update(self, update: NadoOrderUpdate) -> None:
         entry = self._by_digest.get(update.digest)
@@ -931,19 +1073,60 @@ class NadoVenue:
             self.stats["updates_unknown_order"] += 1
             return
         epoch, _ = self._stream_epoch()
-        if update.reason == "placed":
-            entry.seen_placed = True
-            if entry.placement in ("sending", "unknown"):
-                self._accepted(entry)
+        ended_now = entry.hear_update(update.reason, update.remaining_qty, epoch)
+        if update.reason == "placed" and entry.placement in ("sending", "unknown"):
+            self._accepted(entry)
+        if ended_now:
+            self._settle_end(entry, final=False)
+        elif entry.end_reported:
+            self._correct_end(entry)
+
+    def _settle_end(self, entry: OrderEntry, *, final: bool) -> None:
+        """Tell the engine how an order the venue ended on its own ended, once.
+
+        Not while our own cancel is out (its answer says it). The total is the larger of
+        the fills heard and original - remaining; when the updates say more than the fills
+        heard, the report waits (until `final`, two round trips) for the fill frames, so
+        the ledger books their prices rather than the limit price."""
+        if entry.ended is None or entry.end_reported or entry.cancels_in_flight:
             return
-        entry.seen_placed = True
-        if entry.ended is None:
-            entry.ended, entry.ended_epoch = update.reason, epoch
-        if update.reason == "filled" or entry.end_reported or entry.cancels_in_flight:
-            return  # fills carry quantities; our own cancel is answered by its reply
+        evidence = entry.filled_evidence
+        if entry.heard_qty < evidence and not final:
+            self._later_ns(self._probe_ns(), lambda: self._settle_end(entry, final=True))
+            return
         entry.end_reported = True
         oid = entry.order_id
-        if entry.immediate:
-            self._emit(OrderExpired(order_id=oid, filled_qty=None))
+        complete = entry.sent_epoch is not None and entry.ended_epoch == entry.sent_epoch
+        if not complete:
+            # Ended across a stream gap: updates or fills of it may be unheard; the
+            # engine asks QueryOrder (answered from the archive, or "cannot tell").
+            filled: Decimal | None = None
         else:
-            self._emit(OrderCancelled(order_id=oid, filled_qty=None, reason="by the venue"))
+            filled = entry.reported_filled = evidence
+        if filled is not None and filled >= entry.qty:
+            if entry.heard_qty < entry.qty:
+                self.stats["ends_filled_unheard"] += 1
+                self._emit(
+                    OrderStatus(order_id=oid, state="filled", filled_qty=filled, remaining_qty=0)
+                )
+            return  # else the fills said it all
+        if entry.immediate:
+            self._emit(OrderExpired(order_id=oid, filled_qty=filled))
+        else:
+            self._emit(OrderCancelled(order_id=oid, filled_qty=filled, reason="by the venue"))
+
+    def _correct_end(self, entry: OrderEntry) -> None:
+        """An update heard after the end was reported raises the total beyond what was
+        said and what the fills carry: say the new total (the ledger takes the larger)."""
+        said = entry.reported_filled
+        evidence = entry.filled_evidence
+        if said is None or evidence <= said or entry.heard_qty >= evidence:
+            return
+        entry.reported_filled = evidence
+        self.stats["ends_corrected"] += 1
+        state = (
+            "filled" if evidence >= entry.qty else ("expired" if entry.immediate else "cancelled")
+        )
+        self._emit(
+            OrderStatus(order_id=entry.order_id, state=state, filled_qty=evidence, remaining_qty=0)
+        )

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from decimal import Decimal
+
+import attrs
 
 from adapters.nado.discovery import Expectations
 from adapters.nado.factory import NETWORKS
@@ -53,14 +56,18 @@ def make_paper_venue(
     gateway: str | None,
     pair: Sequence[str],
     seed: int = 0,
+    bbo_max_age_s: Decimal | None = None,
 ) -> PaperVenue:
-    """The venue `dnpair run --venue paper` trades on. Raises ConfigError (exit 2)."""
+    """The venue `dnpair run --venue paper` trades on. Raises ConfigError (exit 2).
+    A quote the stream left unconfirmed for half `bbo_max_age_s` is asked by REST."""
     if isinstance(clock, VirtualClock):
         raise ConfigError(
             "--venue paper trades on live prices, on the wall clock only (drop --clock "
             "virtual; the sim venue runs on the virtual clock)"
         )
     settings = paper_settings(network=network, gateway=gateway, pair=pair)
+    if bbo_max_age_s is not None:
+        settings = attrs.evolve(settings, quiet_quote_s=bbo_max_age_s / 2)
     source = NadoMarketSource(settings, clock=clock, unix_ns=time.time_ns)
     return PaperVenue(source, clock, seed=seed)
 

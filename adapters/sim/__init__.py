@@ -8,6 +8,7 @@ and faults. A network face can reuse the core and `PushChannel` the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 from adapters.sim.exchange import Exchange
 from adapters.sim.faults import FaultProfile
@@ -35,8 +36,11 @@ def make_sim_venue(
     seed: int = 0,
     faults_path: str | None = None,
     symbols: Sequence[str] = DEFAULT_SYMBOLS,
+    bbo_max_age_s: Decimal | None = None,
 ) -> SimVenue:
     """The sim venue `dnpair run` uses. Raises ValueError (FaultProfileError) for a bad
-    profile or an unknown symbol."""
+    profile or an unknown symbol. A quote the stream left unconfirmed for half
+    `bbo_max_age_s` (default 2 s) is asked by REST."""
     profile = load_profile(faults_path) if faults_path else FaultProfile()
-    return SimVenue(clock, seed, profile, symbols)
+    quiet = (bbo_max_age_s if bbo_max_age_s is not None else Decimal(2)) / 2
+    return SimVenue(clock, seed, profile, symbols, quiet_quote_s=quiet)

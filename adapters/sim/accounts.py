@@ -82,6 +82,10 @@ class Account:
             del hist[:drop]
         return pos
 
+    def seed_history(self, product_id: int, ts_ns: int, qty: Decimal, entry: Decimal) -> None:
+        """A position held since `ts_ns` (a venue that starts with one)."""
+        self._history.setdefault(product_id, []).insert(0, (ts_ns, qty, entry))
+
     def view(self, product_id: int, now_ns: int, lag_ns: int) -> tuple[Decimal, Decimal]:
         """(qty, entry) as a query at `now_ns` sees it: fills newer than the lag are hidden."""
         pos = self.position(product_id)

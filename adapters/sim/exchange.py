@@ -77,6 +77,9 @@ class Exchange:
         self._flow_rng = random.Random(f"{seed}/flow")
         self._fault_rng = random.Random(f"{seed}/orders")
         self._flow_p = 1.0 - math.exp(-float(sim.maker_fill_rate_per_s) * self.step_ns / 1e9)
+        self._quiet = tuple(
+            (start_ns + w.start_ns, start_ns + w.end_ns) for w in profile.market.quiet
+        )
         self._jumps = sorted(
             (start_ns + j.at_ns, i, self.by_symbol[j.product].product_id, j.bps)
             for i, j in enumerate(profile.market.jumps)
@@ -109,12 +112,50 @@ class Exchange:
                 _, _, pid, bps = self._jumps.pop(0)
                 self.prices.jump(pid, bps)
             else:
-                self.prices.step()
                 self._next_step_ns += self.step_ns
+                if self.quiet(t):
+                    continue  # a quiet stretch: nothing moves, nobody trades
+                self.prices.step()
             for pid, book in self.books.items():
                 book.set_market(self.prices.mids[pid], self.prices.depth[pid])
             self._maker_pass(self.now_ns, flow=not is_jump)
         self.now_ns = max(self.now_ns, now_ns)
+
+    def quiet(self, t_ns: int) -> bool:
+        """Inside a `[market] quiet` stretch: the market does not move."""
+        return any(a <= t_ns < b for a, b in self._quiet)
+
+    # -- accounts -------------------------------------------------------------------------
+    def funded(self, subaccount: str) -> bool:
+        """Has deposits (`[sim] funded`): every owner's "default" subaccount, or all."""
+        if self.profile.sim.funded == "all":
+            return True
+        return subaccount.lower().endswith(_DEFAULT_NAME)
+
+    def equity(self, subaccount: str) -> Decimal:
+        """Collateral + realised PnL - fees + unrealised PnL at the mids (0 if never funded)."""
+        if not self.funded(subaccount):
+            return ZERO
+        total = self.profile.sim.collateral
+        acct = self.accounts.get(subaccount)
+        if acct is not None:
+            for pid, pos in acct.positions.items():
+                total += pos.realized_pnl - pos.fees
+                if pos.qty:
+                    total += (self.prices.mids[pid] - pos.entry) * pos.qty
+        return total
+
+    def initial_health(self, subaccount: str, extra: tuple[int, Decimal] | None = None) -> Decimal:
+        """Equity minus the initial margin of the positions (plus `extra` = (product,
+        signed size) as if it were already held): `IM_FRACTION` of each notional at the mid."""
+        sizes: dict[int, Decimal] = {}
+        acct = self.accounts.get(subaccount)
+        if acct is not None:
+            sizes = {pid: pos.qty for pid, pos in acct.positions.items()}
+        if extra is not None:
+            sizes[extra[0]] = sizes.get(extra[0], ZERO) + extra[1]
+        margin = sum((abs(q) * self.prices.mids[p] * IM_FRACTION for p, q in sizes.items()), ZERO)
+        return self.equity(subaccount) - margin
 
     # -- orders ---------------------------------------------------------------------------
     def place(self, now_ns: int, req: OrderRequest) -> PlaceResult:
@@ -123,6 +164,8 @@ class Exchange:
         spec = self.specs.get(req.product_id)
         if spec is None:
             return _reject("bad_product")
+        if not self.funded(req.subaccount):
+            return _reject("no_subaccount")
         problem = self._validate(req, spec)
         if problem:
             return _reject(problem)
@@ -135,6 +178,8 @@ class Exchange:
         cap = self._reduce_cap(req)
         if cap is not None and cap <= 0:
             return _reject("reduce_only")
+        if cap is None and self._over_margin(req):
+            return _reject("unhealthy")
         book = self.books[req.product_id]
         found = candidates(req, book.available(_opposite(req), now), self._open[req.product_id])
         want = req.qty if cap is None else min(req.qty, cap)
@@ -153,9 +198,11 @@ class Exchange:
             return _reject("too_small")
         order = SimOrder(digest=digest, request=req, placed_ns=now, seq=self._next_seq())
         self._remember(order)
-        self._update(order, "placed", now)
         if req.order_type != "fok":
             fillable = self._partial(fillable, spec.size_increment)
+        # Nado's lifecycle (nado-protocol.md §13): one `filled` update per match carrying
+        # the size still unfilled; `placed` only for a remainder that rests, after the
+        # matches; an IOC/FOK remainder ends `(0, cancelled)`.
         self._take(order, found, fillable, now)
         if order.state == "open":
             if req.order_type in ("ioc", "fok"):
@@ -164,6 +211,7 @@ class Exchange:
                 self._close(order, "cancelled", "reduce_only", now)
             else:
                 self._open[req.product_id].append(order)
+                self._update(order, "placed", now)
         return PlaceResult(digest=digest)
 
     def cancel(self, now_ns: int, subaccount: str, digests: Sequence[str]) -> list[SimOrder]:
@@ -262,13 +310,24 @@ class Exchange:
 
     # -- internals ------------------------------------------------------------------------
     def _validate(self, req: OrderRequest, spec: ProductSpec) -> str:
+        if req.qty == 0:
+            return "zero_amount"
         if req.price <= 0 or req.price % spec.tick:
             return "bad_price"
-        if req.qty <= 0 or req.qty % spec.size_increment:
+        if req.qty < 0 or req.qty % spec.size_increment:
             return "bad_amount"
         if abs(req.price / self.prices.mids[req.product_id] - 1) > self.profile.sim.oracle_band:
             return "oracle_band"
         return ""
+
+    def _over_margin(self, req: OrderRequest) -> bool:
+        """The order, filled in full, would leave initial health below zero while growing
+        the account's margin need (an order that only shrinks a position always passes)."""
+        pos = self.position(req.subaccount, req.product_id).qty
+        after = pos + req.amount
+        if abs(after) <= abs(pos) and (after == 0 or (after > 0) == (pos > 0)):
+            return False
+        return self.initial_health(req.subaccount, (req.product_id, req.amount)) < 0
 
     def _reduce_cap(self, req: OrderRequest) -> Decimal | None:
         """None when not reduce-only, else how much this order may still trade."""
@@ -336,7 +395,9 @@ class Exchange:
         if taker and not order.took:
             # Nado charges a taker's first match on at least `min_size` notional.
             base, order.took = max(base, spec.min_notional), True
-        fee = tidy((base * (self.taker_rate if taker else self.maker_rate)).quantize(FEE_PLACES))
+        rate = self.taker_rate if taker else self.maker_rate
+        # A builder's fee (appendix bits 38..47) is charged on top, on the fill's notional.
+        fee = tidy((base * rate + qty * price * req.builder_fee_rate).quantize(FEE_PLACES))
         order.filled += qty
         order.fees += fee
         pos = self.account(req.subaccount).apply_fill(
@@ -348,7 +409,7 @@ class Exchange:
         if order.remaining <= 0:
             order.state = "filled"
             self._unlist(order)
-            self._update(order, "filled", now)
+        self._update(order, "filled", now)  # one per match: the size still unfilled
 
     def _close(self, order: SimOrder, state: OrderState, cause: Cause, now: int) -> None:
         order.state = state
@@ -386,6 +447,12 @@ class Exchange:
     def _next_idx(self) -> int:
         self._idx += 1
         return self._idx
+
+
+# Initial margin per unit of notional: the SDK-shaped risk weights the server publishes
+# (long 0.9 / short 1.1 initial) mean 10 % of the notional (unverified for live markets).
+IM_FRACTION = Decimal("0.1")
+_DEFAULT_NAME = b"default".hex().ljust(24, "0")
 
 
 def _reject(key: str) -> PlaceResult:

@@ -119,9 +119,28 @@ class RestFaults:
 
 
 @attrs.frozen(kw_only=True)
+class ForeignFill:
+    """Someone else trades our subaccount (another client, a manual order): an IOC of
+    `qty` through the book at `at_s`, with no client id the engine could know."""
+
+    at_s: Decimal
+    product: str
+    side: str
+    qty: Decimal
+
+    @property
+    def at_ns(self) -> int:
+        return int(self.at_s * NS_PER_S)
+
+
+@attrs.frozen(kw_only=True)
 class VenueFaults:
     down: tuple[Window, ...] = ()
     position_lag_ms: Decimal = ZERO
+    foreign_fills: tuple[ForeignFill, ...] = ()
+    # Positions the account already holds when the venue starts (symbol → signed qty),
+    # e.g. an absurd 1e6 ETH a restore must not trade slice by slice.
+    start_positions: tuple[tuple[str, Decimal], ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -130,6 +149,12 @@ class MarketFaults:
     stale_bbo: float = 0.0
     crossed_bbo: float = 0.0
     jumps: tuple[Jump, ...] = ()
+    # Nado pushes best_bid_offer when the top of book changes (nado-protocol.md §13);
+    # "periodic" is the old every-`bbo_interval_ms` push, kept as a knob.
+    bbo_push: str = "on_change"
+    # Stretches with no market activity: mids, crowd depth and maker flow hold still, so
+    # an on-change BBO stream goes silent and quotes age (stale-quote paths run).
+    quiet: tuple[Window, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -162,7 +187,13 @@ class SimSettings:
     book_refill_s: Decimal = Decimal(5)
     maker_fill_rate_per_s: Decimal = Decimal(1)
     oracle_band: Decimal = Decimal("0.2")
-    fok_unfillable: str = "reject"
+    # Nado's docs: a FOK that cannot fill is accepted, then cancelled with no fill
+    # (nado-protocol.md §13). "reject" answers failure 2031 instead (the old default).
+    fok_unfillable: str = "expire"
+    # Deposits: "default" = every owner's subaccount named "default" holds `collateral`
+    # USDT0 and any other name was never funded; "all" = every subaccount is funded.
+    funded: str = "default"
+    collateral: Decimal = Decimal(1_000_000)
 
 
 @attrs.frozen(kw_only=True)
@@ -298,6 +329,31 @@ def _jumps(path: str, value: Any) -> tuple[Jump, ...]:
     return _items(path, value, _jump)
 
 
+def _side(path: str, value: Any) -> str:
+    if value not in ("buy", "sell"):
+        raise FaultProfileError(f"{path}: must be buy or sell, got {value!r}")
+    return str(value)
+
+
+def _foreign_fill(path: str, value: Any) -> ForeignFill:
+    known = {"at_s": _nonneg, "product": _product, "side": _side, "qty": _positive}
+    fields = _table(path, value, known)
+    missing = [k for k in known if k not in fields]
+    if missing:
+        raise FaultProfileError(f"{path}: missing {', '.join(missing)}")
+    return ForeignFill(**fields)
+
+
+def _foreign_fills(path: str, value: Any) -> tuple[ForeignFill, ...]:
+    return _items(path, value, _foreign_fill)
+
+
+def _start_positions(path: str, value: Any) -> tuple[tuple[str, Decimal], ...]:
+    if not isinstance(value, Mapping):
+        raise FaultProfileError(f"{path}: expected a table of product = qty, got {value!r}")
+    return tuple((_product(f"{path}.{k}", k), _number(f"{path}.{k}", v)) for k, v in value.items())
+
+
 _ms = _nonneg
 _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
     "orders": (
@@ -320,7 +376,15 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
         },
     ),
     "rest": (RestFaults, {"latency_ms": _range_ms, "timeout": _prob, "rate_limit": _windows}),
-    "venue": (VenueFaults, {"down": _windows, "position_lag_ms": _ms}),
+    "venue": (
+        VenueFaults,
+        {
+            "down": _windows,
+            "position_lag_ms": _ms,
+            "foreign_fills": _foreign_fills,
+            "start_positions": _start_positions,
+        },
+    ),
     "market": (
         MarketFaults,
         {
@@ -328,6 +392,8 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
             "stale_bbo": _prob,
             "crossed_bbo": _prob,
             "jumps": _jumps,
+            "bbo_push": _choice("on_change", "periodic"),
+            "quiet": _windows,
         },
     ),
     "archive": (ArchiveFaults, {"lag_ms": _ms}),
@@ -353,6 +419,8 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
             "maker_fill_rate_per_s": _nonneg,
             "oracle_band": _between(ZERO, Decimal(1), strict_lo=True),
             "fok_unfillable": _choice("reject", "expire"),
+            "funded": _choice("default", "all"),
+            "collateral": _nonneg,
         },
     ),
 }

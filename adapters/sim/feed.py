@@ -1,5 +1,6 @@
-"""What the venue pushes: BBO on a timer, fills and venue-side cancels from the
-exchange's records, and the WebSocket's connection state (forced disconnects, downtime).
+"""What the venue pushes: BBO when the top of book changes (or on a timer, `[market]
+bbo_push = "periodic"`), fills and venue-side cancels from the exchange's records, and
+the WebSocket's connection state (forced disconnects, downtime).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Feed:
         self._down, self._gap, self._up = 0, False, True
         self._next_step = self._next_bbo = origin_ns
         self._last_bbo: dict[int, BboUpdated] = {}
+        self._on_change = profile.market.bbo_push == "on_change"
+        self._top: dict[int, tuple[object, ...]] = {}  # the top of book last pushed
         self.stats = dict.fromkeys(("disconnects", "stale_bbo", "crossed_bbo"), 0)
 
     def start(self) -> None:
@@ -82,23 +85,35 @@ class Feed:
             if isinstance(ev, FillReceived):
                 self.fills.append(ev)
             self.channel.push(ev)
+        if self._on_change:
+            self._push_changed()
 
     def _tick(self) -> None:
         now = self.sched.now()
         self.exchange.advance_to(now)
-        self.flush()
-        if now >= self._next_bbo:
+        self.flush()  # on_change: pushes the quotes that moved
+        if not self._on_change and now >= self._next_bbo:
             for pid in self._pids:
                 self._push_bbo(pid)
             while self._next_bbo <= now:
                 self._next_bbo += self._bbo_ns
         while self._next_step <= now:
             self._next_step += self.exchange.step_ns
-        self.sched.at(min(self._next_step, self._next_bbo), self._tick)
+        nxt = self._next_step if self._on_change else min(self._next_step, self._next_bbo)
+        self.sched.at(nxt, self._tick)
 
-    def _push_bbo(self, pid: int) -> None:
+    def _push_changed(self) -> None:
+        for pid in self._pids:
+            bbo = self.exchange.bbo(pid)
+            top = (bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty)
+            if self._top.get(pid) != top:
+                self._push_bbo(pid, bbo_event(bbo))
+
+    def _push_bbo(self, pid: int, fresh: BboUpdated | None = None) -> None:
         market, rng = self.profile.market, self._bbo_rng
-        fresh = bbo_event(self.exchange.bbo(pid))
+        if fresh is None:
+            fresh = bbo_event(self.exchange.bbo(pid))
+        self._top[pid] = (fresh.bid, fresh.bid_qty, fresh.ask, fresh.ask_qty)
         ev = fresh
         last = self._last_bbo.get(pid)
         if market.stale_bbo and last is not None and rng.random() < market.stale_bbo:

@@ -24,6 +24,7 @@ from engine.intents import CancelOrder
 from engine.intents import CancelProductOrders
 from engine.intents import Intent
 from engine.intents import PlaceOrder
+from engine.intents import QueryMarketPrices
 from engine.intents import QueryOpenOrders
 from engine.intents import QueryOrder
 from engine.intents import QueryPositions
@@ -49,6 +50,7 @@ VENUE_INTENTS = (
     QueryPositions,
     QueryOrder,
     QueryOpenOrders,
+    QueryMarketPrices,
 )
 # Requests that change venue state: a lost answer leaves their outcome unknown.
 EFFECTFUL = (PlaceOrder, CancelOrder, CancelProductOrders)
@@ -157,7 +159,10 @@ def ids(intent: Intent) -> tuple[str | None, str | None]:
     )
     request_id = (
         intent.request_id
-        if isinstance(intent, CancelProductOrders | QueryPositions | QueryOrder | QueryOpenOrders)
+        if isinstance(
+            intent,
+            CancelProductOrders | QueryPositions | QueryOrder | QueryOpenOrders | QueryMarketPrices,
+        )
         else None
     )
     return order_id, request_id

@@ -40,7 +40,10 @@ NO_EXPIRY = 4_294_967_295  # ccxt's "GTC" expiration, unix seconds
 APPENDIX: dict[str, int] = {"default": 1, "ioc": 513, "fok": 1025, "post_only": 1537}
 REDUCE_ONLY_BIT = 2048
 
-# Codes per nado-protocol.md §9.1; those marked "sim" are not evidenced and are our choice.
+# Codes per nado-protocol.md §9.1 and ccxt's `nado` exception map (`exceptions.exact`,
+# which names the class of each code, not its meaning). "unverified" = no public source
+# gives this number for this situation; the class ccxt maps it to fits (InvalidOrder,
+# BadSymbol, ...), so a client treats it as a definite refusal, never a network error.
 ERRORS: dict[str, tuple[int, str]] = {
     "rate_limited": (1000, "Too Many Requests"),
     "unhealthy": (2006, "unhealthy order: account health below threshold"),
@@ -48,12 +51,14 @@ ERRORS: dict[str, tuple[int, str]] = {
     "post_only_crosses": (2008, "order is post only, but it crosses book"),
     "duplicate": (2013, "duplicate order digest"),
     "not_found": (2020, "order not found"),
-    "fok_unfillable": (2031, "fill or kill order cannot be fully filled"),  # 2031: ccxt's guess
-    "bad_product": (5000, "invalid value: unknown product_id"),  # sim
-    "bad_price": (5000, "invalid price: not divisible by increment"),  # sim code, Vertex text
-    "bad_amount": (5000, "invalid amount: not divisible by increment"),  # sim code, Vertex text
-    "too_small": (5000, "invalid amount: too small"),  # sim code, Vertex text
-    "reduce_only": (5000, "invalid value: reduce-only order would increase the position"),
+    "no_subaccount": (2024, "subaccount has no deposits"),  # third-party notes, §9.1
+    "fok_unfillable": (2031, "fill or kill order cannot be fully filled"),  # ccxt: NotFillable
+    "bad_price": (2001, "invalid price: not divisible by increment"),  # unverified, Vertex text
+    "bad_amount": (2002, "invalid amount: not divisible by increment"),  # unverified
+    "zero_amount": (2003, "invalid amount: zero"),  # unverified, Vertex text
+    "too_small": (2004, "invalid amount: too small"),  # unverified, Vertex text
+    "bad_product": (2015, "invalid product_id"),  # unverified; ccxt: BadSymbol
+    "reduce_only": (2019, "reduce-only order would increase the position"),  # unverified
 }
 
 
@@ -90,9 +95,17 @@ class OrderRequest:
     # A face that knows the real order hash (the loopback server: EIP-712) sets it here;
     # None keeps the sim's own digest below.
     digest_override: str | None = None
+    # Appendix extras (nado-protocol.md §3.3): builder fee as a fraction of notional
+    # (bits 38..47 are tenths of a bp), builder id (48..63), isolated margin (bit 8).
+    builder_fee_rate: Decimal = ZERO
+    builder_id: int = 0
+    isolated: bool = False
+    appendix_override: int | None = None  # the client's appendix, echoed verbatim
 
     @property
     def appendix(self) -> int:
+        if self.appendix_override is not None:
+            return self.appendix_override
         return APPENDIX[self.order_type] + (REDUCE_ONLY_BIT if self.reduce_only else 0)
 
     @property
@@ -206,6 +219,7 @@ class PositionChangeRecord:
     subaccount: str
     amount: Decimal  # the new signed balance (our choice; nado-protocol.md §12.4)
     entry_price: Decimal | None
+    isolated: bool = False
 
 
 Record = FillRecord | OrderUpdateRecord | PositionChangeRecord
@@ -262,4 +276,5 @@ def position_record(
         subaccount=order.request.subaccount,
         amount=qty,
         entry_price=entry if qty else None,
+        isolated=order.request.isolated,
     )

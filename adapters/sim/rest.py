@@ -30,6 +30,7 @@ from adapters.sim.mapping import order_request
 from adapters.sim.mapping import retry_after
 from adapters.sim.records import ERRORS
 from adapters.sim.scheduler import Scheduler
+from engine.events import BboUpdated
 from engine.events import Event
 from engine.events import OpenOrdersSnapshot
 from engine.events import OrderAccepted
@@ -43,6 +44,7 @@ from engine.intents import CancelOrder
 from engine.intents import CancelProductOrders
 from engine.intents import Intent
 from engine.intents import PlaceOrder
+from engine.intents import QueryMarketPrices
 from engine.intents import QueryOpenOrders
 from engine.intents import QueryOrder
 from engine.intents import QueryPositions
@@ -148,6 +150,15 @@ class RestFace:
                 request_id=intent.request_id,
             )
             self._answer(req, snapshot)
+        elif isinstance(intent, QueryMarketPrices):
+            # Nado's `market_price(s)`: top of book now, without a venue stamp.
+            for pid in intent.product_ids or self._pids:
+                if pid in self.exchange.specs:
+                    b = self.exchange.bbo(pid)
+                    quote = BboUpdated(
+                        product_id=pid, bid=b.bid, bid_qty=ZERO, ask=b.ask, ask_qty=ZERO
+                    )
+                    self._answer(req, quote)
 
     def _place(self, req: _Request, intent: PlaceOrder) -> None:
         result = self.exchange.place(self.sched.now(), order_request(self.subaccount, intent))

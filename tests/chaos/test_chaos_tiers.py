@@ -2,7 +2,8 @@
 drawn at random from the whole knob space), every invariant of engine/invariants.py
 checked after every engine step, at rest and by replay.
 
-Fast tier (`make test`): 20 distinct seeds x 3 cycles per profile, 240 seeds in all.
+Fast tier (`make test`): 20 distinct seeds x 3 cycles per profile (6 for the 20 s position
+lag profiles, whose cycles take ~48 simulated seconds each).
 Deep tier (`make deep`): 200 seeds x 5 cycles per profile, windows jittered by seed.
 """
 
@@ -19,7 +20,8 @@ from tests.tiers import deep
 
 PROFILES = {p.name: p for p in shipped_profiles()}
 NAMES = [*sorted(PROFILES), "random"]
-FAST_PER_PROFILE = 20  # distinct seeds per profile: 240 seeds in all
+FAST_PER_PROFILE = 20  # distinct seeds per profile
+FAST_SEEDS = {"position_lag_20s": 6, "position_lag_20s_legging": 6}  # slower runs
 
 
 def _check(results: list[RunResult]) -> None:
@@ -49,6 +51,10 @@ def test_every_shipped_profile_is_found():
         "rest_timeouts_rejects",
         "lost_pushes_and_answers",
         "everything",
+        "position_lag_20s",
+        "position_lag_20s_legging",
+        "unknown_order_fills",
+        "absurd_position",
     }
     assert expected <= set(PROFILES)
 
@@ -56,10 +62,18 @@ def test_every_shipped_profile_is_found():
 @pytest.mark.parametrize("name", NAMES)
 def test_chaos_fast_tier(name, settings):
     first = 1 + NAMES.index(name) * FAST_PER_PROFILE
-    seeds = range(first, first + FAST_PER_PROFILE)
+    seeds = range(first, first + FAST_SEEDS.get(name, FAST_PER_PROFILE))
     results = [run_one(seed, _profile(name, seed), cycles=3, settings=settings) for seed in seeds]
     _check(results)
     assert all(r.outcome in ("flat", "halted") for r in results)
+    if name == "position_lag_20s":
+        # Issue 11: a 20 s lag and no other fault: every cycle completes, slower; none halts.
+        assert all(r.outcome == "flat" and r.cycles_completed == 3 for r in results)
+        assert all(max(r.cycle_s) > 20 for r in results)
+    if name == "unknown_order_fills":
+        assert all(r.outcome == "halted" and "never placed" in r.halt_reason for r in results)
+    if name == "absurd_position":
+        assert all(r.outcome == "halted" and "far beyond" in r.halt_reason for r in results)
     if name in ("incident_cycle6_ioc_no_fill", "flaky_ws", "incident_seed002_partial_cancel"):
         # Faults the engine must absorb: most sessions still finish flat.
         assert sum(r.outcome == "flat" for r in results) >= len(results) * 3 // 4

@@ -286,13 +286,17 @@ def test_S_D1_crossed_books_are_never_priced_from_no_build_is_sent():
         assert notes
 
 
-def test_S_D2_stale_books_block_build_and_no_build_order_is_priced_from_one():
-    # 97 % of pushes lost: quotes age past bbo_max_age_seconds (2 s) between updates.
-    refused = 0
+def _stale_book_runs(confirm_by_rest: bool) -> tuple[int, int]:
+    """(stale-BBO refusals, REST confirmations) over 5 seeds with 97 % of pushes lost;
+    asserts that no BUILD order is ever priced from a quote older than 2 s."""
+    refused = confirmations = 0
     for seed in range(1, 6):
         ages: list[int] = []
 
         def attach(engine: Engine, venue: SimVenue, ages: list[int] = ages) -> None:
+            if not confirm_by_rest:
+                venue._quiet_ns = 10**18  # the adapter never asks REST for a quiet quote
+
             def observe(record: Record) -> None:
                 if record.kind == "intent" and record.machine.startswith("build:"):
                     data = record.data
@@ -319,7 +323,25 @@ def test_S_D2_stale_books_block_build_and_no_build_order_is_priced_from_one():
         clean(result)
         assert all(age <= 2_000_000_000 for age in ages), max(ages)
         refused += sum(1 for r in rec.records if r.kind == "note" and "stale BBO" in r.payload)
+        assert rec.venue is not None
+        confirmations += rec.venue.stats["adapter_quote_refresh"]
+    return refused, confirmations
+
+
+def test_S_D2_stale_books_block_build_and_no_build_order_is_priced_from_one():
+    # 97 % of pushes lost and REST never asked: quotes age past bbo_max_age_seconds (2 s)
+    # between updates, and BUILD refuses them.
+    refused, confirmations = _stale_book_runs(confirm_by_rest=False)
     assert refused > 0
+    assert confirmations == 0
+
+
+def test_S_D2_a_quiet_stream_is_confirmed_by_rest_and_never_priced_stale():
+    # The same pushes lost with the adapter's REST confirmation (issue 11, item 2): quiet
+    # quotes are confirmed at half the age limit, so BUILD trades and never from a stale one.
+    refused, confirmations = _stale_book_runs(confirm_by_rest=True)
+    assert confirmations > 0
+    assert refused == 0
 
 
 def test_S_D6_reordered_and_late_events_are_applied_without_a_crash():
@@ -371,3 +393,43 @@ def test_S_T2_engine_frozen_for_60s_while_holding_resumes_on_the_venues_word():
         after = [r for r in rec.records if r.ts >= frozen[1] * 10**9 and r.kind == "intent"]
         first_unwind = next(r for r in after if r.machine.startswith("unwind:"))
         assert first_unwind.data["kind"] == "query_positions"
+
+
+def test_S_D2_a_quiet_book_ages_the_quote_and_build_refuses_it() -> None:
+    # Nado pushes best_bid_offer only when the book changes: in a quiet stretch nothing is
+    # pushed, the last quote ages past bbo_max_age_seconds (2 s), and BUILD must refuse it
+    # rather than price an order from it.
+    refused = 0
+    for seed in range(1, 4):
+        ages: list[int] = []
+
+        def attach(engine: Engine, venue: SimVenue, ages: list[int] = ages) -> None:
+            def observe(record: Record) -> None:
+                if record.kind == "intent" and record.machine.startswith("build:"):
+                    data = record.data
+                    if data["kind"] == "place_order":
+                        quote = engine.ledger.quote(data["product_id"])
+                        assert quote is not None
+                        ages.append(engine.now_ns - quote.ts_ns)
+
+            engine.observers.append(observe)
+
+        rec = Recorder()
+
+        def both(engine: Engine, venue: SimVenue, rec: Recorder = rec, hook=attach) -> None:
+            rec.attach(engine, venue)
+            hook(engine, venue)
+
+        # The book refills 0.5 s after our trades and then goes silent; cycles pause 4 s.
+        quiet = "[market]\nquiet = [{ at_s = 0.5, for_s = 12 }]\n[sim]\nbook_refill_s = 0.5\n"
+        result = run_one(
+            seed,
+            ChaosProfile("quiet", quiet),
+            cycles=2,
+            settings=load_settings(env={}, cli={"pause_s": Decimal(4)}),
+            attach=both,
+        )
+        clean(result)
+        assert all(age <= 2_000_000_000 for age in ages), max(ages)
+        refused += sum(1 for r in rec.records if r.kind == "note" and "stale BBO" in r.payload)
+    assert refused > 0

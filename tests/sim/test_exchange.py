@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import attrs
 import pytest
 
 from adapters.sim.exchange import Exchange
@@ -17,6 +18,9 @@ from adapters.sim.records import PositionChangeRecord
 S = 1_000_000_000
 ETH, SOL = 4, 8
 STILL = "[market]\nvolatility_bps_per_sqrt_s = 0\n"
+# Funded subaccounts: an owner's "default" subaccount has deposits (`[sim] funded`).
+A = "0x" + "aa" * 20 + b"default".hex().ljust(24, "0")
+B = "0x" + "bb" * 20 + b"default".hex().ljust(24, "0")
 
 
 def make(extra: str = "", seed: int = 1) -> Exchange:
@@ -28,7 +32,7 @@ def make(extra: str = "", seed: int = 1) -> Exchange:
 
 def order(side="buy", qty="1", price="3000", tif="ioc", pid=ETH, reduce_only=False, nonce=0):
     return OrderRequest(
-        subaccount="0xa",
+        subaccount=A,
         product_id=pid,
         side=side,
         qty=Decimal(qty),
@@ -62,10 +66,16 @@ def test_ioc_walks_the_book_level_by_level_and_expires_the_rest():
     assert fs[-1].cumulative == depth
     assert fs[-1].remaining == 5
     assert all(f.original == depth + 5 for f in fs)
-    assert [u.reason for u in updates(recs)] == ["placed", "cancelled"]
-    assert updates(recs)[-1].cause == "ioc_remainder"
+    # Nado: one `filled` update per match with the size still unfilled, then the IOC's
+    # remainder ends (0, cancelled); never `placed` (nothing rests).
+    ups = updates(recs)
+    assert [(u.reason, u.remaining) for u in ups] == [
+        *(("filled", depth + 5 - f.cumulative) for f in fs),
+        ("cancelled", 0),
+    ]
+    assert ups[-1].cause == "ioc_remainder"
     assert ex.order(res.digest).state == "expired"
-    assert ex.position("0xa", ETH).qty == depth
+    assert ex.position(A, ETH).qty == depth
 
 
 def test_ioc_that_crosses_nothing_is_accepted_then_expires_with_zero_fill():
@@ -75,6 +85,7 @@ def test_ioc_that_crosses_nothing_is_accepted_then_expires_with_zero_fill():
     assert res.ok
     recs = ex.drain()
     assert fills(recs) == []
+    assert [(u.reason, u.remaining) for u in updates(recs)] == [("cancelled", 0)]
     assert updates(recs)[-1].cause == "ioc_remainder"
     assert ex.order(res.digest).state == "expired"
     assert ex.order(res.digest).filled == 0
@@ -105,7 +116,7 @@ def test_default_rests_and_fills_as_maker_when_the_market_moves_through_it():
     price = ex.bbo(ETH).bid - 2
     res = ex.place(ex.now_ns, order(qty="2", price=str(price), tif="default"))
     assert [u.reason for u in updates(ex.drain())] == ["placed"]
-    assert [o.digest for o in ex.open_orders("0xa")] == [res.digest]
+    assert [o.digest for o in ex.open_orders(A)] == [res.digest]
     ex.advance_to(2 * S)
     assert fills(ex.drain()) == []
     ex.advance_to(3 * S)  # mid drops 30 bps (~9 USD): the crowd's ask crosses our bid
@@ -114,41 +125,53 @@ def test_default_rests_and_fills_as_maker_when_the_market_moves_through_it():
         (price, Decimal(2), False, 0, 0)
     ]
     assert ex.order(res.digest).state == "filled"
-    assert ex.open_orders("0xa") == []
+    assert ex.open_orders(A) == []
 
 
 def test_default_takes_what_crosses_and_rests_the_remainder():
     ex = make(STILL + "[sim]\nlevel_usd = 3000\nbook_levels = 1\nmaker_fill_rate_per_s = 0\n")
     ask, ask_qty = ex.depth(ETH)[1][0]
     res = ex.place(ex.now_ns, order(qty=str(ask_qty + 1), price=str(ask), tif="default"))
-    fs = fills(ex.drain())
+    recs = ex.drain()
+    fs = fills(recs)
     assert [(f.qty, f.remaining) for f in fs] == [(ask_qty, Decimal(1))]
+    # the match first, then `placed` for the remainder that rests
+    assert [(u.reason, u.remaining) for u in updates(recs)] == [
+        ("filled", Decimal(1)),
+        ("placed", Decimal(1)),
+    ]
     assert ex.order(res.digest).state == "open"
-    assert ex.open_orders("0xa")[0].remaining == 1
+    assert ex.open_orders(A)[0].remaining == 1
     assert ex.bbo(ETH).bid == ask  # our order is now the best bid
 
 
 def test_fok_is_all_or_nothing():
+    # Nado's docs: a FOK that cannot fill is accepted, then cancelled with no fill.
     ex = make(STILL + "[sim]\nlevel_usd = 3000\nbook_levels = 2\n")
     _, asks = ex.depth(ETH)
     depth = sum(q for _, q in asks)
     limit = str(asks[-1][0])
     res = ex.place(ex.now_ns, order(qty=str(depth + 1), price=limit, tif="fok", nonce=1))
-    assert (res.ok, res.code) == (False, 2031)
-    assert ex.drain() == []
-    res = ex.place(ex.now_ns, order(qty=str(depth), price=limit, tif="fok", nonce=2))
-    assert res.ok
-    assert sum(f.qty for f in fills(ex.drain())) == depth
-    assert ex.order(res.digest).state == "filled"
-
-
-def test_fok_unfillable_can_expire_instead():
-    ex = make(STILL + '[sim]\nlevel_usd = 3000\nbook_levels = 2\nfok_unfillable = "expire"\n')
-    res = ex.place(ex.now_ns, order(qty="50", price=str(ex.bbo(ETH).ask + 1), tif="fok"))
     assert res.ok
     recs = ex.drain()
     assert fills(recs) == []
-    assert updates(recs)[-1].cause == "fok_unfilled"
+    assert [(u.reason, u.remaining, u.cause) for u in updates(recs)] == [
+        ("cancelled", 0, "fok_unfilled")
+    ]
+    res = ex.place(ex.now_ns, order(qty=str(depth), price=limit, tif="fok", nonce=2))
+    assert res.ok
+    recs = ex.drain()
+    assert sum(f.qty for f in fills(recs)) == depth
+    assert updates(recs)[-1].reason == "filled"
+    assert updates(recs)[-1].remaining == 0
+    assert ex.order(res.digest).state == "filled"
+
+
+def test_fok_unfillable_can_be_rejected_instead():
+    ex = make(STILL + '[sim]\nlevel_usd = 3000\nbook_levels = 2\nfok_unfillable = "reject"\n')
+    res = ex.place(ex.now_ns, order(qty="50", price=str(ex.bbo(ETH).ask + 1), tif="fok"))
+    assert (res.ok, res.code) == (False, 2031)
+    assert ex.drain() == []
 
 
 def test_post_only_that_would_cross_is_rejected_2008_and_one_that_does_not_rests():
@@ -175,23 +198,23 @@ def test_post_only_crossing_a_resting_user_order_is_rejected_too():
 def test_reduce_only_is_rejected_without_a_position_to_reduce():
     ex = make(STILL)
     res = ex.place(ex.now_ns, order(side="sell", price=str(ex.bbo(ETH).bid), reduce_only=True))
-    assert (res.ok, res.code) == (False, 5000)
+    assert (res.ok, res.code) == (False, 2019)
     assert "reduce-only" in res.error
 
 
 def test_reduce_only_fills_only_up_to_the_position_and_never_flips_it():
     ex = make(STILL)
     ex.place(ex.now_ns, order(qty="1", price=str(ex.bbo(ETH).ask + 5), nonce=1))
-    assert ex.position("0xa", ETH).qty == 1
+    assert ex.position(A, ETH).qty == 1
     same_way = ex.place(ex.now_ns, order(price=str(ex.bbo(ETH).ask), reduce_only=True, nonce=2))
-    assert same_way.code == 5000
+    assert same_way.code == 2019
     ex.drain()
     bid = ex.bbo(ETH).bid
     res = ex.place(ex.now_ns, order("sell", "3", str(bid - 5), reduce_only=True, nonce=3))
     assert res.ok
     recs = ex.drain()
     assert sum(f.qty for f in fills(recs)) == 1
-    assert ex.position("0xa", ETH).qty == 0
+    assert ex.position(A, ETH).qty == 0
     assert ex.order(res.digest).state == "expired"
     assert ex.order(res.digest).filled == 1
 
@@ -201,8 +224,9 @@ def test_reduce_only_fok_larger_than_the_position_is_rejected():
     ex.place(ex.now_ns, order(qty="1", price=str(ex.bbo(ETH).ask + 5), nonce=1))
     bid = ex.bbo(ETH).bid
     res = ex.place(ex.now_ns, order("sell", "2", str(bid - 5), "fok", reduce_only=True, nonce=2))
-    assert res.code == 2031
-    assert ex.position("0xa", ETH).qty == 1
+    assert res.ok  # accepted, then cancelled unfilled (Nado's FOK)
+    assert ex.order(res.digest).filled == 0
+    assert ex.position(A, ETH).qty == 1
 
 
 def test_resting_reduce_only_is_cancelled_once_the_position_is_gone():
@@ -228,7 +252,7 @@ def test_taker_fee_maker_fee_and_the_min_size_rule():
     ex.place(ex.now_ns, order(qty="0.001", price=str(ask + 5), nonce=2))
     (small,) = fills(ex.drain())
     assert small.fee == Decimal("0.002")
-    acct = ex.position("0xa", ETH)
+    acct = ex.position(A, ETH)
     assert acct.fees == f.fee + small.fee
     # A maker rebate is a negative fee.
     res = ex.place(ex.now_ns, order("sell", "1", str(ex.bbo(ETH).ask), "post_only", nonce=3))
@@ -243,13 +267,13 @@ def test_realised_pnl_and_average_entry():
     ex.place(ex.now_ns, order(qty="1", price=str(a1 + 5), nonce=1))
     ex.place(ex.now_ns, order(qty="1", price=str(a1 + 5), nonce=2))
     prices = [f.price for f in fills(ex.drain())]
-    pos = ex.position("0xa", ETH)
+    pos = ex.position(A, ETH)
     assert pos.qty == 2
     assert pos.entry == sum(prices) / 2
     bid = ex.bbo(ETH).bid
     ex.place(ex.now_ns, order("sell", "3", str(bid - 5), nonce=3))
     (sell,) = [f for f in fills(ex.drain()) if f.side == "sell"]
-    pos = ex.position("0xa", ETH)
+    pos = ex.position(A, ETH)
     assert pos.qty == -1
     assert pos.realized_pnl == (sell.price - sum(prices) / 2) * 2
     assert pos.entry == sell.price  # flipped short: the rest opened at the sell price
@@ -265,11 +289,12 @@ def test_position_change_records_carry_the_new_balance():
 @pytest.mark.parametrize(
     ("req", "code", "text"),
     [
-        (order(price="3000.05"), 5000, "invalid price"),
-        (order(qty="0.0005"), 5000, "invalid amount: not divisible"),
+        (order(price="3000.05"), 2001, "invalid price"),
+        (order(qty="0.0005"), 2002, "invalid amount: not divisible"),
+        (order(qty="0"), 2003, "invalid amount: zero"),
         (order(price="2000"), 2007, "oracle"),
-        (order(qty="0.001", tif="default"), 5000, "too small"),
-        (order(pid=99), 5000, "product"),
+        (order(qty="0.001", tif="default"), 2004, "too small"),
+        (order(pid=99), 2015, "product"),
     ],
 )
 def test_placement_validation(req, code, text):
@@ -298,12 +323,12 @@ def test_cancel_by_digest_and_by_product():
     a = ex.place(ex.now_ns, order(price=str(bid_e), tif="default", nonce=1)).digest
     b = ex.place(ex.now_ns, order(qty="1", price=str(bid_s), pid=SOL, tif="default")).digest
     c = ex.place(ex.now_ns, order(price=str(bid_e), tif="default", nonce=3)).digest
-    assert [o.digest for o in ex.cancel(ex.now_ns, "0xa", [a, "0xnope"])] == [a]
-    assert ex.cancel(ex.now_ns, "0xa", [a]) == []
+    assert [o.digest for o in ex.cancel(ex.now_ns, A, [a, "0xnope"])] == [a]
+    assert ex.cancel(ex.now_ns, A, [a]) == []
     assert ex.cancel(ex.now_ns, "0xother", [c]) == []
-    assert [o.digest for o in ex.cancel_products(ex.now_ns, "0xa", [SOL])] == [b]
-    assert [o.digest for o in ex.cancel_products(ex.now_ns, "0xa")] == [c]
-    assert ex.open_orders("0xa") == []
+    assert [o.digest for o in ex.cancel_products(ex.now_ns, A, [SOL])] == [b]
+    assert [o.digest for o in ex.cancel_products(ex.now_ns, A)] == [c]
+    assert ex.open_orders(A) == []
     assert {ex.order(d).state for d in (a, b, c)} == {"cancelled"}
 
 
@@ -325,7 +350,7 @@ def test_taker_matches_a_resting_user_order_before_the_crowd_at_the_same_price()
     ex = make(STILL + "[sim]\nmaker_fill_rate_per_s = 0\n")
     inside = ex.bbo(ETH).ask - Decimal("0.1")
     maker = OrderRequest(
-        subaccount="0xb",
+        subaccount=B,
         product_id=ETH,
         side="sell",
         qty=Decimal(1),
@@ -338,8 +363,8 @@ def test_taker_matches_a_resting_user_order_before_the_crowd_at_the_same_price()
     fs = fills(ex.drain())
     assert (fs[0].price, fs[0].qty, fs[0].is_taker) == (inside, 1, True)
     assert (fs[1].digest, fs[1].is_taker) == (m, False)
-    assert ex.position("0xb", ETH).qty == -1
-    assert ex.position("0xa", ETH).qty == Decimal("1.5")
+    assert ex.position(B, ETH).qty == -1
+    assert ex.position(A, ETH).qty == Decimal("1.5")
 
 
 def test_history_is_bounded_but_open_orders_are_kept():
@@ -356,7 +381,7 @@ def test_history_is_bounded_but_open_orders_are_kept():
 def test_lagged_position_view_keeps_just_enough_history():
     from adapters.sim.accounts import Account
 
-    acct = Account("0xa")
+    acct = Account(A)
     ms = 1_000_000
     for i in range(10):
         acct.apply_fill(i * 100 * ms, ETH, "buy", Decimal(1), Decimal(3000), Decimal(0), 150 * ms)
@@ -364,3 +389,50 @@ def test_lagged_position_view_keeps_just_enough_history():
     assert acct.view(ETH, 2000 * ms, 150 * ms)[0] == 10
     assert acct.view(ETH, 2000 * ms, 0)[0] == 10
     assert len(acct._history[ETH]) <= 3
+
+
+# -- accounts, margin, appendix extras ----------------------------------------------------
+GHOST = "0x" + "aa" * 20 + b"unfunded".hex().ljust(24, "0")  # same owner, never funded
+
+
+def test_a_never_funded_subaccount_is_refused_2024_unless_every_one_is_funded():
+    ex = make(STILL)
+    ask = str(ex.bbo(ETH).ask)
+    res = ex.place(ex.now_ns, attrs.evolve(order(price=ask), subaccount=GHOST))
+    assert (res.ok, res.code) == (False, 2024)
+    assert not ex.funded(GHOST)
+    assert ex.equity(GHOST) == 0
+    assert ex.funded(A)
+    assert ex.equity(A) == 1_000_000
+    everyone = make(STILL + '[sim]\nfunded = "all"\n')
+    assert everyone.place(everyone.now_ns, attrs.evolve(order(price=ask), subaccount=GHOST)).ok
+
+
+def test_an_order_needing_more_initial_margin_than_the_account_has_is_refused_2006():
+    ex = make(STILL + "[sim]\ncollateral = 1000\n")  # 1 000 USDT0: 10 000 USD of notional
+    bid = ex.bbo(ETH).bid
+    big = ex.place(ex.now_ns, order(qty="4", price=str(bid - 10), tif="default", nonce=1))
+    assert (big.ok, big.code) == (False, 2006)
+    ok = ex.place(ex.now_ns, order(qty="3", price=str(ex.bbo(ETH).ask + 1), nonce=2))
+    assert ok.ok
+    assert ex.position(A, ETH).qty == 3
+    assert ex.initial_health(A) > 0
+    more = ex.place(ex.now_ns, order(qty="1", price=str(ex.bbo(ETH).ask + 1), nonce=3))
+    assert (more.ok, more.code) == (False, 2006)  # 4 ETH would need 1 200 of margin
+    # reducing is always allowed, whatever the health
+    out = ex.place(ex.now_ns, order("sell", "3", str(ex.bbo(ETH).bid - 1), nonce=4))
+    assert out.ok
+    assert ex.position(A, ETH).qty == 0
+
+
+def test_a_builder_fee_is_charged_on_each_fill_and_isolated_orders_are_simulated_as_cross():
+    ex = make(STILL + "[sim]\ntaker_fee_bps = 0\n")
+    ask = ex.bbo(ETH).ask
+    req = attrs.evolve(order(qty="1", price=str(ask)), builder_fee_rate=Decimal("0.0005"))
+    assert ex.place(ex.now_ns, req).ok
+    (fill,) = fills(ex.drain())
+    assert fill.fee == (ask * Decimal("0.0005")).quantize(Decimal("1e-8")).normalize()
+    iso = attrs.evolve(order(qty="1", price=str(ex.bbo(ETH).ask + 1), nonce=5), isolated=True)
+    assert ex.place(ex.now_ns, iso).ok
+    changes = [r for r in ex.drain() if isinstance(r, PositionChangeRecord)]
+    assert [(c.amount, c.isolated) for c in changes] == [(Decimal(2), True)]

@@ -158,3 +158,51 @@ def test_range_draws_stay_in_range_and_windows_are_half_open():
     assert not w.contains(999_999_999)
     assert w.contains(1_000_000_000)
     assert not w.contains(2_000_000_000)
+
+
+def test_venue_foreign_fills_and_start_positions_parse_and_validate():
+    from adapters.sim.faults import parse_profile
+
+    p = parse_profile(
+        """
+[venue]
+foreign_fills = [{ at_s = 1.5, product = "ETH-PERP", side = "buy", qty = 1.5 }]
+start_positions = { "ETH-PERP" = 1000000 }
+"""
+    )
+    (ff,) = p.venue.foreign_fills
+    assert (ff.product, ff.side, ff.qty, ff.at_ns) == ("ETH-PERP", "buy", 1.5, 1_500_000_000)
+    assert p.venue.start_positions == (("ETH-PERP", 1000000),)
+    for bad in (
+        '[venue]\nforeign_fills = [{ at_s = 1, product = "ETH-PERP", side = "hold", qty = 1 }]',
+        '[venue]\nforeign_fills = [{ at_s = 1, product = "ETH-PERP", side = "buy" }]',
+        '[venue]\nstart_positions = { "NOPE-PERP" = 1 }',
+    ):
+        with pytest.raises(FaultProfileError):
+            parse_profile(bad)
+
+
+def test_sim_start_positions_and_foreign_fills_reach_the_account():
+    import asyncio
+
+    from adapters.sim import SimVenue
+    from engine.clock import VirtualClock
+    from engine.events import FillReceived
+
+    clock = VirtualClock()
+    profile = parse_profile(
+        """
+[venue]
+foreign_fills = [{ at_s = 1, product = "SOL-PERP", side = "sell", qty = 2 }]
+start_positions = { "ETH-PERP" = 3 }
+"""
+    )
+    venue = SimVenue(clock, 1, profile)
+    got: list[object] = []
+    asyncio.run(venue.start(got.append))
+    assert venue.position("ETH-PERP") == 3
+    clock.advance_to(2_000_000_000)
+    assert venue.position("SOL-PERP") == -2
+    fills = [e for e in got if isinstance(e, FillReceived)]
+    assert [(f.product_id, f.side, f.qty) for f in fills] == [(8, "sell", 2)]
+    assert fills[0].order_id.startswith("0x")  # no client id: an order the engine never placed

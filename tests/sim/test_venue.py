@@ -120,12 +120,13 @@ def test_rejections_carry_nado_codes():
     h.run(0.2)
     b = h.bbo()
     post = h.place("buy", "1", b.ask, "post_only")
+    # 100 000 ETH (300 M USD) needs 30 M of initial margin: more than the account holds
     fok = h.place("buy", "100000", b.ask + 10, "fok")
     reduce = h.place("sell", "1", b.bid, "ioc", reduce_only=True)
     tick = h.place("buy", "1", b.ask + Decimal("0.05"), "ioc")
     h.run(0.1)
     codes = {e.order_id: e.code for e in h.of(OrderRejected)}
-    assert codes == {post: 2008, fok: 2031, reduce: 5000, tick: 5000}
+    assert codes == {post: 2008, fok: 2006, reduce: 2019, tick: 2001}
     assert "post only" in h.about(post)[0].reason
 
 

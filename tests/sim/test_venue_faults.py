@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from decimal import Decimal
 
@@ -106,12 +107,20 @@ def test_ws_drop_loses_pushes_but_not_rest_answers():
     h.run(0.2)
     oid = h.place("buy", "1", tif="ioc")
     h.run(1.0)
-    assert h.of(BboUpdated) == []
-    assert [type(e) for e in h.about(oid)] == [OrderAccepted]  # the fill push is lost
+    assert [e for e in h.of(BboUpdated) if e.ts_venue_ns is not None] == []  # pushes lost
+    # The adapter side (issue 11): the quiet stream is covered by REST quotes (no venue
+    # stamp), and the IOC whose end no push told is asked about two round trips after
+    # its ack; the REST answer is passed on as an unsolicited OrderStatus.
+    quotes = h.of(BboUpdated)
+    assert sorted((q.product_id, q.ts_venue_ns) for q in quotes) == [(4, None), (8, None)]
+    assert [type(e) for e in h.about(oid)] == [OrderAccepted, OrderStatus]
+    status = h.about(oid)[1]
+    assert (status.state, status.filled_qty, status.request_id) == ("filled", 1, None)
     assert len(h.venue.fills()) == 1
     half = Harness("[ws]\ndrop = 0.5\n")
     half.run(10.0)
-    assert 70 < len(half.of(BboUpdated)) < 130  # of 200
+    pushed = [e for e in half.of(BboUpdated) if e.ts_venue_ns is not None]
+    assert 70 < len(pushed) < 130  # of 200
 
 
 def test_ws_duplicate_delivers_pushes_twice():
@@ -140,7 +149,11 @@ def test_ws_reorder_swaps_a_push_with_the_next_one():
 
 
 def test_ws_reorder_with_nothing_following_flushes_the_held_push():
-    h = Harness("[ws]\nreorder = 1.0\n[sim]\nbbo_interval_ms = 10000\n", symbols=["ETH-PERP"])
+    # One push only: the periodic cadence (an on-change quote moves every market step).
+    h = Harness(
+        '[ws]\nreorder = 1.0\n[market]\nbbo_push = "periodic"\n[sim]\nbbo_interval_ms = 10000\n',
+        symbols=["ETH-PERP"],
+    )
     h.run(1.0)
     t = eth_bbos(h)[0][0]
     assert t == (250 + 25) * MS  # held for reorder_flush_ms, then sent alone
@@ -307,10 +320,53 @@ def test_market_jumps_move_one_product_at_their_time():
     assert {e.bid for _, e in eth_bbos(h)} == {eth_bbos(h)[0][1].bid}
 
 
+def test_market_bbo_is_pushed_only_when_the_top_of_book_changes():
+    # A quiet stretch from 1 s to 3 s: nothing moves, so nothing is pushed (Nado sends
+    # best_bid_offer when the book changes); outside it every market step moves the top.
+    h = Harness("[market]\nquiet = [{ at_s = 1, for_s = 2 }]\n", symbols=["ETH-PERP"])
+    h.run(4.0)
+    stamps = [e.ts_venue_ns for _, e in eth_bbos(h)]
+    assert not [t for t in stamps if 1000 * MS < t < 3000 * MS]
+    assert len([t for t in stamps if t <= 1000 * MS]) >= 8
+    assert len([t for t in stamps if t >= 3000 * MS]) >= 8
+    tops = [(e.bid, e.bid_qty, e.ask, e.ask_qty) for _, e in eth_bbos(h)]
+    assert all(a != b for a, b in itertools.pairwise(tops))  # never a repeat
+    assert h.venue.exchange.mid(ETH) != Decimal(3000)  # the market moved outside it
+
+
+def test_market_quiet_book_changes_only_by_our_own_orders():
+    h = Harness(
+        STILL + "quiet = [{ at_s = 0, for_s = 60 }]\n[sim]\nmaker_fill_rate_per_s = 0\n",
+        symbols=["ETH-PERP"],
+    )
+    h.run(1.0)
+    first = eth_bbos(h)
+    assert len(first) <= 1  # at most the first look at the book
+    b = h.bbo()
+    h.place("buy", "1", b.bid + Decimal("0.1"), "post_only")  # a better bid: the top moves
+    h.run(1.0)
+    after = eth_bbos(h, since=first[-1][0] + 1 if first else 0)
+    assert [(e.bid, e.bid_qty) for _, e in after] == [(b.bid + Decimal("0.1"), Decimal(1))]
+    assert h.venue.exchange.mid(ETH) == Decimal(3000)
+
+
+def test_market_bbo_push_periodic_repeats_an_unchanged_quote():
+    h = Harness(
+        '[market]\nbbo_push = "periodic"\nquiet = [{ at_s = 0, for_s = 60 }]\n',
+        symbols=["ETH-PERP"],
+    )
+    h.run(1.0)
+    pushes = eth_bbos(h)
+    assert len(pushes) == 10  # every bbo_interval_ms, changed or not
+    assert len({(e.bid, e.bid_qty, e.ask, e.ask_qty) for _, e in pushes}) == 1
+
+
 # -- [sim] -----------------------------------------------------------------------------------
 def test_sim_latencies_fees_and_timeout_are_configurable():
+    # bbo_interval_ms is the cadence of the periodic push (the default pushes on change)
     h = Harness(
-        STILL + "[sim]\nrequest_latency_ms = 10\nresponse_latency_ms = 30\npush_latency_ms = 5\n"
+        STILL + 'bbo_push = "periodic"\n'
+        "[sim]\nrequest_latency_ms = 10\nresponse_latency_ms = 30\npush_latency_ms = 5\n"
         "taker_fee_bps = 5\nbbo_interval_ms = 250\n"
     )
     h.run(0.3)

@@ -30,7 +30,6 @@ from adapters.nado.queries import parse_symbols
 from adapters.nado.wire import loads
 from adapters.sim.server import SIM_CHAIN_ID
 from adapters.sim.server import SIM_ENDPOINT
-from engine.events import OrderAccepted
 from engine.events import OrderExpired
 from tests.sim_server.helpers import ETH
 from tests.sim_server.helpers import SOL
@@ -86,11 +85,15 @@ async def test_ioc_fill_streams_fill_order_updates_and_position() -> None:
 
         fills: list[NadoFill] = []
         updates: list[NadoOrderUpdate] = []
-        while sum(f.qty for f in fills) < Decimal("0.5") or len(updates) < 2:
+        while sum(f.qty for f in fills) < Decimal("0.5") or len(updates) < len(fills):
             frame = await s.until(lambda f: isinstance(f, NadoFill | NadoOrderUpdate))
             (fills if isinstance(frame, NadoFill) else updates).append(frame)  # type: ignore[arg-type]
-        assert [u.reason for u in updates] == ["placed", "filled"]
-        assert isinstance(updates[0].to_event("o1", tif="ioc"), OrderAccepted)
+        # Nado: one `filled` update per match, `amount` = the size still unfilled; an IOC
+        # is never `placed` (nothing rests) and ends at (0, filled).
+        assert [(u.reason, u.remaining_qty) for u in updates] == [
+            ("filled", f.remaining_qty) for f in fills
+        ]
+        assert updates[-1].remaining_qty == 0
         assert all(f.digest == order.digest and f.side == "buy" and f.is_taker for f in fills)
         assert all(f.client_id == order.client_id for f in fills + updates)  # type: ignore[operator]
         assert fills[-1].remaining_qty == 0
@@ -121,11 +124,10 @@ async def test_ioc_without_liquidity_is_accepted_then_cancelled() -> None:
         bid, _ = await c.bbo(SOL)
         order = c.sign(SOL, "buy", "1", bid - 1, "ioc")  # crosses nothing
         assert (await c.place(order)).ok
-        placed = await s.until(lambda f: isinstance(f, NadoOrderUpdate))
+        # Nado: no `placed` (nothing rests); the IOC ends (0, cancelled) with no fill.
         cancelled = await s.until(lambda f: isinstance(f, NadoOrderUpdate))
-        assert isinstance(placed, NadoOrderUpdate)
         assert isinstance(cancelled, NadoOrderUpdate)
-        assert (placed.reason, cancelled.reason) == ("placed", "cancelled")
+        assert (cancelled.reason, cancelled.remaining_qty) == ("cancelled", 0)
         assert isinstance(cancelled.to_event("o", tif="ioc"), OrderExpired)
         assert server.exchange.position(c.signer.sender, SOL).qty == 0
 
@@ -188,7 +190,7 @@ async def test_engine_rejections_keep_nado_codes() -> None:
         crossing = await c.place(c.sign(ETH, "buy", "0.1", ask, "post_only"))
         assert (crossing.ok, crossing.error_code) == (False, 2008)
         reduce = await c.place(c.sign(ETH, "sell", "0.1", bid - 1, "ioc", reduce_only=True))
-        assert (reduce.ok, reduce.error_code) == (False, 5000)  # nothing to reduce
+        assert (reduce.ok, reduce.error_code) == (False, 2019)  # nothing to reduce
         order = c.sign(ETH, "buy", "0.1", bid - 5, "default")
         assert (await c.place(order)).ok
         dup = await c.place(order)  # same digest again

@@ -226,6 +226,8 @@ class VenueServer:
         self._reconnect_ns = int(sim.ws_reconnect_ms * NS_PER_MS)
         self._next_bbo = self.origin_ns
         self._last_bbo: dict[int, dict[str, Any]] = {}
+        self._on_change = profile.market.bbo_push == "on_change"
+        self._top: dict[int, tuple[object, ...]] = {}  # the top of book last pushed
         self._conns: dict[int, _WsConn] = {}
         self._ws_seq = 0
         self._down = 0  # overlapping venue.down windows in force
@@ -348,6 +350,11 @@ class VenueServer:
         for rec in self.exchange.drain():
             self.services.record(rec)
             self._route(rec)
+        if self._on_change:  # Nado pushes best_bid_offer when the top of book changes
+            for pid in self.exchange.specs:
+                bbo = self.exchange.bbo(pid)
+                if self._top.get(pid) != (bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty):
+                    self._push_bbo(pid)
 
     def _wants(self, kind: str, pid: int | None) -> bool:
         return any(c.session.wants(kind, pid) for c in self._conns.values())
@@ -389,16 +396,21 @@ class VenueServer:
     def _tick(self) -> None:
         now = self.clock.now_ns()
         self.sync()
-        if now >= self._next_bbo:
+        step = self._bbo_ns
+        if self._on_change:
+            step = self.exchange.step_ns  # look at the book on every market step
+        elif now >= self._next_bbo:
             for pid in self.exchange.specs:
                 self._push_bbo(pid)
-            while self._next_bbo <= now:
-                self._next_bbo += self._bbo_ns
+        while self._next_bbo <= now:
+            self._next_bbo += step
         self.timers.at(self._next_bbo, self._tick)
 
     def _push_bbo(self, pid: int) -> None:
         market, rng = self.profile.market, self._bbo_rng
-        fresh = codec.bbo_frame(self.exchange.bbo(pid), self.wire)
+        bbo = self.exchange.bbo(pid)
+        self._top[pid] = (bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty)
+        fresh = codec.bbo_frame(bbo, self.wire)
         frame = fresh
         last = self._last_bbo.get(pid)
         if market.stale_bbo and last is not None and rng.random() < market.stale_bbo:

@@ -54,7 +54,9 @@ CODES: dict[str, tuple[int, str]] = {
     "unavailable": (1006, "service unavailable"),
     "bad_request": (2000, "invalid request"),  # sim
     "expired": (2009, "invalid expiration: already expired"),  # sim code, Vertex text
-    "recv_time": (2011, "invalid nonce: recv_time has passed"),  # ccxt's InvalidNonce family
+    "bad_expiration": (2009, "invalid expiration: beyond u32 seconds"),  # unverified
+    # 2011: in ccxt's InvalidNonce family; which nonce code Nado uses here is unverified
+    "recv_time": (2011, "invalid nonce: recv_time outside (now, now + 100 s]"),
     "not_found": (2020, "order not found"),
     "bad_signature": (2028, "invalid signature: signer does not match the sender"),
     "not_implemented": (4001, "not implemented"),
@@ -225,7 +227,7 @@ def position_change_frame(rec: PositionChangeRecord, wire: WireTime) -> dict[str
         "amount": x18s(rec.amount),
         "v_quote_amount": x18s(-rec.amount * entry),
         "reason": "match_orders",
-        "isolated": False,
+        "isolated": rec.isolated,
     }
 
 
@@ -312,14 +314,22 @@ def subaccount_info(
     balances: Sequence[Balance],
     quote: Decimal,
     products: Iterable[tuple[ProductSpec, Decimal]],
+    *,
+    exists: bool = True,
+    health: tuple[Decimal, Decimal, Decimal] | None = None,
 ) -> dict[str, Any]:
     """Every listed product appears in `perp_balances` (zero when flat). `exists` is
-    always true: the sim has no deposits and unlimited collateral."""
-    health = {"assets": x18s(quote), "liabilities": "0", "health": x18s(quote)}
+    false for a subaccount that was never funded (the SDK's `SubaccountInfoData.exists`);
+    `healths` are [initial, maintenance, unweighted] (nado-protocol.md §6.3)."""
+    values = health if health is not None else (quote, quote, quote)
+    healths = [
+        {"assets": x18s(max(h, ZERO)), "liabilities": x18s(max(-h, ZERO)), "health": x18s(h)}
+        for h in values
+    ]
     return {
         "subaccount": subaccount,
-        "exists": True,
-        "healths": [dict(health), dict(health), dict(health)],
+        "exists": exists,
+        "healths": healths,
         "health_contributions": [],
         "spot_count": 1,
         "perp_count": len(balances),

@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
-COLLATERAL = Decimal(1_000_000)  # the quote balance every subaccount starts with
 EXECUTES = ("place_order", "cancel_orders", "cancel_product_orders")
 # Known Nado executes the sim does not implement: code 4001, nothing happens.
 NOT_IMPLEMENTED = frozenset(
@@ -76,9 +75,13 @@ QUERIES = (
     "nonces",
 )
 _ORDER_TYPES: dict[int, OrderType] = {0: "default", 1: "ioc", 2: "fok", 3: "post_only"}
-_KNOWN_APPENDIX_BITS = 0xFF | (0b11 << 9) | (1 << 11)  # version, order type, reduce-only
 _ISOLATED_BIT = 1 << 8
+_TRIGGER_BITS = 0b11 << 12
+_RESERVED_BITS = ((1 << 38) - 1) & ~((1 << 14) - 1)  # bits 14..37 (nado-protocol.md §3.3)
 _LIST_PARAMS = frozenset({"product_ids", "digests"})
+MAX_IDS = 100  # product ids or digests one request may name (after dedupe for queries)
+RECV_WINDOW_MS = 100_000  # Nado: accepted only if now < recv_time <= now + 100 s
+MAX_EXPIRATION = 4_294_967_295  # u32 seconds, ccxt's "GTC": the latest the sim accepts
 
 
 @attrs.frozen
@@ -145,6 +148,21 @@ def _verified(check: Callable[[], T]) -> T:
         raise
     except Exception as exc:
         raise MalformedFrame(f"cannot verify: {type(exc).__name__}", where="execute") from None
+
+
+def _too_many_ids(inner: object) -> str:
+    """A cancel naming more than MAX_IDS digests or product ids: refused before its
+    signature is checked (the EIP-712 hash is linear in the list)."""
+    if not isinstance(inner, Mapping):
+        return ""
+    tx = inner.get("tx")
+    if not isinstance(tx, Mapping):
+        return ""
+    for key in ("digests", "productIds"):
+        items = tx.get(key)
+        if isinstance(items, list) and len(items) > MAX_IDS:
+            return f"too many {key} ({len(items)} > {MAX_IDS})"
+    return ""
 
 
 def parse_query_string(items: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -219,6 +237,9 @@ class Gateway:
             return _fail(rtype, "not_implemented", f"{kind} (sim)", rid=rid)
         if kind not in EXECUTES:
             return _fail(None, "bad_request", f"unknown execute type {kind[:40]!r}")
+        too_many = _too_many_ids(inner)
+        if too_many:
+            return _fail(rtype, "bad_request", too_many, rid=rid, signature=sig)
         try:
             if kind == "place_order":
                 return self._place(body, rid, sig)
@@ -238,17 +259,22 @@ class Gateway:
         appendix = o.appendix
         if appendix & 0xFF != 1:
             return _fail(rtype, "bad_request", "appendix version must be 1", rid=rid, signature=sig)
-        if appendix & _ISOLATED_BIT or appendix & ~_KNOWN_APPENDIX_BITS:
-            detail = "isolated, trigger and builder orders (sim)"
+        if appendix & _TRIGGER_BITS or o.nonce >> 63:
+            # Trigger orders go to the trigger service, not the engine (§3.2-3.3).
+            detail = "trigger orders are placed through the trigger service (sim)"
             return _fail(rtype, "not_implemented", detail, rid=rid, signature=sig)
-        if o.amount == 0:
-            return Reply(codec.failure(rtype, 5000, "invalid amount: zero", rid=rid, signature=sig))
+        if appendix & _RESERVED_BITS:
+            return _fail(rtype, "bad_request", "reserved appendix bits set", rid=rid, signature=sig)
+        if o.expiration > MAX_EXPIRATION:
+            return _fail(rtype, "bad_expiration", rid=rid, signature=sig)
         now = self.now()
         if self.check_times:
             if o.expiration <= self.wire.unix_s(now):
                 return _fail(rtype, "expired", rid=rid, signature=sig)
-            if (o.nonce >> 20) < self.wire.unix_ms(now):
-                return _fail(rtype, "recv_time", rid=rid, signature=sig)
+            bad = self._recv_time(o.nonce, now)
+            if bad:
+                return _fail(rtype, "recv_time", bad, rid=rid, signature=sig)
+        builder_tenths_bp = (appendix >> 38) & 0x3FF
         req = OrderRequest(
             subaccount=o.sender,
             product_id=v.product_id,
@@ -261,6 +287,10 @@ class Gateway:
             expiration=o.expiration,
             client_id=None if rid is None else str(rid),
             digest_override=v.digest.lower(),
+            builder_fee_rate=Decimal(builder_tenths_bp) / 100_000,
+            builder_id=(appendix >> 48) & 0xFFFF,
+            isolated=bool(appendix & _ISOLATED_BIT),
+            appendix_override=appendix,
         )
         self.sync()
         result = self.exchange.place(self.now(), req)
@@ -277,6 +307,10 @@ class Gateway:
         v = _verified(lambda: verify_cancel(body, self.chain_id, self.endpoint_addr))
         if v.signer.lower() != v.owner:
             return _fail(rtype, "bad_signature", rid=rid, signature=sig)
+        if self.check_times:
+            bad = self._recv_time(v.nonce, self.now())
+            if bad:
+                return _fail(rtype, "recv_time", bad, rid=rid, signature=sig)
 
         def finish() -> Reply:
             self.sync()
@@ -296,6 +330,16 @@ class Gateway:
 
         delay = self.exchange.cancel_delay_ns()
         return DelayedCancel(delay, finish) if delay else finish()
+
+    def _recv_time(self, nonce: int, now: int) -> str:
+        """Why the nonce's `recv_time` (`nonce >> 20`, unix ms) is outside Nado's window
+        `now < recv_time <= now + 100 s` (docs, nado-protocol.md §13); "" when inside."""
+        recv_ms, now_ms = nonce >> 20, self.wire.unix_ms(now)
+        if recv_ms <= now_ms:
+            return f"recv_time {recv_ms} ms is not after now ({now_ms} ms)"
+        if recv_ms > now_ms + RECV_WINDOW_MS:
+            return f"recv_time {recv_ms} ms is more than 100 s ahead ({now_ms} ms)"
+        return ""
 
     # -- /v1/query ------------------------------------------------------------------------
     def query_raw(self, raw: bytes | str) -> Reply:
@@ -331,18 +375,21 @@ class Gateway:
 
     def _pids(self, params: Mapping[str, Any], *, required: bool) -> list[int]:
         raw = params.get("product_ids")
+        if isinstance(raw, list) and len(raw) > MAX_IDS:
+            raise MalformedFrame(f"too many product_ids ({len(raw)})", where="query")
         if raw is None:
             if required:
                 raise MalformedFrame("missing field 'product_ids'", where="query")
             return list(self.pids)
         if not isinstance(raw, list):
             raise MalformedFrame("product_ids must be a list", where="query")
-        out = []
+        out: list[int] = []
         for item in raw:
             pid = as_int(item, "product_ids", "query", min_value=0)
             if pid not in self.exchange.specs:
                 raise MalformedFrame(f"unknown product_id {pid}", where="query")
-            out.append(pid)
+            if pid not in out:  # duplicates answer once
+                out.append(pid)
         return out
 
     def _status(self, params: Mapping[str, Any], rtype: str) -> Reply:
@@ -398,7 +445,8 @@ class Gateway:
         sub = req_hex(params, "subaccount", "query", nbytes=32)
         self.sync()
         balances = []
-        quote = COLLATERAL
+        funded = self.exchange.funded(sub)
+        quote = self.exchange.profile.sim.collateral if funded else ZERO
         if sub in self.exchange.accounts:  # never create accounts for mere lookups
             for pid in self.pids:
                 qty, entry = self.exchange.position_view(sub, pid)
@@ -407,8 +455,18 @@ class Gateway:
                 quote += pos.realized_pnl - pos.fees
         else:
             balances = [codec.Balance(product_id=p, amount=ZERO, entry=ZERO) for p in self.pids]
-        data = codec.subaccount_info(sub, balances, quote, self._products())
+        data = codec.subaccount_info(
+            sub, balances, quote, self._products(), exists=funded, health=self._healths(sub)
+        )
         return self._ok(rtype, data)
+
+    def _healths(self, sub: str) -> tuple[Decimal, Decimal, Decimal]:
+        """(initial, maintenance, unweighted) health; maintenance margin is half the
+        initial (the published weights 0.95/1.05 vs 0.9/1.1)."""
+        ex = self.exchange
+        equity = ex.equity(sub)
+        initial = ex.initial_health(sub)
+        return initial, equity - (equity - initial) / 2, equity
 
     def _order(self, params: Mapping[str, Any], rtype: str) -> Reply:
         """Resting orders only; anything else is 2020, as on Nado (nado-protocol.md §6.4)."""

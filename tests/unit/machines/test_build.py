@@ -341,7 +341,7 @@ def test_build_position_lag_is_asked_again_then_built():
     engine, fake = build(venue={"position_lag_ms": 300})
     assert outcome(engine) == "built"
     assert len(fake.of(QueryPositions)) == 2
-    assert notes(engine, "venue position not as expected yet; asking again")
+    assert notes(engine, "position read lags the reported fills: asking again")
 
 
 def test_build_venue_position_the_fills_do_not_explain_is_failed():

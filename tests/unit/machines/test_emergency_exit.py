@@ -242,3 +242,64 @@ def test_exit_stale_flat_answer_contradicting_our_fills_is_asked_again_never_bel
     assert fake.positions[SOL] == 0  # really flat, not just said to be
     assert len(fake.placed(product_id=SOL)) == 1
     assert len(fake.of(QueryPositions)) >= 3  # stale, asked again, then after the exit
+
+
+def test_exit_with_a_20s_position_lag_never_takes_the_lagged_flat_read_as_flat():
+    # Issue 11 item 3: one BUILD leg filled (0.9 SOL short), the venue's reads 20 s behind.
+    # The lagged 0/0 is asked again (backing off) until the read shows the fill, then the
+    # leg is closed, and flat is claimed only once the read agrees with the fills.
+    engine, fake = exit_(
+        positions={},
+        setup=lambda fake: _recent_fill(fake, SOL, "sell", D("0.9")),
+        venue={"position_lag_ms": 20_000},
+        adopt=False,
+    )
+    assert outcome(engine) == "flat"
+    assert fake.positions[SOL] == 0  # really flat, not just said to be
+    assert engine.ledger.position(SOL) == 0
+    assert len(fake.placed(product_id=SOL)) == 1
+    assert notes(engine, "position read lags the reported fills: asking again")
+    assert not fake.of(Halt)
+    # Two lag waits of ~20 s: longer than the 30 s budget, which waited only for the read.
+    assert 40 * S <= fake.finished_ns <= 75 * S
+    assert notes(engine, "exit budget spent: waiting only for the position read to catch up")
+
+
+def test_exit_read_that_stays_flat_against_reported_fills_halts_stating_both():
+    # The venue never shows the reported fill (or it vanished): never "flat"; HALT with the
+    # exposure by the fills and both numbers, trusting the fills.
+    engine, fake = exit_(
+        positions={},
+        setup=lambda fake: _recent_fill(fake, SOL, "sell", D("0.9")),
+        venue={"position_lag_ms": 10_000_000},
+        adopt=False,
+    )
+    assert outcome(engine) == "exhausted"
+    (halt,) = fake.of(Halt)
+    assert "contradicts its reported fills" in halt.reason
+    assert "read 0, fills -0.90" in halt.reason or "read 0, fills -0.9" in halt.reason
+    assert halt.exposure_usd >= D("0.9") * 150
+
+
+def test_exit_absurd_position_halts_with_the_exposure_stated_and_sends_nothing():
+    # Issue 11 item 6: a gateway answering 1e6 ETH: no 59 680 reduce-only orders in one
+    # step; HALT stating ~3e9 USD.
+    engine, fake = exit_(positions={ETH: D("1000000")})
+    assert outcome(engine) == "exhausted"
+    assert not fake.of(PlaceOrder)
+    (halt,) = fake.of(Halt)
+    assert "far beyond what this engine could have opened" in halt.reason
+    assert halt.exposure_usd > D("2e9")
+
+
+def test_exit_slices_per_step_are_capped():
+    # 300 000 USD of ETH in 10 000 USD slices would be 30 orders; at most 5 per step.
+    p = params(max_slice_usd="10000", max_slices_per_step=5, max_position_usd="1000000")
+    engine, fake = exit_(p=p, positions={ETH: D("100")})
+    first = [o for o in fake.placed(product_id=ETH) if o.order_id.endswith(("o2", "o3", "o4"))]
+    assert first  # it traded
+    per_step: dict[int, int] = {}
+    for r in engine.journal.records():
+        if r.kind == "intent" and '"place_order"' in r.payload:
+            per_step[r.ts] = per_step.get(r.ts, 0) + 1
+    assert max(per_step.values()) <= 5

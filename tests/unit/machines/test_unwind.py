@@ -157,7 +157,9 @@ def test_unwind_unknown_outcome_is_queried_before_anything_is_resent():
 
 def test_unwind_rejected_reduce_only_is_not_final_for_an_exit():
     # Someone closed SOL between our read and our order: the reduce-only order is
-    # rejected, the ladder goes on, and the venue's answer decides.
+    # rejected, the ladder goes on. The venue then reads flat, but SOL's reported fills
+    # say open: that read is never "flat" (issue 11: it cannot be told from a lagging
+    # read); UNWIND fails and the session's emergency exit takes over, flagged.
     def setup(fake):
         def manual_close():
             fake.positions[SOL] = D(0)
@@ -166,8 +168,9 @@ def test_unwind_rejected_reduce_only_is_not_final_for_an_exit():
         fake.clock.call_later(25 * MS, manual_close)
 
     engine, fake = unwind(setup=setup)
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "failed"
     assert fake.positions == {ETH: 0, SOL: 0}
+    assert engine.ledger.position(SOL) != 0  # the fills the venue reported: SOL still open
 
 
 def test_unwind_one_refused_order_moves_to_the_next_rung_under_a_new_id():
@@ -199,7 +202,7 @@ def test_unwind_position_lag_is_asked_again_then_flat():
     engine, fake = unwind(venue={"position_lag_ms": 300})
     assert outcome(engine) == "flat"
     assert len(fake.of(QueryPositions)) == 3  # the read, then verify twice
-    assert notes(engine, "venue position not as expected yet; asking again")
+    assert notes(engine, "position read lags the reported fills: asking again")
 
 
 def test_unwind_unanswered_read_is_retried_twice_then_failed_with_nothing_sent():

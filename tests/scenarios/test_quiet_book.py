@@ -1,0 +1,116 @@
+"""A quiet book still trades; a quiet book without REST does not (issue 11, item 2).
+
+The sim's feed is made to push a BBO only when the top of book changes (as Nado does,
+nado-protocol.md §13) on a still market, so after the first push the stream says nothing
+about prices. BUILD's freshness check measures the time since the quote was last
+confirmed; the venue adapter confirms a quiet quote by REST at half the age limit.
+Whole sessions on the virtual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+from adapters.sim.faults import parse_profile
+from adapters.sim.venue import SimVenue
+from engine.clock import VirtualClock
+from engine.config import load_settings
+from engine.events import VenueError
+from engine.intents import Intent
+from engine.intents import QueryMarketPrices
+from engine.journal import Journal
+from engine.run import RunOptions
+from engine.run import Session
+from engine.run import parse_pair
+
+STILL = "[market]\nvolatility_bps_per_sqrt_s = 0\n"
+PAIR = ("ETH-PERP", "SOL-PERP")
+
+
+def push_on_change_only(venue: SimVenue) -> None:
+    feed = venue._feed
+    push = feed._push_bbo
+    last: dict[int, tuple[Decimal, Decimal]] = {}
+
+    def on_change(pid: int) -> None:
+        b = feed.exchange.bbo(pid)
+        if last.get(pid) == (b.bid, b.ask):
+            return
+        last[pid] = (b.bid, b.ask)
+        push(pid)
+
+    feed._push_bbo = on_change  # type: ignore[method-assign]
+
+
+def rest_quotes_fail(venue: SimVenue) -> None:
+    rest = venue._rest
+    submit = rest.submit
+
+    def failing(intent: Intent) -> None:
+        if isinstance(intent, QueryMarketPrices):
+            err = VenueError(
+                error_class="retryable",
+                request=intent.kind,
+                request_id=intent.request_id,
+                message="unreachable",
+            )
+            venue._sched.later(50_000_000, lambda: venue._emit(err))
+            return
+        submit(intent)
+
+    rest.submit = failing  # type: ignore[method-assign]
+
+
+def run(
+    *, cycles: int, hold_s: int, quiet_quote_s: Decimal = Decimal(1), rest_fails: bool = False
+) -> tuple[dict[str, Any], list[Any], SimVenue]:
+    clock = VirtualClock()
+    venue = SimVenue(clock, 5, parse_profile(STILL), PAIR, quiet_quote_s=quiet_quote_s)
+    push_on_change_only(venue)
+    if rest_fails:
+        rest_quotes_fail(venue)
+    opts = RunOptions(pair=parse_pair("ETH-SOL"), cycles=cycles, clock="virtual", seed=5)
+    settings = load_settings(env={"DN_HOLD_S": str(hold_s), "DN_MAX_ABORTS": "2"})
+    session = Session(opts, settings, venue, clock, Journal(":memory:"), lambda _: None)
+    asyncio.run(session.run_virtual())
+    return session.summary(), session.engine.journal.records(), venue
+
+
+def stale_refusals(records: list[Any]) -> list[str]:
+    return [
+        str(r.data.get("reason", ""))
+        for r in records
+        if r.kind == "note" and "stale BBO" in str(r.data.get("reason", ""))
+    ]
+
+
+def test_a_book_quiet_for_a_minute_still_builds() -> None:
+    summary, records, venue = run(cycles=2, hold_s=60)
+    assert summary["cycles_completed"] == 2
+    assert stale_refusals(records) == []
+    assert venue.stats["adapter_quote_refresh"] >= 55  # about one a second while quiet
+    # the stream really was quiet: a handful of pushes for a run of over a minute
+    pushed = [
+        r
+        for r in records
+        if r.kind == "event"
+        and r.data.get("kind") == "bbo_updated"
+        and r.data.get("ts_venue_ns") is not None
+    ]
+    assert len(pushed) < 20
+
+
+def test_without_rest_confirmation_the_quiet_book_is_refused() -> None:
+    """The control: the same run with the refresh off is the issue's failure."""
+    summary, records, _ = run(cycles=2, hold_s=60, quiet_quote_s=Decimal(10**6))
+    assert summary["cycles_completed"] < 2
+    assert stale_refusals(records)
+
+
+def test_stream_quiet_and_rest_failing_refuses_build() -> None:
+    summary, records, venue = run(cycles=2, hold_s=60, rest_fails=True)
+    assert summary["cycles_completed"] < 2
+    assert stale_refusals(records)
+    assert venue.stats["adapter_quote_refresh"] >= 55
