@@ -47,11 +47,11 @@ same gate and reaches the engine as a fresh `BboUpdated` (Nado pushes BBO only o
 nado-protocol.md §13).
 
 A lost push: an IOC/FOK whose end is not heard within `probe_rtts` round trips (measured
-on the placements) after its ack, with the stream up, is asked about at once: what the
-stream said, then the archive (`orders` by digest; an IOC never rests, so the `order`
-query would only say 2020); a decisive answer is emitted as an `OrderStatus`. Without an
-archive (`venue serve`) the probe cannot decide and the machine's own deadlines chase the
-order. With the stream down the connection machine's audit asks instead.
+on the placements) after its ack, with the stream up since the send, is asked about at
+once: what the stream said, then the archive (`orders` by digest; an IOC never rests, so
+the `order` query would only say 2020); a decisive answer is emitted as an `OrderStatus`.
+Without an archive (`venue serve`) the probe cannot decide and the machine's own
+deadlines chase the order. Across a stream gap the connection machine's audit asks.
 """
 
 from __future__ import annotations
@@ -575,10 +575,12 @@ class NadoVenue:
             return
         if entry.end_reported or entry.heard_qty >= entry.qty:
             return  # answered (a cancel), or completely filled by the fills heard
-        if not self._stream_epoch()[1]:
-            # No stream, no push to miss: the connection machine's audit asks about every
-            # order in flight when it reconnects or polls.
-            self.stats["probe_skipped_stream_down"] += 1
+        epoch, up = self._stream_epoch()
+        if not up or entry.sent_epoch != epoch:
+            # Sent or acked while the stream was down or broken: its pushes may simply be
+            # gone with the socket, and the connection machine's audit (on reconnect, or
+            # its polls) asks about every order in flight.
+            self.stats["probe_skipped_stream_gap"] += 1
             return
         self.stats["probes"] += 1
         self._spawn(self._probe(entry))

@@ -191,5 +191,19 @@ async def test_no_probe_while_the_stream_is_down() -> None:
     rig.stream.connected = False
     await rig.run(1_000)
     assert archive.asked == []
-    assert rig.venue.stats["probe_skipped_stream_down"] == 1
+    assert rig.venue.stats["probe_skipped_stream_gap"] == 1
+    await rig.close()
+
+
+async def test_no_probe_after_a_stream_gap() -> None:
+    """Reconnected between the send and the probe: the reconnect audit asks instead."""
+    rig = OfflineVenue(rtt_ms=50, archive_url="http://127.0.0.1:9/archive")
+    await rig.start()
+    archive = FakeArchive(rig)
+    rig.venue.archive = archive  # type: ignore[assignment]
+    await rig.place(ioc())
+    rig.stream.gap()
+    await rig.run(1_000)
+    assert archive.asked == []
+    assert rig.venue.stats["probe_skipped_stream_gap"] == 1
     await rig.close()
