@@ -72,7 +72,7 @@ crash: $(STAMP)
 	$(BIN)/python -m tests.crash.harness $(CRASH_ARGS)
 
 deep: $(STAMP)
-	DNPAIR_DEEP_TESTS=1 $(BIN)/python -m pytest -q -m slow tests/chaos tests/property tests/damage
+	DNPAIR_DEEP_TESTS=1 $(BIN)/python -m pytest -q -m slow tests/chaos tests/property tests/damage tests/paper
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -61,9 +61,10 @@ def start_pair(engine: Engine, config: Mapping[str, Any]) -> None:
             cooldown_s=s["circuit_timeout_seconds"],
         )
     engine.spawn(HealthMachine, "health")
-    if config.get("venue") == "nado":
+    if config.get("venue") in ("nado", "paper"):
         # The stream's reconnects, REST polls and audits (machines/connection.py); the sim
-        # venue needs none, and its journals stay as they were.
+        # venue needs none, and its journals stay as they were. Paper trading's market
+        # data stream goes through it exactly as live trading's.
         engine.spawn(
             ConnectionMachine,
             "connection",

@@ -133,14 +133,24 @@ def run_one(
     jitter_s: float = 0,
     replay: bool = True,
     attach: Callable[[Engine, SimVenue], None] | None = None,
+    venue_kind: str = "sim",
 ) -> RunResult:
     """One session under `profile`, checked after every step, at rest and by replay.
     `attach(engine, venue)` runs before the session starts (scenario tests add their
-    own observers there)."""
+    own observers there). `venue_kind` "paper": paper trading fed by the simulator's
+    market data (adapters/paper/simsource.py), checked against the local matcher."""
     faults = jittered(profile.parse(), seed, jitter_s)
     clock = VirtualClock()
-    venue = SimVenue(clock, seed, faults, PAIR)
-    opts = RunOptions(pair=PAIR, cycles=cycles, clock="virtual", seed=seed, quiet=True)
+    venue: Any
+    if venue_kind == "paper":
+        from adapters.paper import sim_paper_venue
+
+        venue = sim_paper_venue(clock, seed, faults, PAIR)
+    else:
+        venue = SimVenue(clock, seed, faults, PAIR)
+    opts = RunOptions(
+        pair=PAIR, venue=venue_kind, cycles=cycles, clock="virtual", seed=seed, quiet=True
+    )
     journal = Journal(":memory:", durable=False)
     session = _CheckedSession(opts, settings, _HeldVenue(venue), clock, journal, _silent)  # type: ignore[arg-type]
     checker = InvariantChecker(session.engine, venue, retry_after_s=_retry_after_s(faults))
@@ -149,6 +159,8 @@ def run_one(
     if attach is not None:
         attach(session.engine, venue)
     repro = profile.reproduce(seed, cycles, jitter_s)
+    if venue_kind != "sim":
+        repro += f" --venue {venue_kind}"
     error = ""
     try:
         asyncio.run(session.run_virtual())
@@ -223,9 +235,19 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(
-    profiles: list[ChaosProfile], cycles: int, settings: Settings, jitter_s: float
+    profiles: list[ChaosProfile],
+    cycles: int,
+    settings: Settings,
+    jitter_s: float,
+    venue_kind: str = "sim",
 ) -> None:
-    _WORKER.update(profiles=profiles, cycles=cycles, settings=settings, jitter_s=jitter_s)
+    _WORKER.update(
+        profiles=profiles,
+        cycles=cycles,
+        settings=settings,
+        jitter_s=jitter_s,
+        venue_kind=venue_kind,
+    )
 
 
 def _profile_for(index: int, seed: int) -> ChaosProfile:
@@ -244,6 +266,7 @@ def _work(task: tuple[int, int]) -> RunResult:
         cycles=_WORKER["cycles"],
         settings=_WORKER["settings"],
         jitter_s=_WORKER["jitter_s"],
+        venue_kind=_WORKER.get("venue_kind", "sim"),
     )
 
 
@@ -267,9 +290,10 @@ def run_many(
     settings: Settings,
     jobs: int = 1,
     jitter_s: float = 0,
+    venue_kind: str = "sim",
 ) -> Iterator[RunResult]:
     """Results in completion order (jobs > 1 runs them in worker processes)."""
-    init = (profiles, cycles, settings, jitter_s)
+    init = (profiles, cycles, settings, jitter_s, venue_kind)
     if jobs <= 1:
         _init_worker(*init)
         for task in tasks:
@@ -364,13 +388,22 @@ def chaos(
     progress_every: int = 0,
     out: Callable[[str], None] = print,
     max_shown: int = 10,
+    venue_kind: str = "sim",
 ) -> ChaosSummary:
     tasks = tasks_for(seeds, len(profiles), with_random=with_random, spread=spread)
     started = time.perf_counter()
     results: list[RunResult] = []
     tallies: dict[str, Tally] = {}
     shown = 0
-    runs = run_many(tasks, profiles, cycles=cycles, settings=settings, jobs=jobs, jitter_s=jitter_s)
+    runs = run_many(
+        tasks,
+        profiles,
+        cycles=cycles,
+        settings=settings,
+        jobs=jobs,
+        jitter_s=jitter_s,
+        venue_kind=venue_kind,
+    )
     for r in runs:
         results.append(r)
         tallies.setdefault(r.profile, Tally()).add(r)
@@ -439,6 +472,12 @@ def add_chaos_parser(sub: Any) -> None:
     )
     c.add_argument("--progress", type=int, default=0, metavar="N", help="a line every N runs")
     c.add_argument("--config", metavar="FILE.toml", help="[engine] settings; DN_* env wins")
+    c.add_argument(
+        "--venue",
+        choices=("sim", "paper"),
+        default="sim",
+        help="sim, or paper trading fed by the sim's market data (default sim)",
+    )
     c.set_defaults(func=main)
 
 
@@ -466,7 +505,8 @@ def main(args: argparse.Namespace) -> int:
     names = [p.name for p in profiles] + (["random"] if with_random else [])
     print(
         f"[chaos] seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), cycles {args.cycles}, "
-        f"jobs {args.jobs}, jitter {args.jitter_s:g}s, profiles: {', '.join(names)}"
+        f"jobs {args.jobs}, jitter {args.jitter_s:g}s, venue {args.venue}, "
+        f"profiles: {', '.join(names)}"
     )
     summary = chaos(
         seeds,
@@ -478,6 +518,7 @@ def main(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         jitter_s=args.jitter_s,
         progress_every=args.progress,
+        venue_kind=args.venue,
     )
     for line in report_table(summary.tallies):
         print(line)

@@ -122,7 +122,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         opts = RunOptions(
             pair=parse_pair(args.pair),
             venue=args.venue,
-            network=args.network,
+            # paper reads public prices: real ones unless a network or gateway is named
+            network=args.network
+            or ("mainnet" if args.venue == "paper" and not args.gateway else "local"),
             gateway=args.gateway,
             cycles=args.cycles,
             clock=args.clock,
@@ -186,8 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="trade one DN pair (sim venue by default)")
     r.add_argument("--pair", required=True, help="e.g. ETH-SOL")
-    r.add_argument("--venue", choices=("sim", "nado"), default="sim")
-    r.add_argument("--network", choices=("local", "testnet", "mainnet"), default="local")
+    r.add_argument(
+        "--venue",
+        choices=("sim", "nado", "paper"),
+        default="sim",
+        help="sim (in-process simulator), nado (live, key from NADO_PRIVATE_KEY) or paper "
+        "(live Nado prices, orders matched locally, no key, nothing executed)",
+    )
+    r.add_argument(
+        "--network",
+        choices=("local", "testnet", "mainnet"),
+        help="Nado network (default local; mainnet for --venue paper without --gateway)",
+    )
     r.add_argument("--gateway", help="gateway base URL, e.g. http://127.0.0.1:PORT/v1")
     r.add_argument("--cycles", type=int, help="stop after N cycles (default: until interrupted)")
     r.add_argument("--clock", choices=("wall", "virtual"), default="wall")

@@ -218,7 +218,21 @@ def render_table(fold: RunFold) -> str:
     t = totals(fold)
     lines.append("")
     lines.extend(describe_totals(t))
+    if is_paper(fold):
+        lines.insert(0, PAPER_BANNER)
+        lines.append(PAPER_BANNER)
     return "\n".join(lines)
+
+
+PAPER_BANNER = (
+    "PAPER: every fill here is SIMULATED (matched locally against live market data; "
+    "no order reached the venue)"
+)
+
+
+def is_paper(fold: RunFold) -> bool:
+    """A `--venue paper` journal: its fills were made by the local matcher."""
+    return fold.config.get("venue") == "paper"
 
 
 def _num(value: Decimal | None, places: int) -> str:

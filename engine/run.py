@@ -779,7 +779,7 @@ def _json_log_path(opts: RunOptions, journal_path: str) -> str | None:
 
 def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print) -> int:
     """Run a session; returns the process exit code."""
-    if opts.venue not in ("sim", "nado"):
+    if opts.venue not in ("sim", "nado", "paper"):
         raise UsageError(f"--venue {opts.venue}: not available in this build")
     logger = run_logger()
     holder: dict[str, Callable[[str], None]] = {"sink": out}
@@ -801,6 +801,19 @@ def make_venue(opts: RunOptions, clock: Clock, bbo_max_age_s: Decimal | None = N
     """The venue of `--venue`: the sim, or Nado's gateway (key from NADO_PRIVATE_KEY;
     a missing or bad key, network or gateway raises ConfigError: exit 2, nothing sent).
     Either asks REST for a quote the stream left unconfirmed for half `bbo_max_age_s`."""
+    if opts.venue == "paper":
+        from adapters.paper import make_paper_venue
+
+        if opts.faults is not None:
+            raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
+        return make_paper_venue(
+            clock=clock,
+            network=opts.network,
+            gateway=opts.gateway,
+            pair=opts.pair,
+            seed=opts.seed,
+            bbo_max_age_s=bbo_max_age_s,
+        )
     if opts.venue == "nado":
         from adapters.nado.factory import make_nado_venue
 

@@ -62,7 +62,7 @@ class StreamClient:
     def __init__(
         self,
         url: str,
-        signer: Signer,
+        signer: Signer | None,
         subscriptions: Sequence[dict[str, Any]],
         on_frame: OnFrame,
         on_state: OnState,
@@ -71,9 +71,13 @@ class StreamClient:
         unix_ms: Callable[[], int],
         timing: Timing | None = None,
         config: StreamConfig | None = None,
+        decode: Callable[[str | bytes], StreamFrame] = decode_stream,
     ) -> None:
+        """`signer` None: a public socket (market data only), never authenticated.
+        `decode` reads one text frame (raises MalformedFrame for one it refuses)."""
         self.url = url
         self.signer = signer
+        self.decode = decode
         self.subscriptions = [dict(s) for s in subscriptions]
         self.on_frame = on_frame
         self.on_state = on_state
@@ -178,9 +182,10 @@ class StreamClient:
         self._report("disconnected", why)
 
     async def _handshake(self) -> None:
-        expiry = self.timing.stream_auth_expiration(self.unix_ms())
-        rid = self._new_id()
-        await self._request(rid, self.signer.stream_auth(expiry, request_id=rid))
+        if self.signer is not None:
+            expiry = self.timing.stream_auth_expiration(self.unix_ms())
+            rid = self._new_id()
+            await self._request(rid, self.signer.stream_auth(expiry, request_id=rid))
         acks = []
         for stream in self.subscriptions:
             rid = self._new_id()
@@ -204,7 +209,7 @@ class StreamClient:
                 self._last_frame = self.clock.now_ns()
                 self.stats["frames"] += 1
                 try:
-                    frame = decode_stream(raw)
+                    frame = self.decode(raw)
                 except MalformedFrame as exc:
                     self.stats["malformed"] += 1
                     self.stats[f"malformed.{exc.where or 'frame'}"] += 1
