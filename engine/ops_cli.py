@@ -102,7 +102,10 @@ def add_ops_parsers(sub: Any, run_parser: argparse.ArgumentParser | None = None)
     fl.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the result")
     fl.set_defaults(func=cmd_flatten)
 
-    rs = sub.add_parser("resume", help="leave HALT on a running engine (--stay-on-halt)")
+    rs = sub.add_parser(
+        "resume",
+        help="leave HALT: on the running engine (--stay-on-halt), else lift the account's halt",
+    )
     rs.add_argument("--journal", required=True, metavar="PATH")
     rs.set_defaults(func=cmd_resume)
 
@@ -211,14 +214,54 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         reply = request(args.journal, "resume")
     except NoEngine as exc:
+        return _resume_stopped(args.journal, str(exc))
+    print(reply.get("message", ""))
+    return EXIT_OK if reply.get("ok") else EXIT_FAIL
+
+
+def _resume_stopped(journal: str, why: str) -> int:
+    """No engine on the journal: lift the account's HALT (engine/account.py) and mark the
+    journal resumed, so the next `dnpair run` (this journal or a new one) may trade. It
+    re-syncs with the venue before any new order, like every start."""
+    from engine.account import LockHeld
+    from engine.account import ProcessLock
+    from engine.account import clear_halts_for_journal
+    from engine.journal import Journal
+    from engine.journal import JournalError
+    from engine.journal_verify import verify
+    from engine.run import last_halt
+
+    cleared = clear_halts_for_journal(journal)
+    halted = Path(journal).is_file() and verify(journal).ok and last_halt(journal) is not None
+    if not cleared and not halted:
         print(
-            f"dnpair resume: {exc}. A stopped engine resumes with "
-            f"`dnpair run ... --journal {args.journal} --resume`.",
+            f"dnpair resume: {why}, and neither it nor its account is halted: "
+            f"nothing to resume (a stopped engine restarts with `dnpair run ... "
+            f"--journal {journal}`; --resume also lifts a halt)",
             file=sys.stderr,
         )
         return EXIT_FAIL
-    print(reply.get("message", ""))
-    return EXIT_OK if reply.get("ok") else EXIT_FAIL
+    if halted:
+        lock = ProcessLock(Path(journal + ".lock"), f"the journal {journal}")
+        try:
+            lock.acquire(journal)
+            j = Journal(journal)
+            last_ts = j.records()[-1].ts if not j.is_empty else 0
+            note = {"note": "operator resumed after halt", "via": "dnpair resume"}
+            j.append("note", "runner", note, last_ts)
+            j.close()
+        except (LockHeld, JournalError, OSError) as exc:
+            print(f"dnpair resume: {journal}: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        finally:
+            lock.release()
+    for marker in cleared:
+        print(f"halt lifted for the account {marker.account} ({marker.reason})")
+    print(
+        f"resumed: {journal} is no longer halted; the next `dnpair run` re-syncs with "
+        "the venue (cancels orphans, closes residuals) before any new entry"
+    )
+    return EXIT_OK
 
 
 def cmd_flatten(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ metrics, the status view and the control socket, and turned into log lines
 machines and from the Monitor (exposure above tolerance for too long, reconnect storms,
 journal damage, engine errors) go through one `Alerter` (log + optional webhook). On
 the wall clock the run listens on a local control socket (`dnpair status|flatten|resume
---journal J`) and, in a terminal, shows a live status view. A HALT is sticky across
-restarts: a journal whose last run halted is refused until `--resume`.
+--journal J`) and, in a terminal, shows a live status view. One engine per journal and
+per account (`engine.account`: flock, taken before any network); a HALT sticks to the
+account until an operator resumes (`dnpair resume` or `--resume`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ import attrs
 from adapters.base import ProductInfo
 from adapters.base import VenuePort
 from engine import crashpoints
+from engine.account import Account
+from engine.account import LockHeld
+from engine.account import ProcessLock
+from engine.account import clear_halt
+from engine.account import global_state_dir
+from engine.account import read_halt
+from engine.account import sim_account
+from engine.account import write_halt
 from engine.alerts import Alert
 from engine.alerts import Alerter
 from engine.alerts import mask_url
@@ -264,6 +273,7 @@ class Session:
                     cycle_of_order=self._cycle_of_order,
                 )
             )
+        self.account: Account | None = None  # set by run(): where a HALT sticks
         self.metrics: Any = None  # engine.metrics.RunMetrics when --metrics-port is given
         self.view: Any = None  # engine.status.LiveView in a terminal
 
@@ -291,6 +301,13 @@ class Session:
         assert self.monitor is not None
         if isinstance(intent, Halt):
             self.monitor.halt = intent
+            if self.account is not None and self.engine.journal.path != ":memory:":
+                try:
+                    write_halt(
+                        self.account, str(Path(self.engine.journal.path).resolve()), intent.reason
+                    )
+                except OSError as exc:
+                    self.info(f"[CIRCUIT] cannot record the halt for the account: {exc}")
             self.info(
                 f"[CIRCUIT] HALT: {intent.reason} (open exposure {intent.exposure_usd} USD)",
                 logging.ERROR,
@@ -432,6 +449,8 @@ class Session:
             self.monitor.after_step()
             if self.monitor.halt is not None and not self.fold.halted:
                 self.monitor.halt = None  # an operator resumed: the session left halted
+                if self.account is not None:
+                    clear_halt(self.account)
                 self.info("[RECOVERY] resumed after HALT: the session re-syncs with the venue")
 
     def final_query(self, attempt: int) -> Intent:
@@ -687,21 +706,36 @@ def last_halt(path: str) -> str | None:
     return fold.sticky_halt
 
 
-def open_journal(
-    path: str | None,
-    pair: tuple[str, str],
-    out: Callable[[str], None],
-    durable: bool | str = True,
-    *,
-    alert: Callable[[Alert], object] = lambda _a: None,
-) -> Journal:
+def journal_path(path: str | None, pair: tuple[str, str]) -> str:
+    """The journal of a run: `--journal`, checked before anything else happens, or the
+    next free `runs/PAIR-N.db`."""
     if path is None:
         Path("runs").mkdir(exist_ok=True)
         stem = "-".join(s.removesuffix("-PERP") for s in pair)
         n = 1
         while Path(f"runs/{stem}-{n}.db").exists():
             n += 1
-        path = f"runs/{stem}-{n}.db"
+        return f"runs/{stem}-{n}.db"
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"--journal {path}: is a directory; give a file path like {path}/run.db")
+    if not p.parent.is_dir():
+        raise UsageError(f"--journal {path}: the folder {p.parent} does not exist; create it first")
+    if p.exists() and not os.access(p, os.R_OK | os.W_OK):
+        raise UsageError(f"--journal {path}: not readable and writable by this user")
+    if not p.exists() and not os.access(p.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--journal {path}: cannot create files in {p.parent}")
+    return path
+
+
+def open_journal(
+    path: str,
+    pair: tuple[str, str],
+    out: Callable[[str], None],
+    durable: bool | str = True,
+    *,
+    alert: Callable[[Alert], object] = lambda _a: None,
+) -> Journal:
     if Path(path).exists():
         report = verify(path)
         if report.status == "corrupt":
@@ -794,20 +828,73 @@ def _run(
         venue = make_venue(opts, clock)
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    path = journal_path(opts.journal, opts.pair)
+    account = account_of(opts, venue, path)
+    locks = take_locks(account, path)
+    try:
+        return _run_locked(
+            opts, settings, out, logger, holder, alerter, clock, venue, path, account
+        )
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def account_of(opts: RunOptions, venue: VenuePort, path: str) -> Account:
+    """The account this run trades (engine/account.py), computed without any I/O."""
+    if opts.venue == "nado":
+        from adapters.nado.factory import account_key
+
+        return Account(key=account_key(venue, opts.network), state=global_state_dir())  # type: ignore[arg-type]
+    return sim_account(path)
+
+
+def take_locks(account: Account, path: str) -> list[ProcessLock]:
+    """The journal's lock, then the account's: exit 2 naming the holder if either is held."""
+    taken: list[ProcessLock] = []
+    wanted = [ProcessLock(Path(path + ".lock"), f"the journal {path}")]
+    if account.locked:
+        wanted.append(ProcessLock(account.lock_path, f"the account {account.key}"))
+    try:
+        for lock in wanted:
+            lock.acquire(path)
+            taken.append(lock)
+    except LockHeld as exc:
+        for lock in taken:
+            lock.release()
+        raise UsageError(str(exc)) from None
+    return taken
+
+
+def _run_locked(
+    opts: RunOptions,
+    settings: Settings,
+    out: Callable[[str], None],
+    logger: logging.Logger,
+    holder: dict[str, Callable[[str], None]],
+    alerter: Alerter,
+    clock: Clock,
+    venue: VenuePort,
+    path: str,
+    account: Account,
+) -> int:
     say: Callable[[str], None] = logger.info
-    sticky = opts.journal is not None and opts.cycles != 0 and Path(opts.journal).exists()
-    if sticky and opts.journal is not None and verify(opts.journal).ok:
-        reason = last_halt(opts.journal)
+    flattening = opts.cycles == 0  # flattening is always allowed, halted or not
+    if Path(path).exists() and not flattening and verify(path).ok:
+        reason = last_halt(path)
         if reason is not None and not opts.resume:
             raise UsageError(
-                f"{opts.journal}: the last run on this journal HALTED ({reason}) and no "
+                f"{path}: the last run on this journal HALTED ({reason}) and no "
                 "operator has resumed it; check the venue (`dnpair status --journal "
-                f"{opts.journal}`), flatten if needed (`dnpair flatten`), then run "
+                f"{path}`), flatten if needed (`dnpair flatten`), then run "
                 "again with --resume"
             )
+    marker = read_halt(account)
+    if marker is not None and not flattening and not opts.resume:
+        raise UsageError(marker.describe())
     # Simulated time needs its journal to survive a killed process, not a power cut.
     journal = open_journal(
-        opts.journal,
+        path,
         opts.pair,
         say,
         durable="process" if opts.clock == "virtual" else True,
@@ -825,9 +912,11 @@ def _run(
     if alerter.webhook_url:
         say(f"[ALERT] webhook {mask_url(alerter.webhook_url)}")
     session = Session(opts, settings, venue, clock, journal, out, logger=logger, alerter=alerter)
+    session.account = account
     holder["sink"] = session._console
     if opts.resume:
         session.engine.annotate("operator resumed after halt", via="dnpair run --resume")
+        clear_halt(account)
     code = EXIT_ERROR
     try:
         try:

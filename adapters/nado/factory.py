@@ -37,7 +37,7 @@ from engine.clock import VirtualClock
 from engine.config import ConfigError
 from engine.logs import register_secret
 
-__all__ = ["NETWORKS", "Network", "make_nado_venue", "nado_settings"]
+__all__ = ["NETWORKS", "Network", "account_key", "make_nado_venue", "nado_settings"]
 
 SUBACCOUNT_ENV = "NADO_SUBACCOUNT"
 PRODUCT_IDS_ENV = "NADO_PRODUCT_IDS"
@@ -139,3 +139,14 @@ def make_nado_venue(
     register_secret(key)
     settings = nado_settings(network=network, gateway=gateway, pair=pair, env=env, seed=seed)
     return NadoVenue(settings, key, clock=clock, unix_ns=time.time_ns)
+
+
+def account_key(venue: NadoVenue, network: str) -> str:
+    """Who this venue trades as, without any I/O and without the key: network, gateway,
+    signer subaccount (owner address + name). Two engines with the same key are one
+    account (engine/account.py locks it)."""
+    from adapters.nado.signing import _account
+
+    owner = str(_account(venue._key).address)
+    sub = subaccount_hex(owner, venue.settings.subaccount_name)
+    return f"nado:{network}:{venue.settings.gateway_url}:{sub}"
