@@ -579,7 +579,10 @@ class Session:
             + 3 * s.exit_budget_s
         )
         cycles = self.opts.cycles if self.opts.cycles is not None else 1000
-        return int((per_cycle * (cycles + 3) + 300) * NS_PER_S)
+        # MAX_DAILY_LOSS parks the session until the next UTC midnight, at most once a day
+        # per cycle: simulated days cost nothing, so they are part of the bound.
+        parked = 86400 * (cycles + 1)
+        return int((per_cycle * (cycles + 3) + 300 + parked) * NS_PER_S)
 
     # -- the result ---------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
