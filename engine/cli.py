@@ -59,6 +59,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if report.status == "torn_tail":
         print(report.describe(args.path), file=sys.stderr)
     records = list(read_records(args.path))[: report.intact]
+    if not any(r.machine == "engine" and '"run_started"' in r.payload for r in records):
+        notes = [
+            str(r.data.get("note", "")) + (f": {r.data['reason']}" if "reason" in r.data else "")
+            for r in records
+            if r.kind == "note"
+        ]
+        said = f" ({'; '.join(notes)})" if notes else ""
+        print(f"{args.path}: no run started in this journal{said}; nothing to replay")
+        return EXIT_OK
     result = replay_records(records)
     if result.ok:
         print(f"replay ok: {result.records} records, {result.events_fed} events fed")
@@ -101,6 +110,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--faults: no such file {args.faults}")
         if args.config is not None and not Path(args.config).is_file():
             raise UsageError(f"--config: no such file {args.config}")
+        _check_output("--summary-json", args.summary_json)
+        log_json = getattr(args, "log_json", None)
+        if log_json not in (None, "", "off", "none"):
+            _check_output("--log-json", log_json)
+        _check_gateway(args.gateway)
+        _check_port(getattr(args, "metrics_host", "127.0.0.1"), args.metrics_port)
         settings = load_settings(config_file=args.config, cli={"size_usd": args.size_usd})
         opts = RunOptions(
             pair=parse_pair(args.pair),
@@ -121,6 +136,65 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"dnpair run: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _check_output(flag: str, path: str | None) -> None:
+    """A file the run writes at its end must be writable at its start."""
+    from engine.run import UsageError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; give a file path")
+    if not p.parent.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {p.parent} does not exist; create it first")
+    import os
+
+    target = p if p.exists() else p.parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{flag} {path}: not writable by this user")
+
+
+def _check_gateway(url: str | None) -> None:
+    from urllib.parse import urlsplit
+
+    from engine.alerts import mask_url
+    from engine.run import UsageError
+
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        has_userinfo = "@" in parts.netloc
+    except ValueError:
+        raise UsageError("--gateway: not a URL (expected http(s)://HOST[:PORT]/v1)") from None
+    if has_userinfo:
+        raise UsageError(
+            f"--gateway: credentials in the URL are not supported (got {mask_url(url)} "
+            "with a user part, not shown); expected http(s)://HOST[:PORT]/v1"
+        )
+
+
+def _check_port(host: str, port: int | None) -> None:
+    import socket
+
+    from engine.run import UsageError
+
+    if port is None:
+        return
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--metrics-port: must be in [0, 65535], got {port}")
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"--metrics-port {port}: cannot listen on {host}:{port} ({exc.strerror}); "
+                "pick a free port or 0"
+            ) from None
 
 
 def _cmd_venue_serve(args: argparse.Namespace) -> int:
@@ -234,8 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    if args.func is _cmd_run and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        # SIGTERM means what Ctrl-C means: flatten, verify, exit (not die with 143).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        # Only before the run's own handlers are installed (start-up) or after they are
+        # removed: no trading was in progress.
+        print(f"dnpair {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -85,10 +85,20 @@ FINAL_TRIES, FINAL_WAIT_S = 5, 6  # the venue's last word on positions: bounded 
 WEBHOOK_ENV = "DNPAIR_ALERT_WEBHOOK"  # not DN_*: a webhook URL is a secret, never printed
 LIVE_CYCLES = 200  # closed cycles the live fold keeps (the journal keeps them all)
 STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
+STARTUP_FIRST_DELAY_S, STARTUP_MAX_DELAY_S = 1.0, 10.0  # venue start-up retry backoff
+EXIT_INTERRUPTED = 130  # a signal during start-up, before anything was sent
 
 
 class UsageError(Exception):
     """Bad arguments or configuration: exit 2, nothing sent."""
+
+
+class StartupFailed(Exception):
+    """The venue never became usable inside the start-up budget: exit 3, nothing sent."""
+
+
+class Interrupted(Exception):
+    """A signal arrived before trading started: nothing was sent."""
 
 
 @attrs.frozen(kw_only=True)
@@ -248,6 +258,7 @@ class Session:
         self.session_machine: Any = None  # kept after it finishes, for the summary
         self.final: PositionSnapshot | None = None
         self.stopping = False  # a signal or an operator stop/flatten arrived
+        self.stop_signalled: asyncio.Event | None = None  # wall clock: set by a signal
         self.fold = RunFold(ledger=self.engine.ledger, keep_cycles=LIVE_CYCLES)
         self.engine.observers.append(self.fold.feed)
         self.engine.observers.append(self._observe)
@@ -403,7 +414,16 @@ class Session:
         missing = [s for s in self.opts.pair if s not in known]
         if missing:
             raise UsageError(f"--pair: venue does not list {', '.join(missing)}")
-        return [known[s] for s in self.opts.pair]
+        products = [known[s] for s in self.opts.pair]
+        size = self.settings.size_usd
+        for p in products:
+            if size < p.min_order_value_usd:
+                raise UsageError(
+                    f"DN_SIZE_USD={size} ({self.settings.sources['size_usd']}) is below "
+                    f"{p.symbol}'s minimum order value on the venue "
+                    f"({p.min_order_value_usd} USD); nothing was sent"
+                )
+        return products
 
     def app_config(self, products: list[ProductInfo]) -> dict[str, Any]:
         values = {
@@ -461,8 +481,25 @@ class Session:
 
     # -- drivers ------------------------------------------------------------------------
     async def run_virtual(self) -> None:
+        """Synchronous on simulated time: SIGINT/SIGTERM set a flag the step callback turns
+        into a stop (flatten, verify, exit), like the wall clock's handlers."""
+        signals = {"n": 0}
+
+        def on_signal(_sig: int, _frame: Any) -> None:
+            signals["n"] += 1
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            await self._run_virtual(signals)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def _run_virtual(self, signals: dict[str, int]) -> None:
         assert isinstance(self.clock, VirtualClock)
         await self.venue.start(self.engine.submit)
+        if signals["n"]:
+            raise Interrupted("interrupted during start-up")
         products = self.products()
         self._arm_monitor(products)
         if self.opts.metrics_port is not None:
@@ -471,7 +508,18 @@ class Session:
         self.session_machine = self.engine.machines.get(SESSION_ID)
         limit = self._virtual_limit_ns()
 
+        handled = 0
+
         def until() -> bool:
+            nonlocal handled
+            if signals["n"] > handled:
+                handled = signals["n"]
+                if not self.stopping:
+                    self.stopping = True
+                    self.info("[EXIT] signal: cancelling, flattening and verifying")
+                    self.engine.submit(OperatorCommand(command="stop", reason="signal"), "operator")
+                else:
+                    self.info("[EXIT] already stopping: still flattening and verifying")
             self.after_step()
             return self.session_over
 
@@ -495,6 +543,7 @@ class Session:
 
     async def run_wall(self) -> None:
         loop = asyncio.get_running_loop()
+        stop_signalled = self.stop_signalled = asyncio.Event()
         wake = asyncio.Event()
         self.engine.on_inbox = wake.set
         stops = 0
@@ -503,6 +552,7 @@ class Session:
             nonlocal stops
             stops += 1
             self.stopping = True
+            stop_signalled.set()
             if stops > 1:
                 self.info("[EXIT] already stopping: still flattening and verifying")
             self.engine.submit(OperatorCommand(command="stop", reason="signal"), "operator")
@@ -511,7 +561,9 @@ class Session:
             loop.add_signal_handler(sig, on_signal)
         services = _Services(self)
         try:
-            await self.venue.start(self.engine.submit)
+            await self.start_venue()
+            if self.stopping:
+                raise Interrupted("interrupted during start-up")
             products = self.products()
             self._arm_monitor(products)
             await services.start()
@@ -542,6 +594,48 @@ class Session:
                 loop.remove_signal_handler(sig)
             await services.close()
             await self.venue.close()
+            await self.alerter.aclose(timeout_s=5.0)  # on this loop, while it runs
+
+    async def start_venue(self) -> None:
+        """Start the venue; a venue that is down, rate limiting or answering garbage is
+        retried with backoff inside the start-up budget (DN_STARTUP_BUDGET_S), then
+        StartupFailed (exit 3). A venue that is not what the configuration says is a
+        ConfigError at once (exit 2). Nothing is sent before this returns."""
+        unavailable: tuple[type[BaseException], ...] = ()
+        if self.opts.venue == "nado":
+            from adapters.nado.discovery import VenueUnavailable
+
+            unavailable = (VenueUnavailable,)
+        loop = asyncio.get_running_loop()
+        budget = float(self.settings.startup_budget_s)
+        deadline = loop.time() + budget
+        delay, attempt = STARTUP_FIRST_DELAY_S, 0
+        while True:
+            attempt += 1
+            try:
+                await self.venue.start(self.engine.submit)
+                return
+            except unavailable as exc:
+                if self.stopping:
+                    raise Interrupted("interrupted during start-up") from None
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise StartupFailed(
+                        f"the venue did not become usable within the start-up budget "
+                        f"({budget:g} s, {attempt} attempts): {exc}; nothing was sent"
+                    ) from None
+                self.info(
+                    f"[START] venue not usable (attempt {attempt}): {exc}; "
+                    f"retrying in {min(delay, left):.1f} s",
+                    logging.WARNING,
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(delay, left)):
+                        await (self.stop_signalled or asyncio.Event()).wait()
+                if self.stopping:
+                    raise Interrupted("interrupted during start-up") from None
+                delay = min(delay * 2, STARTUP_MAX_DELAY_S)
+                self.venue = make_venue(self.opts, self.clock)
 
     def _arm_monitor(self, products: list[ProductInfo]) -> None:
         tolerance = Decimal("0.05") * self.settings.size_usd
@@ -752,8 +846,15 @@ def open_journal(
                 )
             )
             raise UsageError(
-                f"{report.describe(path)}\nrefusing to trade on a damaged journal; "
+                f"{report.describe(path)}; refusing to trade on a damaged journal: "
                 "inspect it, then start with a new --journal"
+            )
+        if report.status == "torn_tail" and not report.crash_shaped:
+            raise UsageError(
+                f"{path}: damaged: {report.detail}, more than a crash leaves (at most the "
+                f"last page); refusing to repair it automatically. Inspect it (`dnpair journal "
+                f"verify {path}`), then truncate (`dnpair journal verify --truncate {path}`) "
+                "or start with a new --journal"
             )
         if report.status == "torn_tail":
             out(report.describe(path))
@@ -769,7 +870,22 @@ def open_journal(
                     source="journal",
                 )
             )
+        _check_pair(path, pair)
     return Journal(path, durable=durable)
+
+
+def _check_pair(path: str, pair: tuple[str, str]) -> None:
+    """A journal records one pair: appending another pair's run is refused."""
+    for rec in read_records(path):
+        if rec.kind == "note" and rec.machine == "engine" and '"run_started"' in rec.payload:
+            config = rec.data.get("config") or {}
+            theirs = tuple(config.get("pair") or ())
+            if theirs and theirs != pair:
+                raise UsageError(
+                    f"--journal {path}: it is a journal of {'/'.join(theirs)}, not "
+                    f"{'/'.join(pair)}; give this pair its own journal"
+                )
+            return
 
 
 def _json_log_path(opts: RunOptions, journal_path: str) -> str | None:
@@ -795,8 +911,8 @@ def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print
     try:
         return _run(opts, settings, out, logger, holder, alerter)
     finally:
-        with contextlib.suppress(Exception):
-            asyncio.run(alerter.aclose(timeout_s=5.0))  # flush what the run raised
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            asyncio.run(alerter.aclose(timeout_s=5.0))  # flush what was raised after the loop
         console.close()
 
 
@@ -927,6 +1043,15 @@ def _run_locked(
                 asyncio.run(session.run_virtual())
             else:
                 asyncio.run(session.run_wall())
+        except StartupFailed as exc:
+            session.engine.annotate("start-up failed", reason=str(exc))
+            print(f"dnpair run: {exc}", file=sys.stderr)
+            _write_summary(opts, _startup_summary(session, str(exc)))
+            return EXIT_HALTED
+        except Interrupted as exc:
+            session.engine.annotate("start-up interrupted")
+            print(f"dnpair run: {exc}; nothing was sent", file=sys.stderr)
+            return EXIT_INTERRUPTED
         except (MachineError, JournalError, RuntimeError) as exc:
             event = "journal_write_failed" if isinstance(exc, JournalError) else "engine_error"
             alerter.raise_alert(
@@ -950,9 +1075,7 @@ def _run_locked(
         if session.monitor is not None:
             summary = session.summary()
             summary["log_json"] = json_log
-            text = json.dumps(summary, indent=2, sort_keys=True)
-            if opts.summary_json:
-                Path(opts.summary_json).write_text(text + "\n", encoding="utf-8")
+            _write_summary(opts, summary)
             if session.metrics is not None and opts.clock == "virtual":
                 say(f"[METRICS] final scrape: {session.metrics.render().count(b'dnpair_')} samples")
             say(
@@ -963,6 +1086,28 @@ def _run_locked(
         if file_logs is not None:
             file_logs.close()
     return code
+
+
+def _write_summary(opts: RunOptions, summary: dict[str, Any]) -> None:
+    if opts.summary_json:
+        text = json.dumps(summary, indent=2, sort_keys=True)
+        Path(opts.summary_json).write_text(text + "\n", encoding="utf-8")
+
+
+def _startup_summary(session: Session, reason: str) -> dict[str, Any]:
+    return {
+        "pair": session.pair_name,
+        "venue": session.opts.venue,
+        "seed": session.opts.seed,
+        "cycles_requested": session.opts.cycles,
+        "cycles_completed": 0,
+        "halted": False,
+        "halt_reason": reason,
+        "final_positions": {},
+        "flat": None,
+        "orders_sent": 0,
+        "journal": session.engine.journal.path,
+    }
 
 
 def fail_usage(message: str) -> int:
