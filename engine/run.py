@@ -803,6 +803,25 @@ def last_halt(path: str) -> str | None:
     return fold.sticky_halt
 
 
+def passed_deadlines(path: str, now_utc_s: float) -> list[tuple[str, str, float]]:
+    """Deadlines the journal's last run left armed (the engine stopped or died with them
+    pending), as (machine, name, seconds overdue) for those already past at `now_utc_s`.
+    Engine times become UTC through the run header's epoch (wall-clock runs only)."""
+    fold = RunFold()
+    for rec in read_records(path):
+        fold.feed(rec)
+    epoch = fold.config.get("epoch_utc_s") if fold.config else None
+    if not isinstance(epoch, int) or epoch == 0:
+        return []  # simulated time: no wall-clock meaning
+    out = []
+    for machine, armed in sorted(fold.deadlines.items()):
+        for name, due_ns in sorted(armed.items()):
+            overdue = now_utc_s - (epoch + due_ns / NS_PER_S)
+            if overdue > 0:
+                out.append((machine, name, overdue))
+    return out
+
+
 def journal_path(path: str | None, pair: tuple[str, str]) -> str:
     """The journal of a run: `--journal`, checked before anything else happens, or the
     next free `runs/PAIR-N.db`."""
@@ -1030,8 +1049,25 @@ def _run_locked(
         say(f"[FLAG] {line}")
     if alerter.webhook_url:
         say(f"[ALERT] webhook {mask_url(alerter.webhook_url)}")
+    overdue = []
+    if opts.clock == "wall" and not journal.is_empty:
+        import time
+
+        overdue = passed_deadlines(journal.path, time.time())
     session = Session(opts, settings, venue, clock, journal, out, logger=logger, alerter=alerter)
     session.account = account
+    for machine, name, late in overdue:
+        # RELIABILITY P7: the restart syncs first (restore), and an open position goes
+        # straight to the emergency exit; no BUILD starts before the venue is flat.
+        text = (
+            f"[RECOVERY] {machine}'s deadline '{name}' passed {late:.1f} s ago while the "
+            "engine was down: re-syncing with the venue; any open position goes straight "
+            "to the emergency exit, no new BUILD before it is flat"
+        )
+        session.engine.annotate(
+            "deadline passed while down", machine=machine, name=name, overdue_s=round(late, 3)
+        )
+        say(text)
     holder["sink"] = session._console
     if opts.resume:
         session.engine.annotate("operator resumed after halt", via="dnpair run --resume")
