@@ -237,44 +237,69 @@ def _cmd_venue_serve(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version
+
+    try:
+        return version("dnpair")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dnpair", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dnpair {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="trade one DN pair (sim venue by default)")
     r.add_argument("--pair", required=True, help="e.g. ETH-SOL")
-    r.add_argument("--venue", choices=("sim", "nado"), default="sim")
-    r.add_argument("--network", choices=("local", "testnet", "mainnet"), default="local")
+    r.add_argument(
+        "--venue", choices=("sim", "nado"), default="sim", help="embedded simulator or Nado"
+    )
+    r.add_argument(
+        "--network",
+        choices=("local", "testnet", "mainnet"),
+        default="local",
+        help="Nado network (local: a gateway you give with --gateway)",
+    )
     r.add_argument("--gateway", help="gateway base URL, e.g. http://127.0.0.1:PORT/v1")
     r.add_argument("--cycles", type=int, help="stop after N cycles (default: until interrupted)")
-    r.add_argument("--clock", choices=("wall", "virtual"), default="wall")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--clock",
+        choices=("wall", "virtual"),
+        default="wall",
+        help="wall: real time; virtual: simulated time, as fast as the CPU allows (sim only)",
+    )
+    r.add_argument("--seed", type=int, default=0, help="sim market and fault seed")
     r.add_argument("--faults", metavar="FILE.toml", help="fault profile for the sim venue")
     r.add_argument("--journal", metavar="PATH", help="journal file (default runs/PAIR-N.db)")
-    r.add_argument("--summary-json", metavar="PATH")
+    r.add_argument("--summary-json", metavar="PATH", help="write the run summary as JSON")
     r.add_argument("--config", metavar="FILE.toml", help="[engine] settings; DN_* env wins")
     r.add_argument("--size-usd", help="USD notional per leg (DN_SIZE_USD)")
-    r.add_argument("--metrics-port", type=int)
+    r.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus text on this port (0: pick one)"
+    )
     r.add_argument("--quiet", action="store_true", help="no per-transition lines")
     r.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("replay", help="re-run a journal through fresh machines and compare")
-    p.add_argument("path")
+    p.add_argument("path", help="journal (.db or a .jsonl export)")
     p.set_defaults(func=_cmd_replay)
 
     journal = sub.add_parser("journal", help="inspect a journal")
     jsub = journal.add_subparsers(dest="journal_command", required=True, parser_class=_Parser)
     v = jsub.add_parser("verify", help="check the hash chain (exit 0 iff intact)")
-    v.add_argument("path")
+    v.add_argument("path", help="journal (.db or a .jsonl export)")
     v.add_argument("--truncate", action="store_true", help="drop a torn tail")
     v.set_defaults(func=_cmd_journal_verify)
     e = jsub.add_parser("export", help="write the journal as JSON lines")
-    e.add_argument("path")
-    e.add_argument("--jsonl", required=True, metavar="OUT")
+    e.add_argument("path", help="journal (.db)")
+    e.add_argument("--jsonl", required=True, metavar="OUT", help="output JSON-lines file")
     e.set_defaults(func=_cmd_journal_export)
 
     d = sub.add_parser("diagrams", help="render every machine to Mermaid (and SVG)")
-    d.add_argument("--out", default="diagrams")
+    d.add_argument("--out", default="diagrams", help="output folder (default diagrams)")
     d.add_argument("--check", action="store_true", help="exit 1 if committed files differ")
     d.set_defaults(func=_cmd_diagrams)
 
@@ -290,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="First stdout line: `listening on http://HOST:PORT/v1` (the --gateway "
         "base). Positions persist while it runs. SIGINT/SIGTERM stop it (exit 0).",
     )
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (loopback)")
     s.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="market and fault seed")
     s.add_argument("--faults", metavar="FILE.toml", help="fault profile (times: s since start)")
     s.add_argument("--symbols", default="ETH-PERP,SOL-PERP", help="comma-separated products")
     s.add_argument(

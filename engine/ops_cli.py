@@ -36,7 +36,12 @@ def add_run_flags(r: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="JSON-lines log (default: beside the journal, JOURNAL.log.jsonl; 'off': none)",
     )
-    r.add_argument("--log-format", choices=("human", "json"), default="human")
+    r.add_argument(
+        "--log-format",
+        choices=("human", "json"),
+        default="human",
+        help="console lines: human text or JSON",
+    )
     r.add_argument(
         "--status",
         choices=("auto", "live", "plain"),
@@ -85,20 +90,22 @@ def add_ops_parsers(sub: Any, run_parser: argparse.ArgumentParser | None = None)
 
     st = sub.add_parser("status", help="what a running engine (or its journal) shows")
     st.add_argument("path", nargs="?", help="journal of the run")
-    st.add_argument("--journal", dest="journal_opt", metavar="PATH")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--journal", dest="journal_opt", metavar="PATH", help="journal of the run")
+    st.add_argument("--json", action="store_true", help="the snapshot as JSON")
     st.set_defaults(func=cmd_status)
 
     fl = sub.add_parser("flatten", help="cancel all, close both legs, verify flat")
     fl.add_argument("--journal", metavar="PATH", help="the running engine's journal")
     fl.add_argument("--pair", help="no engine running: start one for this pair that flattens")
-    fl.add_argument("--venue", choices=("sim", "nado"), default="sim")
-    fl.add_argument("--network", choices=("local", "testnet", "mainnet"), default="local")
-    fl.add_argument("--gateway")
-    fl.add_argument("--seed", type=int, default=0)
-    fl.add_argument("--faults", metavar="FILE.toml")
-    fl.add_argument("--clock", choices=("wall", "virtual"), default="wall")
-    fl.add_argument("--summary-json", metavar="PATH")
+    fl.add_argument("--venue", choices=("sim", "nado"), default="sim", help="as for run")
+    fl.add_argument(
+        "--network", choices=("local", "testnet", "mainnet"), default="local", help="as for run"
+    )
+    fl.add_argument("--gateway", help="as for run")
+    fl.add_argument("--seed", type=int, default=0, help="as for run")
+    fl.add_argument("--faults", metavar="FILE.toml", help="as for run (sim only)")
+    fl.add_argument("--clock", choices=("wall", "virtual"), default="wall", help="as for run")
+    fl.add_argument("--summary-json", metavar="PATH", help="write the summary as JSON")
     fl.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the result")
     fl.set_defaults(func=cmd_flatten)
 
@@ -106,11 +113,11 @@ def add_ops_parsers(sub: Any, run_parser: argparse.ArgumentParser | None = None)
         "resume",
         help="leave HALT: on the running engine (--stay-on-halt), else lift the account's halt",
     )
-    rs.add_argument("--journal", required=True, metavar="PATH")
+    rs.add_argument("--journal", required=True, metavar="PATH", help="journal of the halted run")
     rs.set_defaults(func=cmd_resume)
 
     rb = sub.add_parser("runbook", help="regenerate the DN_* flag table in docs/runbook.md")
-    rb.add_argument("--path", default="docs/runbook.md")
+    rb.add_argument("--path", default="docs/runbook.md", help="the runbook to update")
     rb.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")
     rb.set_defaults(func=cmd_runbook)
 

@@ -86,6 +86,9 @@ WEBHOOK_ENV = "DNPAIR_ALERT_WEBHOOK"  # not DN_*: a webhook URL is a secret, nev
 LIVE_CYCLES = 200  # closed cycles the live fold keeps (the journal keeps them all)
 STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
 STARTUP_FIRST_DELAY_S, STARTUP_MAX_DELAY_S = 1.0, 10.0  # venue start-up retry backoff
+RUNNER_SETTINGS = frozenset(
+    {"startup_budget_s"}
+)  # the runner's, not the machines': not in the header
 EXIT_INTERRUPTED = 130  # a signal during start-up, before anything was sent
 
 
@@ -429,6 +432,7 @@ class Session:
         values = {
             k: ([str(x) for x in v] if isinstance(v, tuple) else v)
             for k, v in self.settings.values.items()
+            if k not in RUNNER_SETTINGS
         }
         values = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in values.items()}
         return {
@@ -1114,10 +1118,15 @@ def _run_locked(
             _write_summary(opts, summary)
             if session.metrics is not None and opts.clock == "virtual":
                 say(f"[METRICS] final scrape: {session.metrics.render().count(b'dnpair_')} samples")
+            req = summary["cycles_requested"]
+            flat = summary["flat"]
             say(
-                f"[SUMMARY] cycles {summary['cycles_completed']}/{summary['cycles_requested']}"
-                f" halted={summary['halted']} flat={summary['flat']}"
-                f" pnl={summary['realized_pnl_usd']} fees={summary['fees_usd']}"
+                f"[SUMMARY] cycles {summary['cycles_completed']}/{'∞' if req is None else req}"
+                f" {'HALTED' if summary['halted'] else 'not halted'}"
+                f" {'verified flat' if flat else 'NOT verified flat'}"
+                f" pnl {summary['realized_pnl_usd']} USD fees {summary['fees_usd']} USD"
+                f" max unhedged {summary['max_unhedged_notional_usd']} USD"
+                + (f" reason: {summary['halt_reason']}" if summary["halt_reason"] else "")
             )
         if file_logs is not None:
             file_logs.close()

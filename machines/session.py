@@ -345,14 +345,14 @@ class SessionMachine(PureMachine):
             announce=False,
         )
 
-    def on_enter_halted(self, ev: Any = None) -> None:
+    def on_enter_halted(self, ev: Any = None, source: Any = None) -> None:
         outcome = getattr(ev, "outcome", "")
         self.halt_reason = (
             "emergency exit budget exhausted"
             if outcome == "exhausted"
             else "two consecutive failed cycles"
             if outcome == "flat"
-            else f"unrecoverable outcome {outcome or 'unknown'}"
+            else self._halt_cause(getattr(source, "id", ""), getattr(ev, "machine", "?"), outcome)
         )
         exposure = self._exposure_usd()
         if outcome == "exhausted":
@@ -368,6 +368,20 @@ class SessionMachine(PureMachine):
                 action="no new entries until an operator resumes",
             )
         )
+
+    def _halt_cause(self, source: str, child: str, outcome: str) -> str:
+        """Which machine ended how, and what that means, for an operator."""
+        ended = f"{child} ended '{outcome or 'unknown'}'"
+        if source == "syncing":
+            return f"session: start-up sync failed ({ended}): positions and orders unknown"
+        if source == "building":
+            return (
+                f"session: {self.aborts + 1} BUILDs in a row refused ({ended}); "
+                f"max_aborts is {self.max_aborts}"
+            )
+        if source == "finishing":
+            return f"session: the stop's flatten did not verify flat ({ended})"
+        return f"session: {source or 'unknown state'}: {ended}"
 
     def clear_halt(self) -> None:
         self.failures = 0

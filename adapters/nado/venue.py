@@ -59,8 +59,8 @@ from adapters.nado.client import GatewayClient
 from adapters.nado.client import GatewayError
 from adapters.nado.discovery import Discovery
 from adapters.nado.discovery import DiscoveryError
-from adapters.nado.discovery import VenueUnavailable
 from adapters.nado.discovery import Expectations
+from adapters.nado.discovery import VenueUnavailable
 from adapters.nado.discovery import discover
 from adapters.nado.errors import Classified
 from adapters.nado.mapping import NadoFill
