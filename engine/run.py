@@ -256,6 +256,7 @@ class Session:
     ) -> None:
         self.opts, self.settings, self.venue, self.clock = opts, settings, venue, clock
         self.engine = Engine(clock, journal)
+        self.engine.coalesce_quotes = True  # journal quotes only where a step reads them
         self.out = out
         self.monitor: Monitor | None = None
         self.session_machine: Any = None  # kept after it finishes, for the summary
