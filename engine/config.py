@@ -160,6 +160,12 @@ FLAGS: tuple[Flag, ...] = (
         D(60),
         "retry a venue that is down at start-up this long, then exit 3",
     ),
+    Flag(
+        "min_free_disk_mb",
+        _int(0, 10_000_000),
+        256,
+        "below this free space beside the journal: no new cycles, flatten, stop (exit 3)",
+    ),
 )
 _BY_NAME = {f.name: f for f in FLAGS}
 

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 from collections import deque
@@ -89,6 +90,7 @@ STARTUP_FIRST_DELAY_S, STARTUP_MAX_DELAY_S = 1.0, 10.0  # venue start-up retry b
 RUNNER_SETTINGS = frozenset(
     {"startup_budget_s"}
 )  # the runner's, not the machines': not in the header
+DISK_CHECK_S = 5  # engine seconds between free-space checks beside the journal
 EXIT_INTERRUPTED = 130  # a signal during start-up, before anything was sent
 
 
@@ -289,6 +291,8 @@ class Session:
                 )
             )
         self.account: Account | None = None  # set by run(): where a HALT sticks
+        self.disk_stop: str | None = None  # why the run stopped for journal space
+        self._disk_next_ns = 0
         self.metrics: Any = None  # engine.metrics.RunMetrics when --metrics-port is given
         self.view: Any = None  # engine.status.LiveView in a terminal
 
@@ -469,7 +473,47 @@ class Session:
             return finished  # wait for an operator: resume, flatten or a signal
         return finished or halted
 
+    def check_disk(self) -> None:
+        """Journal space (RELIABILITY P5): below DN_MIN_FREE_DISK_MB free beside the journal,
+        no new entries: alert once, then stop like an operator would (the session flattens
+        and verifies; exits still have the reserve to journal into). Checked every
+        DISK_CHECK_S of engine time."""
+        path = self.engine.journal.path
+        now = self.engine.now_ns
+        if path == ":memory:" or self.disk_stop or now < self._disk_next_ns:
+            return
+        self._disk_next_ns = now + DISK_CHECK_S * NS_PER_S
+        try:
+            free = shutil.disk_usage(Path(path).resolve().parent).free
+        except OSError:
+            return
+        floor = int(self.settings.min_free_disk_mb) * 1024 * 1024
+        if free >= floor:
+            return
+        self.disk_stop = (
+            f"free disk space beside the journal {free // (1024 * 1024)} MB < "
+            f"DN_MIN_FREE_DISK_MB={self.settings.min_free_disk_mb}: no new cycles; flattened "
+            "and stopped"
+        )
+        self.raise_alert(
+            Alert(
+                event="disk_low",
+                severity="critical",
+                message=self.disk_stop,
+                exposure_usd=self.monitor.unhedged_usd() if self.monitor else None,
+                state="/".join(self.engine.ledger.state_of(SESSION_ID)) or "?",
+                action="no new entries: cancelling, closing both legs, verifying flat, "
+                "stopping; free space, then start again",
+                engine_ns=now,
+                source="engine",
+            )
+        )
+        if not self.stopping:
+            self.stopping = True
+            self.engine.submit(OperatorCommand(command="stop", reason="disk low"), "operator")
+
     def after_step(self) -> None:
+        self.check_disk()
         if self.monitor is not None:
             self.monitor.after_step()
             if self.monitor.halt is not None and not self.fold.halted:
@@ -701,7 +745,9 @@ class Session:
             "cycles_requested": self.opts.cycles,
             "cycles_completed": getattr(info, "cycles_completed", 0),
             "halted": halt is not None,
-            "halt_reason": halt.reason if halt is not None else self.unverified_reason(),
+            "halt_reason": halt.reason
+            if halt is not None
+            else (self.unverified_reason() or self.disk_stop),
             "final_positions": final,
             "flat": self.is_flat(),
             "max_unhedged_notional_usd": str(self.monitor.max_unhedged),
@@ -1109,7 +1155,7 @@ def _run_locked(
             )
             raise
         code = EXIT_HALTED if session.monitor and session.monitor.halt else EXIT_OK
-        if code == EXIT_OK and not session.is_flat():
+        if code == EXIT_OK and (not session.is_flat() or session.disk_stop):
             code = EXIT_HALTED
     finally:
         journal.close()

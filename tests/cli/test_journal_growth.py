@@ -6,6 +6,7 @@ with the sim's defaults, most of the journal)."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 from engine.journal import read_records
@@ -30,3 +31,22 @@ def test_quotes_are_journaled_only_before_a_step_and_replay_is_exact(tmp_path: P
     replay = dnpair("replay", str(journal))
     assert replay.returncode == 0, replay.stdout
     assert replay.stdout.startswith("replay ok")
+
+
+def test_low_disk_space_stops_entries_flattens_and_says_why(tmp_path: Path) -> None:
+    """A floor above any real free space trips at the first check: the run alerts once,
+    flattens, verifies and stops (exit 3), instead of failing a commit later."""
+    journal, summary = tmp_path / "d.db", tmp_path / "d.json"
+    proc = virtual_run(
+        journal, "--cycles", "5", "--summary-json", str(summary),
+        DN_MIN_FREE_DISK_MB="10000000",
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.count("disk_low") == 1
+    data = json.loads(summary.read_text())
+    assert data["flat"] is True
+    assert data["halted"] is False
+    assert data["cycles_completed"] < 5
+    assert "DN_MIN_FREE_DISK_MB" in data["halt_reason"]
+    assert "disk_low" in data["alerts_raised"]
+    assert dnpair("replay", str(journal)).returncode == 0
