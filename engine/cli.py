@@ -26,7 +26,19 @@ def _cmd_journal_verify(args: argparse.Namespace) -> int:
     report = verify(args.path)
     print(report.describe(args.path))
     if report.status == "torn_tail" and args.truncate:
-        done = truncate_torn_tail(args.path)
+        from engine.account import LockHeld
+        from engine.account import ProcessLock
+
+        lock = ProcessLock(Path(args.path + ".lock"), f"the journal {args.path}")
+        try:
+            lock.acquire(args.path)  # never rewrite a journal an engine is writing
+        except LockHeld as exc:
+            print(f"dnpair journal verify: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            done = truncate_torn_tail(args.path)
+        finally:
+            lock.release()
         print(f"{args.path}: {done.detail}")
         return EXIT_OK
     return EXIT_OK if report.ok else EXIT_FAIL

@@ -128,3 +128,19 @@ def test_a_plain_run_after_a_halt_refuses_like_make_run(tmp_path: Path) -> None:
     line = one_line_error(dnpair(*base, "--cycles", "1", cwd=tmp_path))
     assert "runs/ETH-SOL-1.db" in line
     assert not (tmp_path / "runs" / "ETH-SOL-2.db").exists()
+
+
+def test_truncate_refuses_a_journal_an_engine_holds(tmp_path: Path) -> None:
+    journal = tmp_path / "t.db"
+    assert virtual_run(journal, "--cycles", "1").returncode == 0
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[: len(whole) - 100])  # a torn tail
+    held = ProcessLock(Path(str(journal) + ".lock"), "test")
+    held.acquire(str(journal))
+    try:
+        proc = dnpair("journal", "verify", "--truncate", str(journal))
+        assert proc.returncode == 2
+        assert "another engine holds the journal" in proc.stderr
+    finally:
+        held.release()
+    assert dnpair("journal", "verify", "--truncate", str(journal)).returncode == 0
