@@ -87,9 +87,8 @@ WEBHOOK_ENV = "DNPAIR_ALERT_WEBHOOK"  # not DN_*: a webhook URL is a secret, nev
 LIVE_CYCLES = 200  # closed cycles the live fold keeps (the journal keeps them all)
 STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
 STARTUP_FIRST_DELAY_S, STARTUP_MAX_DELAY_S = 1.0, 10.0  # venue start-up retry backoff
-RUNNER_SETTINGS = frozenset(
-    {"startup_budget_s"}
-)  # the runner's, not the machines': not in the header
+# The runner's settings, not the machines': kept out of the run header (replay, goldens).
+RUNNER_SETTINGS = frozenset({"startup_budget_s", "min_free_disk_mb"})
 DISK_CHECK_S = 5  # engine seconds between free-space checks beside the journal
 EXIT_INTERRUPTED = 130  # a signal during start-up, before anything was sent
 
