@@ -241,6 +241,10 @@ class Alerter:
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Let the queue drain for at most `timeout_s`, then stop the sender."""
+        if self._task is not None and self._task.get_loop() is not asyncio.get_running_loop():
+            # Started on a loop that has ended (the run's): that sender and its client went
+            # with it. Whatever is still queued goes out from this loop.
+            self._task, self._client, self._wake = None, None, None
         if self.webhook_url and self._task is None and self._queue:
             self.start()  # a virtual-clock run raised alerts with the loop blocked
         self._closing = True

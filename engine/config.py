@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["FLAGS", "ConfigError", "Flag", "Settings", "load_settings"]
+__all__ = ["FLAGS", "ConfigError", "Flag", "Settings", "check_safe", "load_settings"]
 
 
 class ConfigError(ValueError):
@@ -161,6 +161,18 @@ FLAGS: tuple[Flag, ...] = (
         D(2),
         "older BBO is stale: no BUILD",
     ),
+    Flag(
+        "startup_budget_s",
+        _decimal(D(0), D(3600)),
+        D(60),
+        "retry a venue that is down at start-up this long, then exit 3",
+    ),
+    Flag(
+        "min_free_disk_mb",
+        _int(0, 10_000_000),
+        256,
+        "below this free space beside the journal: no new cycles, flatten, stop (exit 3)",
+    ),
 )
 _BY_NAME = {f.name: f for f in FLAGS}
 
@@ -211,7 +223,34 @@ def load_settings(
             values[key] = _parse(_BY_NAME[key], raw, f"--{key.replace('_', '-')}")
             sources[key] = "cli"
     _cross_check(values)
-    return Settings(values, sources)
+    settings = Settings(values, sources)
+    check_safe(settings)
+    return settings
+
+
+def check_safe(settings: Settings) -> None:
+    """Combinations that cannot be safe (RELIABILITY C1): ConfigError naming both flags."""
+
+    def name(key: str) -> str:
+        flag = _BY_NAME[key]
+        return f"{flag.env_name}={settings.values[key]} ({settings.sources[key]})"
+
+    v = settings.values
+    if v["dust_usd"] >= v["size_usd"]:
+        raise ConfigError(
+            f"{name('dust_usd')} must be below {name('size_usd')}: a whole naked leg "
+            "would count as flat"
+        )
+    if v["max_position_usd"] < v["size_usd"]:
+        raise ConfigError(
+            f"{name('max_position_usd')} is below {name('size_usd')}: no cycle could open"
+        )
+    for key in ("exit_attempt_timeout_s", "fill_timeout_s"):
+        if v[key] > v["exit_budget_s"]:
+            raise ConfigError(
+                f"{name(key)} is longer than {name('exit_budget_s')}: one wait would "
+                "outlast the whole emergency exit"
+            )
 
 
 def _cross_check(values: Mapping[str, Any]) -> None:
@@ -236,6 +275,8 @@ def _read_toml(path: str) -> dict[str, Any]:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     table = data.pop("engine", {})

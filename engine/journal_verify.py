@@ -25,6 +25,7 @@ from engine.journal import read_records
 __all__ = ["VerifyReport", "truncate_torn_tail", "verify"]
 
 _PROBE_LIMIT = 100_000  # how far past the first bad record we look for valid ones
+CRASH_TAIL_BYTES = 4096  # one SQLite page (the journal's page size)
 
 
 @attrs.frozen
@@ -32,6 +33,14 @@ class VerifyReport:
     status: str  # "ok" | "torn_tail" | "corrupt" | "missing"
     intact: int  # records 1..intact form a valid chain
     detail: str = ""
+    shortfall: int = 0  # bytes the file is short of its own SQLite header (a cut file)
+
+    @property
+    def crash_shaped(self) -> bool:
+        """A torn tail a crash can leave (the last record damaged, at most the last page
+        missing): `dnpair run` repairs it on start. A file cut shorter than that was
+        damaged some other way: only an operator truncates it."""
+        return self.status == "torn_tail" and self.shortfall <= CRASH_TAIL_BYTES
 
     @property
     def ok(self) -> bool:
@@ -165,14 +174,19 @@ def _verify_sqlite(copy: Path, shortfall: int) -> VerifyReport:
         if not problem:
             if shortfall:
                 return VerifyReport(
-                    "torn_tail", intact, f"file is {shortfall} bytes short of its own header"
+                    "torn_tail",
+                    intact,
+                    f"file is {shortfall} bytes short of its own header",
+                    shortfall,
                 )
             return VerifyReport("ok", intact)
         if shortfall:
             # The file was cut: SQLite fills a record's page from its end, so records
             # after the damaged one can survive in the same page. The cut explains the
             # damage; keep the intact prefix.
-            return VerifyReport("torn_tail", intact, f"{problem}; file {shortfall} bytes short")
+            return VerifyReport(
+                "torn_tail", intact, f"{problem}; file {shortfall} bytes short", shortfall
+            )
         later = _valid_sqlite_after(db, intact)
         return VerifyReport("corrupt" if later else "torn_tail", intact, problem)
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.clock import seconds_to_ns
+from engine.events import BboUpdated
 from engine.events import DeadlineExpired
 from engine.events import Event
 from engine.events import MachineFinished
@@ -144,6 +145,12 @@ class Engine:
         self._internal: deque[Event] = deque()
         self._step_intents: list[Intent] = []
         self.events_processed = 0
+        # Quotes no machine step reads yet: held (latest per product, with its arrival
+        # time) and journaled just before the next step, so replay feeds the ledger the
+        # same quotes at the same times. Off by default (replay, tests); `dnpair run` on.
+        self.coalesce_quotes = False
+        self._held_quotes: dict[int, tuple[int, str, BboUpdated]] = {}
+        self.quotes_coalesced = 0
         self.now_ns = clock.now_ns()  # frozen for the whole step: every record shares it
         self._last_commit_ns = self.now_ns
 
@@ -198,11 +205,32 @@ class Engine:
     def process(self, ev: Event, origin: str = "venue") -> list[Intent]:
         """Run one event to completion; returns the intents committed for sending."""
         self.events_processed += 1
+        if self.coalesce_quotes and isinstance(ev, BboUpdated) and not self._quote_readers():
+            # Nothing reads a quote as an event: it matters only through the ledger at the
+            # next step. Keep the newest per product; older ones were never read.
+            if ev.product_id in self._held_quotes:
+                self.quotes_coalesced += 1
+            self._held_quotes[ev.product_id] = (self.clock.now_ns(), origin, ev)
+            return []
+        self._release_quotes()
         self.now_ns = self.clock.now_ns()
         self._ingest(ev, origin)
         while self._internal:
             self._ingest(self._internal.popleft(), "engine")
         return self._finish_step()
+
+    def _quote_readers(self) -> bool:
+        return any(BboUpdated.kind in type(m).interests() for m in self.machines.values())
+
+    def _release_quotes(self) -> None:
+        """Journal and apply the held quotes, each at its arrival time, in arrival order."""
+        if not self._held_quotes:
+            return
+        held = sorted(self._held_quotes.values(), key=lambda h: h[0])
+        self._held_quotes.clear()
+        for arrived_ns, origin, quote in held:
+            self.now_ns = arrived_ns
+            self._ingest(quote, origin)
 
     # -- the step -----------------------------------------------------------------------
     def _ingest(self, ev: Event, origin: str) -> None:
@@ -344,6 +372,7 @@ class Engine:
     def annotate(self, text: str, **data: Any) -> None:
         """A note from the code driving the engine (not from a machine). Replay skips these:
         they are commentary, not something fresh machines would write again."""
+        self._release_quotes()  # keep the journal in time order
         self._note(RUNNER, text, **data)
         self.journal.commit()
 

@@ -36,7 +36,12 @@ def add_run_flags(r: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="JSON-lines log (default: beside the journal, JOURNAL.log.jsonl; 'off': none)",
     )
-    r.add_argument("--log-format", choices=("human", "json"), default="human")
+    r.add_argument(
+        "--log-format",
+        choices=("human", "json"),
+        default="human",
+        help="console lines: human text or JSON",
+    )
     r.add_argument(
         "--status",
         choices=("auto", "live", "plain"),
@@ -85,29 +90,34 @@ def add_ops_parsers(sub: Any, run_parser: argparse.ArgumentParser | None = None)
 
     st = sub.add_parser("status", help="what a running engine (or its journal) shows")
     st.add_argument("path", nargs="?", help="journal of the run")
-    st.add_argument("--journal", dest="journal_opt", metavar="PATH")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--journal", dest="journal_opt", metavar="PATH", help="journal of the run")
+    st.add_argument("--json", action="store_true", help="the snapshot as JSON")
     st.set_defaults(func=cmd_status)
 
     fl = sub.add_parser("flatten", help="cancel all, close both legs, verify flat")
     fl.add_argument("--journal", metavar="PATH", help="the running engine's journal")
     fl.add_argument("--pair", help="no engine running: start one for this pair that flattens")
-    fl.add_argument("--venue", choices=("sim", "nado"), default="sim")
-    fl.add_argument("--network", choices=("local", "testnet", "mainnet"), default="local")
-    fl.add_argument("--gateway")
-    fl.add_argument("--seed", type=int, default=0)
-    fl.add_argument("--faults", metavar="FILE.toml")
-    fl.add_argument("--clock", choices=("wall", "virtual"), default="wall")
-    fl.add_argument("--summary-json", metavar="PATH")
+    fl.add_argument("--venue", choices=("sim", "nado"), default="sim", help="as for run")
+    fl.add_argument(
+        "--network", choices=("local", "testnet", "mainnet"), default="local", help="as for run"
+    )
+    fl.add_argument("--gateway", help="as for run")
+    fl.add_argument("--seed", type=int, default=0, help="as for run")
+    fl.add_argument("--faults", metavar="FILE.toml", help="as for run (sim only)")
+    fl.add_argument("--clock", choices=("wall", "virtual"), default="wall", help="as for run")
+    fl.add_argument("--summary-json", metavar="PATH", help="write the summary as JSON")
     fl.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the result")
     fl.set_defaults(func=cmd_flatten)
 
-    rs = sub.add_parser("resume", help="leave HALT on a running engine (--stay-on-halt)")
-    rs.add_argument("--journal", required=True, metavar="PATH")
+    rs = sub.add_parser(
+        "resume",
+        help="leave HALT: on the running engine (--stay-on-halt), else lift the account's halt",
+    )
+    rs.add_argument("--journal", required=True, metavar="PATH", help="journal of the halted run")
     rs.set_defaults(func=cmd_resume)
 
     rb = sub.add_parser("runbook", help="regenerate the DN_* flag table in docs/runbook.md")
-    rb.add_argument("--path", default="docs/runbook.md")
+    rb.add_argument("--path", default="docs/runbook.md", help="the runbook to update")
     rb.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")
     rb.set_defaults(func=cmd_runbook)
 
@@ -211,14 +221,54 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         reply = request(args.journal, "resume")
     except NoEngine as exc:
+        return _resume_stopped(args.journal, str(exc))
+    print(reply.get("message", ""))
+    return EXIT_OK if reply.get("ok") else EXIT_FAIL
+
+
+def _resume_stopped(journal: str, why: str) -> int:
+    """No engine on the journal: lift the account's HALT (engine/account.py) and mark the
+    journal resumed, so the next `dnpair run` (this journal or a new one) may trade. It
+    re-syncs with the venue before any new order, like every start."""
+    from engine.account import LockHeld
+    from engine.account import ProcessLock
+    from engine.account import clear_halts_for_journal
+    from engine.journal import Journal
+    from engine.journal import JournalError
+    from engine.journal_verify import verify
+    from engine.run import last_halt
+
+    cleared = clear_halts_for_journal(journal)
+    halted = Path(journal).is_file() and verify(journal).ok and last_halt(journal) is not None
+    if not cleared and not halted:
         print(
-            f"dnpair resume: {exc}. A stopped engine resumes with "
-            f"`dnpair run ... --journal {args.journal} --resume`.",
+            f"dnpair resume: {why}, and neither it nor its account is halted: "
+            f"nothing to resume (a stopped engine restarts with `dnpair run ... "
+            f"--journal {journal}`; --resume also lifts a halt)",
             file=sys.stderr,
         )
         return EXIT_FAIL
-    print(reply.get("message", ""))
-    return EXIT_OK if reply.get("ok") else EXIT_FAIL
+    if halted:
+        lock = ProcessLock(Path(journal + ".lock"), f"the journal {journal}")
+        try:
+            lock.acquire(journal)
+            j = Journal(journal)
+            last_ts = j.records()[-1].ts if not j.is_empty else 0
+            note = {"note": "operator resumed after halt", "via": "dnpair resume"}
+            j.append("note", "runner", note, last_ts)
+            j.close()
+        except (LockHeld, JournalError, OSError) as exc:
+            print(f"dnpair resume: {journal}: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        finally:
+            lock.release()
+    for marker in cleared:
+        print(f"halt lifted for the account {marker.account} ({marker.reason})")
+    print(
+        f"resumed: {journal} is no longer halted; the next `dnpair run` re-syncs with "
+        "the venue (cancels orphans, closes residuals) before any new entry"
+    )
+    return EXIT_OK
 
 
 def cmd_flatten(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ metrics, the status view and the control socket, and turned into log lines
 machines and from the Monitor (exposure above tolerance for too long, reconnect storms,
 journal damage, engine errors) go through one `Alerter` (log + optional webhook). On
 the wall clock the run listens on a local control socket (`dnpair status|flatten|resume
---journal J`) and, in a terminal, shows a live status view. A HALT is sticky across
-restarts: a journal whose last run halted is refused until `--resume`.
+--journal J`) and, in a terminal, shows a live status view. One engine per journal and
+per account (`engine.account`: flock, taken before any network); a HALT sticks to the
+account until an operator resumes (`dnpair resume` or `--resume`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 from collections import deque
@@ -34,6 +36,14 @@ import attrs
 from adapters.base import ProductInfo
 from adapters.base import VenuePort
 from engine import crashpoints
+from engine.account import Account
+from engine.account import LockHeld
+from engine.account import ProcessLock
+from engine.account import clear_halt
+from engine.account import global_state_dir
+from engine.account import read_halt
+from engine.account import sim_account
+from engine.account import write_halt
 from engine.alerts import Alert
 from engine.alerts import Alerter
 from engine.alerts import mask_url
@@ -76,10 +86,23 @@ FINAL_TRIES, FINAL_WAIT_S = 5, 6  # the venue's last word on positions: bounded 
 WEBHOOK_ENV = "DNPAIR_ALERT_WEBHOOK"  # not DN_*: a webhook URL is a secret, never printed
 LIVE_CYCLES = 200  # closed cycles the live fold keeps (the journal keeps them all)
 STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
+STARTUP_FIRST_DELAY_S, STARTUP_MAX_DELAY_S = 1.0, 10.0  # venue start-up retry backoff
+# The runner's settings, not the machines': kept out of the run header (replay, goldens).
+RUNNER_SETTINGS = frozenset({"startup_budget_s", "min_free_disk_mb"})
+DISK_CHECK_S = 5  # engine seconds between free-space checks beside the journal
+EXIT_INTERRUPTED = 130  # a signal during start-up, before anything was sent
 
 
 class UsageError(Exception):
     """Bad arguments or configuration: exit 2, nothing sent."""
+
+
+class StartupFailed(Exception):
+    """The venue never became usable inside the start-up budget: exit 3, nothing sent."""
+
+
+class Interrupted(Exception):
+    """A signal arrived before trading started: nothing was sent."""
 
 
 @attrs.frozen(kw_only=True)
@@ -234,11 +257,13 @@ class Session:
     ) -> None:
         self.opts, self.settings, self.venue, self.clock = opts, settings, venue, clock
         self.engine = Engine(clock, journal)
+        self.engine.coalesce_quotes = True  # journal quotes only where a step reads them
         self.out = out
         self.monitor: Monitor | None = None
         self.session_machine: Any = None  # kept after it finishes, for the summary
         self.final: PositionSnapshot | None = None
         self.stopping = False  # a signal or an operator stop/flatten arrived
+        self.stop_signalled: asyncio.Event | None = None  # wall clock: set by a signal
         self.fold = RunFold(ledger=self.engine.ledger, keep_cycles=LIVE_CYCLES)
         self.engine.observers.append(self.fold.feed)
         self.engine.observers.append(self._observe)
@@ -264,6 +289,9 @@ class Session:
                     cycle_of_order=self._cycle_of_order,
                 )
             )
+        self.account: Account | None = None  # set by run(): where a HALT sticks
+        self.disk_stop: str | None = None  # why the run stopped for journal space
+        self._disk_next_ns = 0
         self.metrics: Any = None  # engine.metrics.RunMetrics when --metrics-port is given
         self.view: Any = None  # engine.status.LiveView in a terminal
 
@@ -291,6 +319,13 @@ class Session:
         assert self.monitor is not None
         if isinstance(intent, Halt):
             self.monitor.halt = intent
+            if self.account is not None and self.engine.journal.path != ":memory:":
+                try:
+                    write_halt(
+                        self.account, str(Path(self.engine.journal.path).resolve()), intent.reason
+                    )
+                except OSError as exc:
+                    self.info(f"[CIRCUIT] cannot record the halt for the account: {exc}")
             self.info(
                 f"[CIRCUIT] HALT: {intent.reason} (open exposure {intent.exposure_usd} USD)",
                 logging.ERROR,
@@ -386,12 +421,22 @@ class Session:
         missing = [s for s in self.opts.pair if s not in known]
         if missing:
             raise UsageError(f"--pair: venue does not list {', '.join(missing)}")
-        return [known[s] for s in self.opts.pair]
+        products = [known[s] for s in self.opts.pair]
+        size = self.settings.size_usd
+        for p in products:
+            if size < p.min_order_value_usd:
+                raise UsageError(
+                    f"DN_SIZE_USD={size} ({self.settings.sources['size_usd']}) is below "
+                    f"{p.symbol}'s minimum order value on the venue "
+                    f"({p.min_order_value_usd} USD); nothing was sent"
+                )
+        return products
 
     def app_config(self, products: list[ProductInfo]) -> dict[str, Any]:
         values = {
             k: ([str(x) for x in v] if isinstance(v, tuple) else v)
             for k, v in self.settings.values.items()
+            if k not in RUNNER_SETTINGS
         }
         values = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in values.items()}
         return {
@@ -427,11 +472,53 @@ class Session:
             return finished  # wait for an operator: resume, flatten or a signal
         return finished or halted
 
+    def check_disk(self) -> None:
+        """Journal space (RELIABILITY P5): below DN_MIN_FREE_DISK_MB free beside the journal,
+        no new entries: alert once, then stop like an operator would (the session flattens
+        and verifies; exits still have the reserve to journal into). Checked every
+        DISK_CHECK_S of engine time."""
+        path = self.engine.journal.path
+        now = self.engine.now_ns
+        if path == ":memory:" or self.disk_stop or now < self._disk_next_ns:
+            return
+        self._disk_next_ns = now + DISK_CHECK_S * NS_PER_S
+        try:
+            free = shutil.disk_usage(Path(path).resolve().parent).free
+        except OSError:
+            return
+        floor = int(self.settings.min_free_disk_mb) * 1024 * 1024
+        if free >= floor:
+            return
+        self.disk_stop = (
+            f"free disk space beside the journal {free // (1024 * 1024)} MB < "
+            f"DN_MIN_FREE_DISK_MB={self.settings.min_free_disk_mb}: no new cycles; flattened "
+            "and stopped"
+        )
+        self.raise_alert(
+            Alert(
+                event="disk_low",
+                severity="critical",
+                message=self.disk_stop,
+                exposure_usd=self.monitor.unhedged_usd() if self.monitor else None,
+                state="/".join(self.engine.ledger.state_of(SESSION_ID)) or "?",
+                action="no new entries: cancelling, closing both legs, verifying flat, "
+                "stopping; free space, then start again",
+                engine_ns=now,
+                source="engine",
+            )
+        )
+        if not self.stopping:
+            self.stopping = True
+            self.engine.submit(OperatorCommand(command="stop", reason="disk low"), "operator")
+
     def after_step(self) -> None:
+        self.check_disk()
         if self.monitor is not None:
             self.monitor.after_step()
             if self.monitor.halt is not None and not self.fold.halted:
                 self.monitor.halt = None  # an operator resumed: the session left halted
+                if self.account is not None:
+                    clear_halt(self.account)
                 self.info("[RECOVERY] resumed after HALT: the session re-syncs with the venue")
 
     def final_query(self, attempt: int) -> Intent:
@@ -442,8 +529,25 @@ class Session:
 
     # -- drivers ------------------------------------------------------------------------
     async def run_virtual(self) -> None:
+        """Synchronous on simulated time: SIGINT/SIGTERM set a flag the step callback turns
+        into a stop (flatten, verify, exit), like the wall clock's handlers."""
+        signals = {"n": 0}
+
+        def on_signal(_sig: int, _frame: Any) -> None:
+            signals["n"] += 1
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            await self._run_virtual(signals)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def _run_virtual(self, signals: dict[str, int]) -> None:
         assert isinstance(self.clock, VirtualClock)
         await self.venue.start(self.engine.submit)
+        if signals["n"]:
+            raise Interrupted("interrupted during start-up")
         products = self.products()
         self._arm_monitor(products)
         if self.opts.metrics_port is not None:
@@ -452,7 +556,18 @@ class Session:
         self.session_machine = self.engine.machines.get(SESSION_ID)
         limit = self._virtual_limit_ns()
 
+        handled = 0
+
         def until() -> bool:
+            nonlocal handled
+            if signals["n"] > handled:
+                handled = signals["n"]
+                if not self.stopping:
+                    self.stopping = True
+                    self.info("[EXIT] signal: cancelling, flattening and verifying")
+                    self.engine.submit(OperatorCommand(command="stop", reason="signal"), "operator")
+                else:
+                    self.info("[EXIT] already stopping: still flattening and verifying")
             self.after_step()
             return self.session_over
 
@@ -476,6 +591,7 @@ class Session:
 
     async def run_wall(self) -> None:
         loop = asyncio.get_running_loop()
+        stop_signalled = self.stop_signalled = asyncio.Event()
         wake = asyncio.Event()
         self.engine.on_inbox = wake.set
         stops = 0
@@ -484,6 +600,7 @@ class Session:
             nonlocal stops
             stops += 1
             self.stopping = True
+            stop_signalled.set()
             if stops > 1:
                 self.info("[EXIT] already stopping: still flattening and verifying")
             self.engine.submit(OperatorCommand(command="stop", reason="signal"), "operator")
@@ -492,7 +609,9 @@ class Session:
             loop.add_signal_handler(sig, on_signal)
         services = _Services(self)
         try:
-            await self.venue.start(self.engine.submit)
+            await self.start_venue()
+            if self.stopping:
+                raise Interrupted("interrupted during start-up")
             products = self.products()
             self._arm_monitor(products)
             await services.start()
@@ -523,6 +642,48 @@ class Session:
                 loop.remove_signal_handler(sig)
             await services.close()
             await self.venue.close()
+            await self.alerter.aclose(timeout_s=5.0)  # on this loop, while it runs
+
+    async def start_venue(self) -> None:
+        """Start the venue; a venue that is down, rate limiting or answering garbage is
+        retried with backoff inside the start-up budget (DN_STARTUP_BUDGET_S), then
+        StartupFailed (exit 3). A venue that is not what the configuration says is a
+        ConfigError at once (exit 2). Nothing is sent before this returns."""
+        unavailable: tuple[type[BaseException], ...] = ()
+        if self.opts.venue == "nado":
+            from adapters.nado.discovery import VenueUnavailable
+
+            unavailable = (VenueUnavailable,)
+        loop = asyncio.get_running_loop()
+        budget = float(self.settings.startup_budget_s)
+        deadline = loop.time() + budget
+        delay, attempt = STARTUP_FIRST_DELAY_S, 0
+        while True:
+            attempt += 1
+            try:
+                await self.venue.start(self.engine.submit)
+                return
+            except unavailable as exc:
+                if self.stopping:
+                    raise Interrupted("interrupted during start-up") from None
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise StartupFailed(
+                        f"the venue did not become usable within the start-up budget "
+                        f"({budget:g} s, {attempt} attempts): {exc}; nothing was sent"
+                    ) from None
+                self.info(
+                    f"[START] venue not usable (attempt {attempt}): {exc}; "
+                    f"retrying in {min(delay, left):.1f} s",
+                    logging.WARNING,
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(delay, left)):
+                        await (self.stop_signalled or asyncio.Event()).wait()
+                if self.stopping:
+                    raise Interrupted("interrupted during start-up") from None
+                delay = min(delay * 2, STARTUP_MAX_DELAY_S)
+                self.venue = make_venue(self.opts, self.clock)
 
     def _arm_monitor(self, products: list[ProductInfo]) -> None:
         tolerance = Decimal("0.05") * self.settings.size_usd
@@ -560,7 +721,10 @@ class Session:
             + 3 * s.exit_budget_s
         )
         cycles = self.opts.cycles if self.opts.cycles is not None else 1000
-        return int((per_cycle * (cycles + 3) + 300) * NS_PER_S)
+        # MAX_DAILY_LOSS parks the session until the next UTC midnight, at most once a day
+        # per cycle: simulated days cost nothing, so they are part of the bound.
+        parked = 86400 * (cycles + 1)
+        return int((per_cycle * (cycles + 3) + 300 + parked) * NS_PER_S)
 
     # -- the result ---------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -580,7 +744,9 @@ class Session:
             "cycles_requested": self.opts.cycles,
             "cycles_completed": getattr(info, "cycles_completed", 0),
             "halted": halt is not None,
-            "halt_reason": halt.reason if halt is not None else self.unverified_reason(),
+            "halt_reason": halt.reason
+            if halt is not None
+            else (self.unverified_reason() or self.disk_stop),
             "final_positions": final,
             # The same book from the fills the venue reported; when the two disagree the
             # fills are trusted and `flat` is false (issue 11: a read can lag the fills).
@@ -721,21 +887,55 @@ def last_halt(path: str) -> str | None:
     return fold.sticky_halt
 
 
-def open_journal(
-    path: str | None,
-    pair: tuple[str, str],
-    out: Callable[[str], None],
-    durable: bool | str = True,
-    *,
-    alert: Callable[[Alert], object] = lambda _a: None,
-) -> Journal:
+def passed_deadlines(path: str, now_utc_s: float) -> list[tuple[str, str, float]]:
+    """Deadlines the journal's last run left armed (the engine stopped or died with them
+    pending), as (machine, name, seconds overdue) for those already past at `now_utc_s`.
+    Engine times become UTC through the run header's epoch (wall-clock runs only)."""
+    fold = RunFold()
+    for rec in read_records(path):
+        fold.feed(rec)
+    epoch = fold.config.get("epoch_utc_s") if fold.config else None
+    if not isinstance(epoch, int) or epoch == 0:
+        return []  # simulated time: no wall-clock meaning
+    out = []
+    for machine, armed in sorted(fold.deadlines.items()):
+        for name, due_ns in sorted(armed.items()):
+            overdue = now_utc_s - (epoch + due_ns / NS_PER_S)
+            if overdue > 0:
+                out.append((machine, name, overdue))
+    return out
+
+
+def journal_path(path: str | None, pair: tuple[str, str]) -> str:
+    """The journal of a run: `--journal`, checked before anything else happens, or the
+    next free `runs/PAIR-N.db`."""
     if path is None:
         Path("runs").mkdir(exist_ok=True)
         stem = "-".join(s.removesuffix("-PERP") for s in pair)
         n = 1
         while Path(f"runs/{stem}-{n}.db").exists():
             n += 1
-        path = f"runs/{stem}-{n}.db"
+        return f"runs/{stem}-{n}.db"
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"--journal {path}: is a directory; give a file path like {path}/run.db")
+    if not p.parent.is_dir():
+        raise UsageError(f"--journal {path}: the folder {p.parent} does not exist; create it first")
+    if p.exists() and not os.access(p, os.R_OK | os.W_OK):
+        raise UsageError(f"--journal {path}: not readable and writable by this user")
+    if not p.exists() and not os.access(p.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--journal {path}: cannot create files in {p.parent}")
+    return path
+
+
+def open_journal(
+    path: str,
+    pair: tuple[str, str],
+    out: Callable[[str], None],
+    durable: bool | str = True,
+    *,
+    alert: Callable[[Alert], object] = lambda _a: None,
+) -> Journal:
     if Path(path).exists():
         report = verify(path)
         if report.status == "corrupt":
@@ -749,8 +949,15 @@ def open_journal(
                 )
             )
             raise UsageError(
-                f"{report.describe(path)}\nrefusing to trade on a damaged journal; "
+                f"{report.describe(path)}; refusing to trade on a damaged journal: "
                 "inspect it, then start with a new --journal"
+            )
+        if report.status == "torn_tail" and not report.crash_shaped:
+            raise UsageError(
+                f"{path}: damaged: {report.detail}, more than a crash leaves (at most the "
+                f"last page); refusing to repair it automatically. Inspect it (`dnpair journal "
+                f"verify {path}`), then truncate (`dnpair journal verify --truncate {path}`) "
+                "or start with a new --journal"
             )
         if report.status == "torn_tail":
             out(report.describe(path))
@@ -766,7 +973,22 @@ def open_journal(
                     source="journal",
                 )
             )
+        _check_pair(path, pair)
     return Journal(path, durable=durable)
+
+
+def _check_pair(path: str, pair: tuple[str, str]) -> None:
+    """A journal records one pair: appending another pair's run is refused."""
+    for rec in read_records(path):
+        if rec.kind == "note" and rec.machine == "engine" and '"run_started"' in rec.payload:
+            config = rec.data.get("config") or {}
+            theirs = tuple(config.get("pair") or ())
+            if theirs and theirs != pair:
+                raise UsageError(
+                    f"--journal {path}: it is a journal of {'/'.join(theirs)}, not "
+                    f"{'/'.join(pair)}; give this pair its own journal"
+                )
+            return
 
 
 def _json_log_path(opts: RunOptions, journal_path: str) -> str | None:
@@ -792,8 +1014,8 @@ def run(opts: RunOptions, settings: Settings, out: Callable[[str], None] = print
     try:
         return _run(opts, settings, out, logger, holder, alerter)
     finally:
-        with contextlib.suppress(Exception):
-            asyncio.run(alerter.aclose(timeout_s=5.0))  # flush what the run raised
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            asyncio.run(alerter.aclose(timeout_s=5.0))  # flush what was raised after the loop
         console.close()
 
 
@@ -851,20 +1073,73 @@ def _run(
         venue = make_venue(opts, clock, settings.values["bbo_max_age_seconds"])
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    path = journal_path(opts.journal, opts.pair)
+    account = account_of(opts, venue, path)
+    locks = take_locks(account, path)
+    try:
+        return _run_locked(
+            opts, settings, out, logger, holder, alerter, clock, venue, path, account
+        )
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def account_of(opts: RunOptions, venue: VenuePort, path: str) -> Account:
+    """The account this run trades (engine/account.py), computed without any I/O."""
+    if opts.venue == "nado":
+        from adapters.nado.factory import account_key
+
+        return Account(key=account_key(venue, opts.network), state=global_state_dir())  # type: ignore[arg-type]
+    return sim_account(path)
+
+
+def take_locks(account: Account, path: str) -> list[ProcessLock]:
+    """The journal's lock, then the account's: exit 2 naming the holder if either is held."""
+    taken: list[ProcessLock] = []
+    wanted = [ProcessLock(Path(path + ".lock"), f"the journal {path}")]
+    if account.locked:
+        wanted.append(ProcessLock(account.lock_path, f"the account {account.key}"))
+    try:
+        for lock in wanted:
+            lock.acquire(path)
+            taken.append(lock)
+    except LockHeld as exc:
+        for lock in taken:
+            lock.release()
+        raise UsageError(str(exc)) from None
+    return taken
+
+
+def _run_locked(
+    opts: RunOptions,
+    settings: Settings,
+    out: Callable[[str], None],
+    logger: logging.Logger,
+    holder: dict[str, Callable[[str], None]],
+    alerter: Alerter,
+    clock: Clock,
+    venue: VenuePort,
+    path: str,
+    account: Account,
+) -> int:
     say: Callable[[str], None] = logger.info
-    sticky = opts.journal is not None and opts.cycles != 0 and Path(opts.journal).exists()
-    if sticky and opts.journal is not None and verify(opts.journal).ok:
-        reason = last_halt(opts.journal)
+    flattening = opts.cycles == 0  # flattening is always allowed, halted or not
+    if Path(path).exists() and not flattening and verify(path).ok:
+        reason = last_halt(path)
         if reason is not None and not opts.resume:
             raise UsageError(
-                f"{opts.journal}: the last run on this journal HALTED ({reason}) and no "
+                f"{path}: the last run on this journal HALTED ({reason}) and no "
                 "operator has resumed it; check the venue (`dnpair status --journal "
-                f"{opts.journal}`), flatten if needed (`dnpair flatten`), then run "
+                f"{path}`), flatten if needed (`dnpair flatten`), then run "
                 "again with --resume"
             )
+    marker = read_halt(account)
+    if marker is not None and not flattening and not opts.resume:
+        raise UsageError(marker.describe())
     # Simulated time needs its journal to survive a killed process, not a power cut.
     journal = open_journal(
-        opts.journal,
+        path,
         opts.pair,
         say,
         durable="process" if opts.clock == "virtual" else True,
@@ -881,10 +1156,29 @@ def _run(
         say(f"[FLAG] {line}")
     if alerter.webhook_url:
         say(f"[ALERT] webhook {mask_url(alerter.webhook_url)}")
+    overdue = []
+    if opts.clock == "wall" and not journal.is_empty:
+        import time
+
+        overdue = passed_deadlines(journal.path, time.time())
     session = Session(opts, settings, venue, clock, journal, out, logger=logger, alerter=alerter)
+    session.account = account
+    for machine, name, late in overdue:
+        # RELIABILITY P7: the restart syncs first (restore), and an open position goes
+        # straight to the emergency exit; no BUILD starts before the venue is flat.
+        text = (
+            f"[RECOVERY] {machine}'s deadline '{name}' passed {late:.1f} s ago while the "
+            "engine was down: re-syncing with the venue; any open position goes straight "
+            "to the emergency exit, no new BUILD before it is flat"
+        )
+        session.engine.annotate(
+            "deadline passed while down", machine=machine, name=name, overdue_s=round(late, 3)
+        )
+        say(text)
     holder["sink"] = session._console
     if opts.resume:
         session.engine.annotate("operator resumed after halt", via="dnpair run --resume")
+        clear_halt(account)
     code = EXIT_ERROR
     try:
         try:
@@ -892,6 +1186,15 @@ def _run(
                 asyncio.run(session.run_virtual())
             else:
                 asyncio.run(session.run_wall())
+        except StartupFailed as exc:
+            session.engine.annotate("start-up failed", reason=str(exc))
+            print(f"dnpair run: {exc}", file=sys.stderr)
+            _write_summary(opts, _startup_summary(session, str(exc)))
+            return EXIT_HALTED
+        except Interrupted as exc:
+            session.engine.annotate("start-up interrupted")
+            print(f"dnpair run: {exc}; nothing was sent", file=sys.stderr)
+            return EXIT_INTERRUPTED
         except (MachineError, JournalError, RuntimeError) as exc:
             event = "journal_write_failed" if isinstance(exc, JournalError) else "engine_error"
             alerter.raise_alert(
@@ -908,26 +1211,51 @@ def _run(
             )
             raise
         code = EXIT_HALTED if session.monitor and session.monitor.halt else EXIT_OK
-        if code == EXIT_OK and not session.is_flat():
+        if code == EXIT_OK and (not session.is_flat() or session.disk_stop):
             code = EXIT_HALTED
     finally:
         journal.close()
         if session.monitor is not None:
             summary = session.summary()
             summary["log_json"] = json_log
-            text = json.dumps(summary, indent=2, sort_keys=True)
-            if opts.summary_json:
-                Path(opts.summary_json).write_text(text + "\n", encoding="utf-8")
+            _write_summary(opts, summary)
             if session.metrics is not None and opts.clock == "virtual":
                 say(f"[METRICS] final scrape: {session.metrics.render().count(b'dnpair_')} samples")
+            req = summary["cycles_requested"]
+            flat = summary["flat"]
             say(
-                f"[SUMMARY] cycles {summary['cycles_completed']}/{summary['cycles_requested']}"
-                f" halted={summary['halted']} flat={summary['flat']}"
-                f" pnl={summary['realized_pnl_usd']} fees={summary['fees_usd']}"
+                f"[SUMMARY] cycles {summary['cycles_completed']}/{'∞' if req is None else req}"
+                f" {'HALTED' if summary['halted'] else 'not halted'}"
+                f" {'verified flat' if flat else 'NOT verified flat'}"
+                f" pnl {summary['realized_pnl_usd']} USD fees {summary['fees_usd']} USD"
+                f" max unhedged {summary['max_unhedged_notional_usd']} USD"
+                + (f" reason: {summary['halt_reason']}" if summary["halt_reason"] else "")
             )
         if file_logs is not None:
             file_logs.close()
     return code
+
+
+def _write_summary(opts: RunOptions, summary: dict[str, Any]) -> None:
+    if opts.summary_json:
+        text = json.dumps(summary, indent=2, sort_keys=True)
+        Path(opts.summary_json).write_text(text + "\n", encoding="utf-8")
+
+
+def _startup_summary(session: Session, reason: str) -> dict[str, Any]:
+    return {
+        "pair": session.pair_name,
+        "venue": session.opts.venue,
+        "seed": session.opts.seed,
+        "cycles_requested": session.opts.cycles,
+        "cycles_completed": 0,
+        "halted": False,
+        "halt_reason": reason,
+        "final_positions": {},
+        "flat": None,
+        "orders_sent": 0,
+        "journal": session.engine.journal.path,
+    }
 
 
 def fail_usage(message: str) -> int:

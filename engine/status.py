@@ -21,7 +21,6 @@ from typing import Any
 from rich.console import Console
 from rich.console import Group
 from rich.live import Live
-from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
@@ -154,6 +153,7 @@ def snapshot_fold(fold: RunFold) -> dict[str, Any]:
     ]
     positions, unhedged = _positions(fold.ledger, fold.symbols)
     snap = _header(fold, now)
+    snap["ws_connected"] = None  # no engine, no stream: the last known state would lie
     snap.update(
         live=False,
         machines=machines,
@@ -168,68 +168,108 @@ def snapshot_fold(fold: RunFold) -> dict[str, Any]:
 
 
 # -- rendering --------------------------------------------------------------------------------
+WIDTH, HEIGHT = 80, 24  # the live view fits a plain terminal
+MAX_MACHINES, MAX_EVENTS, MAX_ALERTS = 5, 4, 3  # worst case: 23 lines
+
+
+def _line(text: str | Text, style: str = "") -> Text:
+    out = text if isinstance(text, Text) else Text(text, style=style)
+    out.no_wrap = True
+    out.overflow = "ellipsis"
+    return out
+
+
+def _fixed_table(columns: list[tuple[str, int, str]]) -> Table:
+    """A borderless table with fixed column widths: no reflow from one frame to the next."""
+    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 1), expand=False)
+    for name, width, justify in columns:
+        table.add_column(
+            name,
+            width=width,
+            no_wrap=True,
+            overflow="ellipsis",
+            justify=justify,  # type: ignore[arg-type]
+        )
+    return table
+
+
 def render(snap: dict[str, Any]) -> Group:
-    halted = snap.get("halted")
-    state = Text("HALTED: " + str(snap.get("halt_reason")), style="bold red") if halted else None
+    """At most 24 lines of at most 80 columns; alerts always shown."""
+    live = bool(snap.get("live"))
     ws = snap.get("ws_connected")
-    ws_text = "ws up" if ws else ("ws down" if ws is False else "ws ?")
+    if not live:
+        ws_text, ws_style = "", ""  # no engine, no stream: said on its own line below
+    else:
+        ws_text = "ws up" if ws else ("ws down" if ws is False else "ws ?")
+        ws_style = "green" if ws else "red"
     req = snap.get("cycles_requested")
     head = Text.assemble(
         (f"{snap.get('pair', '')} ", "bold"),
-        f"venue {snap.get('venue', '')}  t={snap.get('engine_s')}s  ",
-        f"cycles {snap.get('cycles_closed')}/{req if req is not None else '∞'}  ",
+        f"{snap.get('venue', '')} t={snap.get('engine_s')}s ",
+        f"cycles {snap.get('cycles_closed')}/{req if req is not None else '∞'} ",
         ("PnL ", "dim"),
-        (f"{snap.get('realized_pnl_usd')} ", "green"),
+        (f"{snap.get('realized_pnl_usd')} USD ", "green"),
         ("fees ", "dim"),
-        f"{snap.get('fees_usd')}  ",
-        (ws_text, "green" if ws else "red"),
-        ("" if snap.get("live") else "  (from journal: engine not running)", "yellow"),
+        f"{snap.get('fees_usd')} USD ",
+        (ws_text, ws_style),
     )
+    parts: list[Any] = [_line(head)]
+    if not live:
+        parts.append(_line("engine not running: as of the journal's last record", "yellow"))
+    if snap.get("halted"):
+        parts.append(_line("HALTED: " + str(snap.get("halt_reason")), "bold red"))
     unhedged = Decimal(str(snap.get("unhedged_usd", "0")))
     tolerance = Decimal(str(snap.get("tolerance_usd", "5")))
-    exposure = Text(
-        f"unhedged notional {unhedged} USD",
-        style="bold red" if unhedged > tolerance else "green",
+    counters = snap.get("counters", {})
+    parts.append(
+        _line(
+            Text.assemble(
+                (
+                    f"unhedged notional {unhedged} USD  ",
+                    "bold red" if unhedged > tolerance else "green",
+                ),
+                (
+                    " ".join(f"{k.replace('_', ' ')} {v}" for k, v in counters.items()),
+                    "dim",
+                ),
+            )
+        )
     )
-    machines = Table(title="machines", expand=True, title_justify="left")
-    machines.add_column("machine")
-    machines.add_column("state")
-    machines.add_column("deadlines (remaining s)")
-    for m in snap.get("machines", []):
+    machines = _fixed_table(
+        [("machine", 22, "left"), ("state", 18, "left"), ("deadlines s", 36, "left")]
+    )
+    listed = snap.get("machines", [])
+    for m in listed[:MAX_MACHINES]:
         dl = ", ".join(f"{d['name']} {d['remaining_s']}" for d in m["deadlines"])
         style = "red" if m["state"] in ("halted", "open", "minimal") else ""
         machines.add_row(m["machine"], Text(m["state"] or "-", style=style), dl or "-")
-    positions = Table(title="positions", expand=True, title_justify="left")
-    for col in ("product", "qty", "venue qty", "mid", "notional USD"):
-        positions.add_column(col, justify="right" if col != "product" else "left")
+    if len(listed) > MAX_MACHINES:
+        machines.add_row(f"+{len(listed) - MAX_MACHINES} more", "", "")
+    parts.append(machines)
+    positions = _fixed_table(
+        [("product", 10, "left"), ("qty", 12, "right"), ("venue qty", 12, "right"),
+         ("mid", 14, "right"), ("notional USD", 14, "right")]
+    )  # fmt: skip
+    parts.append(_line("positions", "bold"))
     for p in snap.get("positions", []):
         positions.add_row(
             p["symbol"], p["qty"], p["venue_qty"] or "-", p["mid"] or "-", p["notional_usd"] or "-"
         )
-    counters = snap.get("counters", {})
-    count_line = Text(
-        "  ".join(f"{k.replace('_', ' ')} {v}" for k, v in counters.items()), style="dim"
-    )
-    events = Text("\n".join(snap.get("events", [])) or "-")
-    alerts = Text()
-    for a in snap.get("alerts", []):
+    parts.append(positions)
+    parts.append(_line("last events", "bold"))
+    events = list(snap.get("events", []))[-MAX_EVENTS:]
+    parts += [_line(e) for e in events] or [_line("-", "dim")]
+    parts.append(_line("alerts", "bold"))
+    alerts = list(snap.get("alerts", []))[-MAX_ALERTS:]
+    for a in alerts:
         style = "bold red" if a["severity"] == "critical" else "yellow"
-        alerts.append(f"{a['t']}s {a['severity']} {a['event']}: {a['message']}\n", style=style)
-    parts: list[Any] = [head]
-    if state is not None:
-        parts.append(state)
-    parts += [
-        exposure,
-        count_line,
-        machines,
-        positions,
-        Panel(events, title="last events", title_align="left"),
-        Panel(alerts or Text("none"), title="alerts", title_align="left"),
-    ]
+        parts.append(_line(f"{a['t']}s {a['severity']} {a['event']}: {a['message']}", style))
+    if not alerts:
+        parts.append(_line("none", "dim"))
     return Group(*parts)
 
 
-def render_text(snap: dict[str, Any], width: int = 110) -> str:
+def render_text(snap: dict[str, Any], width: int = WIDTH) -> str:
     console = Console(width=width, record=True, force_terminal=False, color_system=None)
     with console.capture() as cap:
         console.print(render(snap))
@@ -261,7 +301,7 @@ class LiveView:
             render(self.snapshot()),
             console=self.console,
             auto_refresh=False,  # rich would start a refresh thread
-            transient=False,
+            transient=True,  # cleared on exit: no stale header above the summary
         )
         self._live.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dnpair-status")

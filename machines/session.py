@@ -37,14 +37,17 @@ from machines.unwind import UnwindMachine
 class SessionMachine(PureMachine):
     """Supervisor: syncing → idle → checking → building → holding → unwinding → idle …
 
-    A failed child goes to recovering (emergency exit); two failures in a row, an
-    exhausted exit or a failed sync go to halted (sticky); a stop goes to finishing
+    Past MAX_DAILY_LOSS (UTC day) checking goes to parked: flat, one deadline at the
+    next UTC midnight, one alert; then checking again. A failed child goes to recovering
+    (emergency exit); two failures in a row, an exhausted exit or a failed sync go to
+    halted (sticky); a stop goes to finishing
     (flatten and verify) → done.
     """
 
     syncing = State(initial=True)
     idle = State()
     checking = State()
+    parked = State()  # MAX_DAILY_LOSS: flat, one deadline at the next UTC midnight
     building = State()
     holding = State()
     unwinding = State()
@@ -78,6 +81,7 @@ class SessionMachine(PureMachine):
         idle.to(checking, cond="named_pause")
         | checking.to(recovering, cond="named_answer")
         | checking.to(None, cond="named_recheck", on="ask_positions")
+        | parked.to(checking, cond="named_midnight")
         | holding.to(unwinding, cond="named_hold")
         # While exposed, the exposure guard asks the venue on a short period.
         | holding.to(None, cond="named_audit", on="audit_exposure")
@@ -86,7 +90,7 @@ class SessionMachine(PureMachine):
     position_snapshot = (
         checking.to(finishing, cond=["answers_me", "stop_requested"])
         | checking.to(idle, cond=["answers_me", "entries_blocked"], on="note_blocked")
-        | checking.to(idle, cond=["answers_me", "daily_loss_exceeded"], on="note_daily_loss")
+        | checking.to(parked, cond=["answers_me", "daily_loss_exceeded"], on="note_daily_loss")
         | holding.to(recovering, cond=["answers_me", "unhedged"], on="alert_unhedged")
         | holding.to(recovering, cond=["answers_me", "stop_loss_hit"], on="alert_stop_loss")
         | holding.to(None)
@@ -123,6 +127,7 @@ class SessionMachine(PureMachine):
     operator_command = (
         idle.to(finishing, cond="is_stop")
         | checking.to(finishing, cond="is_stop")
+        | parked.to(finishing, cond="is_stop")
         | holding.to(finishing, cond="is_stop")
         | halted.to(syncing, cond="is_resume", on="clear_halt")
         # Elsewhere a stop is remembered and honoured at the next safe point; a second
@@ -136,6 +141,7 @@ class SessionMachine(PureMachine):
         | syncing.to(None)
         | idle.to(None)
         | checking.to(None)
+        | parked.to(None)
         | building.to(None)
         | holding.to(None)
         | unwinding.to(None)
@@ -210,6 +216,9 @@ class SessionMachine(PureMachine):
 
     def named_pause(self, ev: DeadlineExpired) -> bool:
         return ev.name == "pause"
+
+    def named_midnight(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "midnight"
 
     def named_answer(self, ev: DeadlineExpired) -> bool:
         return ev.name == "answer"
@@ -288,6 +297,10 @@ class SessionMachine(PureMachine):
         self.request_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.request_id, product_ids=self.template.product_ids))
         self.arm("answer", self.template.verify_timeout_s)
+
+    def on_enter_parked(self) -> None:
+        # One deadline, not a poll: the venue is not asked again until the new UTC day.
+        self.arm("midnight", self.seconds_to_midnight())
 
     def on_enter_building(self) -> None:
         self.cycle += 1
@@ -378,8 +391,9 @@ class SessionMachine(PureMachine):
                     event="daily_loss_limit",
                     severity="warning",
                     message=f"[CIRCUIT] daily loss {loss} USD > {self.max_daily_loss_usd} USD",
-                    state="idle",
-                    action="no new cycles until UTC midnight",
+                    state="parked",
+                    action="flat and parked: no new cycles until UTC midnight "
+                    f"(in {self.seconds_to_midnight():.0f} s)",
                 )
             )
 
@@ -420,7 +434,7 @@ class SessionMachine(PureMachine):
             announce=False,
         )
 
-    def on_enter_halted(self, ev: Any = None) -> None:
+    def on_enter_halted(self, ev: Any = None, source: Any = None) -> None:
         outcome = getattr(ev, "outcome", "")
         self.halt_reason = (
             f"fills for orders this engine never placed ({', '.join(self.foreign_fills[:3])})"
@@ -429,7 +443,7 @@ class SessionMachine(PureMachine):
             if outcome == "exhausted"
             else "two consecutive failed cycles"
             if outcome == "flat"
-            else f"unrecoverable outcome {outcome or 'unknown'}"
+            else self._halt_cause(getattr(source, "id", ""), getattr(ev, "machine", "?"), outcome)
         )
         exposure = self._exposure_usd()
         if outcome == "exhausted":
@@ -445,6 +459,20 @@ class SessionMachine(PureMachine):
                 action="no new entries until an operator resumes",
             )
         )
+
+    def _halt_cause(self, source: str, child: str, outcome: str) -> str:
+        """Which machine ended how, and what that means, for an operator."""
+        ended = f"{child} ended '{outcome or 'unknown'}'"
+        if source == "syncing":
+            return f"session: start-up sync failed ({ended}): positions and orders unknown"
+        if source == "building":
+            return (
+                f"session: {self.aborts + 1} BUILDs in a row refused ({ended}); "
+                f"max_aborts is {self.max_aborts}"
+            )
+        if source == "finishing":
+            return f"session: the stop's flatten did not verify flat ({ended})"
+        return f"session: {source or 'unknown state'}: {ended}"
 
     def clear_halt(self) -> None:
         self.failures = 0
@@ -497,6 +525,11 @@ class SessionMachine(PureMachine):
         if day != self.day:
             self.day, self.day_start_pnl = day, self.ledger.realized_pnl
         return self.day_start_pnl - self.ledger.realized_pnl
+
+    def seconds_to_midnight(self) -> Decimal:
+        """Engine seconds until the next UTC midnight (the day boundary of loss_today)."""
+        now_s = self.epoch_utc_s + Decimal(self.ledger.now_ns) / 10**9
+        return (now_s // 86400 + 1) * 86400 - now_s
 
     def stop_loss_usd(self) -> Decimal:
         return self.template.notional_usd * self.stop_loss_pct / 100

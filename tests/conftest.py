@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 
 import pytest
+
+# Account state (locks, halt markers of real-venue accounts: engine/account.py) goes to a
+# scratch folder for the whole test session, never the user's ~/.dnpair; subprocesses
+# inherit it.
+os.environ.setdefault("DNPAIR_STATE_DIR", tempfile.mkdtemp(prefix="dnpair-state-"))
 
 
 @pytest.fixture(autouse=True)

@@ -27,13 +27,19 @@ from adapters.nado.queries import parse_symbols
 from adapters.nado.wire import MalformedFrame
 from engine.config import ConfigError
 
-__all__ = ["Discovery", "DiscoveryError", "Expectations", "discover"]
+__all__ = ["Discovery", "DiscoveryError", "Expectations", "VenueUnavailable", "discover"]
 
 Query = Callable[[Mapping[str, Any]], Awaitable[Any]]
 
 
 class DiscoveryError(ConfigError):
     """The venue is not what the configuration says: refuse to trade (exit 2)."""
+
+
+class VenueUnavailable(DiscoveryError):
+    """The venue did not answer usefully at start-up (down, rate limiting, unreadable
+    replies): worth retrying; `dnpair run` retries inside its start-up budget, then
+    exits 3 with this reason. Nothing was sent."""
 
 
 @attrs.frozen(kw_only=True)
@@ -62,7 +68,7 @@ async def discover(query: Query, pair: Sequence[str], expect: Expectations) -> D
         symbols = parse_symbols(await query({"type": "symbols", "product_type": "perp"}))
         books = parse_all_products(await query({"type": "all_products"}))
     except MalformedFrame as exc:
-        raise DiscoveryError(f"venue discovery: unreadable reply ({exc})") from None
+        raise VenueUnavailable(f"venue discovery: unreadable reply ({exc})") from None
     if expect.chain_id is not None and contracts.chain_id != expect.chain_id:
         raise DiscoveryError(
             f"venue chain id {contracts.chain_id} != {expect.chain_id} expected for this "

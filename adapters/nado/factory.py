@@ -38,7 +38,7 @@ from engine.clock import VirtualClock
 from engine.config import ConfigError
 from engine.logs import register_secret
 
-__all__ = ["NETWORKS", "Network", "make_nado_venue", "nado_settings"]
+__all__ = ["NETWORKS", "Network", "account_key", "make_nado_venue", "nado_settings"]
 
 SUBACCOUNT_ENV = "NADO_SUBACCOUNT"
 PRODUCT_IDS_ENV = "NADO_PRODUCT_IDS"
@@ -143,3 +143,14 @@ def make_nado_venue(
     if bbo_max_age_s is not None:  # REST confirms a quiet stream's quote at half the age
         settings = attrs.evolve(settings, quiet_quote_s=bbo_max_age_s / 2)
     return NadoVenue(settings, key, clock=clock, unix_ns=time.time_ns)
+
+
+def account_key(venue: NadoVenue, network: str) -> str:
+    """Who this venue trades as, without any I/O and without the key: network, gateway,
+    signer subaccount (owner address + name). Two engines with the same key are one
+    account (engine/account.py locks it)."""
+    from adapters.nado.signing import _account
+
+    owner = str(_account(venue._key).address)
+    sub = subaccount_hex(owner, venue.settings.subaccount_name)
+    return f"nado:{network}:{venue.settings.gateway_url}:{sub}"

@@ -79,6 +79,7 @@ from adapters.nado.client import GatewayError
 from adapters.nado.discovery import Discovery
 from adapters.nado.discovery import DiscoveryError
 from adapters.nado.discovery import Expectations
+from adapters.nado.discovery import VenueUnavailable
 from adapters.nado.discovery import discover
 from adapters.nado.errors import Classified
 from adapters.nado.mapping import NadoFill
@@ -361,7 +362,8 @@ class NadoVenue:
                     break
                 await asyncio.sleep(min(0.5 * attempt, 2.0))
         assert last is not None
-        raise DiscoveryError(
+        error = DiscoveryError if last.error_class == "permanent" else VenueUnavailable
+        raise error(
             f"venue discovery failed at {self.settings.gateway_url}: {last.classified.reason}"
             f"{': ' + last.classified.message if last.classified.message else ''}"
         )
@@ -376,7 +378,9 @@ class NadoVenue:
             )
             info = parse_subaccount_info(data)
         except (GatewayError, MalformedFrame) as exc:
-            raise DiscoveryError(f"cannot read subaccount {self.signer.sender}: {exc}") from None
+            permanent = isinstance(exc, GatewayError) and exc.error_class == "permanent"
+            error = DiscoveryError if permanent else VenueUnavailable
+            raise error(f"cannot read subaccount {self.signer.sender}: {exc}") from None
         if not info.exists:
             raise DiscoveryError(
                 f"subaccount {self.signer.sender} does not exist on this venue (deposit first)"

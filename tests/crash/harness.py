@@ -24,6 +24,7 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -251,11 +252,29 @@ def open_orders(url: str) -> list[str]:
 
 
 def run_point(url: str, workdir: Path, point: Point, *, cycles: int = 2) -> Outcome:
-    start = time.monotonic()
+    """One crash point. Each point is its own account as far as the engine's account
+    state goes (locks, halt markers: engine/account.py), so a halt in one point does not
+    refuse the next one on the same venue."""
     tag = re.sub(r"[^A-Za-z0-9]+", "_", point.label)
+    before = os.environ.get("DNPAIR_STATE_DIR")
+    os.environ["DNPAIR_STATE_DIR"] = str(workdir / f"{tag}.state")
+    try:
+        return _run_point(url, workdir, point, tag, cycles)
+    finally:
+        if before is None:
+            os.environ.pop("DNPAIR_STATE_DIR", None)
+        else:
+            os.environ["DNPAIR_STATE_DIR"] = before
+
+
+def _run_point(url: str, workdir: Path, point: Point, tag: str, cycles: int) -> Outcome:
+    start = time.monotonic()
     journal = workdir / f"{tag}.db"
     for old in workdir.glob(f"{tag}.*"):
-        old.unlink()
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
     out = Outcome(point=point, ok=False, died="")
     if point.name in NEEDS_RESIDUAL:
         pre = _crash_run(url, journal, cycles, at="between_ack_and_fill:1", delay_s=0)

@@ -181,6 +181,7 @@ def test_runbook_covers_every_alert_the_engine_raises():
         "journal_torn_tail",
         "journal_corrupt",
         "journal_write_failed",
+        "disk_low",
         "engine_error",
     ):
         assert f"| `{event}` |" in text, event
