@@ -112,6 +112,7 @@ class Ledger:
         self.orders: dict[str, OrderRecord] = {}
         self.products: dict[int, ProductBook] = {}
         self.quotes: dict[int, Quote] = {}
+        self.oracles: dict[int, Decimal] = {}  # the venue's oracle price, last known
         self.unknown_fills: deque[FillReceived] = deque(maxlen=1000)
         self._fill_window: dict[str, None] = {}  # recent fill ids, oldest first
         self.now_ns = 0
@@ -147,6 +148,9 @@ class Ledger:
 
     def quote(self, product_id: int) -> Quote | None:
         return self.quotes.get(product_id)
+
+    def oracle(self, product_id: int) -> Decimal | None:
+        return self.oracles.get(product_id)
 
     def state_of(self, machine_id: str) -> tuple[str, ...]:
         return self.machine_states.get(machine_id, ())
@@ -248,6 +252,8 @@ class Ledger:
         return notes
 
     def _apply_bbo(self, ev: BboUpdated, now_ns: int) -> list[str]:
+        if ev.oracle_price is not None:
+            self.oracles[ev.product_id] = ev.oracle_price
         if ev.bid <= 0 or ev.ask <= 0 or ev.ask < ev.bid:
             return [f"bbo rejected for product {ev.product_id}: bid {ev.bid} ask {ev.ask}"]
         held = self.quotes.get(ev.product_id)

@@ -36,6 +36,7 @@ from machines.params import CycleParams
 from machines.params import LegSpec
 from machines.pricing import OrderRounds
 from machines.pricing import absurd_legs
+from machines.pricing import band_checked
 from machines.pricing import closing_side
 from machines.pricing import cross_price
 from machines.pricing import is_dust
@@ -314,7 +315,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             return
         for leg in self.p.legs:
             pos = self.seen.get(leg.product_id, ZERO)
-            quote = self.ledger.quote(leg.product_id)
+            # Beyond the price band the oracle prices the exit, never the skewed quote.
+            quote = band_checked(self.p, self.ledger, leg.product_id)
             if self._dust(leg, pos) or quote is None:
                 continue
             side = closing_side(pos)

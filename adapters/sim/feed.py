@@ -98,7 +98,9 @@ class Feed:
 
     def _push_bbo(self, pid: int) -> None:
         market, rng = self.profile.market, self._bbo_rng
-        fresh = bbo_event(self.exchange.bbo(pid))
+        spec = self.exchange.specs[pid]
+        skew = market.skew_factor(spec.symbol, self.exchange.now_ns - self._origin)
+        fresh = bbo_event(self.exchange.bbo(pid), self.exchange.mid(pid), skew, spec.tick)
         ev = fresh
         last = self._last_bbo.get(pid)
         if market.stale_bbo and last is not None and rng.random() < market.stale_bbo:
