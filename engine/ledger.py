@@ -35,6 +35,9 @@ TERMINAL = frozenset({"filled", "cancelled", "expired", "rejected"})
 # ids stay in a larger window, so a late duplicate of their fills is still recognised).
 MAX_ORDERS = 1_000
 MAX_FILL_IDS = 20_000
+# A read equal to a position the fills held within this window lags them (issue 11).
+LAG_WINDOW_NS = 120 * 1_000_000_000
+TINY = Decimal("1e-12")
 
 
 @attrs.define
@@ -137,7 +140,10 @@ class Ledger:
             book.last_fill_ts is None
             or (book.venue_position_ts is not None and book.venue_position_ts > book.last_fill_ts)
         ):
-            return book.venue_position
+            venue = book.venue_position
+            if venue != book.position and book.held_since(venue, self.now_ns - LAG_WINDOW_NS, TINY):
+                return book.position  # the read shows a state the fills left: it lags them
+            return venue
         return book.position
 
     def venue_position(self, product_id: int) -> Decimal | None:
