@@ -72,11 +72,14 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     cancelling.to(reading, cond="round_settled")
 
     position_snapshot = (
+        # Far beyond anything the engine could have opened (e.g. 1e6 ETH): not traded
+        # slice by slice; HALT with the exposure stated (issue 11 item 6).
+        reading.to(exhausted, cond=["answers_me", "absurd_position"], on="take_absurd")
         # An answer that lacks fills the venue reported lags (issue 11): ask again,
         # backing off, within the lag budget; the session stays flagged meanwhile.
         # Legs whose read agrees with the fills are flattened meanwhile (not the lagging
         # ones), within the budget.
-        reading.to(
+        | reading.to(
             working, cond=["answers_me", "read_lags", "agreeing_leg_open"], on="take_agreeing"
         )
         | reading.to(None, cond=["answers_me", "read_lags"], on="wait_for_lag")
@@ -87,9 +90,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         # Flat by the read, open by the reported fills: never "flat"; HALT stating both.
         | reading.to(exhausted, cond=["answers_me", "venue_flat"], on="take_contradiction")
         | reading.to(exhausted, cond=["answers_me", "attempts_spent"], on="take_positions")
-        # Far beyond anything the engine could have opened (e.g. 1e6 ETH): not traded
-        # slice by slice; HALT with the exposure stated (issue 11 item 6).
-        | reading.to(exhausted, cond=["answers_me", "absurd_position"], on="take_absurd")
         | reading.to(working, cond="answers_me", on="take_positions")
         | exiting.to(None)
     )
