@@ -270,10 +270,16 @@ def test_S_V9_position_changed_outside_the_engine_is_detected_and_flagged():
             settings=load_settings(env={}),
             attach=attach,
         )
-        clean(result, "unknown order")  # the manual fill is not ours: noted, not hidden
+        # Issue 11 item 5 (D6, V9): the manual fill is for an order the engine never
+        # placed: alerted at once (not only later as exposure), no new cycle, the book
+        # re-read, flattened and verified, then HALT for an operator. (It used to be
+        # noted and ignored, and surfaced only as exposure_above_tolerance.)
+        clean(result)
         alerts = [d["event"] for _, d in rec.intents("send_alert")]
-        assert "exposure_above_tolerance" in alerts, alerts
-        assert result.outcome in ("flat", "halted")
+        assert "unknown_order_fill" in alerts, alerts
+        assert result.outcome == "halted"
+        assert "never placed" in result.halt_reason
+        assert result.cycles_completed == 0  # cycle 1 was holding: flattened, not unwound
 
 
 # -- data quality ---------------------------------------------------------------------------
