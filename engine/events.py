@@ -81,6 +81,14 @@ class BboUpdated(Event):
     ask_qty: Decimal = attrs.field(converter=dec, validator=_non_negative)
     ts_venue_ns: int | None = None
     target: str | None = None
+    # The venue's oracle (index) price of the product when the venue gives one: the
+    # reference of the price band (RELIABILITY D5). None: unknown, the band is not checked.
+    oracle_price: Decimal | None = attrs.field(default=None, converter=opt_dec)
+
+    @oracle_price.validator
+    def _oracle_positive(self, _attribute: Any, value: Decimal | None) -> None:
+        if value is not None and value <= 0:
+            raise ValueError(f"oracle_price must be > 0, got {value}")
 
 
 @message

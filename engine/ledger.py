@@ -35,6 +35,9 @@ TERMINAL = frozenset({"filled", "cancelled", "expired", "rejected"})
 # ids stay in a larger window, so a late duplicate of their fills is still recognised).
 MAX_ORDERS = 1_000
 MAX_FILL_IDS = 20_000
+# A read equal to a position the fills held within this window lags them (issue 11).
+LAG_WINDOW_NS = 120 * 1_000_000_000
+TINY = Decimal("1e-12")
 
 
 @attrs.define
@@ -112,6 +115,7 @@ class Ledger:
         self.orders: dict[str, OrderRecord] = {}
         self.products: dict[int, ProductBook] = {}
         self.quotes: dict[int, Quote] = {}
+        self.oracles: dict[int, Decimal] = {}  # the venue's oracle price, last known
         self.unknown_fills: deque[FillReceived] = deque(maxlen=1000)
         self._fill_window: dict[str, None] = {}  # recent fill ids, oldest first
         self.now_ns = 0
@@ -136,7 +140,10 @@ class Ledger:
             book.last_fill_ts is None
             or (book.venue_position_ts is not None and book.venue_position_ts > book.last_fill_ts)
         ):
-            return book.venue_position
+            venue = book.venue_position
+            if venue != book.position and book.held_since(venue, self.now_ns - LAG_WINDOW_NS, TINY):
+                return book.position  # the read shows a state the fills left: it lags them
+            return venue
         return book.position
 
     def venue_position(self, product_id: int) -> Decimal | None:
@@ -147,6 +154,9 @@ class Ledger:
 
     def quote(self, product_id: int) -> Quote | None:
         return self.quotes.get(product_id)
+
+    def oracle(self, product_id: int) -> Decimal | None:
+        return self.oracles.get(product_id)
 
     def state_of(self, machine_id: str) -> tuple[str, ...]:
         return self.machine_states.get(machine_id, ())
@@ -248,6 +258,8 @@ class Ledger:
         return notes
 
     def _apply_bbo(self, ev: BboUpdated, now_ns: int) -> list[str]:
+        if ev.oracle_price is not None:
+            self.oracles[ev.product_id] = ev.oracle_price
         if ev.bid <= 0 or ev.ask <= 0 or ev.ask < ev.bid:
             return [f"bbo rejected for product {ev.product_id}: bid {ev.bid} ask {ev.ask}"]
         held = self.quotes.get(ev.product_id)

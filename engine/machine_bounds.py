@@ -60,7 +60,8 @@ class MachineBounds:
         return p.exit_budget_s + p.position_lag_budget_s + p.verify_timeout_s + self.slack_s
 
     def restore(self) -> Decimal:
-        return RESTORE_QUERIES * (self.p.verify_timeout_s + self.retry_after_s) + self.slack_s
+        lag = self.p.position_lag_budget_s  # a read lagging fills heard before a resume
+        return RESTORE_QUERIES * (self.p.verify_timeout_s + self.retry_after_s) + lag + self.slack_s
 
     def for_machine(self, machine_id: str) -> Decimal | None:
         kind = machine_id.split(":", 1)[0]

@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.events import FillReceived
 from engine.events import PositionSnapshot
+from engine.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
@@ -27,6 +28,7 @@ from machines.pricing import MAX_ORDER_QUERIES
 from machines.pricing import OrderRounds
 from machines.pricing import Rung
 from machines.pricing import cross_price
+from machines.pricing import outside_band
 from machines.pricing import size_for_notional
 from machines.pricing import touch_price
 
@@ -61,6 +63,7 @@ class BuildMachine(OrderRounds, PureMachine):
             "entries_allowed",
             "venue_verified_flat",
             "bbo_fresh",
+            "within_price_band",
             "within_max_position",
             "sizes_tradable",
         ],
@@ -137,6 +140,7 @@ class BuildMachine(OrderRounds, PureMachine):
         self.residual_usd = ZERO
         self.reason = ""
         self.unhedged_since: int | None = None  # engine ns the legs' fills went apart
+        self.band_refused = False  # the entry check found a quote beyond the price band
 
     def _ladder(self) -> list[Rung]:
         p = self.p
@@ -182,6 +186,18 @@ class BuildMachine(OrderRounds, PureMachine):
             age_ns = self.ledger.now_ns - quote.ts_ns
             if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
                 return self._refuse(f"stale BBO for {leg.symbol}: {Decimal(age_ns) / 10**9} s")
+        return True
+
+    def within_price_band(self) -> bool:
+        """Both quotes within `price_band_bps` of the venue's oracle price (D5)."""
+        for leg in self.p.legs:
+            off = outside_band(self.p, self.ledger, leg.product_id)
+            if off is not None:
+                self.band_refused = True
+                return self._refuse(
+                    f"{leg.symbol} quote {off.quantize(Decimal(1))} bps from the oracle price "
+                    f"{self.ledger.oracle(leg.product_id)} (band {self.p.price_band_bps} bps)"
+                )
         return True
 
     def within_max_position(self) -> bool:
@@ -289,6 +305,11 @@ class BuildMachine(OrderRounds, PureMachine):
                 # order from a stale book (D2); the round places nothing for this leg.
                 self.note("stale BBO: leg not priced", leg=leg.symbol, age_ns=age_ns)
                 continue
+            off = outside_band(self.p, self.ledger, leg.product_id)
+            if off is not None:
+                # No entry on a quote beyond the band (D5): nothing placed for this leg.
+                self.note("quote outside the price band: leg not priced", leg=leg.symbol)
+                continue
             side = "buy" if i == 0 else "sell"
             price = (
                 touch_price(leg, side, quote)
@@ -309,6 +330,17 @@ class BuildMachine(OrderRounds, PureMachine):
 
     def on_enter_aborted(self) -> None:
         self.note("build aborted", reason=self.reason)
+        if self.band_refused:
+            self.emit(
+                SendAlert(
+                    event="price_band",
+                    severity="warning",
+                    message=f"[BAND] entry refused: {self.reason}",
+                    state="aborted",
+                    action="no entries while a quote is beyond the band; exits price from "
+                    "the oracle",
+                )
+            )
 
     def on_enter_failed(self) -> None:
         reason = self.hard_reason or (

@@ -36,6 +36,7 @@ from machines.params import CycleParams
 from machines.params import LegSpec
 from machines.pricing import OrderRounds
 from machines.pricing import absurd_legs
+from machines.pricing import band_checked
 from machines.pricing import closing_side
 from machines.pricing import cross_price
 from machines.pricing import is_dust
@@ -71,11 +72,14 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     cancelling.to(reading, cond="round_settled")
 
     position_snapshot = (
+        # Far beyond anything the engine could have opened (e.g. 1e6 ETH): not traded
+        # slice by slice; HALT with the exposure stated (issue 11 item 6).
+        reading.to(exhausted, cond=["answers_me", "absurd_position"], on="take_absurd")
         # An answer that lacks fills the venue reported lags (issue 11): ask again,
         # backing off, within the lag budget; the session stays flagged meanwhile.
         # Legs whose read agrees with the fills are flattened meanwhile (not the lagging
         # ones), within the budget.
-        reading.to(
+        | reading.to(
             working, cond=["answers_me", "read_lags", "agreeing_leg_open"], on="take_agreeing"
         )
         | reading.to(None, cond=["answers_me", "read_lags"], on="wait_for_lag")
@@ -86,9 +90,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         # Flat by the read, open by the reported fills: never "flat"; HALT stating both.
         | reading.to(exhausted, cond=["answers_me", "venue_flat"], on="take_contradiction")
         | reading.to(exhausted, cond=["answers_me", "attempts_spent"], on="take_positions")
-        # Far beyond anything the engine could have opened (e.g. 1e6 ETH): not traded
-        # slice by slice; HALT with the exposure stated (issue 11 item 6).
-        | reading.to(exhausted, cond=["answers_me", "absurd_position"], on="take_absurd")
         | reading.to(working, cond="answers_me", on="take_positions")
         | exiting.to(None)
     )
@@ -314,7 +315,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             return
         for leg in self.p.legs:
             pos = self.seen.get(leg.product_id, ZERO)
-            quote = self.ledger.quote(leg.product_id)
+            # Beyond the price band the oracle prices the exit, never the skewed quote.
+            quote = band_checked(self.p, self.ledger, leg.product_id)
             if self._dust(leg, pos) or quote is None:
                 continue
             side = closing_side(pos)

@@ -59,11 +59,13 @@ __all__ = [
     "Rung",
     "Tracked",
     "absurd_legs",
+    "band_checked",
     "closing_side",
     "cross_price",
     "fills_agree",
     "is_dust",
     "notional",
+    "outside_band",
     "read_lags_fills",
     "size_for_notional",
     "slices",
@@ -130,6 +132,27 @@ def is_dust(leg: LegSpec, qty: Decimal, quote: Quote | None, dust_usd: Decimal) 
 
 def closing_side(position: Decimal) -> str:
     return "sell" if position > 0 else "buy"
+
+
+def outside_band(p: CycleParams, ledger: Ledger, product_id: int) -> Decimal | None:
+    """How far (bps) the quote's mid is from the venue's oracle price when that is beyond
+    `price_band_bps` (RELIABILITY D5); None when inside, unknown, or the band is off."""
+    quote, oracle = ledger.quote(product_id), ledger.oracle(product_id)
+    if quote is None or oracle is None or not p.price_band_bps:
+        return None
+    off = (quote.mid / oracle - 1) * BPS
+    return off if abs(off) > p.price_band_bps else None
+
+
+def band_checked(p: CycleParams, ledger: Ledger, product_id: int) -> Quote | None:
+    """The quote exits price from: as shown when within the band, else the oracle's
+    price on both sides (never the skewed quote)."""
+    quote = ledger.quote(product_id)
+    if quote is None or outside_band(p, ledger, product_id) is None:
+        return quote
+    oracle = ledger.oracle(product_id)
+    assert oracle is not None
+    return attrs.evolve(quote, bid=oracle, ask=oracle)
 
 
 def absurd_legs(p: CycleParams, ledger: Ledger, positions: dict[int, Decimal]) -> dict[str, str]:

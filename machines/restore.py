@@ -23,6 +23,7 @@ from engine.intents import QueryPositions
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
+from machines.pricing import read_lags_fills
 
 
 class RestoreMachine(PureMachine):
@@ -39,9 +40,13 @@ class RestoreMachine(PureMachine):
     exposed = State(final=True)
     failed = State(final=True)
 
-    position_snapshot = reading_positions.to(
-        reading_orders, cond="answers_me"
-    ) | reading_positions.to(None)
+    position_snapshot = (
+        # A read lacking fills this engine heard of (a resume or audit mid-session) lags:
+        # it is asked again within the lag budget before it is adopted (issue 11).
+        reading_positions.to(None, cond=["answers_me", "read_lags"], on="ask_later")
+        | reading_positions.to(reading_orders, cond="answers_me")
+        | reading_positions.to(None)
+    )
     open_orders_snapshot = (
         reading_orders.to(cancelling, cond=["answers_me", "has_orphans"])
         | reading_orders.to(exposed, cond=["answers_me", "has_residual"])
@@ -66,7 +71,8 @@ class RestoreMachine(PureMachine):
         | cancelling.to(None)
     )
     deadline_expired = (
-        reading_positions.to(None, cond="can_retry", on="ask_again")
+        reading_positions.to(None, cond="named_recheck", on="ask_recheck")
+        | reading_positions.to(None, cond="can_retry", on="ask_again")
         | reading_orders.to(None, cond="can_retry", on="ask_again")
         | cancelling.to(None, cond="can_retry", on="ask_again")
         | reading_positions.to(failed)
@@ -80,6 +86,8 @@ class RestoreMachine(PureMachine):
         self.queries = 0
         self.request_id = ""
         self.orphans: list[str] = []
+        self.lag_since: int | None = None
+        self.lag_asks = 0
 
     # -- guards -------------------------------------------------------------------------
     def answers_me(self, ev: PositionSnapshot | OpenOrdersSnapshot | VenueError) -> bool:
@@ -87,6 +95,16 @@ class RestoreMachine(PureMachine):
 
     def can_retry(self, ev: DeadlineExpired | VenueError) -> bool:
         return self.queries < self.max_queries
+
+    def named_recheck(self, ev: DeadlineExpired) -> bool:
+        return ev.name == "recheck"
+
+    def read_lags(self, ev: PositionSnapshot) -> bool:
+        budget = self.p.position_lag_budget_s
+        waited = Decimal(self.ledger.now_ns - (self.lag_since or self.ledger.now_ns)) / 10**9
+        if waited >= budget:
+            return False
+        return read_lags_fills(self.ledger, self.p.legs, ev, budget)
 
     def has_orphans(self, ev: OpenOrdersSnapshot) -> bool:
         return bool(self._pair_orders(ev))
@@ -113,6 +131,20 @@ class RestoreMachine(PureMachine):
 
     def on_enter_exposed(self) -> None:
         self.note("residual exposure at restore", positions=self.residuals())
+
+    def ask_later(self) -> None:
+        if self.lag_since is None:
+            self.lag_since = self.ledger.now_ns
+            self.note("position read lags the reported fills: asking again before adopting")
+        self.lag_asks += 1
+        p = self.p
+        delay = min(p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16), p.verify_timeout_s)
+        self.disarm("answer")
+        self.arm("recheck", delay)
+
+    def ask_recheck(self) -> None:
+        self.queries -= 1  # a lagging answer was an answer: not a failed query
+        self._query_positions()
 
     def ask_again(self) -> None:
         if self.current_state_value == "reading_positions":

@@ -233,8 +233,11 @@ class SessionMachine(PureMachine):
         return all(self._flat(leg.product_id) for leg in self.template.legs)
 
     def foreign_fill(self, ev: FillReceived) -> bool:
-        """A fill for an order this engine never placed (not in its ledger)."""
-        return self.ledger.order(ev.order_id) is None
+        """A fill for an order this engine never placed: the ledger booked it as such
+        (not a late duplicate of a fill of an order it has since forgotten)."""
+        if self.ledger.order(ev.order_id) is not None:
+            return False
+        return any(f.fill_id == ev.fill_id for f in self.ledger.unknown_fills)
 
     def foreign_seen(self) -> bool:
         return bool(self.foreign_fills)

@@ -26,6 +26,7 @@ from machines.params import LegSpec
 from machines.pricing import MAX_ORDER_QUERIES
 from machines.pricing import OrderRounds
 from machines.pricing import Rung
+from machines.pricing import band_checked
 from machines.pricing import closing_side
 from machines.pricing import cross_price
 from machines.pricing import is_dust
@@ -236,7 +237,8 @@ class UnwindMachine(OrderRounds, PureMachine):
             open_qty = self.open_qty(leg)
             if self._dust(leg, open_qty):
                 continue
-            quote = self.ledger.quote(leg.product_id)
+            # Beyond the price band the oracle prices the exit, never the skewed quote.
+            quote = band_checked(self.p, self.ledger, leg.product_id)
             if quote is None:
                 self.note("no quote to price the leg", leg=leg.symbol)
                 continue

@@ -144,6 +144,24 @@ class VenueFaults:
 
 
 @attrs.frozen(kw_only=True)
+class Skew:
+    """`[at_s, at_s + for_s)`: the quotes shown for `product` (pushed BBO and REST market
+    price) are `bps` off the real book, which (like the oracle) stays where it is; the
+    quote is neither crossed nor wide (issue 11 item 4; unverified how often Nado shows
+    this: a stale or manipulated feed)."""
+
+    at_s: Decimal
+    for_s: Decimal
+    bps: Decimal
+    product: str
+
+    def factor_at(self, t_ns: int) -> Decimal | None:
+        start = int(self.at_s * NS_PER_S)
+        end = int((self.at_s + self.for_s) * NS_PER_S)
+        return 1 + self.bps / 10_000 if start <= t_ns < end else None
+
+
+@attrs.frozen(kw_only=True)
 class MarketFaults:
     volatility_bps_per_sqrt_s: Decimal = Decimal(5)
     stale_bbo: float = 0.0
@@ -155,6 +173,15 @@ class MarketFaults:
     # Stretches with no market activity: mids, crowd depth and maker flow hold still, so
     # an on-change BBO stream goes silent and quotes age (stale-quote paths run).
     quiet: tuple[Window, ...] = ()
+    skew: tuple[Skew, ...] = ()
+
+    def skew_factor(self, product: str, t_ns: int) -> Decimal | None:
+        for s in self.skew:
+            if s.product == product:
+                f = s.factor_at(t_ns)
+                if f is not None:
+                    return f
+        return None
 
 
 @attrs.frozen(kw_only=True)
@@ -350,6 +377,24 @@ def _foreign_fill(path: str, value: Any) -> ForeignFill:
     return ForeignFill(**fields)
 
 
+def _skew(path: str, value: Any) -> Skew:
+    known = {
+        "at_s": _nonneg,
+        "for_s": _nonneg,
+        "bps": _between(Decimal(-9000), Decimal(9000)),
+        "product": _product,
+    }
+    fields = _table(path, value, known)
+    missing = [k for k in known if k not in fields]
+    if missing:
+        raise FaultProfileError(f"{path}: missing {', '.join(missing)}")
+    return Skew(**fields)
+
+
+def _skews(path: str, value: Any) -> tuple[Skew, ...]:
+    return _items(path, value, _skew)
+
+
 def _foreign_fills(path: str, value: Any) -> tuple[ForeignFill, ...]:
     return _items(path, value, _foreign_fill)
 
@@ -400,6 +445,7 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
             "jumps": _jumps,
             "bbo_push": _choice("on_change", "periodic"),
             "quiet": _windows,
+            "skew": _skews,
         },
     ),
     "archive": (ArchiveFaults, {"lag_ms": _ms}),

@@ -102,17 +102,22 @@ class Feed:
         nxt = self._next_step if self._on_change else min(self._next_step, self._next_bbo)
         self.sched.at(nxt, self._tick)
 
+    def _fresh(self, pid: int) -> BboUpdated:
+        """The top of book as shown now: with the oracle price, and `market.skew` applied."""
+        spec = self.exchange.specs[pid]
+        skew = self.profile.market.skew_factor(spec.symbol, self.exchange.now_ns - self._origin)
+        return bbo_event(self.exchange.bbo(pid), self.exchange.mid(pid), skew, spec.tick)
+
     def _push_changed(self) -> None:
         for pid in self._pids:
-            bbo = self.exchange.bbo(pid)
-            top = (bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty)
-            if self._top.get(pid) != top:
-                self._push_bbo(pid, bbo_event(bbo))
+            ev = self._fresh(pid)
+            if self._top.get(pid) != (ev.bid, ev.bid_qty, ev.ask, ev.ask_qty):
+                self._push_bbo(pid, ev)
 
     def _push_bbo(self, pid: int, fresh: BboUpdated | None = None) -> None:
         market, rng = self.profile.market, self._bbo_rng
         if fresh is None:
-            fresh = bbo_event(self.exchange.bbo(pid))
+            fresh = self._fresh(pid)
         self._top[pid] = (fresh.bid, fresh.bid_qty, fresh.ask, fresh.ask_qty)
         ev = fresh
         last = self._last_bbo.get(pid)

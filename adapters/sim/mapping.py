@@ -7,6 +7,7 @@ from decimal import ROUND_CEILING
 from decimal import Decimal
 
 from adapters.sim.matching import Bbo
+from adapters.sim.products import floor_to
 from adapters.sim.records import FillRecord
 from adapters.sim.records import OrderRequest
 from adapters.sim.records import OrderType
@@ -129,14 +130,28 @@ def open_order(order: SimOrder) -> OpenOrder:
     )
 
 
-def bbo_event(bbo: Bbo) -> BboUpdated:
+def bbo_event(
+    bbo: Bbo,
+    oracle: Decimal | None = None,
+    skew: Decimal | None = None,
+    tick: Decimal | None = None,
+) -> BboUpdated:
+    """The top of book as pushed, with the oracle price (the sim's oracle is the fair mid
+    its own oracle band checks against); `skew` multiplies the shown quote only
+    (`market.skew`), rounded to `tick`."""
+    bid, ask = bbo.bid, bbo.ask
+    if skew is not None and bid > 0 and ask > 0:
+        bid, ask = bid * skew, ask * skew
+        if tick is not None:
+            bid, ask = floor_to(bid, tick), floor_to(ask, tick)
     return BboUpdated(
         product_id=bbo.product_id,
-        bid=bbo.bid,
+        bid=bid,
         bid_qty=bbo.bid_qty,
-        ask=bbo.ask,
+        ask=ask,
         ask_qty=bbo.ask_qty,
         ts_venue_ns=bbo.ts_ns,
+        oracle_price=oracle,
     )
 
 
@@ -149,6 +164,7 @@ def crossed(ev: BboUpdated) -> BboUpdated:
         ask=ev.bid,
         ask_qty=ev.bid_qty,
         ts_venue_ns=ev.ts_venue_ns,
+        oracle_price=ev.oracle_price,
     )
 
 

@@ -55,6 +55,7 @@ def test_every_shipped_profile_is_found():
         "position_lag_20s_legging",
         "unknown_order_fills",
         "absurd_position",
+        "skewed_quote",
     }
     assert expected <= set(PROFILES)
 

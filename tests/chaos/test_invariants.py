@@ -76,6 +76,38 @@ def test_flat_claimed_on_a_non_flat_answer_is_caught(monkeypatch, settings):
     assert "verified" in _invariants(result)
 
 
+def test_flat_claimed_against_the_reported_fills_is_caught(monkeypatch, settings):
+    # Issue 11's bug planted back: the emergency exit takes a lagging 0/0 read as flat
+    # although its own ledger holds the BUILD leg that filled.
+    from machines.emergency_exit import EmergencyExitMachine
+
+    monkeypatch.setattr(EmergencyExitMachine, "read_lags", lambda self, ev: False)
+    monkeypatch.setattr(EmergencyExitMachine, "stale_suspected", lambda self, ev: False)
+    monkeypatch.setattr(EmergencyExitMachine, "read_agrees", lambda self, ev: True)
+    legging = ChaosProfile(
+        "legging", "[venue]\nposition_lag_ms = 20000\n[orders]\nioc_no_fill = 0.5\n"
+    )
+    found: set[str] = set()
+    for seed in range(1, 9):
+        found |= _invariants(run_one(seed, legging, cycles=2, settings=settings, replay=False))
+        if "flat_claims" in found:
+            break
+    assert "flat_claims" in found
+
+
+def test_unknown_order_fill_without_an_alert_is_caught(monkeypatch, settings):
+    from machines.session import SessionMachine
+
+    monkeypatch.setattr(SessionMachine, "foreign_fill", lambda self, ev: False)
+    foreign = ChaosProfile(
+        "foreign",
+        '[venue]\nforeign_fills = [{ at_s = 1.5, product = "ETH-PERP", side = "buy", qty = 1 }]\n',
+    )
+    result = run_one(1, foreign, cycles=2, settings=settings, replay=False)
+    assert "fills" in _invariants(result)
+    assert any("unknown order" in v for v in result.violations)
+
+
 def test_unflagged_exposure_past_the_budget_is_caught(monkeypatch, settings):
     # A 30 % jump on one leg while holding for 100 s, with the session's exposure guard
     # switched off: unhedged well above 5 % of the notional and nothing flagged.

@@ -288,6 +288,8 @@ def test_S_V9_position_changed_outside_the_engine_is_detected_and_flagged():
         assert result.outcome == "halted"
         assert rec.venue is not None
         assert [rec.venue.position(p) for p in (ETH, SOL)] == [0, 0]  # flattened, verified
+        assert "never placed" in result.halt_reason
+        assert result.cycles_completed == 0  # cycle 1 was holding: flattened, not unwound
 
 
 # -- data quality ---------------------------------------------------------------------------

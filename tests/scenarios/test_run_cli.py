@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,20 @@ def test_sigint_on_the_wall_clock_flattens_and_exits_0(tmp_path):
     data = json.loads(summary.read_text())
     assert data["final_positions"] == {"ETH-PERP": "0.000", "SOL-PERP": "0.00"}
     assert "finishing → done" in rest
+
+
+def test_summary_states_exposure_as_believed_and_as_filled_apart(tmp_path):
+    # Issue 11 item 8: half the pushes lost. The engine believed a leg naked until the
+    # fill timeout; the venue's fill times show the legs hedged at once. No
+    # exposure_above_tolerance for that, and the summary names both.
+    faults = tmp_path / "drop.toml"
+    faults.write_text("[ws]\ndrop = 0.5\n")
+    code, _journal, summary = run(tmp_path, "--cycles", "3", "--seed", "2", "--faults", str(faults))
+    assert code == 0
+    assert summary["flat"] is True
+    assert summary["positions_trusted"] == "venue read"
+    assert summary["fill_positions"] == {"ETH-PERP": "0.000", "SOL-PERP": "0.00"}
+    assert Decimal(summary["max_unhedged_seconds"]) >= 5  # as believed
+    assert Decimal(summary["max_unhedged_seconds_as_filled"]) < Decimal("0.1")
+    assert summary["fills_without_venue_time"] > 0
+    assert "exposure_above_tolerance" not in summary["alerts"]

@@ -206,3 +206,33 @@ start_positions = { "ETH-PERP" = 3 }
     fills = [e for e in got if isinstance(e, FillReceived)]
     assert [(f.product_id, f.side, f.qty) for f in fills] == [(8, "sell", 2)]
     assert fills[0].order_id.startswith("0x")  # no client id: an order the engine never placed
+
+
+def test_market_skew_shifts_the_shown_quote_not_the_oracle():
+    import asyncio
+
+    from adapters.sim import SimVenue
+    from engine.clock import VirtualClock
+    from engine.events import BboUpdated
+
+    clock = VirtualClock()
+    profile = parse_profile(
+        '[market]\nskew = [{ at_s = 1, for_s = 1, bps = -1900, product = "SOL-PERP" }]\n'
+    )
+    venue = SimVenue(clock, 1, profile)
+    got: list[object] = []
+    asyncio.run(venue.start(got.append))
+    clock.advance_to(3_000_000_000)
+    sol = [e for e in got if isinstance(e, BboUpdated) and e.product_id == 8]
+    inside = [e for e in sol if 1_000_000_000 <= (e.ts_venue_ns or 0) < 2_000_000_000]
+    outside = [e for e in sol if (e.ts_venue_ns or 0) >= 2_100_000_000]
+    assert inside
+    assert outside
+    for e in inside:
+        assert e.oracle_price is not None
+        assert (e.bid + e.ask) / 2 < e.oracle_price * Decimal("0.82")
+    for e in outside:
+        assert e.oracle_price is not None
+        assert abs((e.bid + e.ask) / 2 / e.oracle_price - 1) < Decimal("0.01")
+    with pytest.raises(FaultProfileError):
+        parse_profile('[market]\nskew = [{ at_s = 1, bps = 10, product = "SOL-PERP" }]\n')

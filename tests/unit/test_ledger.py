@@ -46,3 +46,20 @@ def test_open_orders_are_never_forgotten():
         place(ledger, f"o{i}")
         ledger.apply_event(OrderExpired(order_id=f"o{i}", filled_qty="0"), now_ns=i)
     assert "open-one" in ledger.orders
+
+
+def test_a_position_read_showing_a_state_the_fills_left_is_lagging_not_believed():
+    # Issue 11: the venue's read (newer than the fill) still shows the position before it.
+    from engine.events import Position
+    from engine.events import PositionSnapshot
+
+    ledger = Ledger()
+    place(ledger, "o1", qty="2")
+    ledger.apply_event(fill("o1", "f1", qty="2"), now_ns=1_000)
+    ledger.apply_event(PositionSnapshot(positions=[Position(product_id=4, qty="0")]), now_ns=2_000)
+    assert ledger.venue_position(4) == 0
+    assert ledger.best_position(4) == 2  # the fills, not the lagging read
+    assert ledger.book(4).held_since(Decimal(0), 0, Decimal("0.001"))
+    # A read the fills never held is the venue's news (fills we missed): believed.
+    ledger.apply_event(PositionSnapshot(positions=[Position(product_id=4, qty="3")]), now_ns=3_000)
+    assert ledger.best_position(4) == 3

@@ -7,14 +7,17 @@ from decimal import Decimal
 import pytest
 
 from engine.clock import VirtualClock
+from engine.events import BboUpdated
 from engine.events import Position
 from engine.events import PositionSnapshot
 from engine.intents import CancelOrder
 from engine.intents import PlaceOrder
 from engine.intents import QueryOrder
 from engine.intents import QueryPositions
+from engine.intents import SendAlert
 from engine.loop import Engine
 from machines.build import BuildMachine
+from tests.unit.machines.fakes import BOOKS
 from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Expire
@@ -408,3 +411,30 @@ def test_build_a_repair_round_without_any_fill_ends_it():
     engine, fake = build(setup=setup)
     assert outcome(engine) == "failed"
     assert len(fake.placed(product_id=ETH)) == 4  # 3 with progress, then one without
+
+
+def _oracle(pid, price):
+    """The venue's oracle price for `pid` (the fake's quotes stay where they are)."""
+
+    def setup(fake):
+        bid, ask = BOOKS[pid]
+        fake.engine.process(
+            BboUpdated(product_id=pid, bid=bid, ask=ask, bid_qty=1, ask_qty=1, oracle_price=price)
+        )
+
+    return setup
+
+
+def test_build_refuses_a_quote_beyond_the_price_band_with_an_alert_and_sends_nothing():
+    # Issue 11 item 4 (RELIABILITY D5): SOL shows 150 while its oracle says 185 (-19 %).
+    engine, fake = build(setup=_oracle(SOL, D("185")))
+    assert outcome(engine) == "aborted"
+    assert not fake.of(PlaceOrder)
+    (alert,) = [a for a in fake.of(SendAlert) if a.event == "price_band"]
+    assert "SOL-PERP" in alert.message
+    assert "oracle" in alert.message
+
+
+def test_build_within_the_price_band_trades():
+    engine, _fake = build(setup=_oracle(SOL, D("152")))  # 1.3 % off: inside 500 bps
+    assert outcome(engine) == "built"

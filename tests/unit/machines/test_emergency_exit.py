@@ -303,3 +303,22 @@ def test_exit_slices_per_step_are_capped():
         if r.kind == "intent" and '"place_order"' in r.payload:
             per_step[r.ts] = per_step.get(r.ts, 0) + 1
     assert max(per_step.values()) <= 5
+
+
+def test_exit_beyond_the_price_band_prices_from_the_oracle_not_the_skewed_quote():
+    # Issue 11 item 4: SOL shows 150 while its oracle says 185. Closing the SOL short
+    # prices from the oracle (the band-checked price), not from the skewed quote.
+    from engine.events import BboUpdated
+
+    def setup(fake):
+        fake.engine.process(
+            BboUpdated(
+                product_id=SOL, bid="150", ask="150.02", bid_qty=1, ask_qty=1, oracle_price="185"
+            )
+        )
+
+    engine, fake = exit_(setup=setup)
+    (first, *_) = fake.placed(product_id=SOL)
+    assert first.side == "buy"
+    assert first.price >= D("185")  # 185 x (1 + 50 bps), never 150.02 x (1 + 50 bps)
+    assert outcome(engine) == "flat"

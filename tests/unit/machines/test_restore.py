@@ -11,6 +11,7 @@ from engine.events import Position
 from engine.events import PositionSnapshot
 from engine.intents import CancelOrder
 from engine.intents import CancelProductOrders
+from engine.intents import PlaceOrder
 from engine.intents import QueryOpenOrders
 from engine.intents import QueryPositions
 from engine.loop import Engine
@@ -130,3 +131,29 @@ def test_fill_arriving_during_restore_is_counted_not_dropped():
     fills = [r for r in engine.journal.records() if r.kind == "event" and "F9" in r.payload]
     assert len(fills) == 1
     assert engine.ledger.unknown_fills[0].fill_id == "F9"
+
+
+def test_restore_mid_session_waits_for_a_read_that_lags_the_fills_before_adopting_it():
+    # Issue 11: a resume right after a fill the engine heard of; the venue's reads show it
+    # only 3 s later. The lagging 0 is asked again, never adopted over the fill.
+    clock = VirtualClock()
+    engine = Engine(clock)
+    fake = BookKeeper(engine, clock)
+    engine.ledger.apply_intent(
+        PlaceOrder(
+            order_id="o1", product_id=4, side="buy", qty=Decimal("0.25"), price=3000, tif="ioc"
+        )
+    )
+    engine.process(
+        FillReceived(
+            order_id="o1", fill_id="f1", product_id=4, side="buy", price="3000", qty="0.25"
+        )
+    )
+    clock.call_later(3_000 * MS, lambda: fake.positions.update({4: Decimal("0.25")}))
+    engine.spawn(RestoreMachine, "restore", params=PARAMS)
+    first = engine._finish_step()
+    run_virtual(engine, clock, fake.send, initial=first, until=lambda: "restore" in engine.finished)
+    assert engine.finished["restore"] == "exposed"
+    assert engine.ledger.position(4) == Decimal("0.25")  # never adopted the lagging 0
+    asked = [i for i in fake.sent if isinstance(i, QueryPositions)]
+    assert len(asked) >= 3
