@@ -31,9 +31,11 @@ adapter's events (the adapter turns it into no event: balance or delta is unsett
 nado-protocol.md §12.4). A `QueryOrder` afterwards answers each ended order from the same
 knowledge.
 
-Each case runs twice: with the product's increments as discovered (the offline
-`SYMBOLS`, the ones the scenarios' 2001/2002 refusals imply) and with increments fine
-enough that every order goes out, so every recorded reply reaches the adapter.
+Each case runs with the product's increments as discovered (the offline `SYMBOLS`, the
+ones the scenarios' 2001/2002 refusals imply) and with increments fine enough that every
+order goes out, so every recorded reply reaches the adapter; and with each step's frames
+arriving after its reply and before it (the stream may beat the REST answer: the engine
+still hears accepted -> fills -> end).
 
 Not an adapter event sequence: the `query` steps of `accounts`. The corpus records only
 the fields it checks of a `subaccount_info` reply (no `v_quote_balance`, which the SDK's
@@ -108,6 +110,7 @@ SCENARIOS = {
     "rejects",
 }
 INCREMENTS = ("listed", "fine")
+ORDERINGS = ("after_answer", "before_answer")
 
 
 # -- the scenario's structure -------------------------------------------------------------
@@ -161,8 +164,14 @@ def event_steps(sc: Scenario) -> list[int]:
     return out
 
 
-def cases() -> list[tuple[Scenario, str, str]]:
-    return [(sc, role, inc) for sc in CORPUS for role in roles(sc) for inc in INCREMENTS]
+def cases() -> list[tuple[Scenario, str, str, str]]:
+    return [
+        (sc, role, inc, order)
+        for sc in CORPUS
+        for role in roles(sc)
+        for inc in INCREMENTS
+        for order in ORDERINGS
+    ]
 
 
 CASES = cases()
@@ -174,8 +183,9 @@ def test_every_scenario_is_driven_through_the_adapter() -> None:
     on_disk = {p.stem for p in CORPUS_DIR.glob("*.json")}
     assert on_disk == SCENARIOS
     assert {sc.name for sc in CORPUS} == SCENARIOS
-    assert {sc.name for sc, _, _ in CASES} == SCENARIOS
-    assert len(CASES) == len(INCREMENTS) * sum(len(roles(sc)) for sc in CORPUS)
+    assert {sc.name for sc, _, _, _ in CASES} == SCENARIOS
+    per_role = len(INCREMENTS) * len(ORDERINGS)
+    assert len(CASES) == per_role * sum(len(roles(sc)) for sc in CORPUS)
     # Every stream event type of the corpus reaches the adapter in some case.
     fed = {e["type"] for sc in CORPUS for e in sc.events}
     assert fed == {"fill", "order_update", "position_change", "best_bid_offer"}
@@ -328,7 +338,7 @@ def symbols_for(inc: str) -> dict[int, SymbolInfo]:
     }
 
 
-async def play(sc: Scenario, role: str, inc: str) -> Played:
+async def play(sc: Scenario, role: str, inc: str, *, early: bool = False) -> Played:
     rig = OfflineVenue(rtt_ms=RTT_MS, quiet_quote_s=D(3600))  # no REST quote refreshes
     rig.gateway = gateway = CorpusGateway(rig.clock, RTT_MS)
     await rig.start(symbols=tuple(SYMBOLS))
@@ -344,6 +354,31 @@ async def play(sc: Scenario, role: str, inc: str) -> Played:
             played.events.append(ev)
             ledger.apply_event(ev, rig.clock.now_ns())
 
+    async def feed(i: int) -> None:
+        """The frames that follow step `i`."""
+        for frame, at in zip(frames, when, strict=True):
+            if at != i:
+                continue
+            fed = names.translate(frame)
+            await rig.frame(fed)
+            catch_up()
+            if fed["type"] == "position_change" and fed["subaccount"] == rig.sender:
+                pid = int(fed["product_id"])
+                played.positions_seen.append((pid, x18(fed["amount"]), ledger.position(pid)))
+            if frame["type"] == "best_bid_offer":
+                played.quotes_seen.append((frame, ledger.quote(int(frame["product_id"]))))
+
+    async def answered(i: int) -> None:
+        """The request is out: the step's frames arrive before its answer (`early`) or
+        after it."""
+        await rig.settle()
+        if early:
+            await feed(i)
+        await rig.run(RTT_MS)
+        catch_up()
+        if not early:
+            await feed(i)
+
     for i, (kind, step) in enumerate(iter_steps(sc)):
         if kind == "place":
             place = step["place"]
@@ -358,28 +393,19 @@ async def play(sc: Scenario, role: str, inc: str) -> Played:
                 if entry is not None:  # else refused before anything could be sent
                     names.entries[label] = entry
                     gateway.pending = names.fill(step["reply"], entry)
-                await rig.run(RTT_MS)
+                await answered(i)
                 played.sent.setdefault(label, gateway.answered > before)
                 gateway.pending = None
+                continue
         elif kind == "cancel" and step["cancel"]["as"] == role:
             cancel = step["cancel"]
             (label,) = cancel["orders"]
             gateway.pending = names.fill(step["reply"])
             rig.venue.submit(CancelOrder(order_id=label, product_id=cancel["product_ids"][0]))
-            await rig.run(RTT_MS)
+            await answered(i)
             assert gateway.pending is None, f"{sc.name}: the cancel was not sent"
-        catch_up()
-        for frame, at in zip(frames, when, strict=True):
-            if at != i:
-                continue
-            fed = names.translate(frame)
-            await rig.frame(fed)
-            catch_up()
-            if fed["type"] == "position_change" and fed["subaccount"] == rig.sender:
-                pid = int(fed["product_id"])
-                played.positions_seen.append((pid, x18(fed["amount"]), ledger.position(pid)))
-            if frame["type"] == "best_bid_offer":
-                played.quotes_seen.append((frame, ledger.quote(int(frame["product_id"]))))
+            continue
+        await feed(i)
     await rig.run(5 * RTT_MS)  # past the wait for fill frames and the lost-push probe
     catch_up()
     return played
@@ -547,12 +573,14 @@ def expected(sc: Scenario, role: str, played: Played, inc: str) -> Expected:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("sc", "role", "inc"), CASES, ids=[f"{sc.name}-{role}-{inc}" for sc, role, inc in CASES]
+    ("sc", "role", "inc", "order"),
+    CASES,
+    ids=[f"{sc.name}-{role}-{inc}-{order}" for sc, role, inc, order in CASES],
 )
 async def test_scenario_drives_the_adapter_to_the_right_events(
-    sc: Scenario, role: str, inc: str
+    sc: Scenario, role: str, inc: str, order: str
 ) -> None:
-    played = await play(sc, role, inc)
+    played = await play(sc, role, inc, early=order == "before_answer")
     want = expected(sc, role, played, inc)
     said = [e for e in played.events if getattr(e, "request_id", None) is None]
 
