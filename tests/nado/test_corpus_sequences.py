@@ -57,6 +57,7 @@ import pytest
 
 from adapters.nado.client import GatewayError
 from adapters.nado.discovery import DiscoveryError
+from adapters.nado.errors import classify_exception
 from adapters.nado.errors import classify_http
 from adapters.nado.mapping import from_x18
 from adapters.nado.mapping import to_x18
@@ -690,4 +691,61 @@ async def test_accounts_replies_through_the_position_parsers() -> None:
             assert answer.error_class == "retryable"
             with pytest.raises(DiscoveryError, match="does not exist"):
                 await start_up_check(rig)
+        await rig.close()
+
+
+class LosingGateway(CorpusGateway):
+    """Loses the answer to the first placement (a timeout after it was sent)."""
+
+    def __init__(self, clock: VirtualClock, rtt_ms: int) -> None:
+        super().__init__(clock, rtt_ms)
+        self.lose = 1
+
+    async def execute(self, body: Any, *, request: str, priority: Any, weight: int) -> Any:
+        if self.lose:
+            self.lose -= 1
+            self.log.append((self.clock.now_ns(), next(iter(body))))
+            await self._trip()
+            raise GatewayError(classify_exception(TimeoutError(), request), request)
+        return await super().execute(body, request=request, priority=priority, weight=weight)
+
+
+@pytest.mark.asyncio
+async def test_resend_replies_after_a_lost_answer() -> None:
+    """A `resend` step's reply reaches the adapter when the first answer was lost: the
+    same signed body again, and the recorded duplicate-digest refusal says the venue holds
+    the order (OrderAccepted), never a rejection."""
+    resends = [
+        (sc, step)
+        for sc in CORPUS
+        for kind, step in iter_steps(sc)
+        if kind == "place" and "resend" in step["place"]
+    ]
+    assert resends, "the corpus has a resend step"
+    for sc, step in resends:
+        label = step["place"]["resend"]
+        (first,) = [
+            s for k, s in iter_steps(sc) if k == "place" and s["place"].get("label") == label
+        ]
+        rig = OfflineVenue(rtt_ms=RTT_MS, quiet_quote_s=D(3600))
+        rig.gateway = gateway = LosingGateway(rig.clock, RTT_MS)
+        await rig.start()
+        names = Names(role=first["place"]["as"], sender=rig.sender, labels=default_labels(sc))
+        intent = intent_of(first["place"])
+        rig.venue.submit(intent)
+        await rig.run(RTT_MS)
+        entry = rig.venue.orders[label]
+        names.entries[label] = entry
+        assert [describe(e) for e in rig.of(VenueError)] == [
+            ("venue_error", label, "place_order", "unknown_outcome", None)
+        ]
+        bodies = [entry.signed.body()]
+        gateway.pending = names.fill(step["reply"], entry)
+        rig.venue.submit(intent)  # the engine resolves an unknown outcome by re-sending
+        await rig.run(RTT_MS)
+        assert gateway.pending is None  # the recorded reply was the answer
+        assert rig.venue.orders[label].signed.body() == bodies[0]  # same body, same digest
+        assert step["reply"]["status"] == "success" or step["reply"]["error_code"] == 2013
+        assert [describe(e) for e in rig.of(OrderAccepted)] == [("accepted", label, entry.digest)]
+        assert rig.of(OrderRejected) == []
         await rig.close()
