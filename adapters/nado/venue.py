@@ -29,8 +29,9 @@ What the engine hears, per intent (the SimVenue's vocabulary, adapters/sim/READM
 
 Pushed: `BboUpdated` (stream quotes that pass `BboGate`; a refused quote falls back to the
 REST `market_price`, cached 1 s), `FillReceived` (fill id = digest + cumulative, so
-duplicated or reordered frames are one fill), `OrderAccepted` on an `order_update placed`
-not yet answered by REST, and `ConnectionChanged` for the stream.
+duplicated or reordered frames are one fill), `OrderAccepted` on the first `order_update`
+or fill of an order not yet answered by REST (the stream may beat the answer: accepted is
+still said first), and `ConnectionChanged` for the stream.
 
 When the venue ends an order on its own (an `order_update` with amount 0, or `cancelled`;
 orders.py): `OrderExpired(filled_qty)` for an IOC/FOK, `OrderCancelled(filled_qty)` for a
@@ -1068,6 +1069,7 @@ class NadoVenue:
             if not entry.hear_fill(fill.fill_id, fill.cumulative_qty, fill.qty):
                 self.stats["fills_duplicate"] += 1
             ev = fill.to_event(entry.order_id, side=entry.intent.side)
+            self._accepted_by_stream(entry)
         self.stats["fills"] += 1
         self._emit(ev)  # the ledger counts each fill id once
         if entry is not None and entry.ended is not None and not entry.end_reported:
@@ -1080,12 +1082,18 @@ class NadoVenue:
             return
         epoch, _ = self._stream_epoch()
         ended_now = entry.hear_update(update.reason, update.remaining_qty, epoch)
-        if update.reason == "placed" and entry.placement in ("sending", "unknown"):
-            self._accepted(entry)
+        self._accepted_by_stream(entry)
         if ended_now:
             self._settle_end(entry, final=False)
         elif entry.end_reported:
             self._correct_end(entry)
+
+    def _accepted_by_stream(self, entry: OrderEntry) -> None:
+        """Any fill or order_update of an order proves the venue has it: while its
+        placement answer is still out (or was lost), say `OrderAccepted` now, so the
+        engine hears accepted -> fills -> end whichever of stream and REST is first."""
+        if entry.placement in ("sending", "unknown"):
+            self._accepted(entry)
 
     def _settle_end(self, entry: OrderEntry, *, final: bool) -> None:
         """Tell the engine how an order the venue ended on its own ended, once.

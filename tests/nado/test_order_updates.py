@@ -12,6 +12,12 @@ must hear about the order's end (kind, filled_qty), plus the ledger's final fill
   ("fill", filled_qty, remaining) a fill frame (original = the order's size)
   ("wait", ms)                    virtual time passes
   ("gap",)                        the stream reconnects (a new epoch)
+
+The sequences the conformance corpus records (tests/conformance/scenarios: IOC full,
+partial and no fill, FOK fill and kill, post-only rest -> partial -> cancel, reduce-only
+clamp) run through the adapter in test_corpus_sequences.py; the cases here are the ones
+it lacks: several matches per order, update-only sequences (fill frames lost or late),
+duplicates, reordering, ends overtaking matches, stream gaps, a venue-side cancel.
 """
 
 from __future__ import annotations
@@ -85,20 +91,6 @@ CASES: dict[str, dict[str, Any]] = {
         "before_grace": [],
         "ends": [("order_status", "1")],
         "filled": "1",
-    },
-    "ioc_no_fill": {
-        "tif": "ioc",
-        "steps": [("update", "0", "cancelled")],
-        "before_grace": [("order_expired", "0")],
-        "ends": [("order_expired", "0")],
-        "filled": "0",
-    },
-    "fok_killed": {
-        "tif": "fok",
-        "steps": [("update", "0", "cancelled")],
-        "before_grace": [("order_expired", "0")],
-        "ends": [("order_expired", "0")],
-        "filled": "0",
     },
     "post_only_rests_fills_part_cancelled_by_venue": {
         "tif": "post_only",
