@@ -137,7 +137,8 @@ def test_three_paper_cycles_on_live_data_with_a_stream_cut(tmp_path: Path) -> No
     status = subprocess.run(
         _cmd("status", "--journal", str(journal)), capture_output=True, timeout=RUN_S
     )
-    assert b"venue paper" in status.stdout, status.stdout + status.stderr
+    # The 80-column header names the pair, then the venue.
+    assert status.stdout.split()[:2] == [b"ETH-SOL", b"paper"], status.stdout + status.stderr
     assert b"completed" in text
 
 

@@ -185,7 +185,10 @@ def test_summary_states_exposure_as_believed_and_as_filled_apart(tmp_path):
     assert summary["flat"] is True
     assert summary["positions_trusted"] == "venue read"
     assert summary["fill_positions"] == {"ETH-PERP": "0.000", "SOL-PERP": "0.00"}
-    assert Decimal(summary["max_unhedged_seconds"]) >= 5  # as believed
+    # As believed: since the lost-push probe (issue 11 item 7) a lost end is asked two
+    # round trips after the ack, so belief no longer waits out the 5 s fill timeout; the
+    # two figures stay named apart (tests/unit/test_exposure.py has legs heard 5 s apart).
+    assert Decimal(summary["max_unhedged_seconds"]) < 5
     assert Decimal(summary["max_unhedged_seconds_as_filled"]) < Decimal("0.1")
     assert summary["fills_without_venue_time"] > 0
     assert "exposure_above_tolerance" not in summary["alerts"]
