@@ -221,3 +221,78 @@ def test_journal_of_another_pair_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     line = one_line_error(proc)
     assert "journal of ETH-PERP/SOL-PERP, not BTC-PERP/ETH-PERP" in line
+
+
+class _Stubborn:
+    """A loopback gateway that never becomes usable: every request gets `answer`."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                outer.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers"),
+    [
+        (
+            429,
+            b'{"status":"failure","error_code":1000,"error":"rate limited"}',
+            {"Retry-After": "1"},
+        ),
+        (200, b"<html>not the gateway</html>", {"Content-Type": "text/html"}),
+        (200, b'{"status":"success","data":{"unexpected":true}}', {}),
+    ],
+    ids=["rate_limited", "garbage", "wrong_shape"],
+)
+def test_venue_unusable_at_start_up_is_retried_then_exit_3_with_the_reason(
+    tmp_path: Path, status: int, body: bytes, headers: dict[str, str]
+) -> None:
+    # Issue 12 item 4: rate limiting or garbage at start-up is not "bad configuration"
+    # (exit 2): discovery retries with backoff inside the start-up budget, then exit 3.
+    gateway = _Stubborn(status, body, headers)
+    try:
+        journal, summary = tmp_path / "u.db", tmp_path / "u.json"
+        proc = dnpair(
+            "run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", gateway.url,
+            "--journal", str(journal), "--summary-json", str(summary), "--quiet",
+            NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="3",
+        )  # fmt: skip
+    finally:
+        gateway.close()
+    assert proc.returncode == 3, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "start-up budget (3 s" in proc.stderr
+    assert "nothing was sent" in proc.stderr
+    assert gateway.requests >= 2  # retried, not given up at the first answer
+    data = json.loads(summary.read_text())
+    assert data["orders_sent"] == 0
