@@ -418,6 +418,7 @@ def _oracle(pid, price):
 
     def setup(fake):
         bid, ask = BOOKS[pid]
+        fake.oracles[pid] = price  # on every later quote too, as a venue stamps them
         fake.engine.process(
             BboUpdated(product_id=pid, bid=bid, ask=ask, bid_qty=1, ask_qty=1, oracle_price=price)
         )

@@ -311,6 +311,7 @@ def test_exit_beyond_the_price_band_prices_from_the_oracle_not_the_skewed_quote(
     from engine.events import BboUpdated
 
     def setup(fake):
+        fake.oracles[SOL] = D("185")  # on every later quote too, as a venue stamps them
         fake.engine.process(
             BboUpdated(
                 product_id=SOL, bid="150", ask="150.02", bid_qty=1, ask_qty=1, oracle_price="185"
