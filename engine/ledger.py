@@ -116,6 +116,10 @@ class Ledger:
         self.products: dict[int, ProductBook] = {}
         self.quotes: dict[int, Quote] = {}
         self.oracles: dict[int, Decimal] = {}  # the venue's oracle price, last known
+        # Products whose quotes carried an oracle price and whose latest quote carries
+        # none: the venue's oracle is no longer known (the Nado adapter stops stamping an
+        # oracle older than its bound), so the price band cannot be checked (D5).
+        self.oracles_lost: set[int] = set()
         self.unknown_fills: deque[FillReceived] = deque(maxlen=1000)
         self._fill_window: dict[str, None] = {}  # recent fill ids, oldest first
         self.now_ns = 0
@@ -157,6 +161,12 @@ class Ledger:
 
     def oracle(self, product_id: int) -> Decimal | None:
         return self.oracles.get(product_id)
+
+    def oracle_lost(self, product_id: int) -> bool:
+        """The venue gave an oracle price for this product and its latest quote came
+        without one: unknown now, not "no band" (a venue that never gives one is not
+        band-checked at all)."""
+        return product_id in self.oracles_lost
 
     def state_of(self, machine_id: str) -> tuple[str, ...]:
         return self.machine_states.get(machine_id, ())
@@ -260,6 +270,9 @@ class Ledger:
     def _apply_bbo(self, ev: BboUpdated, now_ns: int) -> list[str]:
         if ev.oracle_price is not None:
             self.oracles[ev.product_id] = ev.oracle_price
+            self.oracles_lost.discard(ev.product_id)
+        elif self.oracles.pop(ev.product_id, None) is not None:
+            self.oracles_lost.add(ev.product_id)
         if ev.bid <= 0 or ev.ask <= 0 or ev.ask < ev.bid:
             return [f"bbo rejected for product {ev.product_id}: bid {ev.bid} ask {ev.ask}"]
         held = self.quotes.get(ev.product_id)

@@ -189,8 +189,16 @@ class BuildMachine(OrderRounds, PureMachine):
         return True
 
     def within_price_band(self) -> bool:
-        """Both quotes within `price_band_bps` of the venue's oracle price (D5)."""
+        """Both quotes within `price_band_bps` of the venue's oracle price (D5). A quote
+        whose product had an oracle price and has none now cannot be band-checked: no
+        entry on it either."""
         for leg in self.p.legs:
+            if self.p.price_band_bps and self.ledger.oracle_lost(leg.product_id):
+                self.band_refused = True
+                return self._refuse(
+                    f"no current oracle price for {leg.symbol}: its quote cannot be checked "
+                    f"against the band ({self.p.price_band_bps} bps)"
+                )
             off = outside_band(self.p, self.ledger, leg.product_id)
             if off is not None:
                 self.band_refused = True

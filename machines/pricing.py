@@ -146,7 +146,8 @@ def outside_band(p: CycleParams, ledger: Ledger, product_id: int) -> Decimal | N
 
 def band_checked(p: CycleParams, ledger: Ledger, product_id: int) -> Quote | None:
     """The quote exits price from: as shown when within the band, else the oracle's
-    price on both sides (never the skewed quote)."""
+    price on both sides (never the skewed quote). With the oracle unknown (never given,
+    or lost) the quote as shown is the only price there is: an exit still goes."""
     quote = ledger.quote(product_id)
     if quote is None or outside_band(p, ledger, product_id) is None:
         return quote

@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -54,6 +55,9 @@ class Discovery:
     contracts: Contracts
     symbols: dict[str, SymbolInfo]  # the pair's, by symbol
     status: str
+    # The pair's oracle prices from the same `all_products` read (0 = none given), the
+    # price band's first reference (RELIABILITY D5); the venue refreshes them later.
+    oracles: dict[int, Decimal] = attrs.field(factory=dict)
 
     @property
     def products(self) -> dict[str, ProductInfo]:
@@ -113,4 +117,5 @@ async def discover(query: Query, pair: Sequence[str], expect: Expectations) -> D
     ids = [i.product_id for i in found.values()]
     if len(set(ids)) != len(ids):
         raise DiscoveryError(f"the pair's symbols map to the same product: {ids}")
-    return Discovery(contracts=contracts, symbols=found, status=str(status))
+    oracles = {pid: books[pid].oracle_price for pid in ids}
+    return Discovery(contracts=contracts, symbols=found, status=str(status), oracles=oracles)

@@ -47,6 +47,17 @@ Quotes are kept confirmed: a product whose stream has said nothing for `quiet_qu
 same gate and reaches the engine as a fresh `BboUpdated` (Nado pushes BBO only on change,
 nado-protocol.md §13).
 
+Every quote the engine hears (pushed or REST) carries the venue's oracle price
+(`oracle_price`, the price band's reference, RELIABILITY D5) when the adapter holds one no
+older than `oracle_max_age_s`, else none. Nado's quote sources carry no oracle
+(`best_bid_offer`, `market_prices`), so it comes from `all_products` (`oracle_price_x18`,
+nado-protocol.md §6.1; the SDK's `PerpProduct`): read at discovery, then every
+`oracle_refresh_s` (IP weight 5, §8: 60 weight/min of the 2400 budget at 5 s). How often
+Nado itself moves its oracle is not documented (unverified); the age bound is ours, counted
+from the answer. A failed read keeps the last price until it is too old; then quotes go
+unstamped, and the engine refuses entries on a product whose oracle was once known and is
+no more (engine/ledger.py, machines/build.py `within_price_band`).
+
 A lost push: an IOC/FOK whose end is not heard within `probe_rtts` round trips (measured
 on the placements) after its ack, with the stream up since the send, is asked about at
 once: what the stream said, then the archive (`orders` by digest; an IOC never rests, so
@@ -63,6 +74,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from collections.abc import Coroutine
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -96,6 +108,7 @@ from adapters.nado.orders import Unknown
 from adapters.nado.orders import status_from_knowledge
 from adapters.nado.queries import SymbolInfo
 from adapters.nado.queries import open_orders_snapshot
+from adapters.nado.queries import parse_all_products
 from adapters.nado.queries import parse_cancel_result
 from adapters.nado.queries import parse_market_prices
 from adapters.nado.queries import parse_multi_orders
@@ -163,6 +176,10 @@ class NadoSettings:
     # A product's quote unconfirmed (no push, no REST answer) this long is asked by REST:
     # half the engine's bbo_max_age (2 s), so a quiet book stays tradable (§13, Q9).
     quiet_quote_s: Decimal = Decimal(1)
+    # The oracle price (all_products) is read again this often, and stamped on quotes
+    # only while younger than `oracle_max_age_s` (two missed reads tolerated).
+    oracle_refresh_s: Decimal = Decimal(5)
+    oracle_max_age_s: Decimal = Decimal(15)
     # An IOC/FOK whose end is unheard this many round trips after its ack is asked about
     # at once; the same wait bounds how long an end waits for its fill frames.
     probe_rtts: int = 2
@@ -238,6 +255,8 @@ class NadoVenue:
         self._quote_tasks: dict[int, asyncio.Task[None]] = {}
         self._confirmed: dict[int, int] = {}  # pid -> clock ns a quote last reached the engine
         self._refresh: asyncio.Task[None] | None = None
+        self._oracles: dict[int, tuple[int, Decimal]] = {}  # pid -> (clock ns read, price)
+        self._oracle_task: asyncio.Task[None] | None = None
         self._timers: set[TimerHandle] = set()
         self.rtt_ns: int | None = None  # placement round trips, smoothed
         self.fill_latency_ns: list[int] = []  # venue stamp -> our receipt, per fill frame
@@ -293,6 +312,7 @@ class NadoVenue:
         )
         self._sink = sink
         self._later_ns(self._quiet_ns(), self._quote_check)
+        self._start_oracles(found.oracles)
         log.info(
             "nado venue ready: chain %d, %s, subaccount %s",
             found.contracts.chain_id,
@@ -918,6 +938,64 @@ class NadoVenue:
         state = "filled" if filled >= entry.qty else ended
         return OrderStatus(order_id=oid, state=state, filled_qty=filled, request_id=rid)
 
+    # -- the oracle price ----------------------------------------------------------------------
+    def _start_oracles(self, initial: Mapping[int, Decimal]) -> None:
+        """Hold the oracle prices read at start-up and keep reading them."""
+        self._note_oracles(initial)
+        self._later_ns(self._oracle_refresh_ns(), self._oracle_check)
+
+    def _oracle_refresh_ns(self) -> int:
+        return max(int(self.settings.oracle_refresh_s * NS), 1)
+
+    def _note_oracles(self, prices: Mapping[int, Decimal]) -> None:
+        now = self.clock.now_ns()
+        for pid, price in prices.items():
+            if pid in self._symbols and price > 0:  # 0: the venue gives none
+                self._oracles[pid] = (now, price)
+
+    def oracle(self, pid: int) -> Decimal | None:
+        """The oracle price of `pid` if read within `oracle_max_age_s`, else None."""
+        held = self._oracles.get(pid)
+        if held is None:
+            return None
+        if self.clock.now_ns() - held[0] > int(self.settings.oracle_max_age_s * NS):
+            return None
+        return held[1]
+
+    def _oracle_check(self) -> None:
+        running = self._oracle_task is not None and not self._oracle_task.done()
+        if not running:
+            self.stats["oracle_refresh"] += 1
+            task = asyncio.get_running_loop().create_task(self._refresh_oracles())
+            self._oracle_task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+        self._later_ns(self._oracle_refresh_ns(), self._oracle_check)
+
+    async def _refresh_oracles(self) -> None:
+        try:
+            data = await self.client.query(
+                {"type": "all_products"},
+                request="oracle_refresh",
+                priority=Priority.READ,
+                weight=query_weight("all_products"),
+            )
+            books = parse_all_products(data)
+        except GatewayError as exc:
+            self.stats[f"oracle_refresh_failed.{exc.classified.reason}"] += 1
+            return
+        except MalformedFrame:
+            self.stats["oracle_refresh_failed.malformed_reply"] += 1
+            return
+        self._note_oracles({pid: b.oracle_price for pid, b in books.items()})
+
+    def _stamped(self, quote: BboUpdated) -> BboUpdated:
+        """The quote with the oracle price held now (None when unknown or too old)."""
+        oracle = self.oracle(quote.product_id)
+        if oracle == quote.oracle_price:
+            return quote
+        return attrs.evolve(quote, oracle_price=oracle)
+
     # -- quotes ------------------------------------------------------------------------------------
     async def _market_prices(self, intent: QueryMarketPrices) -> None:
         pids = self._pids(intent.product_ids)
@@ -962,7 +1040,7 @@ class NadoVenue:
         if verdict.ok:
             self.stats["bbo_rest"] += 1
             self._confirmed[quote.product_id] = self.clock.now_ns()
-            self._emit(quote)
+            self._emit(self._stamped(quote))
         else:
             self.stats[f"bbo_rest_rejected.{verdict.reason}"] += 1
 
@@ -1049,7 +1127,7 @@ class NadoVenue:
         if verdict.ok:
             self.stats["bbo_stream"] += 1
             self._confirmed[bbo.product_id] = self.clock.now_ns()
-            self._emit(bbo)
+            self._emit(self._stamped(bbo))
             return
         self.stats[f"bbo_rejected.{verdict.reason}"] += 1
         self._fallback_quote(bbo.product_id)

@@ -216,8 +216,13 @@ class SimMarketSource:
         now = self.clock.now_ns()
         self.sim.exchange.advance_to(now)
         b = self.sim.exchange.bbo(pid)
-        quote = BboUpdated(
-            product_id=pid, bid=b.bid, bid_qty=b.bid_qty, ask=b.ask, ask_qty=b.ask_qty
+        quote = BboUpdated(  # stamped with the oracle, as the Nado adapter stamps its own
+            product_id=pid,
+            bid=b.bid,
+            bid_qty=b.bid_qty,
+            ask=b.ask,
+            ask_qty=b.ask_qty,
+            oracle_price=self.sim.exchange.mid(pid),
         )
         if self.gate.check(quote, now_ns=now, ts_ns=now).ok:
             self._confirmed[pid] = now

@@ -155,8 +155,15 @@ class RestFace:
             for pid in intent.product_ids or self._pids:
                 if pid in self.exchange.specs:
                     b = self.exchange.bbo(pid)
+                    # Stamped with the oracle (the fair mid), as the Nado adapter stamps
+                    # its REST quotes from `all_products`.
                     quote = BboUpdated(
-                        product_id=pid, bid=b.bid, bid_qty=ZERO, ask=b.ask, ask_qty=ZERO
+                        product_id=pid,
+                        bid=b.bid,
+                        bid_qty=ZERO,
+                        ask=b.ask,
+                        ask_qty=ZERO,
+                        oracle_price=self.exchange.mid(pid),
                     )
                     self._answer(req, quote)
 

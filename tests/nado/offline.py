@@ -70,6 +70,20 @@ def unreachable(request: str) -> GatewayError:
     return GatewayError(Classified(error_class="retryable", reason="connect_error"), request)
 
 
+def perp_entry(pid: int, oracle: Decimal) -> dict[str, Any]:
+    """An `all_products` perp entry: the oracle price and the book increments."""
+    info = SYMBOLS[pid]
+    return {
+        "product_id": pid,
+        "oracle_price_x18": str(to_x18(oracle)),
+        "book_info": {
+            "price_increment_x18": str(info.price_increment_x18),
+            "size_increment": str(info.size_increment_x18),
+            "min_size": str(info.min_size_x18),
+        },
+    }
+
+
 class FakeStream:
     """What NadoVenue reads of its StreamClient: the epoch and whether it is up."""
 
@@ -96,6 +110,9 @@ class Gateway:
         self.resting: dict[str, dict[str, Any]] = {}
         self.quotes: dict[int, tuple[Decimal, Decimal]] = {ETH: (D(3000), D("3000.5"))}
         self.quotes_fail = False
+        # `all_products`: the oracle price per product (the venue's index, §6.1).
+        self.oracles: dict[int, Decimal] = {}
+        self.oracles_fail = False
         self.log: list[tuple[int, str]] = []  # (virtual ns sent, request type)
 
     async def _trip(self) -> None:
@@ -133,6 +150,13 @@ class Gateway:
                     if pid in self.quotes
                 ]
             }
+        if kind == "all_products":
+            if self.oracles_fail:
+                raise unreachable(request)
+            return {
+                "spot_products": [],
+                "perp_products": [perp_entry(p, o) for p, o in self.oracles.items()],
+            }
         raise unreachable(request)
 
     async def aclose(self) -> None:
@@ -165,7 +189,8 @@ class OfflineVenue:
         raise AssertionError("placement of an unknown body")
 
     async def start(self, symbols: tuple[int, ...] = (ETH,)) -> None:
-        """What `NadoVenue._start` sets up, minus discovery and the socket."""
+        """What `NadoVenue._start` sets up, minus discovery and the socket; the oracle
+        prices discovery would have read are the gateway's `oracles` now."""
         v = self.venue
         v._symbols = {pid: SYMBOLS[pid] for pid in symbols}
         v._products = {SYMBOLS[p].symbol: SYMBOLS[p].product_info() for p in symbols}
@@ -179,6 +204,7 @@ class OfflineVenue:
         v.stream = self.stream  # type: ignore[assignment]
         v._sink = self._sink
         v._later_ns(v._quiet_ns(), v._quote_check)
+        v._start_oracles(dict(self.gateway.oracles))
         await self.settle()
 
     def _sink(self, ev: Event) -> None:

@@ -49,6 +49,8 @@ from adapters.sim.exchange import Exchange
 from adapters.sim.faults import NS_PER_MS
 from adapters.sim.faults import FaultProfile
 from adapters.sim.faults import Window
+from adapters.sim.matching import Bbo
+from adapters.sim.products import floor_to
 from adapters.sim.products import resolve
 from adapters.sim.records import FillRecord
 from adapters.sim.records import OrderUpdateRecord
@@ -353,7 +355,7 @@ class VenueServer:
             self._route(rec)
         if self._on_change:  # Nado pushes best_bid_offer when the top of book changes
             for pid in self.exchange.specs:
-                bbo = self.exchange.bbo(pid)
+                bbo = self._shown(pid)
                 if self._top.get(pid) != (bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty):
                     self._push_bbo(pid)
 
@@ -409,9 +411,21 @@ class VenueServer:
             self._next_bbo += step
         self.timers.at(self._next_bbo, self._tick)
 
+    def _shown(self, pid: int) -> Bbo:
+        """The top of book as pushed: `market.skew` applied (rounded down to the tick),
+        as the in-process feed shows it; matching and the oracle (`all_products`, the fair
+        mid) stay where they are."""
+        bbo = self.exchange.bbo(pid)
+        spec = self.exchange.specs[pid]
+        skew = self.profile.market.skew_factor(spec.symbol, self.exchange.now_ns - self.origin_ns)
+        if skew is None or bbo.bid <= 0 or bbo.ask <= 0:
+            return bbo
+        bid, ask = floor_to(bbo.bid * skew, spec.tick), floor_to(bbo.ask * skew, spec.tick)
+        return attrs.evolve(bbo, bid=bid, ask=ask)
+
     def _push_bbo(self, pid: int) -> None:
         market, rng = self.profile.market, self._bbo_rng
-        bbo = self.exchange.bbo(pid)
+        bbo = self._shown(pid)
         self._top[pid] = (bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty)
         fresh = codec.bbo_frame(bbo, self.wire)
         frame = fresh

@@ -129,11 +129,19 @@ class FakeVenue:
         self.finished_ns = 0
         self.sent: list[Intent] = []
         self.stream_bbo = True
+        # The venue's oracle price per product, stamped on every quote (none: the venue
+        # gives none, the band is not checked), as the sim and the Nado adapter stamp theirs.
+        self.oracles: dict[int, Decimal] = {}
 
     # -- set-up -------------------------------------------------------------------------
     def push_bbo(self) -> None:
         for pid, (bid, ask) in self.books.items():
-            self.engine.process(BboUpdated(product_id=pid, bid=bid, ask=ask, bid_qty=1, ask_qty=1))
+            oracle = self.oracles.get(pid)
+            self.engine.process(
+                BboUpdated(
+                    product_id=pid, bid=bid, ask=ask, bid_qty=1, ask_qty=1, oracle_price=oracle
+                )
+            )
 
     def script(self, steps: list[Step], times: int = 1, **match: Any) -> None:
         def matches(i: PlaceOrder) -> bool:

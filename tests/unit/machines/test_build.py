@@ -418,6 +418,7 @@ def _oracle(pid, price):
 
     def setup(fake):
         bid, ask = BOOKS[pid]
+        fake.oracles[pid] = price  # on every later quote too, as a venue stamps them
         fake.engine.process(
             BboUpdated(product_id=pid, bid=bid, ask=ask, bid_qty=1, ask_qty=1, oracle_price=price)
         )
@@ -437,4 +438,39 @@ def test_build_refuses_a_quote_beyond_the_price_band_with_an_alert_and_sends_not
 
 def test_build_within_the_price_band_trades():
     engine, _fake = build(setup=_oracle(SOL, D("152")))  # 1.3 % off: inside 500 bps
+    assert outcome(engine) == "built"
+
+
+def _oracle_lost(pid, price):
+    """The venue stamped an oracle on `pid` once; its later quotes carry none (the Nado
+    adapter stops stamping an oracle older than its bound)."""
+
+    def setup(fake):
+        bid, ask = BOOKS[pid]
+        fake.engine.process(
+            BboUpdated(product_id=pid, bid=bid, ask=ask, bid_qty=1, ask_qty=1, oracle_price=price)
+        )
+
+    return setup
+
+
+def test_build_refuses_a_quote_whose_oracle_is_lost_with_the_band_alert():
+    # The quote itself is fine (1.3 % from the last oracle), but it cannot be band-checked.
+    engine, fake = build(setup=_oracle_lost(SOL, D("152")))
+    assert engine.ledger.oracle(SOL) is None
+    assert engine.ledger.oracle_lost(SOL)
+    assert outcome(engine) == "aborted"
+    assert not fake.of(PlaceOrder)
+    (alert,) = [a for a in fake.of(SendAlert) if a.event == "price_band"]
+    assert "no current oracle price for SOL-PERP" in alert.message
+
+
+def test_build_with_the_band_off_trades_on_a_lost_oracle():
+    engine, _fake = build(params(price_band_bps=0), setup=_oracle_lost(SOL, D("152")))
+    assert outcome(engine) == "built"
+
+
+def test_a_venue_that_never_gives_an_oracle_is_not_band_checked():
+    engine, _fake = build()  # the fake stamps no oracle at all
+    assert not engine.ledger.oracle_lost(SOL)
     assert outcome(engine) == "built"

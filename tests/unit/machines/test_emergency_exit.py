@@ -311,6 +311,7 @@ def test_exit_beyond_the_price_band_prices_from_the_oracle_not_the_skewed_quote(
     from engine.events import BboUpdated
 
     def setup(fake):
+        fake.oracles[SOL] = D("185")  # on every later quote too, as a venue stamps them
         fake.engine.process(
             BboUpdated(
                 product_id=SOL, bid="150", ask="150.02", bid_qty=1, ask_qty=1, oracle_price="185"
@@ -321,4 +322,24 @@ def test_exit_beyond_the_price_band_prices_from_the_oracle_not_the_skewed_quote(
     (first, *_) = fake.placed(product_id=SOL)
     assert first.side == "buy"
     assert first.price >= D("185")  # 185 x (1 + 50 bps), never 150.02 x (1 + 50 bps)
+    assert outcome(engine) == "flat"
+
+
+def test_exit_with_a_lost_oracle_prices_from_the_quote_and_still_goes():
+    # The oracle was 185 and is no longer known: the exit is not held up, and it does not
+    # price from the old oracle either (the quote as shown is the only price there is).
+    from engine.events import BboUpdated
+
+    def setup(fake):
+        fake.engine.process(
+            BboUpdated(
+                product_id=SOL, bid="150", ask="150.02", bid_qty=1, ask_qty=1, oracle_price="185"
+            )
+        )
+
+    engine, fake = exit_(setup=setup)
+    assert engine.ledger.oracle_lost(SOL)
+    (first, *_) = fake.placed(product_id=SOL)
+    assert first.side == "buy"
+    assert first.price < D("152")  # from 150.02, never from the lost 185
     assert outcome(engine) == "flat"
