@@ -128,7 +128,12 @@ FLAGS: tuple[Flag, ...] = (
         D(45),
         "re-ask a position read that lags the reported fills for this long",
     ),
-    Flag("price_band_bps", _decimal(D(0), D(5000)), D(500), "quote vs oracle band (0: off)"),
+    Flag(
+        "price_band_bps",
+        _decimal(D(0), D(5000)),
+        D(500),
+        "quote vs oracle band: beyond it, or with the oracle lost, no entries (0: off)",
+    ),
     Flag("max_position_usd", _decimal(D(1), D(10_000_000)), D(10_000), "MAX_POSITION per leg"),
     Flag("max_daily_loss_usd", _decimal(D(0), D(10_000_000)), D(500), "MAX_DAILY_LOSS (UTC)"),
     Flag("stop_loss_pct", _decimal(D("0.1"), D(100)), D(5), "open pair loss, % of size: exit"),
