@@ -48,6 +48,17 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 
+def _raw(digest: str) -> bytes | str:
+    try:
+        return bytes.fromhex(digest)
+    except ValueError:
+        return digest  # not a hash (a damaged record being copied as it is)
+
+
+def _hex(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
 class JournalError(Exception):
     """The journal cannot be written or read as a journal; never retried silently."""
 
@@ -87,6 +98,24 @@ class Record:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+
+    def to_row(self) -> tuple[int, int, str, str, str, bytes, bytes]:
+        """The SQLite row: hashes stored as their 32 raw bytes (half the hex text)."""
+        return (
+            self.seq,
+            self.ts,
+            self.kind,
+            self.machine,
+            self.payload,
+            _raw(self.prev_hash),
+            _raw(self.hash),
+        )
+
+    @classmethod
+    def from_row(cls, row: Any) -> Record:
+        """A stored row; hashes written as hex text by older versions read the same."""
+        seq, ts, kind, machine, payload, prev_hash, digest = row
+        return cls(seq, ts, kind, machine, payload, _hex(prev_hash), _hex(digest))
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Record:
@@ -134,7 +163,7 @@ class Journal:
             ).fetchone()
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
-        self._seq, self._hash = (int(row[0]), str(row[1])) if row else (0, GENESIS)
+        self._seq, self._hash = (int(row[0]), _hex(row[1])) if row else (0, GENESIS)
         self.committed = self._seq
 
     @property
@@ -169,9 +198,7 @@ class Journal:
             self.committed = self._seq
             self._pending.clear()
             return
-        rows = [
-            (r.seq, r.ts, r.kind, r.machine, r.payload, r.prev_hash, r.hash) for r in self._pending
-        ]
+        rows = [r.to_row() for r in self._pending]
         try:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?)", rows)
@@ -188,7 +215,7 @@ class Journal:
         rows = self._db.execute(
             "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
         ).fetchall()
-        return [Record(*row) for row in rows] + list(self._pending)
+        return [Record.from_row(row) for row in rows] + list(self._pending)
 
     def close(self) -> None:
         self.commit()
@@ -221,7 +248,7 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
             "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
         )
         for row in cur:
-            yield Record(*row)
+            yield Record.from_row(row)
     finally:
         db.close()
 

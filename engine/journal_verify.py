@@ -151,7 +151,7 @@ def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
         if not rows:
             return
         for row in rows:
-            yield Record(*row)
+            yield Record.from_row(row)
         seq = int(rows[-1][0]) + 1
 
 
@@ -209,7 +209,7 @@ def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
             ).fetchone()
         except sqlite3.DatabaseError:
             continue
-        if row is not None and Record(*row).self_consistent():
+        if row is not None and Record.from_row(row).self_consistent():
             return True
     return False
 
@@ -246,7 +246,7 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
         out = Journal(tmp, durable=True)
         out._db.executemany(  # raw copy: hashes must stay exactly as recorded
             "INSERT INTO journal VALUES (?,?,?,?,?,?,?)",
-            [(r.seq, r.ts, r.kind, r.machine, r.payload, r.prev_hash, r.hash) for r in keep],
+            [r.to_row() for r in keep],
         )
         out._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         out._db.close()
