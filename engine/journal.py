@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import zlib
 from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from engine.journal_dict import PAYLOAD_DICT
 from engine.messages import dumps
 from engine.messages import loads
 
@@ -26,6 +28,7 @@ __all__ = [
     "GENESIS",
     "Journal",
     "JournalError",
+    "PayloadCodec",
     "Record",
     "export_jsonl",
     "read_records",
@@ -46,6 +49,58 @@ CREATE TABLE IF NOT EXISTS journal (
     hash      TEXT NOT NULL
 )
 """
+# The preset dictionary this file's payloads are deflated against (one row, id 1). A
+# journal without it (older files) stores and reads its payloads as plain text.
+_DICT_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS payload_dict (id INTEGER PRIMARY KEY, data BLOB NOT NULL)"
+)
+
+
+class PayloadCodec:
+    """Payload storage: the canonical JSON text (what is hashed) deflated against the
+    file's preset dictionary when that is shorter, else the text itself. Reading gives
+    back the exact text; a stored payload that does not inflate reads as text that cannot
+    match its hash, so verify reports the record as damaged."""
+
+    def __init__(self, zdict: bytes | None) -> None:
+        self.zdict = zdict
+        self._base = (
+            zlib.compressobj(6, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+            if zdict
+            else None
+        )
+
+    def encode(self, text: str) -> str | bytes:
+        if self._base is None:
+            return text
+        raw = text.encode()
+        c = self._base.copy()
+        packed = c.compress(raw) + c.flush()
+        return packed if len(packed) < len(raw) else text
+
+    def decode(self, value: Any) -> str:
+        if not isinstance(value, bytes):
+            return str(value)
+        try:
+            d = zlib.decompressobj(-15, zdict=self.zdict or b"")
+            text = d.decompress(value) + d.flush()
+            if not d.eof:
+                raise zlib.error("truncated payload")
+            return text.decode()
+        except (zlib.error, UnicodeDecodeError):
+            return "\ufffd" + value.hex()  # never valid JSON: the hash check fails
+
+    @classmethod
+    def of(cls, db: sqlite3.Connection) -> PayloadCodec:
+        """The codec a stored journal was written with (none for older files)."""
+        try:
+            row = db.execute("SELECT data FROM payload_dict WHERE id = 1").fetchone()
+        except sqlite3.DatabaseError:
+            return cls(None)
+        return cls(bytes(row[0]) if row else None)
+
+
+PLAIN = PayloadCodec(None)
 
 
 def _raw(digest: str) -> bytes | str:
@@ -99,23 +154,26 @@ class Record:
             "hash": self.hash,
         }
 
-    def to_row(self) -> tuple[int, int, str, str, str, bytes, bytes]:
-        """The SQLite row: hashes stored as their 32 raw bytes (half the hex text)."""
+    def to_row(
+        self, codec: PayloadCodec = PLAIN
+    ) -> tuple[int, int, str, str, str | bytes, bytes | str, bytes | str]:
+        """The SQLite row: hashes stored as their 32 raw bytes (half the hex text), the
+        payload through the file's codec."""
         return (
             self.seq,
             self.ts,
             self.kind,
             self.machine,
-            self.payload,
+            codec.encode(self.payload),
             _raw(self.prev_hash),
             _raw(self.hash),
         )
 
     @classmethod
-    def from_row(cls, row: Any) -> Record:
-        """A stored row; hashes written as hex text by older versions read the same."""
+    def from_row(cls, row: Any, codec: PayloadCodec = PLAIN) -> Record:
+        """A stored row; hashes and payloads written as text by older versions read the same."""
         seq, ts, kind, machine, payload, prev_hash, digest = row
-        return cls(seq, ts, kind, machine, payload, _hex(prev_hash), _hex(digest))
+        return cls(seq, ts, kind, machine, codec.decode(payload), _hex(prev_hash), _hex(digest))
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Record:
@@ -141,11 +199,16 @@ class Journal:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] = ":memory:", *, durable: bool | str = True
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        durable: bool | str = True,
+        compress: bool = True,
     ) -> None:
         self.path = str(path)
         self._pending: list[Record] = []
         self._memory: list[Record] | None = None
+        self.codec = PLAIN
         if self.path == ":memory:":
             self._memory = []
             self._seq, self._hash = 0, GENESIS
@@ -161,6 +224,14 @@ class Journal:
             row = self._db.execute(
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
             ).fetchone()
+            if row is None and compress:
+                self._db.execute("BEGIN")
+                self._db.execute(_DICT_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO payload_dict VALUES (1, ?)", (PAYLOAD_DICT,)
+                )
+                self._db.execute("COMMIT")
+            self.codec = PayloadCodec.of(self._db)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self._seq, self._hash = (int(row[0]), _hex(row[1])) if row else (0, GENESIS)
@@ -198,7 +269,7 @@ class Journal:
             self.committed = self._seq
             self._pending.clear()
             return
-        rows = [r.to_row() for r in self._pending]
+        rows = [r.to_row(self.codec) for r in self._pending]
         try:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?)", rows)
@@ -215,7 +286,7 @@ class Journal:
         rows = self._db.execute(
             "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
         ).fetchall()
-        return [Record.from_row(row) for row in rows] + list(self._pending)
+        return [Record.from_row(row, self.codec) for row in rows] + list(self._pending)
 
     def close(self) -> None:
         self.commit()
@@ -244,11 +315,12 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
         raise JournalError(f"no journal at {p}")
     db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
     try:
+        codec = PayloadCodec.of(db)
         cur = db.execute(
             "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
         )
         for row in cur:
-            yield Record.from_row(row)
+            yield Record.from_row(row, codec)
     finally:
         db.close()
 

@@ -19,6 +19,7 @@ import attrs
 
 from engine.journal import GENESIS
 from engine.journal import Journal
+from engine.journal import PayloadCodec
 from engine.journal import Record
 from engine.journal import read_records
 
@@ -125,6 +126,7 @@ def _padded_copy(p: Path, tmp: Path) -> tuple[Path, int]:
 
 def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
     """Records from seq `start` on; None marks a row SQLite could not read."""
+    codec = PayloadCodec.of(db)
     seq = start
     while True:
         try:
@@ -151,7 +153,7 @@ def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
         if not rows:
             return
         for row in rows:
-            yield Record.from_row(row)
+            yield Record.from_row(row, codec)
         seq = int(rows[-1][0]) + 1
 
 
@@ -200,6 +202,7 @@ def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
         top = int(top_row[0]) if top_row and top_row[0] is not None else intact
     except sqlite3.DatabaseError:
         top = intact + _PROBE_LIMIT
+    codec = PayloadCodec.of(db)
     for seq in range(intact + 2, min(top, intact + _PROBE_LIMIT) + 1):
         try:
             row = db.execute(
@@ -209,7 +212,7 @@ def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
             ).fetchone()
         except sqlite3.DatabaseError:
             continue
-        if row is not None and Record.from_row(row).self_consistent():
+        if row is not None and Record.from_row(row, codec).self_consistent():
             return True
     return False
 
@@ -246,7 +249,7 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
         out = Journal(tmp, durable=True)
         out._db.executemany(  # raw copy: hashes must stay exactly as recorded
             "INSERT INTO journal VALUES (?,?,?,?,?,?,?)",
-            [r.to_row() for r in keep],
+            [r.to_row(out.codec) for r in keep],
         )
         out._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         out._db.close()

@@ -72,12 +72,15 @@ def test_flipped_byte_mid_file_is_corruption_and_never_repaired(tmp_path, capsys
     path = tmp_path / "j.db"
     write_journal(path)
     size = _checkpointed_size(path)
+    recs = list(read_records(path))
     raw = bytearray(path.read_bytes())
-    # Flip one payload byte of an early record: find record 30's padding text.
-    needle = b'{"i":30,'
+    # Flip one payload byte of an early record. Payloads are stored deflated, so find
+    # record {"i": 30} (seq 31) by its two stored hashes (prev_hash then hash, 32 raw
+    # bytes each): its payload ends just before them.
+    needle = bytes.fromhex(recs[30].prev_hash) + bytes.fromhex(recs[30].hash)
     at = raw.find(needle)
     assert 0 < at < size // 2
-    raw[at + len(needle) + 3] ^= 0x01
+    raw[at - 3] ^= 0x01
     path.write_bytes(bytes(raw))
     report = verify(path)
     assert report.status == "corrupt"
