@@ -4,6 +4,11 @@ Each record: seq, ts (engine clock, ns), kind (event|transition|intent|note),
 machine (instance id, or the event's origin), JSON payload, and a hash chained to
 the previous record's hash. `commit()` makes the buffered records durable; the loop
 calls it before any intent leaves the process.
+
+Storage (issue 12 item 6): the two hashes as 32 raw bytes each, the payload deflated
+against the preset dictionary kept in the file's `payload_dict` table (when shorter).
+With `max_bytes`, a full file is closed after a commit and the journal goes on in the
+next segment file (`segment_path`); readers take PATH and read every segment in order.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ __all__ = [
     "Record",
     "export_jsonl",
     "read_records",
+    "read_segment",
     "record_hash",
+    "segment_path",
+    "segment_paths",
 ]
 
 GENESIS = "0" * 64
@@ -204,27 +212,49 @@ class Journal:
         *,
         durable: bool | str = True,
         compress: bool = True,
+        max_bytes: int = 0,
     ) -> None:
         self.path = str(path)
         self._pending: list[Record] = []
         self._memory: list[Record] | None = None
         self.codec = PLAIN
+        self._durable = durable
+        self._compress = compress
+        # Size cap of one segment file (0 = none): past it, the next commit goes to a new
+        # segment (`segment_path`), whose first record chains to this one's last hash.
+        self.max_bytes = max_bytes
         if self.path == ":memory:":
             self._memory = []
             self._seq, self._hash = 0, GENESIS
             self.committed = 0
             return
+        segments = segment_paths(self.path)
+        self.segment = max(len(segments) - 1, 0)
+        row = self._open_segment()
+        if row is None and self.segment > 0:
+            # the newest segment is empty (a stop right after rotating): the chain goes
+            # on from the previous one's last record
+            row = _last_row(segment_path(self.path, self.segment - 1))
+        self._seq, self._hash = (int(row[0]), _hex(row[1])) if row else (0, GENESIS)
+        self.committed = self._seq
+
+    @property
+    def segment_file(self) -> str:
+        return str(segment_path(self.path, self.segment))
+
+    def _open_segment(self) -> Any:
+        path = self.segment_file
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            durable = self._durable
             level = "NORMAL" if durable == "process" else "FULL" if durable else "OFF"
             self._db.execute(f"PRAGMA synchronous={level}")
             self._db.execute(_SCHEMA)
             row = self._db.execute(
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
             ).fetchone()
-            if row is None and compress:
+            if row is None and self._compress:
                 self._db.execute("BEGIN")
                 self._db.execute(_DICT_SCHEMA)
                 self._db.execute(
@@ -233,9 +263,24 @@ class Journal:
                 self._db.execute("COMMIT")
             self.codec = PayloadCodec.of(self._db)
         except sqlite3.DatabaseError as exc:
-            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
-        self._seq, self._hash = (int(row[0]), _hex(row[1])) if row else (0, GENESIS)
-        self.committed = self._seq
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        return row
+
+    def _rotate_if_full(self) -> None:
+        if not self.max_bytes or self._memory is not None:
+            return
+        try:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            if int(pages) * int(page_size) < self.max_bytes:
+                return
+            # the full segment becomes one self-contained file before the next starts
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal rotation failed: {exc}") from exc
+        self.segment += 1
+        self._open_segment()
 
     @property
     def last_seq(self) -> int:
@@ -278,15 +323,13 @@ class Journal:
             raise JournalError(f"journal commit failed: {exc}") from exc
         self.committed = self._seq
         self._pending.clear()
+        self._rotate_if_full()
 
     def records(self) -> list[Record]:
-        """Committed records followed by pending ones, in sequence order."""
+        """Committed records (every segment) followed by pending ones, in sequence order."""
         if self._memory is not None:
             return self._memory + self._pending
-        rows = self._db.execute(
-            "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
-        ).fetchall()
-        return [Record.from_row(row, self.codec) for row in rows] + list(self._pending)
+        return list(read_records(self.path)) + list(self._pending)
 
     def close(self) -> None:
         self.commit()
@@ -296,6 +339,34 @@ class Journal:
 
 def _is_jsonl(path: Path) -> bool:
     return path.suffix in (".jsonl", ".ndjson")
+
+
+def segment_path(path: str | os.PathLike[str], n: int) -> Path:
+    """Segment `n` of a journal: 0 is PATH itself, then PATH's stem with `.1`, `.2` … before
+    its suffix (`runs/x.db`, `runs/x.1.db`, `runs/x.2.db`)."""
+    p = Path(path)
+    return p if n == 0 else p.with_name(f"{p.stem}.{n}{p.suffix}")
+
+
+def segment_paths(path: str | os.PathLike[str]) -> list[Path]:
+    """The journal's segment files in order: PATH, then each next one while it exists."""
+    p = Path(path)
+    if _is_jsonl(p) or not p.exists():
+        return [p] if p.exists() else []
+    out = [p]
+    while segment_path(p, len(out)).exists():
+        out.append(segment_path(p, len(out)))
+    return out
+
+
+def _last_row(path: Path) -> Any:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"cannot read journal segment {path}: {exc}") from exc
+    finally:
+        db.close()
 
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
@@ -313,6 +384,11 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
         return
     if not p.exists():
         raise JournalError(f"no journal at {p}")
+    for segment in segment_paths(p):
+        yield from read_segment(segment)
+
+
+def read_segment(p: Path) -> Iterator[Record]:
     db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
     try:
         codec = PayloadCodec.of(db)
