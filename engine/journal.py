@@ -5,8 +5,10 @@ machine (instance id, or the event's origin), JSON payload, and a hash chained t
 the previous record's hash. `commit()` makes the buffered records durable; the loop
 calls it before any intent leaves the process.
 
-Storage (issue 12 item 6): the two hashes as 32 raw bytes each, the payload deflated
-against the preset dictionary kept in the file's `payload_dict` table (when shorter).
+Storage (issue 12 item 6): the hash as 32 raw bytes; prev_hash too, except that it is
+left empty when the row stored just before is the previous record (whose hash it is);
+the payload deflated against the preset dictionary kept in the file's `payload_dict`
+table (when shorter). Hex-text hashes and text payloads of older files read the same.
 With `max_bytes`, a full file is closed after a commit and the journal goes on in the
 next segment file (`segment_path`); readers take PATH and read every segment in order.
 """
@@ -41,6 +43,7 @@ __all__ = [
     "record_hash",
     "segment_path",
     "segment_paths",
+    "stored_rows",
 ]
 
 GENESIS = "0" * 64
@@ -111,6 +114,19 @@ class PayloadCodec:
 PLAIN = PayloadCodec(None)
 
 
+def stored_rows(
+    records: Iterable[Record], codec: PayloadCodec, before: str | None = None
+) -> list[tuple[int, int, str, str, str | bytes, bytes | str, bytes | str]]:
+    """Rows for one transaction appended after a stored row whose hash is `before`
+    (None: none, or unknown). A prev_hash equal to the hash of the row stored just before
+    is left empty; the first row of a file always holds its own."""
+    rows = []
+    for r in records:
+        rows.append(r.to_row(codec, linked=before is not None and r.prev_hash == before))
+        before = r.hash
+    return rows
+
+
 def _raw(digest: str) -> bytes | str:
     try:
         return bytes.fromhex(digest)
@@ -163,25 +179,28 @@ class Record:
         }
 
     def to_row(
-        self, codec: PayloadCodec = PLAIN
+        self, codec: PayloadCodec = PLAIN, *, linked: bool = False
     ) -> tuple[int, int, str, str, str | bytes, bytes | str, bytes | str]:
         """The SQLite row: hashes stored as their 32 raw bytes (half the hex text), the
-        payload through the file's codec."""
+        payload through the file's codec. `linked`: the row stored just before this one
+        is the previous record, so prev_hash is left empty (it is that row's hash)."""
         return (
             self.seq,
             self.ts,
             self.kind,
             self.machine,
             codec.encode(self.payload),
-            _raw(self.prev_hash),
+            b"" if linked else _raw(self.prev_hash),
             _raw(self.hash),
         )
 
     @classmethod
-    def from_row(cls, row: Any, codec: PayloadCodec = PLAIN) -> Record:
-        """A stored row; hashes and payloads written as text by older versions read the same."""
+    def from_row(cls, row: Any, codec: PayloadCodec = PLAIN, before: str | None = None) -> Record:
+        """A stored row; hashes and payloads written as text by older versions read the
+        same. An empty prev_hash is `before`, the hash of the row stored just before."""
         seq, ts, kind, machine, payload, prev_hash, digest = row
-        return cls(seq, ts, kind, machine, codec.decode(payload), _hex(prev_hash), _hex(digest))
+        prev = _hex(prev_hash) if prev_hash else (before or "")
+        return cls(seq, ts, kind, machine, codec.decode(payload), prev, _hex(digest))
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Record:
@@ -264,6 +283,8 @@ class Journal:
             self.codec = PayloadCodec.of(self._db)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        # the hash of the last row stored in this file (None: the file has none yet)
+        self._stored_hash: str | None = _hex(row[1]) if row else None
         return row
 
     def _rotate_if_full(self) -> None:
@@ -314,7 +335,7 @@ class Journal:
             self.committed = self._seq
             self._pending.clear()
             return
-        rows = [r.to_row(self.codec) for r in self._pending]
+        rows = stored_rows(self._pending, self.codec, self._stored_hash)
         try:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?)", rows)
@@ -322,6 +343,7 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal commit failed: {exc}") from exc
         self.committed = self._seq
+        self._stored_hash = self._hash
         self._pending.clear()
         self._rotate_if_full()
 
@@ -395,8 +417,11 @@ def read_segment(p: Path) -> Iterator[Record]:
         cur = db.execute(
             "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
         )
+        before: str | None = None
         for row in cur:
-            yield Record.from_row(row, codec)
+            rec = Record.from_row(row, codec, before)
+            before = rec.hash
+            yield rec
     finally:
         db.close()
 

@@ -21,9 +21,11 @@ from engine.journal import GENESIS
 from engine.journal import Journal
 from engine.journal import PayloadCodec
 from engine.journal import Record
+from engine.journal import _hex
 from engine.journal import read_records
 from engine.journal import read_segment
 from engine.journal import segment_paths
+from engine.journal import stored_rows
 
 __all__ = ["VerifyReport", "truncate_torn_tail", "verify"]
 
@@ -145,6 +147,7 @@ def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
     """Records from seq `start` on; None marks a row SQLite could not read."""
     codec = PayloadCodec.of(db)
     seq = start
+    before: str | None = None  # hash of the row read just before (an empty prev_hash)
     while True:
         try:
             rows = db.execute(
@@ -170,7 +173,9 @@ def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
         if not rows:
             return
         for row in rows:
-            yield Record.from_row(row, codec)
+            rec = Record.from_row(row, codec, before)
+            before = rec.hash
+            yield rec
         seq = int(rows[-1][0]) + 1
 
 
@@ -238,7 +243,16 @@ def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
             ).fetchone()
         except sqlite3.DatabaseError:
             continue
-        if row is not None and Record.from_row(row, codec).self_consistent():
+        if row is None:
+            continue
+        before = None
+        if not row[5]:  # prev_hash left empty: the row stored before holds it
+            try:
+                above = db.execute("SELECT hash FROM journal WHERE seq = ?", (seq - 1,)).fetchone()
+            except sqlite3.DatabaseError:
+                above = None
+            before = _hex(above[0]) if above else None
+        if Record.from_row(row, codec, before).self_consistent():
             return True
     return False
 
@@ -279,7 +293,7 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
         out = Journal(tmp, durable=True)
         out._db.executemany(  # raw copy: hashes must stay exactly as recorded
             "INSERT INTO journal VALUES (?,?,?,?,?,?,?)",
-            [r.to_row(out.codec) for r in keep],
+            stored_rows(keep, out.codec),
         )
         out._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         out._db.close()

@@ -103,13 +103,13 @@ def test_S_P4_flipped_byte_inside_a_mid_file_record_is_corrupt_and_run_refuses(
     raw, records = original
     size = len(raw)
     # A byte of a record's payload in the middle third of the file: valid records follow.
-    # Payloads are stored deflated; a record's payload ends just before its two stored
-    # hashes (prev_hash, hash: 32 raw bytes each), which find it.
+    # Payloads are stored deflated; a record's payload ends just before its stored hash
+    # (32 raw bytes; prev_hash, when stored, comes between): find them by their hashes.
     ends = [
-        o
+        o - (0 if o - 32 < 0 or raw[o - 32 : o] != bytes.fromhex(r.prev_hash) else 32)
         for r in records
         if '"deadline armed"' in r.payload
-        for o in _payload_offsets(raw, bytes.fromhex(r.prev_hash) + bytes.fromhex(r.hash))
+        for o in _payload_offsets(raw, bytes.fromhex(r.hash))
     ]
     spots = [o - 3 for o in ends if size / 3 < o < 2 * size / 3]
     assert spots

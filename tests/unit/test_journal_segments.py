@@ -192,3 +192,36 @@ def test_cli_run_with_a_small_cap_replays_verifies_exports_and_reports_across_se
     _relink(segments[1], "ef" * 32)
     assert cli("journal", "verify", str(journal)).returncode == 1
     assert cli("replay", str(journal)).returncode == 1
+
+
+def test_a_journal_written_before_compression_reads_verifies_and_appends(tmp_path):
+    """Older files: hashes as hex text, payloads as plain text, no payload_dict table."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE journal (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT "
+        "NULL, machine TEXT NOT NULL, payload TEXT NOT NULL, prev_hash TEXT NOT NULL, "
+        "hash TEXT NOT NULL)"
+    )
+    prev = GENESIS
+    for seq in range(1, 6):
+        payload = json.dumps({"n": seq}, separators=(",", ":"))
+        digest = record_hash(seq, seq, "note", "engine", payload, prev)
+        db.execute(
+            "INSERT INTO journal VALUES (?,?,?,?,?,?,?)",
+            (seq, seq, "note", "engine", payload, prev, digest),
+        )
+        prev = digest
+    db.commit()
+    db.close()
+    j = Journal(path)
+    j.append("note", "engine", {"n": 6}, ts=6)
+    j.close()
+    recs = list(read_records(path))
+    assert [r.data["n"] for r in recs] == [1, 2, 3, 4, 5, 6]
+    assert recs[5].prev_hash == prev
+    assert verify(path).status == "ok"
+    db = sqlite3.connect(path)
+    stored = db.execute("SELECT typeof(payload) FROM journal WHERE seq = 6").fetchone()
+    db.close()
+    assert stored == ("text",)  # no dictionary in this file: it stays plain text
