@@ -30,8 +30,8 @@ def measure(cycles: int, env: dict[str, str], label: str) -> dict[str, object]:
         if proc.returncode != 0:
             raise SystemExit(f"run failed ({proc.returncode}): {proc.stderr[-2000:]}")
         files = [p for p in Path(tmp).iterdir() if p.name.startswith("b.")]
-        # the database and its WAL; not the -shm index or the lock file (fixed, tiny)
-        journal_bytes = sum(p.stat().st_size for p in files if p.name in ("b.db", "b.db-wal"))
+        # every segment (b.db, b.1.db …) and its WAL; not the -shm index or the lock file
+        journal_bytes = sum(p.stat().st_size for p in files if p.name.endswith((".db", ".db-wal")))
         log_bytes = sum(p.stat().st_size for p in files if p.name.endswith(".log.jsonl"))
     per_cycle = (journal_bytes + log_bytes) / cycles
     return {

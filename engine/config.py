@@ -173,6 +173,13 @@ FLAGS: tuple[Flag, ...] = (
         "retry a venue that is down at start-up this long, then exit 3",
     ),
     Flag(
+        "journal_max_mb",
+        _decimal(D(0), D(1_000_000)),
+        D(256),
+        "past this size a journal file is closed and the next segment (PATH.1.db …) "
+        "continues its hash chain; 0 = one file",
+    ),
+    Flag(
         "min_free_disk_mb",
         _int(0, 10_000_000),
         256,

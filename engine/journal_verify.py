@@ -19,8 +19,13 @@ import attrs
 
 from engine.journal import GENESIS
 from engine.journal import Journal
+from engine.journal import PayloadCodec
 from engine.journal import Record
+from engine.journal import _hex
 from engine.journal import read_records
+from engine.journal import read_segment
+from engine.journal import segment_paths
+from engine.journal import stored_rows
 
 __all__ = ["VerifyReport", "truncate_torn_tail", "verify"]
 
@@ -34,6 +39,7 @@ class VerifyReport:
     intact: int  # records 1..intact form a valid chain
     detail: str = ""
     shortfall: int = 0  # bytes the file is short of its own SQLite header (a cut file)
+    last_hash: str = GENESIS  # hash of record `intact` (where the next segment chains on)
 
     @property
     def crash_shaped(self) -> bool:
@@ -73,14 +79,28 @@ def _chain_ok(rec: Record, expected_seq: int, prev_hash: str) -> str | None:
 
 
 def verify(path: str | os.PathLike[str]) -> VerifyReport:
+    """Every segment in order (`engine.journal.segment_paths`), each one's first record
+    chained to the previous segment's last. Only the last segment may have a torn tail:
+    damage in an earlier one has valid records after it, so it is corruption."""
     p = Path(path)
     if not p.exists():
         return VerifyReport("missing", 0, "file not found")
     if p.suffix in (".jsonl", ".ndjson"):
         return _verify_jsonl(p)
-    with tempfile.TemporaryDirectory() as tmp:
-        copy, shortfall = _padded_copy(p, Path(tmp))
-        return _verify_sqlite(copy, shortfall)
+    segments = segment_paths(p)
+    report = VerifyReport("ok", 0)
+    for n, segment in enumerate(segments):
+        with tempfile.TemporaryDirectory() as tmp:
+            copy, shortfall = _padded_copy(segment, Path(tmp))
+            report = _verify_sqlite(copy, shortfall, report.intact, report.last_hash)
+        if report.ok:
+            continue
+        where = f"segment {segment.name}: " if n else ""
+        if n + 1 < len(segments):
+            detail = f"{where}{report.detail}; later segments follow"
+            return VerifyReport("corrupt", report.intact, detail, report.shortfall)
+        return attrs.evolve(report, detail=where + report.detail)
+    return report
 
 
 def _verify_jsonl(p: Path) -> VerifyReport:
@@ -125,7 +145,9 @@ def _padded_copy(p: Path, tmp: Path) -> tuple[Path, int]:
 
 def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
     """Records from seq `start` on; None marks a row SQLite could not read."""
+    codec = PayloadCodec.of(db)
     seq = start
+    before: str | None = None  # hash of the row read just before (an empty prev_hash)
     while True:
         try:
             rows = db.execute(
@@ -151,19 +173,24 @@ def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
         if not rows:
             return
         for row in rows:
-            yield Record(*row)
+            rec = Record.from_row(row, codec, before)
+            before = rec.hash
+            yield rec
         seq = int(rows[-1][0]) + 1
 
 
-def _verify_sqlite(copy: Path, shortfall: int) -> VerifyReport:
+def _verify_sqlite(
+    copy: Path, shortfall: int, start: int = 0, start_hash: str = GENESIS
+) -> VerifyReport:
+    """One file whose first record follows record `start` (hash `start_hash`)."""
     try:
         db = sqlite3.connect(copy)
         db.execute("SELECT 1 FROM journal LIMIT 1").fetchall()
     except sqlite3.DatabaseError as exc:
-        return VerifyReport("corrupt", 0, f"not a readable journal: {exc}")
+        return VerifyReport("corrupt", start, f"not a readable journal: {exc}")
     try:
-        intact, prev_hash, problem = 0, GENESIS, ""
-        for rec in _rows_from(db, 1):
+        intact, prev_hash, problem = start, start_hash, ""
+        for rec in _rows_from(db, start + 1):
             if rec is None:
                 problem = f"unreadable after record {intact}"
                 break
@@ -178,17 +205,23 @@ def _verify_sqlite(copy: Path, shortfall: int) -> VerifyReport:
                     intact,
                     f"file is {shortfall} bytes short of its own header",
                     shortfall,
+                    prev_hash,
                 )
-            return VerifyReport("ok", intact)
+            return VerifyReport("ok", intact, last_hash=prev_hash)
         if shortfall:
             # The file was cut: SQLite fills a record's page from its end, so records
             # after the damaged one can survive in the same page. The cut explains the
             # damage; keep the intact prefix.
             return VerifyReport(
-                "torn_tail", intact, f"{problem}; file {shortfall} bytes short", shortfall
+                "torn_tail",
+                intact,
+                f"{problem}; file {shortfall} bytes short",
+                shortfall,
+                prev_hash,
             )
         later = _valid_sqlite_after(db, intact)
-        return VerifyReport("corrupt" if later else "torn_tail", intact, problem)
+        status = "corrupt" if later else "torn_tail"
+        return VerifyReport(status, intact, problem, last_hash=prev_hash)
     finally:
         db.close()
 
@@ -200,6 +233,7 @@ def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
         top = int(top_row[0]) if top_row and top_row[0] is not None else intact
     except sqlite3.DatabaseError:
         top = intact + _PROBE_LIMIT
+    codec = PayloadCodec.of(db)
     for seq in range(intact + 2, min(top, intact + _PROBE_LIMIT) + 1):
         try:
             row = db.execute(
@@ -209,7 +243,16 @@ def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
             ).fetchone()
         except sqlite3.DatabaseError:
             continue
-        if row is not None and Record(*row).self_consistent():
+        if row is None:
+            continue
+        before = None
+        if not row[5]:  # prev_hash left empty: the row stored before holds it
+            try:
+                above = db.execute("SELECT hash FROM journal WHERE seq = ?", (seq - 1,)).fetchone()
+            except sqlite3.DatabaseError:
+                above = None
+            before = _hex(above[0]) if above else None
+        if Record.from_row(row, codec, before).self_consistent():
             return True
     return False
 
@@ -233,8 +276,12 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
     report = verify(path)
     if report.status != "torn_tail":
         return report
-    p = Path(path)
-    keep = read_records_prefix(p, report.intact)
+    segments = segment_paths(path) or [Path(path)]
+    p = segments[-1]  # only the last segment can have a torn tail
+    before = 0
+    for segment in segments[:-1]:
+        before += sum(1 for _ in read_segment(segment))
+    keep = read_records_prefix(p, report.intact - before, first=before + 1)
     tmp = p.with_name(p.name + ".truncating")
     for leftover in (tmp, Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
         leftover.unlink(missing_ok=True)
@@ -246,7 +293,7 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
         out = Journal(tmp, durable=True)
         out._db.executemany(  # raw copy: hashes must stay exactly as recorded
             "INSERT INTO journal VALUES (?,?,?,?,?,?,?)",
-            [(r.seq, r.ts, r.kind, r.machine, r.payload, r.prev_hash, r.hash) for r in keep],
+            stored_rows(keep, out.codec),
         )
         out._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         out._db.close()
@@ -263,8 +310,9 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
     return VerifyReport("torn_tail", report.intact, f"truncated to {report.intact} records")
 
 
-def read_records_prefix(p: Path, n: int) -> list[Record]:
-    """The first `n` records, read the same forgiving way `verify` reads them."""
+def read_records_prefix(p: Path, n: int, *, first: int = 1) -> list[Record]:
+    """The first `n` records of one file (its first is record `first`), read the same
+    forgiving way `verify` reads them."""
     if p.suffix in (".jsonl", ".ndjson"):
         out: list[Record] = []
         try:
@@ -280,7 +328,7 @@ def read_records_prefix(p: Path, n: int) -> list[Record]:
         db = sqlite3.connect(copy)
         try:
             recs: list[Record] = []
-            for row in _rows_from(db, 1):
+            for row in _rows_from(db, first):
                 if row is None or len(recs) >= n:
                     break
                 recs.append(row)

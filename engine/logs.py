@@ -123,7 +123,8 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            # the console's column padding is for eyes; engine_ns carries the time here
+            "msg": record.getMessage().lstrip(" "),
         }
         for key in CONTEXT_KEYS:
             value = getattr(record, key, None)
@@ -131,10 +132,14 @@ class JsonFormatter(logging.Formatter):
                 obj[key] = _jsonable(value)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
-            obj["fields"] = _jsonable(fields)
+            # a field already given as a context key is not repeated
+            rest = {k: v for k, v in fields.items() if k not in obj or obj[k] != _jsonable(v)}
+            if rest:
+                obj["fields"] = _jsonable(rest)
         if record.exc_info:
             obj["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(obj, ensure_ascii=False, sort_keys=False))
+        # compact separators: the log is read by programs (jq) and grep, not aligned by eye
+        return redact(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -90,7 +90,7 @@ LIVE_CYCLES = 200  # closed cycles the live fold keeps (the journal keeps them a
 STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
 STARTUP_FIRST_DELAY_S, STARTUP_MAX_DELAY_S = 1.0, 10.0  # venue start-up retry backoff
 # The runner's settings, not the machines': kept out of the run header (replay, goldens).
-RUNNER_SETTINGS = frozenset({"startup_budget_s", "min_free_disk_mb"})
+RUNNER_SETTINGS = frozenset({"startup_budget_s", "min_free_disk_mb", "journal_max_mb"})
 DISK_CHECK_S = 5  # engine seconds between free-space checks beside the journal
 EXIT_INTERRUPTED = 130  # a signal during start-up, before anything was sent
 
@@ -966,6 +966,7 @@ def open_journal(
     durable: bool | str = True,
     *,
     alert: Callable[[Alert], object] = lambda _a: None,
+    max_bytes: int = 0,
 ) -> Journal:
     if Path(path).exists():
         report = verify(path)
@@ -1005,7 +1006,7 @@ def open_journal(
                 )
             )
         _check_pair(path, pair)
-    return Journal(path, durable=durable)
+    return Journal(path, durable=durable, max_bytes=max_bytes)
 
 
 def _check_pair(path: str, pair: tuple[str, str]) -> None:
@@ -1175,6 +1176,7 @@ def _run_locked(
         say,
         durable="process" if opts.clock == "virtual" else True,
         alert=alerter.raise_alert,
+        max_bytes=int(settings.journal_max_mb * 1024 * 1024),
     )
     json_log = _json_log_path(opts, journal.path)
     file_logs = configure(logger, json_path=json_log) if json_log else None

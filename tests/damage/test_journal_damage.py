@@ -100,13 +100,21 @@ def _payload_offsets(raw: bytes, needle: bytes) -> list[int]:
 def test_S_P4_flipped_byte_inside_a_mid_file_record_is_corrupt_and_run_refuses(
     tmp_path, original, capsys
 ):
-    raw, _ = original
+    raw, records = original
     size = len(raw)
     # A byte of a record's payload in the middle third of the file: valid records follow.
-    spots = [o for o in _payload_offsets(raw, b'"deadline armed"') if size / 3 < o < 2 * size / 3]
+    # Payloads are stored deflated; a record's payload ends just before its stored hash
+    # (32 raw bytes; prev_hash, when stored, comes between): find them by their hashes.
+    ends = [
+        o - (0 if o - 32 < 0 or raw[o - 32 : o] != bytes.fromhex(r.prev_hash) else 32)
+        for r in records
+        if '"deadline armed"' in r.payload
+        for o in _payload_offsets(raw, bytes.fromhex(r.hash))
+    ]
+    spots = [o - 3 for o in ends if size / 3 < o < 2 * size / 3]
     assert spots
     damaged = bytearray(raw)
-    damaged[spots[0] + 3] ^= 0x01  # "deadline" → "dead`ine": still text, wrong hash
+    damaged[spots[0]] ^= 0x01  # a deflated payload byte: inflates wrong or not at all
     path = tmp_path / "flipped.db"
     path.write_bytes(bytes(damaged))
     report = verify(path)

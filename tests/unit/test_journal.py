@@ -72,12 +72,16 @@ def test_flipped_byte_mid_file_is_corruption_and_never_repaired(tmp_path, capsys
     path = tmp_path / "j.db"
     write_journal(path)
     size = _checkpointed_size(path)
+    recs = list(read_records(path))
     raw = bytearray(path.read_bytes())
-    # Flip one payload byte of an early record: find record 30's padding text.
-    needle = b'{"i":30,'
-    at = raw.find(needle)
+    # Flip one payload byte of an early record. Payloads are stored deflated, so find
+    # record {"i": 30} (seq 31) by its stored hash (32 raw bytes): its payload ends just
+    # before it, or before its prev_hash when the row holds one (first of a commit).
+    at = raw.find(bytes.fromhex(recs[30].hash))
+    if raw[at - 32 : at] == bytes.fromhex(recs[30].prev_hash):
+        at -= 32
     assert 0 < at < size // 2
-    raw[at + len(needle) + 3] ^= 0x01
+    raw[at - 3] ^= 0x01
     path.write_bytes(bytes(raw))
     report = verify(path)
     assert report.status == "corrupt"
