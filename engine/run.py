@@ -1055,25 +1055,15 @@ def make_venue(opts: RunOptions, clock: Clock, bbo_max_age_s: Decimal | None = N
     """The venue of `--venue`: the sim, or Nado's gateway (key from NADO_PRIVATE_KEY;
     a missing or bad key, network or gateway raises ConfigError: exit 2, nothing sent).
     Either asks REST for a quote the stream left unconfirmed for half `bbo_max_age_s`."""
-    if opts.venue == "paper":
-        from adapters.paper import make_paper_venue
-
+    if opts.venue in ("paper", "nado"):
         if opts.faults is not None:
             raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
-        return make_paper_venue(
-            clock=clock,
-            network=opts.network,
-            gateway=opts.gateway,
-            pair=opts.pair,
-            seed=opts.seed,
-            bbo_max_age_s=bbo_max_age_s,
-        )
-    if opts.venue == "nado":
-        from adapters.nado.factory import make_nado_venue
-
-        if opts.faults is not None:
-            raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
-        return make_nado_venue(
+        make: Callable[..., VenuePort]
+        if opts.venue == "paper":
+            from adapters.paper import make_paper_venue as make
+        else:
+            from adapters.nado.factory import make_nado_venue as make
+        return make(
             clock=clock,
             network=opts.network,
             gateway=opts.gateway,
