@@ -110,7 +110,6 @@ from adapters.nado.queries import SymbolInfo
 from adapters.nado.queries import open_orders_snapshot
 from adapters.nado.queries import parse_all_products
 from adapters.nado.queries import parse_cancel_result
-from adapters.nado.queries import parse_market_prices
 from adapters.nado.queries import parse_multi_orders
 from adapters.nado.queries import parse_order
 from adapters.nado.queries import parse_place_result
@@ -122,6 +121,7 @@ from adapters.nado.ratelimit import Window
 from adapters.nado.ratelimit import execute_weight
 from adapters.nado.ratelimit import priority_for
 from adapters.nado.ratelimit import query_weight
+from adapters.nado.rest_quotes import RestQuotes
 from adapters.nado.signing import Secret
 from adapters.nado.signing import Signer
 from adapters.nado.stream import StreamClient
@@ -251,8 +251,14 @@ class NadoVenue:
         self.orders: dict[str, OrderEntry] = {}  # by engine order id
         self._by_digest: dict[str, OrderEntry] = {}
         self._tag = 0
-        self._quotes: dict[int, tuple[int, BboUpdated]] = {}  # pid -> (clock ns, quote)
-        self._quote_tasks: dict[int, asyncio.Task[None]] = {}
+        self._rest_quotes = RestQuotes(
+            query=lambda *a, **k: self.client.query(*a, **k),
+            known=lambda pid: pid in self._symbols,
+            now_ns=self.clock.now_ns,
+            cache_ns=self._cache_ns,
+            deliver=self._pass_rest_quote,
+            stats=self.stats,
+        )
         self._confirmed: dict[int, int] = {}  # pid -> clock ns a quote last reached the engine
         self._refresh: asyncio.Task[None] | None = None
         self._oracles: dict[int, tuple[int, Decimal]] = {}  # pid -> (clock ns read, price)
@@ -357,7 +363,7 @@ class NadoVenue:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        tasks = list(self._tasks) + list(self._quote_tasks.values())
+        tasks = list(self._tasks) + self._rest_quotes.tasks()
         if self._refresh is not None:
             tasks.append(self._refresh)
         for task in tasks:
@@ -999,41 +1005,17 @@ class NadoVenue:
     # -- quotes ------------------------------------------------------------------------------------
     async def _market_prices(self, intent: QueryMarketPrices) -> None:
         pids = self._pids(intent.product_ids)
-        now = self.clock.now_ns()
-        fresh = {p: q for p, (t, q) in self._quotes.items() if now - t < self._cache_ns()}
-        missing = [p for p in pids if p not in fresh]
+        missing = [p for p in pids if not self._rest_quotes.fresh(p)]
         if missing:
             try:
-                await self._fetch_quotes(missing, intent.kind)
+                await self._rest_quotes.fetch(missing, intent.kind)
             except GatewayError as exc:
                 self._error(exc.classified, intent.kind, request_id=intent.request_id)
                 return
-        for pid in pids:
-            held = self._quotes.get(pid)
-            if held is not None:
-                self._pass_rest_quote(held[1])
+        self._rest_quotes.deliver_held(pids)
 
     def _cache_ns(self) -> int:
         return int(self.settings.quote_cache_s * NS)
-
-    async def _fetch_quotes(self, pids: list[int], request: str) -> None:
-        try:
-            data = await self.client.query(
-                {"type": "market_prices", "product_ids": pids},
-                request=request,
-                priority=Priority.READ,
-                weight=query_weight("market_prices", n_products=len(pids)),
-            )
-            quotes = parse_market_prices(data)
-        except MalformedFrame as exc:
-            raise GatewayError(
-                Classified(error_class="retryable", reason="malformed_reply", message=str(exc)),
-                request,
-            ) from None
-        now = self.clock.now_ns()
-        for quote in quotes:
-            if quote.product_id in self._symbols:
-                self._quotes[quote.product_id] = (now, quote)
 
     def _pass_rest_quote(self, quote: BboUpdated) -> None:
         verdict = self.gate.check(quote, now_ns=self.unix_ns(), ts_ns=self.unix_ns())
@@ -1062,42 +1044,11 @@ class NadoVenue:
         # While the stream is down the connection machine's polls ask for quotes.
         if due and up and not running:
             self.stats["quote_refresh"] += 1
-            self._refresh = asyncio.get_running_loop().create_task(self._refresh_quotes(due))
+            refresh = self._rest_quotes.refresh(due, "quote_refresh")
+            self._refresh = asyncio.get_running_loop().create_task(refresh)
         # The next product to go quiet; one just asked (its answer due): half a period.
         nxt = min((self._confirmed.get(p, now) + quiet for p in self._symbols), default=now)
         self._later_ns(nxt - now if nxt > now else quiet // 2, self._quote_check)
-
-    async def _refresh_quotes(self, pids: list[int]) -> None:
-        try:
-            await self._fetch_quotes(pids, "quote_refresh")
-        except GatewayError as exc:
-            self.stats[f"quote_refresh_failed.{exc.classified.reason}"] += 1
-            return
-        for pid in pids:
-            held = self._quotes.get(pid)
-            if held is not None:
-                self._pass_rest_quote(held[1])
-
-    def _fallback_quote(self, pid: int) -> None:
-        """A stream quote was refused: the REST quote instead (cached, one fetch at a time)."""
-        held = self._quotes.get(pid)
-        if held is not None and self.clock.now_ns() - held[0] < self._cache_ns():
-            return  # the fallback of the last second stands; do not re-emit it per push
-        running = self._quote_tasks.get(pid)
-        if running is not None and not running.done():
-            return
-
-        async def fetch() -> None:
-            try:
-                await self._fetch_quotes([pid], "bbo_fallback")
-            except GatewayError as exc:
-                self.stats[f"bbo_fallback_failed.{exc.classified.reason}"] += 1
-                return
-            held = self._quotes.get(pid)
-            if held is not None:
-                self._pass_rest_quote(held[1])
-
-        self._quote_tasks[pid] = asyncio.get_running_loop().create_task(fetch())
 
     # -- the stream ------------------------------------------------------------------------------
     def _on_stream_state(self, state: str, detail: str) -> None:
@@ -1130,7 +1081,7 @@ class NadoVenue:
             self._emit(self._stamped(bbo))
             return
         self.stats[f"bbo_rejected.{verdict.reason}"] += 1
-        self._fallback_quote(bbo.product_id)
+        self._rest_quotes.fallback(bbo.product_id)
 
     def _on_fill(self, fill: NadoFill) -> None:
         assert self.signer is not None

@@ -50,11 +50,10 @@ from adapters.nado.discovery import discover
 from adapters.nado.errors import Classified
 from adapters.nado.mapping import decode_stream
 from adapters.nado.mapping import from_x18
-from adapters.nado.queries import parse_market_prices
 from adapters.nado.ratelimit import LimiterConfig
 from adapters.nado.ratelimit import Priority
 from adapters.nado.ratelimit import RateLimiter
-from adapters.nado.ratelimit import query_weight
+from adapters.nado.rest_quotes import RestQuotes
 from adapters.nado.stream import StreamClient
 from adapters.nado.stream import StreamConfig
 from adapters.nado.wire import MalformedFrame
@@ -243,8 +242,14 @@ class NadoMarketSource:
         self._tasks: set[asyncio.Task[None]] = set()
         self._snapshotting: set[int] = set()
         self._last_snapshot: dict[int, int] = {}
-        self._quotes: dict[int, tuple[int, BboUpdated]] = {}
-        self._quote_task: dict[int, asyncio.Task[None]] = {}
+        self._rest_quotes = RestQuotes(
+            query=lambda *a, **k: self.gateway.query(*a, **k),
+            known=lambda pid: pid in self._books,
+            now_ns=self.clock.now_ns,
+            cache_ns=lambda: int(self.settings.quote_cache_s * NS),
+            deliver=self._pass_rest_quote,
+            stats=self.stats,
+        )
         self._keeper: asyncio.Task[None] | None = None
         self._confirmed: dict[int, int] = {}  # pid -> clock ns a quote last reached the engine
         self._refresh: asyncio.Task[None] | None = None
@@ -330,7 +335,7 @@ class NadoMarketSource:
         self._closed = True
         if self.stream is not None:
             await self.stream.close()
-        tasks = [*self._tasks, *self._quote_task.values()]
+        tasks = [*self._tasks, *self._rest_quotes.tasks()]
         if self._refresh is not None:
             tasks.append(self._refresh)
         if self._keeper is not None:
@@ -449,19 +454,8 @@ class NadoMarketSource:
         if not due or (self._refresh is not None and not self._refresh.done()):
             return
         self.stats["quote_refresh"] += 1
-
-        async def refresh() -> None:
-            try:
-                await self._fetch_quotes(due, "quote_refresh")
-            except GatewayError as exc:
-                self.stats[f"quote_refresh_failed.{exc.classified.reason}"] += 1
-                return
-            for pid in due:
-                held = self._quotes.get(pid)
-                if held is not None:
-                    self._pass_rest_quote(held[1])
-
-        self._refresh = asyncio.get_running_loop().create_task(refresh())
+        refresh = self._rest_quotes.refresh(due, "quote_refresh")
+        self._refresh = asyncio.get_running_loop().create_task(refresh)
 
     # -- the stream ----------------------------------------------------------------------------
     def _on_stream_state(self, state: str, detail: str) -> None:
@@ -499,7 +493,7 @@ class NadoMarketSource:
         verdict = self.gate.check(bbo, now_ns=self.unix_ns())
         if not verdict.ok:
             self.stats[f"bbo_rejected.{verdict.reason}"] += 1
-            self._fallback_quote(pid)
+            self._rest_quotes.fallback(pid)
             return
         self.stats["bbo_stream"] += 1
         self._confirmed[pid] = self.clock.now_ns()
@@ -530,38 +524,14 @@ class NadoMarketSource:
     # -- quotes ----------------------------------------------------------------------------------
     async def _market_prices(self, intent: QueryMarketPrices) -> None:
         pids = list(intent.product_ids or self._books)
-        now = self.clock.now_ns()
-        cache_ns = int(self.settings.quote_cache_s * NS)
-        missing = [p for p in pids if p not in self._quotes or now - self._quotes[p][0] >= cache_ns]
+        missing = [p for p in pids if not self._rest_quotes.fresh(p)]
         if missing:
             try:
-                await self._fetch_quotes(missing, intent.kind)
+                await self._rest_quotes.fetch(missing, intent.kind)
             except GatewayError as exc:
                 self._emit(exc.classified.to_event(intent.kind, request_id=intent.request_id))
                 return
-        for pid in pids:
-            held = self._quotes.get(pid)
-            if held is not None:
-                self._pass_rest_quote(held[1])
-
-    async def _fetch_quotes(self, pids: list[int], request: str) -> None:
-        try:
-            data = await self.gateway.query(
-                {"type": "market_prices", "product_ids": pids},
-                request=request,
-                priority=Priority.READ,
-                weight=query_weight("market_prices", n_products=len(pids)),
-            )
-            quotes = parse_market_prices(data)
-        except MalformedFrame as exc:
-            raise GatewayError(
-                Classified(error_class="retryable", reason="malformed_reply", message=str(exc)),
-                request,
-            ) from None
-        now = self.clock.now_ns()
-        for quote in quotes:
-            if quote.product_id in self._books:
-                self._quotes[quote.product_id] = (now, quote)
+        self._rest_quotes.deliver_held(pids)
 
     def _pass_rest_quote(self, quote: BboUpdated) -> None:
         stamp = self.unix_ns()
@@ -572,27 +542,6 @@ class NadoMarketSource:
             self._emit(quote)  # unstamped, as the Nado adapter sends a REST quote
         else:
             self.stats[f"bbo_rest_rejected.{verdict.reason}"] += 1
-
-    def _fallback_quote(self, pid: int) -> None:
-        held = self._quotes.get(pid)
-        cache_ns = int(self.settings.quote_cache_s * NS)
-        if held is not None and self.clock.now_ns() - held[0] < cache_ns:
-            return
-        running = self._quote_task.get(pid)
-        if running is not None and not running.done():
-            return
-
-        async def fetch() -> None:
-            try:
-                await self._fetch_quotes([pid], "bbo_fallback")
-            except GatewayError as exc:
-                self.stats[f"bbo_fallback_failed.{exc.classified.reason}"] += 1
-                return
-            held = self._quotes.get(pid)
-            if held is not None:
-                self._pass_rest_quote(held[1])
-
-        self._quote_task[pid] = asyncio.get_running_loop().create_task(fetch())
 
     # -- plumbing --------------------------------------------------------------------------------
     def _emit(self, ev: BboUpdated | ConnectionChanged | VenueError) -> None:
