@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters.sim import SimVenue
 from engine.clock import VirtualClock
 from engine.clock import WallClock
+from engine.compose import build_session
 from engine.config import load_settings
 from engine.events import OrderRejected
 from engine.intents import Intent
@@ -48,7 +49,14 @@ def _session(clock: Any, venue: Any, cycles: int, env: dict[str, str]) -> Sessio
     if isinstance(clock, WallClock):
         opts = attrs.evolve(opts, clock="wall", status="plain")
     journal = Journal(":memory:", durable=False)
-    return Session(opts, load_settings(env=env), venue, clock, journal, lambda _l: None)
+    return build_session(
+        opts,
+        load_settings(env=env),
+        venue=venue,
+        clock=clock,
+        journal=journal,
+        out=lambda _l: None,
+    )
 
 
 def cycle_time_virtual(cycles: int = 100) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from adapters.nado.archive import ArchiveOrder
 from adapters.sim.faults import parse_profile
 from adapters.sim.venue import SimVenue
 from engine.clock import VirtualClock
+from engine.compose import build_session
 from engine.config import load_settings
 from engine.events import Event
 from engine.events import OrderAccepted
@@ -35,7 +36,6 @@ from engine.events import OrderStatus
 from engine.intents import PlaceOrder
 from engine.journal import Journal
 from engine.run import RunOptions
-from engine.run import Session
 from engine.run import parse_pair
 from engine.trades import fold_records
 
@@ -155,7 +155,14 @@ def cycles_with_lost_pushes(cycles: int = 20) -> dict[str, Any]:
             pair=parse_pair("ETH-SOL"), cycles=cycles, clock="virtual", seed=2, quiet=True
         )
         settings = load_settings(env={})
-        session = Session(opts, settings, venue, clock, Journal(":memory:"), lambda _: None)
+        session = build_session(
+            opts,
+            settings,
+            venue=venue,
+            clock=clock,
+            journal=Journal(":memory:"),
+            out=lambda _: None,
+        )
         asyncio.run(session.run_virtual())
         fold = fold_records(session.engine.journal.records())
         return [float(c.active_s or 0) for c in fold.cycles if c.outcome == "completed"]

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.sim import SimVenue
 from engine.clock import VirtualClock
+from engine.compose import build_session
 from engine.config import load_settings
 from engine.journal import Journal
 from engine.run import RunOptions
@@ -49,7 +50,14 @@ def session(cycles: int, env: dict[str, str], journal: Journal, seed: int = 1) -
     clock = VirtualClock()
     venue = SimVenue(clock, seed, None, PAIR)
     opts = RunOptions(pair=PAIR, cycles=cycles, clock="virtual", seed=seed, quiet=True)
-    return Session(opts, load_settings(env=env), venue, clock, journal, lambda _l: None)
+    return build_session(
+        opts,
+        load_settings(env=env),
+        venue=venue,
+        clock=clock,
+        journal=journal,
+        out=lambda _l: None,
+    )
 
 
 def cycles_per_s(cycles: int, env: dict[str, str], where: str) -> float:

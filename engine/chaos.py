@@ -43,6 +43,7 @@ from engine.chaos_profiles import random_profile
 from engine.chaos_profiles import shipped_profiles
 from engine.clock import NS_PER_S
 from engine.clock import VirtualClock
+from engine.compose import build_session
 from engine.config import ConfigError
 from engine.config import Settings
 from engine.config import load_settings
@@ -51,8 +52,8 @@ from engine.invariants import InvariantChecker
 from engine.journal import Journal
 from engine.loop import Engine
 from engine.loop import MachineError
-from engine.run import RunOptions
-from engine.run import Session
+from engine.options import RunOptions
+from engine.run_session import Session
 from engine.runner import run_virtual
 
 __all__ = [
@@ -110,15 +111,6 @@ class _HeldVenue:
         return None
 
 
-class _CheckedSession(Session):
-    checker: InvariantChecker | None = None
-
-    def after_step(self) -> None:
-        super().after_step()
-        if self.checker is not None:
-            self.checker.after_step()
-
-
 def _retry_after_s(profile: FaultProfile) -> Decimal:
     """The longest Retry-After the venue may send (the longest rate-limit window)."""
     return max((w.for_s for w in profile.rest.rate_limit), default=Decimal(0))
@@ -152,9 +144,16 @@ def run_one(
         pair=PAIR, venue=venue_kind, cycles=cycles, clock="virtual", seed=seed, quiet=True
     )
     journal = Journal(":memory:", durable=False)
-    session = _CheckedSession(opts, settings, _HeldVenue(venue), clock, journal, _silent)  # type: ignore[arg-type]
+    session = build_session(
+        opts,
+        settings,
+        venue=_HeldVenue(venue),  # type: ignore[arg-type]
+        clock=clock,
+        journal=journal,
+        out=_silent,
+    )
     checker = InvariantChecker(session.engine, venue, retry_after_s=_retry_after_s(faults))
-    session.checker = checker
+    session.after_step_hooks.append(checker.after_step)
     session.engine.observers.append(checker.observe)
     if attach is not None:
         attach(session.engine, venue)

@@ -9,6 +9,7 @@ from typing import Any
 from adapters.sim import SimVenue
 from adapters.sim import parse_profile
 from engine.clock import VirtualClock
+from engine.compose import build_session
 from engine.config import load_settings
 from engine.journal import Journal
 from engine.run import RunOptions
@@ -48,7 +49,14 @@ def session(
     journal = Journal(path, durable=False)
     options = RunOptions(pair=PAIR, cycles=cycles, clock="virtual", seed=seed, **opts)
     sink = lines.append if lines is not None else (lambda _line: None)
-    return Session(options, load_settings(env=env or {}), venue, clock, journal, sink)
+    return build_session(
+        options,
+        load_settings(env=env or {}),
+        venue=venue,
+        clock=clock,
+        journal=journal,
+        out=sink,
+    )
 
 
 def run_session(s: Session) -> Session:

@@ -109,7 +109,7 @@ def test_metrics_endpoint_serves_prometheus_text():
 def test_status_shows_states_deadlines_positions_mid_cycle():
     s = session(cycles=2, env={"DN_HOLD_S": "30"})
     asyncio.run(s.venue.start(s.engine.submit))
-    s._arm_monitor(s.products())
+    s.arm_monitor(s.products())
     first = s.engine.start("engine.app:start_pair", s.app_config(s.products()))
 
     def holding() -> bool:

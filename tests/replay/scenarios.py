@@ -21,13 +21,13 @@ from adapters.sim.faults import load_profile
 from adapters.sim.venue import SimVenue
 from engine.clock import NS_PER_S
 from engine.clock import VirtualClock
+from engine.compose import build_session
 from engine.config import load_settings
 from engine.intents import PlaceOrder
 from engine.journal import Journal
 from engine.journal import Record
 from engine.journal import export_jsonl
 from engine.run import RunOptions
-from engine.run import Session
 from engine.run import parse_pair
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -136,7 +136,9 @@ def run_scenario(sc: Scenario) -> Outcome:
             venue = SimVenue(clock, sc.seed, profile, PAIR, exchange=venue.exchange)
     opts = RunOptions(pair=parse_pair("ETH-SOL"), cycles=sc.cycles, clock="virtual", seed=sc.seed)
     settings = load_settings(env=sc.env)
-    session = Session(opts, settings, venue, clock, Journal(":memory:"), lambda _: None)
+    session = build_session(
+        opts, settings, venue=venue, clock=clock, journal=Journal(":memory:"), out=lambda _: None
+    )
     asyncio.run(session.run_virtual())
     return Outcome(session.engine.journal.records(), session.summary(), venue)
 

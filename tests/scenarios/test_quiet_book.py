@@ -18,13 +18,13 @@ from typing import Any
 from adapters.sim.faults import parse_profile
 from adapters.sim.venue import SimVenue
 from engine.clock import VirtualClock
+from engine.compose import build_session
 from engine.config import load_settings
 from engine.events import VenueError
 from engine.intents import Intent
 from engine.intents import QueryMarketPrices
 from engine.journal import Journal
 from engine.run import RunOptions
-from engine.run import Session
 from engine.run import parse_pair
 
 QUIET = "[market]\nvolatility_bps_per_sqrt_s = 0\nquiet = [{ at_s = 0, for_s = 3600 }]\n"
@@ -62,7 +62,9 @@ def run(
     # DN_PAUSE_S (10 s) > DN_BBO_MAX_AGE_SECONDS (2 s) after the last change.
     env = {"DN_HOLD_S": str(hold_s), "DN_PAUSE_S": "10", "DN_MAX_ABORTS": "2"}
     settings = load_settings(env=env)
-    session = Session(opts, settings, venue, clock, Journal(":memory:"), lambda _: None)
+    session = build_session(
+        opts, settings, venue=venue, clock=clock, journal=Journal(":memory:"), out=lambda _: None
+    )
     asyncio.run(session.run_virtual())
     return session.summary(), session.engine.journal.records(), venue
 

@@ -8,6 +8,7 @@ import itertools
 from decimal import Decimal
 
 from engine.clock import VirtualClock
+from engine.compose import build_session
 from engine.config import load_settings
 from engine.events import BboUpdated
 from engine.events import FillReceived
@@ -17,7 +18,6 @@ from engine.events import OrderStatus
 from engine.intents import QueryMarketPrices
 from engine.journal import Journal
 from engine.run import RunOptions
-from engine.run import Session
 from engine.run import parse_pair
 from tests.sim.harness import ETH
 from tests.sim.harness import MS
@@ -113,7 +113,9 @@ def test_a_cycle_with_every_push_lost_takes_round_trips_not_the_fill_timeout() -
     venue = SimVenue(clock, 3, parse_profile(STILL + DROP_ALL), ("ETH-PERP", "SOL-PERP"))
     opts = RunOptions(pair=parse_pair("ETH-SOL"), cycles=3, clock="virtual", seed=3)
     settings = load_settings(env={"DN_HOLD_S": "0"})
-    session = Session(opts, settings, venue, clock, Journal(":memory:"), lambda _: None)
+    session = build_session(
+        opts, settings, venue=venue, clock=clock, journal=Journal(":memory:"), out=lambda _: None
+    )
     asyncio.run(session.run_virtual())
     summary = session.summary()
     assert summary["cycles_completed"] == 3
