@@ -89,7 +89,13 @@ def where_time_goes(cycles: int = 60) -> list[str]:
         "journal (sqlite + json + sha256)": "journal.py",
         "sim venue": "adapters/sim",
         "ledger": "ledger.py",
-        "operations observers (fold, logs, monitor)": ("trades.py", "logs.py", "run.py"),
+        "operations observers (fold, logs, monitor)": (
+            "trades.py",
+            "logs.py",
+            "monitor.py",
+            "run_session.py",
+            "router.py",
+        ),
         "engine loop": "loop.py",
     }
     shares: dict[str, float] = dict.fromkeys(groups, 0.0)

@@ -154,7 +154,7 @@ def run_one(
     )
     checker = InvariantChecker(session.engine, venue, retry_after_s=_retry_after_s(faults))
     session.after_step_hooks.append(checker.after_step)
-    session.engine.observers.append(checker.observe)
+    session.engine.observers.append(lambda seen: checker.observe(seen.rec))
     if attach is not None:
         attach(session.engine, venue)
     repro = profile.reproduce(seed, cycles, jitter_s)

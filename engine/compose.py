@@ -143,10 +143,10 @@ def build_session(
         opts, settings, venue, clock, engine, fold, out, logger=logger, alerter=alerter
     )
     holder["console"] = session.console
-    engine.observers.append(fold.feed)
+    engine.observers.append(fold.observe)
     engine.observers.append(session.observe)
-    if crashpoints.ENV in os.environ:
-        engine.observers.append(crashpoints.observe)
+    if crashpoints.ENV in os.environ:  # a crash test's hook: reads the record itself
+        engine.observers.append(lambda seen: crashpoints.observe(seen.rec))
     to_file = any(isinstance(h, logging.FileHandler) for h in logger.handlers)
     if not opts.quiet or to_file:
         engine.observers.append(

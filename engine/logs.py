@@ -30,6 +30,7 @@ from typing import TextIO
 
 from engine.clock import NS_PER_S
 from engine.journal import Record
+from engine.observed import Observed
 from engine.trades import machine_kind
 
 __all__ = [
@@ -288,12 +289,12 @@ class JournalLogger:
             },
         )
 
-    def __call__(self, rec: Record) -> None:
-        if rec.kind == "event" and '"kind":"bbo_updated"' in rec.payload:
+    def __call__(self, seen: Observed) -> None:
+        rec, data = seen.rec, seen.data
+        if rec.kind == "event" and data.get("kind") == "bbo_updated":
             return  # market data: counted by metrics, never logged line by line
-        if rec.kind == "note" and '"deadline ' in rec.payload:
+        if rec.kind == "note" and str(data.get("note", "")).startswith("deadline "):
             return
-        data = rec.data
         if rec.kind == "transition":
             self._transition(rec, data)
         elif rec.kind == "intent":

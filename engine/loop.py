@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+import attrs
+
 from engine.clock import Clock
 from engine.clock import seconds_to_ns
 from engine.events import BboUpdated
@@ -25,9 +27,10 @@ from engine.events import MachineFinished
 from engine.intents import ENGINE_ONLY
 from engine.intents import Intent
 from engine.journal import Journal
-from engine.journal import Record
 from engine.ledger import Ledger
+from engine.messages import Message
 from engine.messages import to_dict
+from engine.observed import Observed
 from engine.timers import Deadlines
 from machines.base import PureMachine
 
@@ -64,6 +67,9 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if value is None or isinstance(value, bool | int | str):
         return value
+    if attrs.has(type(value)):
+        # structured, not repr: observers read a spawn's `cycle` as a field
+        return _jsonable(attrs.asdict(value, recurse=True))
     return repr(value)
 
 
@@ -141,7 +147,8 @@ class Engine:
         self._owned: dict[str, list[str]] = {}
         self.inbox: deque[tuple[str, Event]] = deque()
         self.on_inbox: Callable[[], None] | None = None  # async drivers wake up on this
-        self.observers: list[Callable[[Record], None]] = []  # status, logs, monitors
+        # status, logs, monitors: each journal record, typed (engine/observed.py)
+        self.observers: list[Callable[[Observed], None]] = []
         self._internal: deque[Event] = deque()
         self._step_intents: list[Intent] = []
         self.events_processed = 0
@@ -234,7 +241,7 @@ class Engine:
 
     # -- the step -----------------------------------------------------------------------
     def _ingest(self, ev: Event, origin: str) -> None:
-        self._record("event", origin, to_dict(ev))
+        self._record("event", origin, to_dict(ev), ev)
         for text in self.ledger.apply_event(ev, self.now_ns):
             self._note("ledger", text)
         if isinstance(ev, DeadlineExpired) and not self.deadlines.take(ev):
@@ -348,7 +355,7 @@ class Engine:
 
     # -- services for machine contexts -------------------------------------------------------
     def _emit(self, mid: str, intent: Intent) -> None:
-        self._record("intent", mid, to_dict(intent))
+        self._record("intent", mid, to_dict(intent), intent)
         self.ledger.apply_intent(intent)
         if intent.kind in ENGINE_ONLY:
             return  # handled right here by the ledger; nothing leaves the process
@@ -379,7 +386,9 @@ class Engine:
     def _note(self, source: str, text: str, **data: Any) -> None:
         self._record("note", source, {"note": text, **_jsonable(data)})
 
-    def _record(self, kind: str, machine: str, payload: Any) -> None:
+    def _record(self, kind: str, machine: str, payload: Any, msg: Message | None = None) -> None:
         rec = self.journal.append(kind, machine, payload, self.now_ns)
-        for observe in self.observers:
-            observe(rec)
+        if self.observers:
+            seen = Observed(rec, payload, msg)
+            for observe in self.observers:
+                observe(seen)

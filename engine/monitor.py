@@ -12,18 +12,26 @@ from engine.alerts import Alert
 from engine.app import SESSION_ID
 from engine.clock import NS_PER_S
 from engine.events import ConnectionChanged
+from engine.events import FillReceived
+from engine.events import OrderAccepted
+from engine.events import OrderCancelled
+from engine.events import OrderExpired
+from engine.events import OrderStatus
 from engine.events import VenueError
 from engine.exposure import FillTimeline
 from engine.exposure import in_flight_hedge_usd
 from engine.intents import Halt
+from engine.intents import PlaceOrder
 from engine.intents import SendAlert
-from engine.journal import Record
 from engine.loop import Engine
+from engine.observed import Observed
 
 __all__ = ["STORM_DISCONNECTS", "STORM_WINDOW_S", "Monitor"]
 
 STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
-_TIMELINE_KEYS = ('"fill_received"', '"order_accepted"', '"place_order"', '"filled_qty"')
+# What the fill timeline reads: fills, acks, and every answer that states an order's
+# filled total (a cancel ack, an order status, an expiry).
+_TIMELINE_EVENTS = (FillReceived, OrderAccepted, OrderCancelled, OrderStatus, OrderExpired)
 
 
 class Monitor:
@@ -110,34 +118,41 @@ class Monitor:
             )
         )
 
-    def observe(self, rec: Record) -> None:
-        if rec.kind in ("event", "intent") and any(k in rec.payload for k in _TIMELINE_KEYS):
-            self.timeline.observe(rec.kind, rec.data, rec.ts)
-        if rec.kind != "event" or rec.machine == "engine":
+    def observe(self, seen: Observed) -> None:
+        rec, msg = seen.rec, seen.msg
+        if rec.kind == "intent":
+            if isinstance(msg, PlaceOrder):
+                self.timeline.observe(rec.kind, seen.data, rec.ts)
             return
-        if '"rate_limited"' in rec.payload:
-            data = rec.data
-            if data.get("kind") == VenueError.kind and data.get("error_class") == "rate_limited":
-                self.rate_limited += 1
-        elif f'"kind":"{ConnectionChanged.kind}"' in rec.payload:
-            data = rec.data
-            if data.get("channel") == "ws" and data.get("state") == "disconnected":
-                self._disconnects.append(rec.ts)
-                window = STORM_WINDOW_S * NS_PER_S
-                if (
-                    len(self._disconnects) == STORM_DISCONNECTS
-                    and rec.ts - self._disconnects[0] <= window
-                ):
-                    self.alert(
-                        Alert(
-                            event="reconnect_storm",
-                            severity="warning",
-                            message=f"stream dropped {STORM_DISCONNECTS} times within "
-                            f"{STORM_WINDOW_S} s",
-                            state="/".join(self.engine.ledger.state_of("health")) or "?",
-                            action="health degrades (no new entries while the stream is "
-                            "down); REST carries exits",
-                            engine_ns=rec.ts,
-                            source="monitor",
-                        )
+        if rec.kind != "event":
+            return
+        if isinstance(msg, _TIMELINE_EVENTS):
+            self.timeline.observe(rec.kind, seen.data, rec.ts)
+        if rec.machine == "engine":
+            return
+        if isinstance(msg, VenueError) and msg.error_class == "rate_limited":
+            self.rate_limited += 1
+        elif (
+            isinstance(msg, ConnectionChanged)
+            and msg.channel == "ws"
+            and msg.state == "disconnected"
+        ):
+            self._disconnects.append(rec.ts)
+            window = STORM_WINDOW_S * NS_PER_S
+            if (
+                len(self._disconnects) == STORM_DISCONNECTS
+                and rec.ts - self._disconnects[0] <= window
+            ):
+                self.alert(
+                    Alert(
+                        event="reconnect_storm",
+                        severity="warning",
+                        message=f"stream dropped {STORM_DISCONNECTS} times within "
+                        f"{STORM_WINDOW_S} s",
+                        state="/".join(self.engine.ledger.state_of("health")) or "?",
+                        action="health degrades (no new entries while the stream is "
+                        "down); REST carries exits",
+                        engine_ns=rec.ts,
+                        source="monitor",
                     )
+                )

@@ -28,9 +28,9 @@ from engine.config import Settings
 from engine.events import PositionSnapshot
 from engine.intents import Intent
 from engine.intents import QueryPositions
-from engine.journal import Record
 from engine.loop import Engine
 from engine.monitor import Monitor
+from engine.observed import Observed
 from engine.options import RunOptions
 from engine.options import UsageError
 from engine.options import pair_name
@@ -103,14 +103,16 @@ class Session:
     def send(self, intent: Intent) -> None:
         route(self, intent)
 
-    def observe(self, rec: Record) -> None:
+    def observe(self, seen: Observed) -> None:
         if self.monitor is not None:
-            self.monitor.observe(rec)
-        if rec.kind == "event" and rec.machine != "engine" and FINAL_QUERY in rec.payload:
-            data = rec.data
-            rid = str(data.get("request_id") or "")
-            if rid.startswith(FINAL_QUERY) and data.get("kind") == "position_snapshot":
-                self.final = PositionSnapshot(**{k: v for k, v in data.items() if k != "kind"})
+            self.monitor.observe(seen)
+        msg = seen.msg
+        if (
+            isinstance(msg, PositionSnapshot)
+            and seen.rec.machine != "engine"
+            and (msg.request_id or "").startswith(FINAL_QUERY)
+        ):
+            self.final = msg
 
     def raise_alert(self, alert: Alert) -> None:
         self.alerter.raise_alert(alert)

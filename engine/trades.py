@@ -19,6 +19,7 @@ Definitions (they are also the report's column meanings):
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 from collections import deque
@@ -33,7 +34,9 @@ from engine.clock import NS_PER_S
 from engine.journal import Record
 from engine.ledger import Ledger
 from engine.ledger import OrderRecord
+from engine.messages import Message
 from engine.messages import from_dict
+from engine.observed import Observed
 
 __all__ = [
     "AlertSeen",
@@ -48,9 +51,23 @@ ZERO = Decimal(0)
 BPS = Decimal(10_000)
 ENTRY_KINDS = ("build",)
 EXIT_KINDS = ("unwind", "exit", "flatten")
-_CYCLE_RE = re.compile(r"CycleParams\(cycle=(\d+)")
+# Journals written before spawn notes carried structured params held `repr(CycleParams)`.
+_OLD_CYCLE_RE = re.compile(r"CycleParams\(cycle=(\d+)")
 
 
+def _spawn_cycle(params: Any) -> int | None:
+    """The cycle number a spawn note's params carry (None: not a cycle's machine)."""
+    inner = params.get("params") if isinstance(params, dict) else None
+    if isinstance(inner, dict):
+        cycle = inner.get("cycle")
+        return cycle if isinstance(cycle, int) else None
+    if isinstance(inner, str):  # an older journal, read back from its file
+        m = _OLD_CYCLE_RE.search(inner)
+        return int(m.group(1)) if m else None
+    return None
+
+
+@functools.cache
 def _initial_state(cls_name: str) -> str:
     """The initial state of a machine class known by name ('' if unknown)."""
     from machines.base import PureMachine
@@ -371,37 +388,41 @@ class RunFold:
         self.on_alert: list[Callable[[AlertSeen], None]] = []
 
     # -- input ----------------------------------------------------------------------------
-    def feed(self, rec: Record) -> None:
+    def observe(self, seen: Observed) -> None:
+        """A record as the engine journaled it (live: an engine observer)."""
+        rec = seen.rec
         self.last_seq, self.last_ts = rec.seq, rec.ts
+        data: Any = seen.data
         if rec.kind == "event":
-            payload = rec.payload
-            if '"kind":"bbo_updated"' in payload:
+            if data.get("kind") == "bbo_updated":
                 if self.replica:
-                    self._apply_to_replica(rec)
+                    self._apply_to_replica(rec, data, seen.msg)
                 return
-        data = rec.data
-        if rec.kind == "note":
+            self._event(rec, data)
+        elif rec.kind == "note":
             self._note(rec, data)
         elif rec.kind == "transition":
             self._transition(rec, data)
         elif rec.kind == "intent":
             self._intent(rec, data)
-        elif rec.kind == "event":
-            self._event(rec, data)
         if self.replica and rec.kind in ("event", "intent"):
-            self._apply_to_replica(rec, data)
+            self._apply_to_replica(rec, data, seen.msg)
+
+    def feed(self, rec: Record) -> None:
+        """A record read back from a journal file: decoded once, then observed."""
+        self.observe(Observed.of(rec))
 
     def feed_all(self, records: Iterable[Record]) -> RunFold:
         for rec in records:
             self.feed(rec)
         return self
 
-    def _apply_to_replica(self, rec: Record, data: Any = None) -> None:
-        data = rec.data if data is None else data
-        try:
-            msg = from_dict(data)
-        except (ValueError, TypeError):
-            return
+    def _apply_to_replica(self, rec: Record, data: Any, msg: Message | None) -> None:
+        if msg is None:
+            try:
+                msg = from_dict(data)
+            except (ValueError, TypeError):
+                return
         if rec.kind == "event":
             self.ledger.apply_event(msg, rec.ts)  # type: ignore[arg-type]
         else:
@@ -460,10 +481,7 @@ class RunFold:
         mid = str(data.get("machine"))
         kind = machine_kind(mid)
         self.states[mid] = _initial_state(str(data.get("cls", "")))
-        params = data.get("params") or {}
-        text = str(params.get("params", "")) if isinstance(params, dict) else ""
-        m = _CYCLE_RE.search(text)
-        cycle = int(m.group(1)) if m else None
+        cycle = _spawn_cycle(data.get("params"))
         if kind == "build" and cycle is not None:
             start = self._check_ns if self._check_ns is not None else rec.ts
             record = CycleRecord(

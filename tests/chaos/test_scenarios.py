@@ -34,7 +34,7 @@ class Recorder:
 
     def attach(self, engine: Engine, venue: SimVenue) -> None:
         self.engine, self.venue = engine, venue
-        engine.observers.append(self._observe)
+        engine.observers.append(lambda seen: self._observe(seen.rec))
 
     def _observe(self, rec: Record) -> None:
         if rec.kind == "event" and '"bbo_updated"' in rec.payload:
@@ -329,7 +329,7 @@ def _stale_book_runs(
                         assert quote is not None
                         ages.append(engine.now_ns - quote.ts_ns)
 
-            engine.observers.append(observe)
+            engine.observers.append(lambda seen: observe(seen.rec))
 
         rec = Recorder()
 
