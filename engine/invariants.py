@@ -45,6 +45,8 @@ import attrs
 from engine.app import cycle_template
 from engine.clock import NS_PER_S
 from engine.events import FillReceived
+from engine.flatness import is_dust
+from engine.flatness import unhedged_usd
 from engine.journal import Record
 from engine.loop import Engine
 from engine.machine_bounds import MachineBounds
@@ -290,8 +292,8 @@ class InvariantChecker:
         if outcome == "flat":
             self.check_flat_claim(f"{rec.machine} ended flat", rec)
             for pos in data.get("positions", ()):
-                usd = abs(Decimal(str(pos["qty"]))) * self.truth.mid(int(pos["product_id"]))
-                if usd > self.dust:
+                said = Decimal(str(pos["qty"]))
+                if not is_dust(said, self.truth.mid(int(pos["product_id"])), self.dust):
                     self.fail(
                         "verified", f"{rec.machine} ended flat on an answer showing {pos}", ev
                     )
@@ -368,7 +370,7 @@ class InvariantChecker:
         for pid in self.products:
             qty = self.reported_position(pid)
             usd = abs(qty) * self.truth.mid(pid)
-            if usd > self.dust:
+            if not is_dust(qty, self.truth.mid(pid), self.dust):
                 self.fail(
                     "flat_claims",
                     f"{who} while the reported fills hold {qty} on product {pid} ({usd:.2f} USD)",
@@ -424,10 +426,10 @@ class InvariantChecker:
         return [f for f in self._truth_fills.values() if f.order_id == order_id]
 
     def unhedged_usd(self) -> Decimal:
-        net = ZERO
-        for pid in self.products:
-            net += self.truth.position(pid) * self.truth.mid(pid)
-        return abs(net)
+        return unhedged_usd(
+            {pid: self.truth.position(pid) for pid in self.products},
+            {pid: self.truth.mid(pid) for pid in self.products},
+        )
 
     def flagged(self) -> bool:
         if self._halt_seq is not None:
@@ -529,7 +531,7 @@ class InvariantChecker:
         for pid in self.products:
             usd = abs(self.truth.position(pid)) * self.truth.mid(pid)
             gross += usd
-            if usd > self.dust:
+            if not is_dust(self.truth.position(pid), self.truth.mid(pid), self.dust):
                 open_legs.append(f"{pid}: {self.truth.position(pid)}")
         orders = [o for o in self.truth.open_orders() if o.product_id in self.products]
         self.facts.flat_at_rest = not open_legs and not orders

@@ -29,6 +29,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from engine.flatness import mid_of
+from engine.flatness import unhedged_usd
 from engine.loop import Engine
 from engine.trades import CycleRecord
 from engine.trades import OrderFacts
@@ -136,17 +138,17 @@ class RunMetrics:
         notional = GaugeMetricFamily(
             "dnpair_position_notional_usd", "Signed position notional at mid", labels=["product"]
         )
-        net = Decimal(0)
+        positions: dict[int, Decimal] = {}
+        mids: dict[int, Decimal | None] = {}
         for pid, symbol in self.symbols.items():
-            qty = ledger.best_position(pid)
+            qty = positions[pid] = ledger.best_position(pid)
             pos.add_metric([symbol], float(qty))
             vq = ledger.venue_position(pid)
             if vq is not None:
                 venue.add_metric([symbol], float(vq))
-            quote = ledger.quote(pid)
-            if quote is not None:
-                notional.add_metric([symbol], float(qty * quote.mid))
-                net += qty * quote.mid
+            px = mids[pid] = mid_of(ledger.quote(pid))
+            if px is not None:
+                notional.add_metric([symbol], float(qty * px))
         yield pos
         yield venue
         yield notional
@@ -154,7 +156,7 @@ class RunMetrics:
         yield GaugeMetricFamily(
             "dnpair_unhedged_notional_usd",
             "Net notional of the pair at mid (what is not hedged)",
-            value=float(abs(net)),
+            value=float(unhedged_usd(positions, mids)),
         )
         yield GaugeMetricFamily(
             "dnpair_unhedged_notional_max_usd",

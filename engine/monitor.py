@@ -20,6 +20,8 @@ from engine.events import OrderStatus
 from engine.events import VenueError
 from engine.exposure import FillTimeline
 from engine.exposure import in_flight_hedge_usd
+from engine.flatness import mid_of
+from engine.flatness import net_usd
 from engine.intents import Halt
 from engine.intents import PlaceOrder
 from engine.intents import SendAlert
@@ -72,12 +74,12 @@ class Monitor:
         return abs(self._net_usd())
 
     def _net_usd(self) -> Decimal:
-        net = Decimal(0)
-        for p in self.products:
-            quote = self.engine.ledger.quote(p.product_id)
-            if quote is not None:
-                net += self.engine.ledger.best_position(p.product_id) * quote.mid
-        return net
+        ledger = self.engine.ledger
+        pids = [p.product_id for p in self.products]
+        return net_usd(
+            {pid: ledger.best_position(pid) for pid in pids},
+            {pid: mid_of(ledger.quote(pid)) for pid in pids},
+        )
 
     def after_step(self) -> None:
         now = self.engine.now_ns

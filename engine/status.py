@@ -25,6 +25,8 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.clock import NS_PER_S
+from engine.flatness import mid_of
+from engine.flatness import unhedged_usd
 from engine.ledger import Ledger
 from engine.loop import Engine
 from engine.trades import RunFold
@@ -39,14 +41,13 @@ def _s(ns: int) -> str:
 
 
 def _positions(ledger: Ledger, symbols: dict[int, str]) -> tuple[list[dict[str, Any]], Decimal]:
-    rows, net = [], ZERO
+    rows = []
+    positions: dict[int, Decimal] = {}
+    mids: dict[int, Decimal | None] = {}
     for pid, symbol in symbols.items():
-        qty = ledger.best_position(pid)
-        quote = ledger.quote(pid)
-        mid = quote.mid if quote is not None else None
+        qty = positions[pid] = ledger.best_position(pid)
+        mid = mids[pid] = mid_of(ledger.quote(pid))
         value = qty * mid if mid is not None else None
-        if value is not None:
-            net += value
         venue = ledger.venue_position(pid)
         rows.append(
             {
@@ -57,7 +58,7 @@ def _positions(ledger: Ledger, symbols: dict[int, str]) -> tuple[list[dict[str, 
                 "notional_usd": None if value is None else str(value.quantize(Decimal("0.01"))),
             }
         )
-    return rows, abs(net)
+    return rows, unhedged_usd(positions, mids)
 
 
 def _alerts(fold: RunFold, n: int = 5) -> list[dict[str, Any]]:

@@ -16,6 +16,8 @@ import attrs
 from adapters.base import ProductInfo
 from engine.clock import NS_PER_S
 from engine.events import PositionSnapshot
+from engine.flatness import is_flat
+from engine.flatness import mid_of
 from engine.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -64,12 +66,12 @@ class FinalBook:
             return False
         if not self.read_agrees_fills():
             return False  # a flat read the reported fills contradict is not flat
-        for p in self.final.positions:
-            quote = self.ledger.quote(p.product_id)
-            px = quote.mid if quote is not None else Decimal(1)
-            if abs(p.qty) * px > self.dust_usd:
-                return False
-        return True
+        return is_flat(
+            {p.product_id: p.qty for p in self.final.positions},
+            {p.product_id: mid_of(self.ledger.quote(p.product_id)) for p in self.final.positions},
+            self.dust_usd,
+            {p.product_id: p.size_increment for p in self.products},
+        )
 
     def unverified_reason(self) -> str | None:
         """Why a run that did not halt still exits 3 (not verified flat at the end)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from engine import flatness
 from engine.events import FillReceived
 from engine.events import PositionSnapshot
 from engine.intents import SendAlert
@@ -169,7 +170,9 @@ class BuildMachine(OrderRounds, PureMachine):
             quote = self.ledger.quote(leg.product_id)
             if pos is None:
                 return self._refuse(f"no venue position known for {leg.symbol}")
-            flat = abs(pos) * quote.mid <= self.p.dust_usd if quote is not None else pos == 0
+            flat = flatness.is_dust(
+                pos, flatness.mid_of(quote), self.p.dust_usd, leg.size_increment
+            )
             if not flat:
                 return self._refuse(f"residual venue position {pos} on {leg.symbol}")
             fills = self.ledger.position(leg.product_id)
@@ -287,13 +290,15 @@ class BuildMachine(OrderRounds, PureMachine):
             self.unhedged_since = self.ledger.now_ns
 
     def _imbalance_usd(self) -> Decimal:
-        net = ZERO
-        for i, leg in enumerate(self.p.legs):
-            quote = self.ledger.quote(leg.product_id)
-            if quote is not None:
-                done = self.targets[i] - self.remainder(i)
-                net += done * quote.mid if i == 0 else -done * quote.mid
-        return abs(net)
+        done = {
+            leg.product_id: (self.targets[i] - self.remainder(i)) * (1 if i == 0 else -1)
+            for i, leg in enumerate(self.p.legs)
+        }
+        mids = {
+            leg.product_id: flatness.mid_of(self.ledger.quote(leg.product_id))
+            for leg in self.p.legs
+        }
+        return flatness.unhedged_usd(done, mids)
 
     def on_enter_working(self) -> None:
         self.rung = self._next_rung()

@@ -33,6 +33,7 @@ from typing import Any
 
 import attrs
 
+from engine import flatness
 from engine.events import DeadlineExpired
 from engine.events import FillReceived
 from engine.events import OrderCancelled
@@ -123,11 +124,7 @@ def notional(qty: Decimal, quote: Quote | None) -> Decimal:
 def is_dust(leg: LegSpec, qty: Decimal, quote: Quote | None, dust_usd: Decimal) -> bool:
     """Nothing worth (or possible) to trade: below one increment, or worth ≤ dust at mid.
     Without a quote only a zero position is dust."""
-    if abs(qty) < leg.size_increment:
-        return True
-    if quote is None:
-        return False
-    return abs(qty) * quote.mid <= dust_usd
+    return flatness.is_dust(qty, flatness.mid_of(quote), dust_usd, leg.size_increment)
 
 
 def closing_side(position: Decimal) -> str:

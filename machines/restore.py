@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from engine import flatness
 from engine.events import DeadlineExpired
 from engine.events import OpenOrdersSnapshot
 from engine.events import PositionSnapshot
@@ -157,10 +158,9 @@ class RestoreMachine(PureMachine):
         out = {}
         for leg in self.p.legs:
             pos = self.ledger.venue_position(leg.product_id) or Decimal(0)
-            quote = self.ledger.quote(leg.product_id)
-            px = quote.mid if quote is not None else Decimal(0)
-            # Anything above one size increment counts when no price is known yet.
-            if (px and abs(pos) * px > self.p.dust_usd) or (not px and abs(pos) > 0):
+            mid = flatness.mid_of(self.ledger.quote(leg.product_id))
+            # Anything of one size increment or more counts when no price is known yet.
+            if not flatness.is_dust(pos, mid, self.p.dust_usd, leg.size_increment):
                 out[leg.symbol] = str(pos)
         return out
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from engine import flatness
 from engine.events import DeadlineExpired
 from engine.events import FillReceived
 from engine.events import MachineFinished
@@ -517,10 +518,11 @@ class SessionMachine(PureMachine):
         pos = self.ledger.venue_position(product_id)
         if pos is None:
             return False
-        quote = self.ledger.quote(product_id)
-        if quote is None:
-            return pos == 0
-        return abs(pos) * quote.mid <= self.template.dust_usd
+        leg = next((g for g in self.template.legs if g.product_id == product_id), None)
+        step = leg.size_increment if leg is not None else Decimal(0)
+        return flatness.is_dust(
+            pos, flatness.mid_of(self.ledger.quote(product_id)), self.template.dust_usd, step
+        )
 
     def loss_today(self) -> Decimal:
         """Realised loss (fees included) since the last UTC midnight of engine time."""
@@ -554,13 +556,11 @@ class SessionMachine(PureMachine):
 
     def unhedged_usd(self) -> Decimal:
         """|net USD delta| of the two legs from the venue's last answer."""
-        net = Decimal(0)
-        for leg in self.template.legs:
-            pos = self.ledger.venue_position(leg.product_id) or Decimal(0)
-            quote = self.ledger.quote(leg.product_id)
-            if quote is not None:
-                net += pos * quote.mid
-        return abs(net)
+        legs = [leg.product_id for leg in self.template.legs]
+        return flatness.unhedged_usd(
+            {pid: self.ledger.venue_position(pid) or Decimal(0) for pid in legs},
+            {pid: flatness.mid_of(self.ledger.quote(pid)) for pid in legs},
+        )
 
     def _exposure_usd(self) -> Decimal:
         """Open notional to state (HALT, alerts): per leg the larger of the venue's last

@@ -18,6 +18,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from engine import flatness
 from engine.events import PositionSnapshot
 from machines.base import PureMachine
 from machines.base import State
@@ -305,12 +306,14 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def _apart_s(self) -> Decimal:
         """Seconds the open legs have been apart by more than the tolerance (0 if not)."""
-        net = ZERO
-        for leg in self.p.legs:
-            quote = self.ledger.quote(leg.product_id)
-            if quote is not None:
-                net += self.open_qty(leg) * quote.mid
-        if abs(net) <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
+        usd = flatness.unhedged_usd(
+            {leg.product_id: self.open_qty(leg) for leg in self.p.legs},
+            {
+                leg.product_id: flatness.mid_of(self.ledger.quote(leg.product_id))
+                for leg in self.p.legs
+            },
+        )
+        if usd <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
             self.unhedged_since = None
             return ZERO
         if self.unhedged_since is None:
