@@ -210,7 +210,7 @@ async def start_venue(s: Session) -> None:
             if s.stopping:
                 raise Interrupted("interrupted during start-up") from None
             delay = min(delay * 2, STARTUP_MAX_DELAY_S)
-            s.venue = make_venue(s.opts, s.clock)
+            s.venue = make_venue(s.opts, s.clock, s.settings.values["bbo_max_age_seconds"])
 
 
 def virtual_limit_ns(s: Session) -> int:
