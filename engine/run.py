@@ -286,8 +286,9 @@ class Session:
         self.fold = RunFold(ledger=self.engine.ledger, keep_cycles=LIVE_CYCLES)
         self.engine.observers.append(self.fold.feed)
         self.engine.observers.append(self._observe)
-        if crashpoints.ENV in os.environ:
-            self.engine.observers.append(crashpoints.observe)
+        self.crash = crashpoints.from_env(os.environ)  # None unless DNPAIR_CRASH_AT
+        if self.crash is not None:
+            self.engine.observers.append(self.crash.observe)
         self._log_setup: LogSetup | None = None
         if logger is None:
             logger = run_logger()
@@ -370,7 +371,8 @@ class Session:
             return
         if isinstance(intent, PlaceOrder):
             self.monitor.orders_sent += 1
-            crashpoints.placing(intent.order_id)  # no-op unless DNPAIR_CRASH_AT
+            if self.crash is not None:
+                self.crash.placing(intent.order_id)
         self.venue.submit(intent)
 
     def _observe(self, rec: Record) -> None:
@@ -1059,10 +1061,15 @@ def make_venue(opts: RunOptions, clock: Clock, bbo_max_age_s: Decimal | None = N
         if opts.faults is not None:
             raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
         make: Callable[..., VenuePort]
+        hooks: dict[str, Any] = {}
         if opts.venue == "paper":
             from adapters.paper import make_paper_venue as make
         else:
             from adapters.nado.factory import make_nado_venue as make
+
+            crash = crashpoints.from_env(os.environ)  # the crash test's injected hook
+            if crash is not None:
+                hooks["on_sent"] = crash.sent
         return make(
             clock=clock,
             network=opts.network,
@@ -1070,6 +1077,7 @@ def make_venue(opts: RunOptions, clock: Clock, bbo_max_age_s: Decimal | None = N
             pair=opts.pair,
             seed=opts.seed,
             bbo_max_age_s=bbo_max_age_s,
+            **hooks,
         )
     from adapters.sim import make_sim_venue
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
+from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import attrs
 import websockets.exceptions
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import connect as websockets_connect
 
 from adapters.nado.mapping import StreamError
 from adapters.nado.mapping import StreamFrame
@@ -38,8 +39,11 @@ from adapters.nado.signing import Signer
 from adapters.nado.timing import Timing
 from adapters.nado.wire import MalformedFrame
 
-__all__ = ["StreamClient", "StreamConfig"]
+__all__ = ["Connector", "StreamClient", "StreamConfig"]
 
+# Opens a socket: `websockets.asyncio.client.connect`'s signature (tests pass an in-memory
+# twin with the same send/recv/close surface, tests/nado/memory.py).
+Connector = Callable[..., Awaitable[Any]]
 OnFrame = Callable[[StreamFrame], None]
 OnState = Callable[[str, str], None]  # (state, detail)
 
@@ -72,12 +76,14 @@ class StreamClient:
         timing: Timing | None = None,
         config: StreamConfig | None = None,
         decode: Callable[[str | bytes], StreamFrame] = decode_stream,
+        connect: Connector | None = None,
     ) -> None:
         """`signer` None: a public socket (market data only), never authenticated.
         `decode` reads one text frame (raises MalformedFrame for one it refuses)."""
         self.url = url
         self.signer = signer
         self.decode = decode
+        self._open: Connector = connect or websockets_connect
         self.subscriptions = [dict(s) for s in subscriptions]
         self.on_frame = on_frame
         self.on_state = on_state
@@ -128,7 +134,7 @@ class StreamClient:
         await self._drop_socket()
         self.stats["attempts"] += 1
         try:
-            ws = await connect(
+            ws = await self._open(
                 self.url,
                 open_timeout=self.config.open_timeout_s,
                 ping_interval=self.config.ping_interval_s,
