@@ -77,6 +77,7 @@ class StreamClient:
         config: StreamConfig | None = None,
         decode: Callable[[str | bytes], StreamFrame] = decode_stream,
         connect: Connector | None = None,
+        sleep_ns: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         """`signer` None: a public socket (market data only), never authenticated.
         `decode` reads one text frame (raises MalformedFrame for one it refuses)."""
@@ -84,6 +85,8 @@ class StreamClient:
         self.signer = signer
         self.decode = decode
         self._open: Connector = connect or websockets_connect
+        # The watchdog waits on the engine's clock when given one (virtual in tests).
+        self._sleep_ns = sleep_ns or _asyncio_sleep_ns
         self.subscriptions = [dict(s) for s in subscriptions]
         self.on_frame = on_frame
         self.on_state = on_state
@@ -276,7 +279,7 @@ class StreamClient:
                 with contextlib.suppress(websockets.exceptions.ConnectionClosed, OSError):
                     await ws.send(json.dumps(msg, separators=(",", ":")))
             wake_ns = min(next_ping, self._last_frame + silence_ns) - self.clock.now_ns()
-            await asyncio.sleep(max(0.05, min(wake_ns / 1e9, 1.0)))
+            await self._sleep_ns(int(max(0.05, min(wake_ns / 1e9, 1.0)) * 1e9))
 
     # -- plumbing ----------------------------------------------------------------------------
     def _report(self, state: str, detail: str) -> None:
@@ -295,6 +298,10 @@ class StreamClient:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 1.0)
+
+
+async def _asyncio_sleep_ns(ns: int) -> None:
+    await asyncio.sleep(ns / 1e9)
 
 
 def _why(exc: BaseException) -> str:

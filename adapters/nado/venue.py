@@ -66,6 +66,7 @@ from adapters.nado.startup import discover_venue
 from adapters.nado.startup import subscriptions
 from adapters.nado.stream import Connector
 from adapters.nado.stream import StreamClient
+from adapters.sleep import sleeper
 from engine.clock import Clock
 from engine.intents import CancelOrder
 from engine.intents import CancelProductOrders
@@ -107,7 +108,8 @@ class NadoVenue:
         if "archive" not in limits.windows:  # its own host and budget (§8)
             windows = {**limits.windows, "archive": (Window(2400, 60 * NS), Window(400, 10 * NS))}
             limits = attrs.evolve(limits, windows=windows)
-        self.limiter = RateLimiter(clock, random.Random(settings.seed), limits)
+        self._sleep = sleeper(clock)  # every wait on the engine's clock
+        self.limiter = RateLimiter(clock, random.Random(settings.seed), limits, sleep=self._sleep)
         client = GatewayClient(
             settings.gateway_url, self.limiter, clock, unix_ns, settings.client, transport=transport
         )
@@ -230,6 +232,7 @@ class NadoVenue:
             timing=self.settings.timing,
             config=self.settings.stream,
             connect=self._connect,
+            sleep_ns=self._sleep,
         )
         self.begin(sink, found.oracles)
         log.info(

@@ -23,9 +23,9 @@ from engine.intents import CancelOrder
 from engine.intents import PlaceOrder
 from engine.intents import QueryOrder
 from engine.intents import QueryPositions
+from tests.adapter.memory import rig
+from tests.adapter.memory import serving
 from tests.adapter.support import ETH
-from tests.adapter.support import rig
-from tests.adapter.support import serving
 from tests.sim_server.helpers import still
 
 pytestmark = pytest.mark.asyncio
