@@ -1,6 +1,7 @@
 """Waiting on an engine clock: the wall clock's timers are the loop's, a virtual clock's
-fire when the test (or the virtual driver) moves time. Adapters wait this way, never with
-`asyncio.sleep`, so the same code runs on both clocks (tests/nado/memory.py)."""
+fire when the test (or the virtual driver) moves time. The Nado adapter's waits and the
+venue server's go this way, so the same code runs on both clocks (in memory:
+adapters/sim/server/memory.py, tests/adapter/memory.py)."""
 
 from __future__ import annotations
 

@@ -4,10 +4,10 @@ stream's subscriptions. Nothing is sent to the book before `NadoVenue.start` ret
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from adapters.nado.client import GatewayError
+from adapters.nado.core import NS
 from adapters.nado.core import Core
 from adapters.nado.discovery import Discovery
 from adapters.nado.discovery import DiscoveryError
@@ -16,6 +16,7 @@ from adapters.nado.discovery import discover
 from adapters.nado.queries import parse_subaccount_info
 from adapters.nado.ratelimit import Priority
 from adapters.nado.wire import MalformedFrame
+from adapters.sleep import clock_sleep
 
 __all__ = ["check_subaccount", "discover_venue", "subscriptions"]
 
@@ -37,7 +38,7 @@ async def discover_venue(core: Core) -> Discovery:
             last = exc
             if exc.error_class == "permanent":
                 break
-            await asyncio.sleep(min(0.5 * attempt, 2.0))
+            await clock_sleep(core.clock, min(NS // 2 * attempt, 2 * NS))
     assert last is not None
     error = DiscoveryError if last.error_class == "permanent" else VenueUnavailable
     raise error(

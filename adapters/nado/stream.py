@@ -42,7 +42,7 @@ from adapters.nado.wire import MalformedFrame
 __all__ = ["Connector", "StreamClient", "StreamConfig"]
 
 # Opens a socket: `websockets.asyncio.client.connect`'s signature (tests pass an in-memory
-# twin with the same send/recv/close surface, tests/nado/memory.py).
+# twin with the same send/recv/close surface, adapters/sim/server/memory.py).
 Connector = Callable[..., Awaitable[Any]]
 OnFrame = Callable[[StreamFrame], None]
 OnState = Callable[[str, str], None]  # (state, detail)

@@ -19,8 +19,8 @@ per intent, is written beside its handler (the SimVenue's vocabulary, adapters/s
 - StreamConnect: exactly one `ConnectionChanged(ws, connected | failed)`; later, one
   `disconnected` when the socket drops, `degraded` when it goes silent (stream.py).
 
-`transport` and `connect` replace the network (tests: an in-memory gateway on the
-virtual clock, tests/nado/memory.py); `on_sent` is the composition root's hook, called
+`transport` and `connect` replace the network (tests: `venue serve` in memory on the
+virtual clock, adapters/sim/server/memory.py); `on_sent` is the composition root's hook, called
 with the order id when a placement's answer arrives, before its ack is reported (the
 crash test's; engine/run.py injects it).
 """
