@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from adapters.base import VenuePort
 from engine import crashpoints
@@ -54,10 +55,15 @@ def make_venue(opts: RunOptions, clock: Clock, bbo_max_age_s: Decimal | None = N
         if opts.faults is not None:
             raise UsageError("--faults: only for the sim venue (serve it: dnpair venue serve)")
         make: Callable[..., VenuePort]
+        hooks: dict[str, Any] = {}
         if opts.venue == "paper":
             from adapters.paper import make_paper_venue as make
         else:
             from adapters.nado.factory import make_nado_venue as make
+
+            crash = crashpoints.from_env(os.environ)  # the crash test's injected hook
+            if crash is not None:
+                hooks["on_sent"] = crash.sent
         return make(
             clock=clock,
             network=opts.network,
@@ -65,6 +71,7 @@ def make_venue(opts: RunOptions, clock: Clock, bbo_max_age_s: Decimal | None = N
             pair=opts.pair,
             seed=opts.seed,
             bbo_max_age_s=bbo_max_age_s,
+            **hooks,
         )
     from adapters.sim import make_sim_venue
 
@@ -145,8 +152,10 @@ def build_session(
     holder["console"] = session.console
     engine.observers.append(fold.observe)
     engine.observers.append(session.observe)
-    if crashpoints.ENV in os.environ:  # a crash test's hook: reads the record itself
-        engine.observers.append(lambda seen: crashpoints.observe(seen.rec))
+    crash = crashpoints.from_env(os.environ)  # a crash test's hook, None unless DNPAIR_CRASH_AT
+    session.crash = crash
+    if crash is not None:
+        engine.observers.append(lambda seen: crash.observe(seen.rec))
     to_file = any(isinstance(h, logging.FileHandler) for h in logger.handlers)
     if not opts.quiet or to_file:
         engine.observers.append(

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import crashpoints
 from engine.account import write_halt
 from engine.alerts import Alert
 from engine.intents import Halt
@@ -57,5 +56,6 @@ def route(s: Session, intent: Intent) -> None:
         return
     if isinstance(intent, PlaceOrder):
         monitor.orders_sent += 1
-        crashpoints.placing(intent.order_id)  # no-op unless DNPAIR_CRASH_AT
+        if s.crash is not None:  # only under DNPAIR_CRASH_AT
+            s.crash.placing(intent.order_id)
     s.venue.submit(intent)

@@ -25,6 +25,7 @@ from engine.clock import VirtualClock
 from engine.commands import DiskGuard
 from engine.commands import command
 from engine.config import Settings
+from engine.crashpoints import CrashPoints
 from engine.events import PositionSnapshot
 from engine.intents import Intent
 from engine.intents import QueryPositions
@@ -76,6 +77,7 @@ class Session:
         self.stop_signalled: Any = None  # wall clock: an asyncio.Event set by a signal
         self.account: Account | None = None  # set by run(): where a HALT sticks
         self.disk = DiskGuard()
+        self.crash: CrashPoints | None = None  # the crash test's hook (compose.build_session)
         self.metrics: Any = None  # engine.metrics.RunMetrics when --metrics-port is given
         self.view: Any = None  # engine.status.LiveView in a terminal
         self.after_step_hooks: list[Callable[[], None]] = []  # harnesses (chaos checker)

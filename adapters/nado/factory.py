@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from decimal import Decimal
@@ -132,8 +133,11 @@ def make_nado_venue(
     env: Mapping[str, str] | None = None,
     seed: int = 0,
     bbo_max_age_s: Decimal | None = None,
+    on_sent: Callable[[str], None] | None = None,
 ) -> NadoVenue:
-    """The venue `dnpair run --venue nado` trades on. Raises ConfigError (exit 2)."""
+    """The venue `dnpair run --venue nado` trades on. Raises ConfigError (exit 2).
+    `on_sent` is the composition root's hook (the crash test's), given the engine order
+    id when a placement's answer arrives, before its ack is reported."""
     env = os.environ if env is None else env
     if isinstance(clock, VirtualClock):
         raise ConfigError("--venue nado runs on the wall clock only (drop --clock virtual)")
@@ -142,7 +146,7 @@ def make_nado_venue(
     settings = nado_settings(network=network, gateway=gateway, pair=pair, env=env, seed=seed)
     if bbo_max_age_s is not None:  # REST confirms a quiet stream's quote at half the age
         settings = attrs.evolve(settings, quiet_quote_s=bbo_max_age_s / 2)
-    return NadoVenue(settings, key, clock=clock, unix_ns=time.time_ns)
+    return NadoVenue(settings, key, clock=clock, unix_ns=time.time_ns, on_sent=on_sent)
 
 
 def account_key(venue: NadoVenue, network: str) -> str:

@@ -1,4 +1,5 @@
-"""What the adapter knows about each order it placed: the signed body and what was heard.
+"""What the adapter knows about each order it placed: wire facts only, the signed body and
+what the venue said (the order's state is the engine's ledger's, machines/order.py).
 
 An `OrderEntry` is made once per engine order id, when the `PlaceOrder` is first seen:
 the order is signed then, its digest is known before anything is sent, and every later
@@ -35,36 +36,53 @@ from adapters.nado.signing import SignedOrder
 from engine.events import OrderStatus
 from engine.intents import PlaceOrder
 
-__all__ = ["OrderEntry", "Placement", "Unknown", "status_from_knowledge"]
+__all__ = ["Answer", "OrderEntry", "Told", "Unknown", "status_from_knowledge"]
 
 ZERO = Decimal(0)
-# new: signed, never sent; sending: a request is out; accepted: the venue has it;
-# refused: provably not placed (rate limit, connect failure, withdrawn); rejected: the
-# venue said no; unknown: sent, outcome unknown (timeout, 5xx, lost answer).
-Placement = Literal["new", "sending", "accepted", "refused", "rejected", "unknown"]
+# The venue's last word on a placement of this body: placed (a digest, a duplicate-digest
+# refusal, or a stream event proving it), rejected (a venue refusal), not_sent (provably
+# never reached the venue: rate limit, connect failure, held back), lost (sent, the answer
+# never came: timeout, 5xx, unreadable). None: no send of it has been answered yet.
+Answer = Literal["placed", "rejected", "not_sent", "lost"]
+
+
+@attrs.define(eq=False)
+class Told:
+    """What the adapter already told the engine about the order, so it says each thing
+    once (the engine's ledger owns the order's state; this is only de-duplication)."""
+
+    accepted: bool = False
+    end: bool = False  # an end (cancelled, expired, filled, or an archive status)
+    end_filled: Decimal | None = None  # the total given with it
 
 
 @attrs.define(eq=False)
 class OrderEntry:
-    intent: PlaceOrder
-    signed: SignedOrder
-    placement: Placement = "new"
+    """Wire facts of one order this process signed: the body as sent (digest, nonce,
+    x18 sizes and prices), and what the venue said about it on REST and on the stream."""
+
+    intent: PlaceOrder  # sizes and prices as the engine asked
+    signed: SignedOrder  # the body every (re-)send carries
+    # -- what we sent
     sends: int = 0
-    had_unknown: bool = False  # some send of this body ended with an unknown outcome
+    in_flight: bool = False  # a placement request is out now
     sent_epoch: int | None = None  # stream epoch when the first send left (None: stream down)
     sent_unix_s: int | None = None  # wall time of the first send
-    accepted_reported: bool = False
-    end_reported: bool = False
-    seen_placed: bool = False  # an order_update "placed" or a fill proves it reached the venue
+    # -- what the venue said on REST
+    answer: Answer | None = None
+    any_lost: bool = False  # some send of this body ended with its answer lost
+    acked_ns: int | None = None  # engine clock when a placement was answered "placed"
+    cancel_filled: Decimal | None = None  # the cancel answer's word on the total fill
+    # -- what the stream said
+    announced: bool = False  # an order_update or a fill proves the venue has it
     heard_qty: Decimal = ZERO  # the largest cumulative fill heard
     fill_ids: set[str] = attrs.field(factory=set)
     # The smallest `amount` (size still unfilled) of a `filled`/`placed` order_update.
     least_remaining: Decimal | None = None
     ended: str | None = None  # "filled" (amount 0) | "cancelled", from order_update
     ended_epoch: int | None = None
-    reported_filled: Decimal | None = None  # the total told the engine when it ended
-    acked_ns: int | None = None  # engine clock when the placement was answered
-    cancel_filled: Decimal | None = None  # the cancel answer's word on the total fill
+    # -- said to the engine, and the per-order request sequencing
+    told: Told = attrs.field(factory=Told)
     cancels_in_flight: int = 0
     lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
@@ -84,9 +102,19 @@ class OrderEntry:
     def immediate(self) -> bool:
         return self.intent.tif in ("ioc", "fok")
 
+    @property
+    def never_reached(self) -> bool:
+        """Nothing of it can be at the venue: never sent, refused unsent, or rejected."""
+        return not self.in_flight and (self.sends == 0 or self.answer in ("not_sent", "rejected"))
+
+    @property
+    def fate_open(self) -> bool:
+        """Sent, and the venue has not said whether it has it (out now, or answer lost)."""
+        return self.in_flight or self.answer == "lost"
+
     def hear_fill(self, fill_id: str, cumulative: Decimal | None, qty: Decimal) -> bool:
         """Record one fill; False if this fill id was heard before (a duplicate frame)."""
-        self.seen_placed = True
+        self.announced = True
         if fill_id in self.fill_ids:
             return False
         self.fill_ids.add(fill_id)
@@ -100,7 +128,7 @@ class OrderEntry:
         `placed`/`filled` carry the size still unfilled; only `filled` with amount 0 or
         `cancelled` ends the order. Duplicated or reordered updates change nothing more
         (the least remaining wins; the first end is kept)."""
-        self.seen_placed = True
+        self.announced = True
         heard = self.least_remaining
         if reason in ("placed", "filled") and (heard is None or remaining < heard):
             self.least_remaining = remaining
@@ -147,10 +175,8 @@ def status_from_knowledge(
             request_id=request_id,
         )
 
-    if entry.placement == "rejected":
-        return status("rejected", ZERO)
-    if entry.placement in ("new", "refused"):
-        return status("not_found", ZERO)
+    if entry.never_reached:
+        return status("rejected" if entry.answer == "rejected" else "not_found", ZERO)
     evidence = entry.filled_evidence
     if evidence >= qty:
         return status("filled", qty)
@@ -163,7 +189,7 @@ def status_from_knowledge(
             raise Unknown("ended while the stream had a gap: its fills may be unheard")
         return status("expired" if entry.immediate else "cancelled", evidence)
     complete_now = sent is not None and stream_up and stream_epoch == sent
-    if not entry.seen_placed and entry.placement == "unknown" and complete_now:
+    if not entry.announced and entry.answer == "lost" and not entry.in_flight and complete_now:
         # Sent with the stream up and no gap since: an order that reached the venue would
         # have been announced (order_update "placed"). The venue does not know it.
         return status("not_found", ZERO)

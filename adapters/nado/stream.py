@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
+from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import attrs
 import websockets.exceptions
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import connect as websockets_connect
 
 from adapters.nado.mapping import StreamError
 from adapters.nado.mapping import StreamFrame
@@ -38,8 +39,11 @@ from adapters.nado.signing import Signer
 from adapters.nado.timing import Timing
 from adapters.nado.wire import MalformedFrame
 
-__all__ = ["StreamClient", "StreamConfig"]
+__all__ = ["Connector", "StreamClient", "StreamConfig"]
 
+# Opens a socket: `websockets.asyncio.client.connect`'s signature (tests pass an in-memory
+# twin with the same send/recv/close surface, adapters/sim/server/memory.py).
+Connector = Callable[..., Awaitable[Any]]
 OnFrame = Callable[[StreamFrame], None]
 OnState = Callable[[str, str], None]  # (state, detail)
 
@@ -72,12 +76,17 @@ class StreamClient:
         timing: Timing | None = None,
         config: StreamConfig | None = None,
         decode: Callable[[str | bytes], StreamFrame] = decode_stream,
+        connect: Connector | None = None,
+        sleep_ns: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         """`signer` None: a public socket (market data only), never authenticated.
         `decode` reads one text frame (raises MalformedFrame for one it refuses)."""
         self.url = url
         self.signer = signer
         self.decode = decode
+        self._open: Connector = connect or websockets_connect
+        # The watchdog waits on the engine's clock when given one (virtual in tests).
+        self._sleep_ns = sleep_ns or _asyncio_sleep_ns
         self.subscriptions = [dict(s) for s in subscriptions]
         self.on_frame = on_frame
         self.on_state = on_state
@@ -128,7 +137,7 @@ class StreamClient:
         await self._drop_socket()
         self.stats["attempts"] += 1
         try:
-            ws = await connect(
+            ws = await self._open(
                 self.url,
                 open_timeout=self.config.open_timeout_s,
                 ping_interval=self.config.ping_interval_s,
@@ -270,7 +279,7 @@ class StreamClient:
                 with contextlib.suppress(websockets.exceptions.ConnectionClosed, OSError):
                     await ws.send(json.dumps(msg, separators=(",", ":")))
             wake_ns = min(next_ping, self._last_frame + silence_ns) - self.clock.now_ns()
-            await asyncio.sleep(max(0.05, min(wake_ns / 1e9, 1.0)))
+            await self._sleep_ns(int(max(0.05, min(wake_ns / 1e9, 1.0)) * 1e9))
 
     # -- plumbing ----------------------------------------------------------------------------
     def _report(self, state: str, detail: str) -> None:
@@ -289,6 +298,10 @@ class StreamClient:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 1.0)
+
+
+async def _asyncio_sleep_ns(ns: int) -> None:
+    await asyncio.sleep(ns / 1e9)
 
 
 def _why(exc: BaseException) -> str:

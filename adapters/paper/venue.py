@@ -34,6 +34,7 @@ from adapters.paper.book import LiveBook
 from adapters.paper.book import TradeEvent
 from adapters.paper.exchange import FeeRates
 from adapters.paper.exchange import PaperExchange
+from adapters.sim.faultplan import FaultPlan
 from adapters.sim.faults import NS_PER_MS
 from adapters.sim.faults import FaultProfile
 from adapters.sim.mapping import VENUE_INTENTS
@@ -173,7 +174,7 @@ class PaperVenue:
         self._rest = RestFace(
             exchange=self.exchange,
             profile=self.profile,
-            seed=self.seed,
+            plan=FaultPlan(self.profile, self.seed),
             subaccount=self.subaccount,
             product_ids=[s.product_id for s in specs],
             origin_ns=origin,

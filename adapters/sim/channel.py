@@ -1,4 +1,5 @@
-"""The push stream (a WebSocket's worth of behaviour) with the `[ws]` faults.
+"""The push stream (a WebSocket's worth of behaviour) with the `[ws]` faults, as the fault
+plan decides them (faultplan.py `PushPlan`); this class only carries them out.
 
 Like a TCP stream it delivers in order: an extra delay never lets a later push overtake
 an earlier one. Only `reorder` swaps a push with the next one (if none follows within
@@ -8,12 +9,11 @@ and everything pushed until `connect()`.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import Generic
 from typing import TypeVar
 
-from adapters.sim.faults import WsFaults
+from adapters.sim.faultplan import PushPlan
 
 __all__ = ["PushChannel"]
 
@@ -25,16 +25,14 @@ class PushChannel(Generic[T]):
     def __init__(
         self,
         *,
-        faults: WsFaults,
-        rng: random.Random,
+        plan: PushPlan,
         latency_ns: int,
         flush_ns: int,
         now: Callable[[], int],
         schedule: Schedule,
         deliver: Callable[[T], None],
     ) -> None:
-        self.faults = faults
-        self._rng = rng
+        self.plan = plan
         self._latency_ns = latency_ns
         self._flush_ns = flush_ns
         self._now = now
@@ -54,20 +52,19 @@ class PushChannel(Generic[T]):
         if not self.up:
             self.stats["lost"] += 1
             return
-        f, rng = self.faults, self._rng
-        if f.drop and rng.random() < f.drop:
+        plan = self.plan
+        if plan.drops():
             self.stats["dropped"] += 1
             return
-        copies = 1
-        if f.duplicate and rng.random() < f.duplicate:
+        copies = plan.copies()
+        if copies > 1:
             self.stats["duplicated"] += 1
-            copies = 2
         if self._held is not None:
             held, self._held = self._held, None
             self.stats["reordered"] += 1
             self._send(item, copies)
             self._send(*held)
-        elif f.reorder and rng.random() < f.reorder:
+        elif plan.holds():
             self._held = (item, copies)
             self._held_gen += 1
             gen = self._held_gen
@@ -92,7 +89,7 @@ class PushChannel(Generic[T]):
 
     def _send(self, item: T, copies: int) -> None:
         now = self._now()
-        extra = 0 if self.faults.delay_ms.is_zero else self.faults.delay_ms.draw_ns(self._rng)
+        extra = self.plan.delay_ns()
         due = max(now + self._latency_ns + extra, self._last_due)
         self._last_due = due
         epoch = self._epoch

@@ -5,13 +5,13 @@ the WebSocket's connection state (forced disconnects, downtime).
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence
 
 from adapters.sim.channel import PushChannel
 from adapters.sim.exchange import Exchange
+from adapters.sim.faultplan import FaultPlan
 from adapters.sim.faults import NS_PER_MS
 from adapters.sim.faults import FaultProfile
 from adapters.sim.mapping import bbo_event
@@ -32,7 +32,7 @@ class Feed:
         *,
         exchange: Exchange,
         profile: FaultProfile,
-        seed: int,
+        plan: FaultPlan,
         subaccount: str,
         product_ids: Sequence[int],
         origin_ns: int,
@@ -47,11 +47,9 @@ class Feed:
         sim = profile.sim
         self._bbo_ns = int(sim.bbo_interval_ms * NS_PER_MS)
         self._reconnect_ns = int(sim.ws_reconnect_ms * NS_PER_MS)
-        self._bbo_rng = random.Random(f"{seed}/bbo")
-        self._conn_rng = random.Random(f"{seed}/connection")
+        self.plan = plan
         self.channel: PushChannel[Event] = PushChannel(
-            faults=profile.ws,
-            rng=random.Random(f"{seed}/ws"),
+            plan=plan.pushes("ws"),
             latency_ns=int(sim.push_latency_ms * NS_PER_MS),
             flush_ns=int(sim.reorder_flush_ms * NS_PER_MS),
             now=sched.now,
@@ -68,7 +66,7 @@ class Feed:
 
     def start(self) -> None:
         self.emit(ConnectionChanged(channel="ws", state="connected", detail="subscribed"))
-        for w in self.profile.venue.down:
+        for w in self.plan.down_windows:
             self.sched.at(self._origin + w.start_ns, lambda: self._set_down(+1))
             self.sched.at(self._origin + w.end_ns, lambda: self._set_down(-1))
         self._schedule_disconnect()
@@ -115,16 +113,16 @@ class Feed:
                 self._push_bbo(pid, ev)
 
     def _push_bbo(self, pid: int, fresh: BboUpdated | None = None) -> None:
-        market, rng = self.profile.market, self._bbo_rng
         if fresh is None:
             fresh = self._fresh(pid)
         self._top[pid] = (fresh.bid, fresh.bid_qty, fresh.ask, fresh.ask_qty)
         ev = fresh
         last = self._last_bbo.get(pid)
-        if market.stale_bbo and last is not None and rng.random() < market.stale_bbo:
+        fault = self.plan.quote(has_last=last is not None)
+        if fault == "stale" and last is not None:
             self.stats["stale_bbo"] += 1
             ev = last  # an old quote with its old timestamp
-        elif market.crossed_bbo and rng.random() < market.crossed_bbo:
+        elif fault == "crossed":
             self.stats["crossed_bbo"] += 1
             ev = crossed(fresh)
         self._last_bbo[pid] = fresh
@@ -136,10 +134,9 @@ class Feed:
         self._update("venue down" if delta > 0 else "venue back up")
 
     def _schedule_disconnect(self) -> None:
-        mean = self.profile.ws.disconnect_mean_s
-        if mean > 0:
-            wait_s = self._conn_rng.expovariate(1.0 / float(mean))
-            self.sched.later(max(1, int(wait_s * 1e9)), self._disconnect)
+        wait_ns = self.plan.next_disconnect_ns()
+        if wait_ns is not None:
+            self.sched.later(wait_ns, self._disconnect)
 
     def _disconnect(self) -> None:
         self._gap = True

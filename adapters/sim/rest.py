@@ -1,4 +1,5 @@
-"""Requests and their answers, with the `[rest]` and `[venue]` faults.
+"""Requests and their answers, with the `[rest]` and `[venue]` faults (decided by the fault
+plan, faultplan.py, shared with `venue serve`).
 
 A request reaches the venue after `request_latency_ms` + `rest.latency_ms`; its answer
 comes back after `response_latency_ms` + `rest.latency_ms`. An answer the client would
@@ -9,7 +10,6 @@ the venue going down in between) becomes a VenueError at the timeout instead:
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -18,9 +18,10 @@ from decimal import Decimal
 import attrs
 
 from adapters.sim.exchange import Exchange
+from adapters.sim.faultplan import FaultPlan
+from adapters.sim.faultplan import RequestFate
 from adapters.sim.faults import NS_PER_MS
 from adapters.sim.faults import FaultProfile
-from adapters.sim.faults import Window
 from adapters.sim.mapping import EFFECTFUL
 from adapters.sim.mapping import client_order_id
 from adapters.sim.mapping import ids
@@ -58,6 +59,7 @@ ZERO = Decimal(0)
 class _Request:
     intent: Intent
     sent_ns: int
+    fate: RequestFate
     answered: bool = True  # False once its answer is known to be lost
 
 
@@ -67,7 +69,7 @@ class RestFace:
         *,
         exchange: Exchange,
         profile: FaultProfile,
-        seed: int,
+        plan: FaultPlan,
         subaccount: str,
         product_ids: Sequence[int],
         origin_ns: int,
@@ -85,7 +87,7 @@ class RestFace:
         self._req_ns = int(sim.request_latency_ms * NS_PER_MS)
         self._resp_ns = int(sim.response_latency_ms * NS_PER_MS)
         self._timeout_ns = int(sim.request_timeout_ms * NS_PER_MS)
-        self._rng = random.Random(f"{seed}/rest")
+        self.plan = plan
         self._rejected: OrderedDict[str, int | None] = OrderedDict()
         self._history_limit = history_limit
         self.stats = dict.fromkeys(
@@ -94,23 +96,23 @@ class RestFace:
 
     def submit(self, intent: Intent) -> None:
         self.stats["requests"] += 1
-        req = _Request(intent, self.sched.now())
+        fate = self.plan.request(effectful=isinstance(intent, EFFECTFUL))
+        req = _Request(intent, self.sched.now(), fate)
         arrives = True
-        timeout = self.profile.rest.timeout
-        if timeout and self._rng.random() < timeout:
+        if fate.lost:
             self.stats["timeouts"] += 1
             # Half of the lost placements (and cancels) reach the venue before the answer dies.
-            arrives = isinstance(intent, EFFECTFUL) and self._rng.random() < 0.5
+            arrives = fate.applied
             self._give_up(req)
         if arrives:
-            self.sched.later(self._req_ns + self._extra(), lambda: self._arrive(req))
+            self.sched.later(self._req_ns + fate.in_ns, lambda: self._arrive(req))
 
     # -- at the venue ---------------------------------------------------------------------
     def _arrive(self, req: _Request) -> None:
         now = self.sched.now()
         t = now - self._origin
-        limited = _window_at(self.profile.rest.rate_limit, t)
-        if _window_at(self.profile.venue.down, t) is not None:
+        limited = self.plan.rate_limited(t)
+        if self.plan.down(t) is not None:
             self.stats["refused"] += 1
             self._answer(req, self._error(req, "retryable", "venue unreachable"))
         elif limited is not None:
@@ -231,8 +233,8 @@ class RestFace:
             self.stats["lost_answers"] += 1
             return
         now = self.sched.now()
-        due = now + self._resp_ns + self._extra()
-        dies = any(now < self._origin + w.start_ns <= due for w in self.profile.venue.down)
+        due = now + self._resp_ns + req.fate.out_ns
+        dies = self.plan.goes_down_between(now - self._origin, due - self._origin)
         if dies or due > req.sent_ns + self._timeout_ns:
             self.stats["lost_answers"] += 1
             self._give_up(req)
@@ -266,11 +268,3 @@ class RestFace:
             code=code,
             retry_after_s=wait,
         )
-
-    def _extra(self) -> int:
-        extra = self.profile.rest.latency_ms
-        return 0 if extra.is_zero else extra.draw_ns(self._rng)
-
-
-def _window_at(windows: Sequence[Window], t_ns: int) -> Window | None:
-    return next((w for w in windows if w.contains(t_ns)), None)

@@ -25,6 +25,7 @@ from adapters.base import EventSink
 from adapters.base import ProductInfo
 from adapters.sim.accounts import PositionState
 from adapters.sim.exchange import Exchange
+from adapters.sim.faultplan import FaultPlan
 from adapters.sim.faults import FaultProfile
 from adapters.sim.faults import ForeignFill
 from adapters.sim.feed import Feed
@@ -109,10 +110,11 @@ class SimVenue:
             ("quote_refresh", "probes", "probe_resolved", "probe_undecided"), 0
         )
         self._sched = Scheduler(clock)
+        self.plan = plan = FaultPlan(profile, seed)  # one plan: the feed's and REST's faults
         self._feed = Feed(
             exchange=exchange,
             profile=profile,
-            seed=seed,
+            plan=plan,
             subaccount=subaccount,
             product_ids=self._pids,
             origin_ns=origin,
@@ -123,7 +125,7 @@ class SimVenue:
         self._rest = RestFace(
             exchange=exchange,
             profile=profile,
-            seed=seed,
+            plan=plan,
             subaccount=subaccount,
             product_ids=self._pids,
             origin_ns=origin,

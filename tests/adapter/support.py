@@ -1,4 +1,6 @@
-"""The Nado adapter against a loopback `VenueServer`, with or without an engine.
+"""The Nado adapter against a loopback `VenueServer`, with or without an engine: the few
+`loopback` smoke tests use these; the rest of tests/adapter runs the same rigs in memory
+on the virtual clock (memory.py).
 
 `Rig` is a NadoVenue with a throwaway key, its events collected; `waiting` bounds every
 wait (a condition re-checked as events arrive from real sockets), never a sleep.

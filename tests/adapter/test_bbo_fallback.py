@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from engine.events import BboUpdated
+from tests.adapter.memory import rig
+from tests.adapter.memory import serving
 from tests.adapter.support import ETH
 from tests.adapter.support import SOL
-from tests.adapter.support import rig
-from tests.adapter.support import serving
 from tests.sim_server.helpers import still
 
 pytestmark = pytest.mark.asyncio

@@ -14,9 +14,9 @@ from engine.events import OrderExpired
 from engine.events import OrderStatus
 from engine.intents import PlaceOrder
 from engine.intents import QueryOrder
+from tests.adapter.memory import rig
+from tests.adapter.memory import serving
 from tests.adapter.support import SOL
-from tests.adapter.support import rig
-from tests.adapter.support import serving
 from tests.sim_server.helpers import still
 
 pytestmark = pytest.mark.asyncio

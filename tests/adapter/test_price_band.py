@@ -17,11 +17,11 @@ from engine.events import PositionSnapshot
 from engine.intents import PlaceOrder
 from engine.intents import SendAlert
 from machines.build import BuildMachine
+from tests.adapter.memory import engine_rig
+from tests.adapter.memory import serving
 from tests.adapter.support import ETH
 from tests.adapter.support import SOL
 from tests.adapter.support import EngineRig
-from tests.adapter.support import engine_rig
-from tests.adapter.support import serving
 from tests.unit.machines.fakes import params
 
 pytestmark = pytest.mark.asyncio

@@ -5,8 +5,8 @@ return the risk-reducing requests go first.
 
 The window is 3 s, not the issue's 30 s: the client's pause is the server's Retry-After
 (whole seconds to the window's end), so a 30 s window only makes the same pause ten
-times longer. It starts when the test says: the server runs on a clock the test moves
-forward (`ShiftClock`), so no one waits for the window to begin.
+times longer. In memory on the virtual clock (tests/adapter/memory.py): the test lets
+virtual time run up to the window, and nobody waits for it on the wall clock.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from engine.intents import CancelOrder
 from engine.intents import PlaceOrder
 from engine.intents import QueryMarketPrices
 from engine.intents import QueryPositions
+from tests.adapter.memory import rig
+from tests.adapter.memory import serving
 from tests.adapter.support import ETH
-from tests.adapter.support import ShiftClock
-from tests.adapter.support import rig
-from tests.adapter.support import serving
 from tests.sim_server.helpers import still
 
 pytestmark = pytest.mark.asyncio
 D = Decimal
-WINDOW_AT_S, WINDOW_S = 100, 3
+WINDOW_AT_S, WINDOW_S = 5, 3
+S = 1_000_000_000
 
 
 def _resting(oid: str, price: Decimal) -> PlaceOrder:
@@ -56,11 +56,8 @@ def _record_arrivals(server: Any) -> list[tuple[int, str]]:
 
 
 async def test_a_429_window_is_no_storm_and_risk_goes_first() -> None:
-    clock = ShiftClock()
     profile = still(rest=f"rate_limit = [{{ at_s = {WINDOW_AT_S}, for_s = {WINDOW_S} }}]")
-    # The moved clock also moves the server's unix time: its nonce and expiry checks would
-    # see our orders as 100 s old, so they are off here (--no-time-checks).
-    async with serving(profile, clock=clock, check_times=False) as server, rig(server) as r:
+    async with serving(profile) as server, rig(server) as r:
         bid = server.exchange.bbo(ETH).bid
         low = (bid * D("0.9")).quantize(D("0.1"))
         r.submit(_resting("t:a", low), _resting("t:b", low))
@@ -75,8 +72,9 @@ async def test_a_429_window_is_no_storm_and_risk_goes_first() -> None:
 
         server.gateway.execute = execute
 
-        clock.jump(WINDOW_AT_S)  # the window opens now, for WINDOW_S seconds (server time)
-        window_end = server.origin_ns + (WINDOW_AT_S + WINDOW_S) * 1_000_000_000
+        # the window opens now, for WINDOW_S seconds (server time)
+        await r.run((server.origin_ns + WINDOW_AT_S * S - r.clock.now_ns()) / S)
+        window_end = server.origin_ns + (WINDOW_AT_S + WINDOW_S) * S
         # first contact: one execute and one query meet the window
         r.submit(_resting("t:p0", low), QueryPositions(request_id="t:q0", product_ids=(ETH,)))
         refused = [await r.wait_for(VenueError, order_id="t:p0")]

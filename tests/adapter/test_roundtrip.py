@@ -30,7 +30,7 @@ from tests.adapter.support import rig
 from tests.adapter.support import serving
 from tests.sim_server.helpers import still
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.loopback]
 D = Decimal
 
 

@@ -20,9 +20,9 @@ from adapters.nado.discovery import DiscoveryError
 from adapters.nado.discovery import Expectations
 from adapters.nado.factory import nado_settings
 from engine.cli import main
+from tests.adapter.memory import rig
+from tests.adapter.memory import serving
 from tests.adapter.support import KEY
-from tests.adapter.support import rig
-from tests.adapter.support import serving
 
 START_S = 30.0
 BIN = Path(sys.executable).with_name("dnpair")
@@ -74,6 +74,7 @@ def _venue_stats(err_path: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_full_run_is_flat_replayable_and_never_shows_the_key(
     venue_serve: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -177,6 +178,7 @@ def test_configuration_problems_exit_2(
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_wrong_chain_exits_2_naming_it(
     venue_serve: tuple[str, Path],
     monkeypatch: pytest.MonkeyPatch,

@@ -24,7 +24,7 @@ from engine.clock import WallClock
 from engine.events import BboUpdated
 from tests.sim_server.helpers import make_signer
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.loopback]
 
 SUBS = [{"type": "best_bid_offer", "product_id": 4}]
 X18 = 10**18

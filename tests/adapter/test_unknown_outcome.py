@@ -3,7 +3,7 @@ resolved by asking about its digest; re-sending the same order id sends the same
 body (same nonce, same digest), so the venue ends up with exactly one order whatever
 happened to the first send. A failed position query is an error, never a zero position.
 
-The server's REST fault draws are replaced by a script (`LoseNext`): the next request
+The fault plan's REST draws are replaced by a script (`LoseNext`): the next request
 is lost, after taking effect or not, and every later one is answered.
 """
 
@@ -23,9 +23,9 @@ from engine.intents import CancelOrder
 from engine.intents import PlaceOrder
 from engine.intents import QueryOrder
 from engine.intents import QueryPositions
+from tests.adapter.memory import rig
+from tests.adapter.memory import serving
 from tests.adapter.support import ETH
-from tests.adapter.support import rig
-from tests.adapter.support import serving
 from tests.sim_server.helpers import still
 
 pytestmark = pytest.mark.asyncio
@@ -34,8 +34,9 @@ PROFILE = still(rest="timeout = 0.5", sim="request_timeout_ms = 300")
 
 
 class LoseNext:
-    """Stands in for the server's REST fault RNG (draw order: lost?, then applied? for an
-    execute): the next request is lost, every later one answered."""
+    """Stands in for the fault plan's REST generator (faultplan.py; draw order without
+    latency: lost?, then applied? for an execute): the next request is lost, every later
+    one answered."""
 
     def __init__(self, *, applied: bool = False, lose: bool = True) -> None:
         self.draws = [0.0, 0.0 if applied else 0.9] if lose else []
@@ -74,11 +75,11 @@ async def test_lost_placement_answer_leaves_exactly_one_order(
     applied: bool, ask_first: bool
 ) -> None:
     async with serving(PROFILE) as server:
-        server._rest_rng = LoseNext(lose=False)
+        server.plan.rest_rng = LoseNext(lose=False)
         async with rig(server) as r:
             bodies = _bodies(server)
             intent = _resting(server)
-            server._rest_rng = LoseNext(applied=applied)
+            server.plan.rest_rng = LoseNext(applied=applied)
             r.submit(intent)
             lost = await r.wait_for(VenueError, order_id="t:o1")
             assert (lost.error_class, lost.request) == ("unknown_outcome", "place_order")
@@ -114,10 +115,10 @@ async def test_lost_placement_with_the_stream_up_is_resolved_as_not_found() -> N
     """With the stream up since before the send, a placement that never reached the venue
     has no `placed` announcement: the order query then answers not_found."""
     async with serving(PROFILE) as server:
-        server._rest_rng = LoseNext(lose=False)
+        server.plan.rest_rng = LoseNext(lose=False)
         async with rig(server) as r:
             await r.connect_stream()
-            server._rest_rng = LoseNext(applied=False)
+            server.plan.rest_rng = LoseNext(applied=False)
             r.submit(_resting(server))
             await r.wait_for(VenueError, order_id="t:o1")
             r.submit(QueryOrder(request_id="t:s1", order_id="t:o1", product_id=ETH))
@@ -127,12 +128,12 @@ async def test_lost_placement_with_the_stream_up_is_resolved_as_not_found() -> N
 
 async def test_lost_cancel_answer_is_unknown_then_resolved() -> None:
     async with serving(PROFILE) as server:
-        server._rest_rng = LoseNext(lose=False)
+        server.plan.rest_rng = LoseNext(lose=False)
         async with rig(server) as r:
             await r.connect_stream()
             r.submit(_resting(server))
             await r.wait_for(OrderAccepted, order_id="t:o1")
-            server._rest_rng = LoseNext(applied=True)
+            server.plan.rest_rng = LoseNext(applied=True)
             r.submit(CancelOrder(order_id="t:o1", product_id=ETH))
             lost = await r.wait_for(VenueError, order_id="t:o1", request="cancel_order")
             assert lost.error_class == "unknown_outcome"
@@ -144,9 +145,9 @@ async def test_lost_cancel_answer_is_unknown_then_resolved() -> None:
 
 async def test_a_failed_position_query_is_an_error_never_zero() -> None:
     async with serving(PROFILE) as server:
-        server._rest_rng = LoseNext(lose=False)
+        server.plan.rest_rng = LoseNext(lose=False)
         async with rig(server) as r:
-            server._rest_rng = LoseNext()
+            server.plan.rest_rng = LoseNext()
             r.submit(QueryPositions(request_id="t:q1", product_ids=(ETH,)))
             err = await r.wait_for(VenueError, request_id="t:q1")
             assert (err.error_class, err.request) == ("retryable", "query_positions")

@@ -15,8 +15,8 @@ import pytest
 
 from engine.events import ConnectionChanged
 from engine.intents import SendAlert
-from tests.adapter.support import engine_rig
-from tests.adapter.support import serving
+from tests.adapter.memory import engine_rig
+from tests.adapter.memory import serving
 from tests.sim_server.helpers import still
 
 pytestmark = pytest.mark.asyncio

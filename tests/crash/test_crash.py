@@ -39,12 +39,58 @@ def test_crash_point_restart_is_flat_and_clean(point: Point, gateway: tuple[str,
     assert out.ok, f"{point.label}: {out.problems}"
 
 
-def test_hook_is_a_noop_without_the_variable() -> None:
-    crashpoints.arm(None)
-    for point in crashpoints.POINTS:
-        crashpoints.reached(point)  # would SIGKILL this process if armed
-    crashpoints.sent("unwind:session:4:o1")
-    crashpoints.placing("build:session:3:o1")
+def test_no_hook_without_the_variable() -> None:
+    assert crashpoints.from_env({}) is None
+    assert crashpoints.from_env({crashpoints.ENV: ""}) is None
+
+
+def test_the_hook_kills_at_the_nth_occurrence_of_its_point_only() -> None:
+    killed: list[tuple[str, int]] = []
+    hook = crashpoints.from_env({crashpoints.ENV: "mid_unwind:2"})
+    assert hook is not None
+    hook.kill = lambda point, n: killed.append((point, n))
+    hook.sent("build:session:3:o1")  # another machine's order: not the point
+    hook.placing("unwind:session:4:o1")  # another point
+    hook.sent("unwind:session:4:o1")
+    assert killed == []
+    hook.sent("unwind:session:4:o2")
+    assert killed == [("mid_unwind", 2)]
+
+
+def test_the_nado_adapter_calls_the_injected_hook_after_the_answer_before_the_ack() -> None:
+    """The adapter reaches the crash points only through `on_sent` (engine/run.py injects
+    `CrashPoints.sent` there); it imports nothing of engine/crashpoints.py."""
+    import asyncio
+
+    from engine.intents import PlaceOrder
+    from tests.nado.offline import ETH
+    from tests.nado.offline import OfflineVenue
+
+    calls: list[tuple[str, int]] = []  # (order id, events emitted before the hook ran)
+
+    async def scenario() -> OfflineVenue:
+        off = OfflineVenue(on_sent=lambda oid: calls.append((oid, len(off.events))))
+        await off.start()
+        before = len(off.events)
+        order = PlaceOrder(
+            order_id="unwind:session:4:o1",
+            product_id=ETH,
+            side="buy",
+            qty="1",
+            price="3000",
+            tif="default",
+        )
+        await off.place(order)
+        calls[:] = [(oid, n - before) for oid, n in calls]
+        await off.close()
+        return off
+
+    off = asyncio.run(scenario())
+    assert calls == [("unwind:session:4:o1", 0)]  # once, before the ack was reported
+    assert [e.kind for _, e in off.events if e.kind == "order_accepted"] == ["order_accepted"]
+    root = Path(__file__).resolve().parents[2] / "adapters"
+    for path in root.rglob("*.py"):
+        assert "crashpoints" not in path.read_text(), path
 
 
 @pytest.mark.parametrize("spec", ["nowhere:1", "mid_unwind:0", "mid_unwind:x"])

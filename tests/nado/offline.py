@@ -167,7 +167,12 @@ class Gateway:
 
 
 class OfflineVenue:
-    def __init__(self, rtt_ms: int = 50, **settings: Any) -> None:
+    def __init__(
+        self,
+        rtt_ms: int = 50,
+        on_sent: Callable[[str], None] | None = None,
+        **settings: Any,
+    ) -> None:
         self.clock = VirtualClock()
         base: dict[str, Any] = {"gateway_url": "http://127.0.0.1:9/v1", "pair": ("ETH-PERP",)}
         base.update(settings)
@@ -176,6 +181,7 @@ class OfflineVenue:
             Secret(KEY),
             clock=self.clock,
             unix_ns=lambda: UNIX0 + self.clock.now_ns(),
+            on_sent=on_sent,
         )
         self.gateway = Gateway(self.clock, rtt_ms)
         self.gateway.digest_of = self._digest_of
@@ -192,19 +198,16 @@ class OfflineVenue:
         """What `NadoVenue._start` sets up, minus discovery and the socket; the oracle
         prices discovery would have read are the gateway's `oracles` now."""
         v = self.venue
-        v._symbols = {pid: SYMBOLS[pid] for pid in symbols}
-        v._products = {SYMBOLS[p].symbol: SYMBOLS[p].product_info() for p in symbols}
-        v.signer = Signer(
+        signer = Signer(
             Secret(KEY),
             chain_id=763373,
             endpoint_addr="0x698d87105274292b5673367dec81874ce3633ac2",
             subaccount_name="default",
         )
+        v.adopt({pid: SYMBOLS[pid] for pid in symbols}, signer)
         v.client = self.gateway  # type: ignore[assignment]
-        v.stream = self.stream  # type: ignore[assignment]
-        v._sink = self._sink
-        v._later_ns(v._quiet_ns(), v._quote_check)
-        v._start_oracles(dict(self.gateway.oracles))
+        v.core.stream = self.stream  # type: ignore[assignment]
+        v.begin(self._sink, dict(self.gateway.oracles))
         await self.settle()
 
     def _sink(self, ev: Event) -> None:

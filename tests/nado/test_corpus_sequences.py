@@ -343,7 +343,7 @@ async def play(sc: Scenario, role: str, inc: str, *, early: bool = False) -> Pla
     rig = OfflineVenue(rtt_ms=RTT_MS, quiet_quote_s=D(3600))  # no REST quote refreshes
     rig.gateway = gateway = CorpusGateway(rig.clock, RTT_MS)
     await rig.start(symbols=tuple(SYMBOLS))
-    rig.venue._symbols = symbols_for(inc)
+    rig.venue.core.symbols = symbols_for(inc)
     names = Names(role=role, sender=rig.sender, labels=default_labels(sc))
     frames = wire_frames(sc, names.labels, start_ns=rig.unix_ns())
     when = event_steps(sc)
@@ -555,7 +555,7 @@ def expected(sc: Scenario, role: str, played: Played, inc: str) -> Expected:
                 state = "cancelled"
         out.ended[label] = state
     for f in wire_frames(sc, names.labels):
-        if f["type"] == "best_bid_offer" and int(f["product_id"]) in played.rig.venue._symbols:
+        if f["type"] == "best_bid_offer" and int(f["product_id"]) in played.rig.venue.core.symbols:
             out.bbo.append(
                 (
                     "bbo",
@@ -621,7 +621,7 @@ async def test_scenario_drives_the_adapter_to_the_right_events(
         label: (1 if played.intents[label].side == "buy" else -1) * filled
         for label, filled in want.filled.items()
     }
-    for pid in played.rig.venue._symbols:
+    for pid in played.rig.venue.core.symbols:
         mine = [lbl for lbl in signed if played.intents[lbl].product_id == pid]
         assert ledger.position(pid) == sum((signed[lbl] for lbl in mine), D(0))
     last_said = {pid: amount for pid, amount, _ in played.positions_seen}

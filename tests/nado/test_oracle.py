@@ -111,7 +111,7 @@ class Driven:
         self.rig = rig
         self.engine = Engine(rig.clock)
         self.intents: list[Intent] = []
-        rig.venue._sink = self._sink
+        rig.venue.core.sink = self._sink
 
     def _sink(self, ev: Event) -> None:
         self.rig._sink(ev)

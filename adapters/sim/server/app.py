@@ -9,7 +9,8 @@ wall clock (`engine.clock.WallClock`): the market steps, BBO pushes, fault windo
 forced disconnects are timers on it, and profile times are seconds since the server
 started.
 
-Faults on the wire (the same TOML as the in-process sim, adapters/sim/README.md):
+Faults on the wire (the same TOML as the in-process sim, adapters/sim/README.md), decided
+by the same `FaultPlan` (adapters/sim/faultplan.py); this module only carries them out:
 - `rest.latency_ms`: a delay before the request reaches the venue and another before
   the answer leaves; `rest.rate_limit` windows: HTTP 429, code 1000, `Retry-After`;
   `rest.timeout`: no answer (the connection is held for `[sim] request_timeout_ms`, then
@@ -28,13 +29,11 @@ import asyncio
 import json
 import logging
 import math
-import random
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
-from collections.abc import Iterable
 from typing import Any
 from typing import TextIO
 
@@ -46,9 +45,9 @@ from adapters.nado.wire import MalformedFrame
 from adapters.nado.wire import loads as codec_loads
 from adapters.sim.channel import PushChannel
 from adapters.sim.exchange import Exchange
+from adapters.sim.faultplan import FaultPlan
 from adapters.sim.faults import NS_PER_MS
 from adapters.sim.faults import FaultProfile
-from adapters.sim.faults import Window
 from adapters.sim.matching import Bbo
 from adapters.sim.products import floor_to
 from adapters.sim.products import resolve
@@ -69,6 +68,7 @@ from adapters.sim.server.streams import AUTH_STREAMS
 from adapters.sim.server.streams import StreamSession
 from adapters.sim.server.timers import OrderedTimers
 from adapters.sim.venue import DEFAULT_SYMBOLS
+from adapters.sleep import clock_sleep
 from engine.clock import Clock
 from engine.clock import WallClock
 
@@ -117,7 +117,7 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 class _WsConn:
     """One `/v1/subscribe` connection: its session, push channel and writer queue."""
 
-    def __init__(self, server: VenueServer, n: int, ws: web.WebSocketResponse) -> None:
+    def __init__(self, server: VenueServer, n: int, ws: Any) -> None:
         opts = server.options
         self.n = n
         self.ws = ws
@@ -133,8 +133,7 @@ class _WsConn:
         )
         sim = opts.profile.sim
         self.channel: PushChannel[str] = PushChannel(
-            faults=opts.profile.ws,
-            rng=random.Random(f"{opts.seed}/ws/{n}"),
+            plan=server.plan.pushes(f"ws/{n}"),
             latency_ns=0,  # the socket is the network; [ws] delay_ms adds to it
             flush_ns=int(sim.reorder_flush_ms * NS_PER_MS),
             now=server.timers.now,
@@ -221,9 +220,7 @@ class VenueServer:
         sim = profile.sim
         self._market_ns = int(sim.market_step_ms * NS_PER_MS)
         self.timers = OrderedTimers(self.clock)
-        self._rest_rng = random.Random(f"{opts.seed}/rest")
-        self._bbo_rng = random.Random(f"{opts.seed}/bbo")
-        self._conn_rng = random.Random(f"{opts.seed}/connection")
+        self.plan = FaultPlan(profile, opts.seed)  # the same plan as the in-process sim's
         self._timeout_ns = int(sim.request_timeout_ms * NS_PER_MS)
         self._bbo_ns = int(sim.bbo_interval_ms * NS_PER_MS)
         self._reconnect_ns = int(sim.ws_reconnect_ms * NS_PER_MS)
@@ -272,18 +269,29 @@ class VenueServer:
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://", 1) + "/subscribe"
 
+    def routes(self) -> list[tuple[str, str, Callable[[Any], Any]]]:
+        """(method, path, handler) of every route but the catch-all `_not_found`; the
+        aiohttp app and the in-memory transport (memory.py) both serve these."""
+        out: list[tuple[str, str, Callable[[Any], Any]]] = [
+            ("POST", "/v1/execute", self._execute),
+            ("POST", "/v1/query", self._query_post),
+            ("GET", "/v1/query", self._query_get),
+            ("GET", "/v1/symbols", self._symbols),
+            ("GET", "/v1/time", self._time),
+            ("GET", "/v1/subscribe", self._subscribe),
+            ("GET", "/ws/v2", self._subscribe),  # executes and queries too
+            ("GET", "/v1/ws", self._subscribe),
+        ]
+        out.extend(
+            (method, path, self._service_handler(kind)) for method, path, kind in SERVICE_ROUTES
+        )
+        return out
+
     async def start(self) -> None:
+        """Listen on the loopback socket and start the venue's clocks."""
         app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_post("/v1/execute", self._execute)
-        app.router.add_post("/v1/query", self._query_post)
-        app.router.add_get("/v1/query", self._query_get)
-        app.router.add_get("/v1/symbols", self._symbols)
-        app.router.add_get("/v1/time", self._time)
-        app.router.add_get("/v1/subscribe", self._subscribe)
-        app.router.add_get("/ws/v2", self._subscribe)  # executes and queries too
-        app.router.add_get("/v1/ws", self._subscribe)
-        for method, path, kind in SERVICE_ROUTES:
-            app.router.add_route(method, path, self._service_handler(kind))
+        for method, path, handler in self.routes():
+            app.router.add_route(method, path, handler)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -291,13 +299,18 @@ class VenueServer:
         self.port = sock.getsockname()[1]
         self._site = web.SockSite(self._runner, sock)
         await self._site.start()
-        for w in self.profile.venue.down:
+        self.start_clocks()
+        log.info("venue listening on %s (seed %d)", self.url, self.options.seed)
+
+    def start_clocks(self) -> None:
+        """Arm the market, the pushes and the profile's timed faults (`start` does; the
+        in-memory transport calls it alone, without a socket)."""
+        for w in self.plan.down_windows:
             self.timers.at(self.origin_ns + w.start_ns, lambda: self._set_down(+1))
             self.timers.at(self.origin_ns + w.end_ns, lambda: self._set_down(-1))
         self._schedule_disconnect()
         self.timers.later(0, self._tick)
         self.timers.later(0, self._market_tick)
-        log.info("venue listening on %s (seed %d)", self.url, self.options.seed)
 
     async def stop(self) -> None:
         self.timers.close()
@@ -311,6 +324,11 @@ class VenueServer:
         for task in list(self._tasks):
             task.cancel()
         log.info("venue stopped: %s", json.dumps(self.stats, sort_keys=True))
+
+    async def sleep_ns(self, ns: int) -> None:
+        """Wait `ns` on the server's clock: the wall clock when served on a socket, the
+        test's virtual clock in memory (memory.py)."""
+        await clock_sleep(self.clock, ns)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -424,16 +442,16 @@ class VenueServer:
         return attrs.evolve(bbo, bid=bid, ask=ask)
 
     def _push_bbo(self, pid: int) -> None:
-        market, rng = self.profile.market, self._bbo_rng
         bbo = self._shown(pid)
         self._top[pid] = (bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty)
         fresh = codec.bbo_frame(bbo, self.wire)
         frame = fresh
         last = self._last_bbo.get(pid)
-        if market.stale_bbo and last is not None and rng.random() < market.stale_bbo:
+        fault = self.plan.quote(has_last=last is not None)
+        if fault == "stale" and last is not None:
             self.stats["stale_bbo"] += 1
             frame = last  # an old quote with its old timestamp
-        elif market.crossed_bbo and rng.random() < market.crossed_bbo:
+        elif fault == "crossed":
             self.stats["crossed_bbo"] += 1
             frame = codec.swap_sides(fresh)
         self._last_bbo[pid] = fresh
@@ -445,10 +463,9 @@ class VenueServer:
 
     # -- connection faults ----------------------------------------------------------------
     def _schedule_disconnect(self) -> None:
-        mean = self.profile.ws.disconnect_mean_s
-        if mean > 0:
-            wait_s = self._conn_rng.expovariate(1.0 / float(mean))
-            self.timers.later(max(1, int(wait_s * NS_PER_S)), self._forced_disconnect)
+        wait_ns = self.plan.next_disconnect_ns()
+        if wait_ns is not None:
+            self.timers.later(wait_ns, self._forced_disconnect)
 
     def _forced_disconnect(self) -> None:
         self.stats["ws_forced_disconnects"] += 1
@@ -479,6 +496,9 @@ class VenueServer:
                 self._site = None
             for conn in list(self._conns.values()):
                 conn.mark_closed()
+                cut = getattr(conn.ws, "cut", None)  # in memory (memory.py): no TCP to reset
+                if cut is not None:
+                    cut()
             if self._runner is not None and self._runner.server is not None:
                 for handler in self._runner.server.connections:
                     handler.force_close()
@@ -522,10 +542,6 @@ class VenueServer:
         code, _ = CODES["bad_request"]
         return _json(codec.failure(None, code, f"no route {request.method} {request.path}"), 404)
 
-    def _draw_ns(self) -> int:
-        extra = self.profile.rest.latency_ms
-        return 0 if extra.is_zero else extra.draw_ns(self._rest_rng)
-
     async def _rest(self, request: web.Request, kind: str) -> web.StreamResponse:
         self.stats["requests"] += 1
         epoch = self._down_epoch
@@ -540,16 +556,14 @@ class VenueServer:
             return self._drop(request, "refused")
         arrived = self.clock.now_ns()
         # Every draw happens here, in arrival order, whatever the request turns out to be.
-        d_in, d_out = self._draw_ns(), self._draw_ns()
-        p = self.profile.rest.timeout
-        lost = bool(p) and self._rest_rng.random() < p
-        applied = lost and kind == "execute" and self._rest_rng.random() < 0.5
+        fate = self.plan.request(effectful=kind == "execute")
+        d_in, d_out, lost, applied = fate.in_ns, fate.out_ns, fate.lost, fate.applied
         if d_in:
-            await asyncio.sleep(d_in / NS_PER_S)
+            await self.sleep_ns(d_in)
         if self._down or epoch != self._down_epoch:
             return self._drop(request, "answers_lost")
         now = self.clock.now_ns()
-        window = _window_at(self.profile.rest.rate_limit, now - self.origin_ns)
+        window = self.plan.rate_limited(now - self.origin_ns)
         if window is not None and not lost:
             self.stats["rate_limited"] += 1
             wait_ns = self.origin_ns + window.end_ns - now
@@ -563,11 +577,11 @@ class VenueServer:
                     self._finish_later(kind, outcome)
             hold_ns = arrived + self._timeout_ns - self.clock.now_ns()
             if hold_ns > 0:
-                await asyncio.sleep(hold_ns / NS_PER_S)
+                await self.sleep_ns(hold_ns)
             return self._drop(request, "answers_lost")
         outcome = self._handle(kind, raw, request)
         if isinstance(outcome, DelayedCancel):
-            await asyncio.sleep(outcome.delay_ns / NS_PER_S)
+            await self.sleep_ns(outcome.delay_ns)
             outcome = self._guard(kind, outcome.finish)
         assert isinstance(outcome, Reply)  # a finished cancel is never delayed again
         return await self._answer(request, epoch, d_out, outcome)
@@ -629,7 +643,7 @@ class VenueServer:
         self, request: web.Request, epoch: int, d_out: int, reply: Reply
     ) -> web.StreamResponse:
         if d_out:
-            await asyncio.sleep(d_out / NS_PER_S)
+            await self.sleep_ns(d_out)
         if self._down or epoch != self._down_epoch:
             return self._drop(request, "answers_lost")
         headers = dict(reply.headers) if reply.headers else None
@@ -645,7 +659,7 @@ class VenueServer:
 
     # -- WebSocket ------------------------------------------------------------------------
     async def _subscribe(self, request: web.Request) -> web.StreamResponse:
-        if self._down or self._ws_gap:
+        if self.ws_refused():
             self.stats["ws_refused"] += 1
             code, text = CODES["unavailable"]
             return _json(codec.failure(None, code, text), 503)
@@ -654,10 +668,20 @@ class VenueServer:
             code, _ = CODES["bad_request"]
             return _json(codec.failure(None, code, "expected a WebSocket upgrade"), 400)
         await ws.prepare(request)
+        await self.serve_ws(ws, request.path)
+        return ws
+
+    def ws_refused(self) -> bool:
+        """New WebSockets are refused (503) while the venue is down or in a forced gap."""
+        return bool(self._down or self._ws_gap)
+
+    async def serve_ws(self, ws: Any, path: str) -> None:
+        """One accepted WebSocket until it closes: `ws` is aiohttp's WebSocketResponse, or
+        the in-memory twin's server side (memory.py), which has the same surface."""
         self._ws_seq += 1
         self.stats["ws_connections"] += 1
         conn = _WsConn(self, self._ws_seq, ws)
-        conn.gateway_ws = request.path != "/v1/subscribe"
+        conn.gateway_ws = path != "/v1/subscribe"
         self._conns[conn.n] = conn
         writer = asyncio.ensure_future(conn.writer())
         try:
@@ -677,7 +701,6 @@ class VenueServer:
             if not conn.closed:
                 conn.mark_closed()
             writer.cancel()
-        return ws
 
     async def _ws_gateway(self, conn: _WsConn, body: dict[str, Any]) -> None:
         """An execute or query over `/ws/v2` (or `/v1/ws`): the same answer as REST,
@@ -686,7 +709,7 @@ class VenueServer:
         raw = json.dumps(body).encode()
         outcome = self._handle(kind, raw, None)
         if isinstance(outcome, DelayedCancel):
-            await asyncio.sleep(outcome.delay_ns / NS_PER_S)
+            await self.sleep_ns(outcome.delay_ns)
             outcome = self._guard(kind, outcome.finish)
         assert isinstance(outcome, Reply)
         payload = outcome.payload
@@ -720,10 +743,6 @@ def _kind(rec: Record) -> str:
     if isinstance(rec, OrderUpdateRecord):
         return "order_update"
     return "position_change"
-
-
-def _window_at(windows: Iterable[Window], t_ns: int) -> Window | None:
-    return next((w for w in windows if w.contains(t_ns)), None)
 
 
 def _is_failure(payload: object) -> bool:

@@ -1,0 +1,130 @@
+"""CancelOrder and CancelProductOrders.
+
+- CancelOrder: `OrderCancelled(filled_qty)` from the cancel answer; `VenueError
+  (permanent, 2020)` when it was not open; `unknown_outcome` when the answer was lost.
+  A cancel waits behind its order's placement (the order's lock), so it never overtakes it.
+- CancelProductOrders: one `OrderCancelled` per order cancelled.
+"""
+
+from __future__ import annotations
+
+from adapters.nado.client import GatewayError
+from adapters.nado.core import Core
+from adapters.nado.orders import OrderEntry
+from adapters.nado.queries import parse_cancel_result
+from adapters.nado.ratelimit import Priority
+from adapters.nado.ratelimit import execute_weight
+from adapters.nado.wire import MalformedFrame
+from engine.events import OrderCancelled
+from engine.events import VenueError
+from engine.intents import CancelOrder
+from engine.intents import CancelProductOrders
+
+__all__ = ["Cancelling"]
+
+
+class Cancelling:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def _not_open(self, intent: CancelOrder, message: str) -> None:
+        self.core.emit(
+            VenueError(
+                error_class="permanent",
+                request=intent.kind,
+                order_id=intent.order_id,
+                code=2020,
+                message=message,
+            )
+        )
+
+    async def cancel(self, intent: CancelOrder) -> None:
+        entry = self.core.orders.get(intent.order_id)
+        digest = entry.digest if entry is not None else intent.digest
+        if digest is None:
+            self._not_open(intent, "unknown order id: no digest to cancel")
+            return
+        if entry is None:
+            await self._send(intent, None, digest)
+            return
+        entry.cancels_in_flight += 1
+        try:
+            async with entry.lock:
+                if entry.never_reached:
+                    self._not_open(intent, "not open: the placement never reached the venue")
+                    return
+                await self._send(intent, entry, digest)
+        finally:
+            entry.cancels_in_flight -= 1
+
+    async def _send(self, intent: CancelOrder, entry: OrderEntry | None, digest: str) -> None:
+        core = self.core
+        assert core.signer is not None
+        signed = core.signer.sign_cancel([intent.product_id], [digest], nonce=core.nonce())
+        try:
+            data = await core.client.execute(
+                signed.body(),
+                request=intent.kind,
+                priority=Priority.RISK,
+                weight=execute_weight("cancel_orders", n_digests=1),
+            )
+            gone = parse_cancel_result(data)
+        except GatewayError as exc:
+            core.error(exc.classified, intent.kind, order_id=intent.order_id)
+            return
+        except MalformedFrame:
+            core.emit(
+                VenueError(
+                    error_class="unknown_outcome",
+                    request=intent.kind,
+                    order_id=intent.order_id,
+                    message="unreadable cancel answer",
+                )
+            )
+            return
+        mine = next((o for o in gone if o.digest == digest), None)
+        if mine is None:
+            self._not_open(intent, "not open (filled, expired or cancelled already)")
+            return
+        if entry is not None:
+            entry.cancel_filled = mine.filled_qty
+            entry.announced = True
+            entry.told.end = True
+            entry.told.end_filled = max(mine.filled_qty, entry.filled_evidence)
+        core.emit(
+            OrderCancelled(order_id=intent.order_id, filled_qty=mine.filled_qty, reason="cancelled")
+        )
+
+    async def cancel_products(self, intent: CancelProductOrders) -> None:
+        core = self.core
+        assert core.signer is not None
+        pids = core.pids(intent.product_ids)
+        signed = core.signer.sign_cancel(pids, None, nonce=core.nonce())
+        try:
+            data = await core.client.execute(
+                signed.body(),
+                request=intent.kind,
+                priority=Priority.RISK,
+                weight=execute_weight("cancel_product_orders", n_products=len(pids)),
+            )
+            gone = parse_cancel_result(data)
+        except GatewayError as exc:
+            core.error(exc.classified, intent.kind, request_id=intent.request_id)
+            return
+        except MalformedFrame:
+            core.emit(
+                VenueError(
+                    error_class="unknown_outcome",
+                    request=intent.kind,
+                    request_id=intent.request_id,
+                    message="unreadable cancel answer",
+                )
+            )
+            return
+        for order in gone:
+            entry = core.by_digest.get(order.digest)
+            if entry is not None:
+                entry.cancel_filled = order.filled_qty
+                entry.told.end = True
+            oid = entry.order_id if entry is not None else order.digest
+            core.emit(OrderCancelled(order_id=oid, filled_qty=order.filled_qty, reason="product"))
