@@ -196,6 +196,17 @@ def _verify_sqlite(
         db = sqlite3.connect(copy)
         db.execute("SELECT 1 FROM journal LIMIT 1").fetchall()
     except sqlite3.DatabaseError as exc:
+        if shortfall:
+            # Cut before its first record's page (the tables and the dictionary come
+            # first): nothing valid follows the cut, so a torn tail, never repaired
+            # without the operator (not crash-shaped past one page).
+            return VerifyReport(
+                "torn_tail",
+                start,
+                f"no record readable; file {shortfall} bytes short",
+                shortfall,
+                start_hash,
+            )
         return VerifyReport("corrupt", start, f"not a readable journal: {exc}")
     try:
         intact, prev_hash, problem = start, start_hash, ""
