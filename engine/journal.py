@@ -15,7 +15,8 @@ Storage of version 2 (issue 12 item 6): the hash is SHA-256 cut to 128 bits (16 
 bytes); prev_hash too, except that it is left empty when the row stored just before is
 the previous record (whose hash it is); the kind as a small integer (`KINDS` index); the
 machine as the id of its name in the file's `machines` table; the payload deflated
-against the preset dictionary kept in the file's `payload_dict` table (when shorter).
+against the preset dictionary kept (itself deflated) in the file's `payload_dict` table
+(when shorter).
 Version 1 files (hex-text or 32-byte hashes, text kinds and machines, text payloads)
 still read the same (export, report, status). With `max_bytes`, a full file is closed
 after a commit and the journal goes on in the next segment file (`segment_path`);
@@ -81,7 +82,10 @@ CREATE TABLE IF NOT EXISTS journal (
     hash      NOT NULL
 )
 """
-_META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+# WITHOUT ROWID: the table is its key's index (no second page for an automatic index)
+_META_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+)
 _MACHINES_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS machines (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"
 )
@@ -165,13 +169,15 @@ class PayloadCodec:
     def of(cls, db: sqlite3.Connection) -> PayloadCodec:
         """The codec a stored journal was written with (no dictionary, text kinds and
         machines for older files; an unreadable machines table leaves ids unnamed)."""
+        version = _schema_of_db(db) or JOURNAL_SCHEMA
         try:
             row = db.execute("SELECT data FROM payload_dict WHERE id = 1").fetchone()
-        except sqlite3.DatabaseError:
-            row = None
-        zdict = bytes(row[0]) if row else None
+            # version 2 stores the dictionary itself deflated (two pages instead of four)
+            zdict = (zlib.decompress(row[0]) if version >= 2 else bytes(row[0])) if row else None
+        except (sqlite3.DatabaseError, zlib.error):
+            zdict = None  # payloads then read as damaged: their hashes do not match
         machines: dict[int, str] | None = None
-        if (_schema_of_db(db) or JOURNAL_SCHEMA) >= 2:
+        if version >= 2:
             machines = {}
             try:
                 for mid, name in db.execute("SELECT id, name FROM machines"):
@@ -182,6 +188,7 @@ class PayloadCodec:
 
 
 PLAIN = PayloadCodec(None)
+_PACKED_DICT = zlib.compress(PAYLOAD_DICT, 9)
 
 Row = tuple[int, int, int | str, int | str, str | bytes, bytes | str, bytes | str]
 
@@ -429,7 +436,7 @@ class Journal:
                 self._db.execute(_MACHINES_SCHEMA)
                 if self._compress:
                     self._db.execute(_DICT_SCHEMA)
-                    self._db.execute("INSERT INTO payload_dict VALUES (1, ?)", (PAYLOAD_DICT,))
+                    self._db.execute("INSERT INTO payload_dict VALUES (1, ?)", (_PACKED_DICT,))
                 self._db.execute("COMMIT")
             row = self._db.execute(
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
