@@ -24,6 +24,9 @@ def _cmd_journal_verify(args: argparse.Namespace) -> int:
     from engine.journal_verify import verify
 
     report = verify(args.path)
+    if report.status == "other_version":  # not damage: written by another dnpair
+        print(report.describe(args.path), file=sys.stderr)
+        return EXIT_USAGE
     print(report.describe(args.path))
     if report.status == "torn_tail" and args.truncate:
         from engine.account import LockHeld
@@ -65,6 +68,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from engine.replay import replay_records
 
     report = verify(args.path)
+    if report.status == "other_version":
+        print(report.describe(args.path), file=sys.stderr)
+        return EXIT_USAGE
     if report.status in ("missing", "corrupt"):
         print(report.describe(args.path), file=sys.stderr)
         return EXIT_FAIL
@@ -81,6 +87,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"{args.path}: no run started in this journal{said}; nothing to replay")
         return EXIT_OK
     result = replay_records(records)
+    if result.other_version is not None:
+        from engine.journal import other_version_message
+
+        print(other_version_message(args.path, result.other_version), file=sys.stderr)
+        return EXIT_USAGE
     if result.ok:
         print(f"replay ok: {result.records} records, {result.events_fed} events fed")
         return EXIT_OK

@@ -5,12 +5,22 @@ machine (instance id, or the event's origin), JSON payload, and a hash chained t
 the previous record's hash. `commit()` makes the buffered records durable; the loop
 calls it before any intent leaves the process.
 
-Storage (issue 12 item 6): the hash as 32 raw bytes; prev_hash too, except that it is
-left empty when the row stored just before is the previous record (whose hash it is);
-the payload deflated against the preset dictionary kept in the file's `payload_dict`
-table (when shorter). Hex-text hashes and text payloads of older files read the same.
-With `max_bytes`, a full file is closed after a commit and the journal goes on in the
-next segment file (`segment_path`); readers take PATH and read every segment in order.
+Schema version (`JOURNAL_SCHEMA`, issue 13): every file records the version it was
+written with in its `meta` table, and every run header (`run_started` note) carries it as
+`journal_schema`; files and headers without one are version 1. Writers never append to a
+file of another version; `replay` and `journal verify` refuse one plainly
+(`schema_version_of`, `other_version_message`) instead of reporting a divergence.
+
+Storage of version 2 (issue 12 item 6): the hash is SHA-256 cut to 128 bits (16 raw
+bytes); prev_hash too, except that it is left empty when the row stored just before is
+the previous record (whose hash it is); the kind as a small integer (`KINDS` index); the
+machine as the id of its name in the file's `machines` table; the payload deflated
+against the preset dictionary kept (itself deflated) in the file's `payload_dict` table
+(when shorter).
+Version 1 files (hex-text or 32-byte hashes, text kinds and machines, text payloads)
+still read the same (export, report, status). With `max_bytes`, a full file is closed
+after a commit and the journal goes on in the next segment file (`segment_path`);
+readers take PATH and read every segment in order.
 """
 
 from __future__ import annotations
@@ -33,33 +43,52 @@ from engine.messages import loads
 
 __all__ = [
     "GENESIS",
+    "HASH_BYTES",
+    "JOURNAL_SCHEMA",
     "Journal",
     "JournalError",
     "PayloadCodec",
     "Record",
     "export_jsonl",
+    "other_version_message",
     "read_records",
     "read_segment",
     "record_hash",
+    "schema_version_of",
     "segment_path",
     "segment_paths",
     "stored_rows",
 ]
 
-GENESIS = "0" * 64
+# The version of what this engine writes: the file layout below and the records' content
+# (machines, events, intents). Raise it when either changes so that replay of an older
+# journal says so instead of diverging. 1: every journal before versions were recorded.
+JOURNAL_SCHEMA = 2
+HASH_BYTES = 16  # SHA-256 cut to 128 bits (version 1: all 32 bytes)
+GENESIS = "0" * (2 * HASH_BYTES)
 KINDS = ("event", "transition", "intent", "note")
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 
+# Version 2: kind and machine are small integers (declared without a type: no text
+# affinity converts them); payload text or deflated bytes; hashes raw bytes.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
     seq       INTEGER PRIMARY KEY,
     ts        INTEGER NOT NULL,
-    kind      TEXT NOT NULL,
-    machine   TEXT NOT NULL,
-    payload   TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash      TEXT NOT NULL
+    kind      NOT NULL,
+    machine   NOT NULL,
+    payload   NOT NULL,
+    prev_hash NOT NULL,
+    hash      NOT NULL
 )
 """
+# WITHOUT ROWID: the table is its key's index (no second page for an automatic index)
+_META_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+)
+_MACHINES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS machines (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+)
 # The preset dictionary this file's payloads are deflated against (one row, id 1). A
 # journal without it (older files) stores and reads its payloads as plain text.
 _DICT_SCHEMA = (
@@ -68,13 +97,19 @@ _DICT_SCHEMA = (
 
 
 class PayloadCodec:
-    """Payload storage: the canonical JSON text (what is hashed) deflated against the
-    file's preset dictionary when that is shorter, else the text itself. Reading gives
-    back the exact text; a stored payload that does not inflate reads as text that cannot
-    match its hash, so verify reports the record as damaged."""
+    """How one file stores a record's fields. Payload: the canonical JSON text (what is
+    hashed) deflated against the file's preset dictionary when that is shorter, else the
+    text itself. Reading gives back the exact text; a stored payload that does not
+    inflate reads as text that cannot match its hash, so verify reports the record as
+    damaged. Kind and machine: small integers in version 2 files (`machines` maps ids to
+    names; `new_machines` are the names allocated and not yet stored), text in older ones.
+    """
 
-    def __init__(self, zdict: bytes | None) -> None:
+    def __init__(self, zdict: bytes | None, machines: dict[int, str] | None = None) -> None:
         self.zdict = zdict
+        self.names = machines  # None: kinds and machines are stored as text (version 1)
+        self.ids = {name: i for i, name in (machines or {}).items()}
+        self.new_machines: list[tuple[int, str]] = []
         # A 16 KB window (the dictionary fits) and a small hash table: each record copies
         # this primed state, and a small state keeps that copy to a few microseconds on
         # the commit path (the default 32 KB / memLevel 8 cost ~0.2 ms per event in
@@ -93,6 +128,31 @@ class PayloadCodec:
         packed = c.compress(raw) + c.flush()
         return packed if len(packed) < len(raw) else text
 
+    def kind_code(self, kind: str) -> int | str:
+        return kind if self.names is None else _KIND_CODE[kind]
+
+    def machine_code(self, machine: str) -> int | str:
+        if self.names is None:
+            return machine
+        mid = self.ids.get(machine)
+        if mid is None:
+            mid = len(self.ids) + 1
+            self.ids[machine] = mid
+            self.names[mid] = machine
+            self.new_machines.append((mid, machine))
+        return mid
+
+    def kind_of(self, value: Any) -> str:
+        if isinstance(value, int):
+            return KINDS[value] if 0 <= value < len(KINDS) else f"\ufffd{value}"
+        return str(value)
+
+    def machine_of(self, value: Any) -> str:
+        if isinstance(value, int):
+            name = (self.names or {}).get(value)
+            return name if name is not None else f"\ufffd{value}"  # never matches its hash
+        return str(value)
+
     def decode(self, value: Any) -> str:
         if not isinstance(value, bytes):
             return str(value)
@@ -107,20 +167,89 @@ class PayloadCodec:
 
     @classmethod
     def of(cls, db: sqlite3.Connection) -> PayloadCodec:
-        """The codec a stored journal was written with (none for older files)."""
+        """The codec a stored journal was written with (no dictionary, text kinds and
+        machines for older files; an unreadable machines table leaves ids unnamed)."""
+        version = _schema_of_db(db) or JOURNAL_SCHEMA
         try:
             row = db.execute("SELECT data FROM payload_dict WHERE id = 1").fetchone()
-        except sqlite3.DatabaseError:
-            return cls(None)
-        return cls(bytes(row[0]) if row else None)
+            # version 2 stores the dictionary itself deflated (two pages instead of four)
+            zdict = (zlib.decompress(row[0]) if version >= 2 else bytes(row[0])) if row else None
+        except (sqlite3.DatabaseError, zlib.error):
+            zdict = None  # payloads then read as damaged: their hashes do not match
+        machines: dict[int, str] | None = None
+        if version >= 2:
+            machines = {}
+            try:
+                for mid, name in db.execute("SELECT id, name FROM machines"):
+                    machines[int(mid)] = str(name)
+            except sqlite3.DatabaseError:
+                pass
+        return cls(zdict, machines)
 
 
 PLAIN = PayloadCodec(None)
+_PACKED_DICT = zlib.compress(PAYLOAD_DICT, 9)
+
+Row = tuple[int, int, int | str, int | str, str | bytes, bytes | str, bytes | str]
+
+
+def _schema_of_db(db: sqlite3.Connection) -> int | None:
+    """The schema version a SQLite journal records in its `meta` table: 1 without one,
+    None when the table cannot be read (damage), 0 for a value no version has."""
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            return 1
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    try:
+        return int(row[0]) if row else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def schema_version_of(path: str | os.PathLike[str]) -> int | None:
+    """The journal schema version PATH was written with: a SQLite file's `meta` table, a
+    JSONL export's first run header (`journal_schema`); 1 when neither records one. None
+    when it cannot be told (no file, not a journal, damaged before the first header)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    if _is_jsonl(p):
+        try:
+            with p.open(encoding="utf-8") as fh:
+                for line in fh:
+                    if '"run_started"' in line:
+                        payload = json.loads(line).get("payload") or {}
+                        return int(payload.get("journal_schema", 1))
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+            return None
+        return None
+    try:
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return _schema_of_db(db) if "journal" in tables else None
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        db.close()
+
+
+def other_version_message(path: str | os.PathLike[str], version: int) -> str:
+    """One line for a journal written by another schema version."""
+    return (
+        f"{path}: written by journal schema version {version}, this dnpair reads version "
+        f"{JOURNAL_SCHEMA}; replay or verify it with the dnpair that wrote it"
+    )
 
 
 def stored_rows(
     records: Iterable[Record], codec: PayloadCodec, before: str | None = None
-) -> list[tuple[int, int, str, str, str | bytes, bytes | str, bytes | str]]:
+) -> list[Row]:
     """Rows for one transaction appended after a stored row whose hash is `before`
     (None: none, or unknown). A prev_hash equal to the hash of the row stored just before
     is left empty; the first row of a file always holds its own."""
@@ -147,8 +276,9 @@ class JournalError(Exception):
 
 
 def record_hash(seq: int, ts: int, kind: str, machine: str, payload: str, prev_hash: str) -> str:
+    """SHA-256 over the fields and the previous hash, cut to `HASH_BYTES` (hex)."""
     text = f"{seq}\x1f{ts}\x1f{kind}\x1f{machine}\x1f{payload}\x1f{prev_hash}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).digest()[:HASH_BYTES].hex()
 
 
 @attrs.frozen
@@ -166,6 +296,8 @@ class Record:
         return loads(self.payload)
 
     def self_consistent(self) -> bool:
+        """The stored hash is this engine's hash of the record (a version 1 record, with
+        its full 32-byte hash, is not: verify refuses such files before looking)."""
         expected = record_hash(
             self.seq, self.ts, self.kind, self.machine, self.payload, self.prev_hash
         )
@@ -182,17 +314,15 @@ class Record:
             "hash": self.hash,
         }
 
-    def to_row(
-        self, codec: PayloadCodec = PLAIN, *, linked: bool = False
-    ) -> tuple[int, int, str, str, str | bytes, bytes | str, bytes | str]:
-        """The SQLite row: hashes stored as their 32 raw bytes (half the hex text), the
-        payload through the file's codec. `linked`: the row stored just before this one
-        is the previous record, so prev_hash is left empty (it is that row's hash)."""
+    def to_row(self, codec: PayloadCodec = PLAIN, *, linked: bool = False) -> Row:
+        """The SQLite row: hashes stored as raw bytes (half the hex text), kind, machine
+        and payload through the file's codec. `linked`: the row stored just before this
+        one is the previous record, so prev_hash is left empty (it is that row's hash)."""
         return (
             self.seq,
             self.ts,
-            self.kind,
-            self.machine,
+            codec.kind_code(self.kind),
+            codec.machine_code(self.machine),
             codec.encode(self.payload),
             b"" if linked else _raw(self.prev_hash),
             _raw(self.hash),
@@ -204,7 +334,15 @@ class Record:
         same. An empty prev_hash is `before`, the hash of the row stored just before."""
         seq, ts, kind, machine, payload, prev_hash, digest = row
         prev = _hex(prev_hash) if prev_hash else (before or "")
-        return cls(seq, ts, kind, machine, codec.decode(payload), prev, _hex(digest))
+        return cls(
+            seq,
+            ts,
+            codec.kind_of(kind),
+            codec.machine_of(machine),
+            codec.decode(payload),
+            prev,
+            _hex(digest),
+        )
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Record:
@@ -269,21 +407,40 @@ class Journal:
         path = self.segment_file
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            tables = {
+                r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if "journal" in tables:
+                # an existing file: only one of this version is appended to (and nothing
+                # about a file of another version changes, not even its journal mode)
+                version = _schema_of_db(self._db)
+                if version != JOURNAL_SCHEMA:
+                    self._db.close()
+                    raise JournalError(
+                        other_version_message(path, version) + "; start a new --journal"
+                        if version is not None
+                        else f"cannot open journal {path}: its schema version is unreadable"
+                    )
             self._db.execute("PRAGMA journal_mode=WAL")
             durable = self._durable
             level = "NORMAL" if durable == "process" else "FULL" if durable else "OFF"
             self._db.execute(f"PRAGMA synchronous={level}")
-            self._db.execute(_SCHEMA)
+            if "journal" not in tables:
+                # a new file: its layout and version, and the dictionary, in one transaction
+                self._db.execute("BEGIN")
+                self._db.execute(_META_SCHEMA)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(JOURNAL_SCHEMA),)
+                )
+                self._db.execute(_SCHEMA)
+                self._db.execute(_MACHINES_SCHEMA)
+                if self._compress:
+                    self._db.execute(_DICT_SCHEMA)
+                    self._db.execute("INSERT INTO payload_dict VALUES (1, ?)", (_PACKED_DICT,))
+                self._db.execute("COMMIT")
             row = self._db.execute(
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
             ).fetchone()
-            if row is None and self._compress:
-                self._db.execute("BEGIN")
-                self._db.execute(_DICT_SCHEMA)
-                self._db.execute(
-                    "INSERT OR IGNORE INTO payload_dict VALUES (1, ?)", (PAYLOAD_DICT,)
-                )
-                self._db.execute("COMMIT")
             self.codec = PayloadCodec.of(self._db)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
@@ -339,10 +496,9 @@ class Journal:
             self.committed = self._seq
             self._pending.clear()
             return
-        rows = stored_rows(self._pending, self.codec, self._stored_hash)
         try:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?)", rows)
+            self.insert(self._pending, self._stored_hash)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise JournalError(f"journal commit failed: {exc}") from exc
@@ -350,6 +506,15 @@ class Journal:
         self._stored_hash = self._hash
         self._pending.clear()
         self._rotate_if_full()
+
+    def insert(self, records: Iterable[Record], before: str | None = None) -> None:
+        """Store rows as they are (hashes exactly as recorded) and the names of machines
+        they are the first to mention, inside the caller's transaction."""
+        rows = stored_rows(records, self.codec, before)
+        if self.codec.new_machines:
+            self._db.executemany("INSERT INTO machines VALUES (?, ?)", self.codec.new_machines)
+            self.codec.new_machines.clear()
+        self._db.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?)", rows)
 
     def records(self) -> list[Record]:
         """Committed records (every segment) followed by pending ones, in sequence order."""

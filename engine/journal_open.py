@@ -81,6 +81,8 @@ def open_journal(
 ) -> Journal:
     if Path(path).exists():
         report = verify(path)
+        if report.status == "other_version":  # its layout and hashes are not this engine's
+            raise UsageError(f"{report.describe(path)}; start a new --journal")
         if report.status == "corrupt":
             alert(
                 Alert(

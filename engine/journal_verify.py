@@ -18,14 +18,16 @@ from pathlib import Path
 import attrs
 
 from engine.journal import GENESIS
+from engine.journal import JOURNAL_SCHEMA
 from engine.journal import Journal
 from engine.journal import PayloadCodec
 from engine.journal import Record
 from engine.journal import _hex
+from engine.journal import other_version_message
 from engine.journal import read_records
 from engine.journal import read_segment
+from engine.journal import schema_version_of
 from engine.journal import segment_paths
-from engine.journal import stored_rows
 
 __all__ = ["VerifyReport", "truncate_torn_tail", "verify"]
 
@@ -35,11 +37,12 @@ CRASH_TAIL_BYTES = 4096  # one SQLite page (the journal's page size)
 
 @attrs.frozen
 class VerifyReport:
-    status: str  # "ok" | "torn_tail" | "corrupt" | "missing"
+    status: str  # "ok" | "torn_tail" | "corrupt" | "missing" | "other_version"
     intact: int  # records 1..intact form a valid chain
     detail: str = ""
     shortfall: int = 0  # bytes the file is short of its own SQLite header (a cut file)
     last_hash: str = GENESIS  # hash of record `intact` (where the next segment chains on)
+    version: int = JOURNAL_SCHEMA  # the journal schema version the file was written with
 
     @property
     def crash_shaped(self) -> bool:
@@ -62,6 +65,8 @@ class VerifyReport:
             )
         if self.status == "missing":
             return f"{path}: no journal ({self.detail})"
+        if self.status == "other_version":
+            return other_version_message(path, self.version)
         return (
             f"{path}: CORRUPT after record {self.intact} ({self.detail}); "
             "valid records follow the damage, refusing to repair automatically"
@@ -85,6 +90,10 @@ def verify(path: str | os.PathLike[str]) -> VerifyReport:
     p = Path(path)
     if not p.exists():
         return VerifyReport("missing", 0, "file not found")
+    version = schema_version_of(p)
+    if version is not None and version != JOURNAL_SCHEMA:
+        # another layout and other hashes: not damage, and nothing to check it against
+        return VerifyReport("other_version", 0, f"schema version {version}", version=version)
     if p.suffix in (".jsonl", ".ndjson"):
         return _verify_jsonl(p)
     segments = segment_paths(p)
@@ -187,6 +196,17 @@ def _verify_sqlite(
         db = sqlite3.connect(copy)
         db.execute("SELECT 1 FROM journal LIMIT 1").fetchall()
     except sqlite3.DatabaseError as exc:
+        if shortfall:
+            # Cut before its first record's page (the tables and the dictionary come
+            # first): nothing valid follows the cut, so a torn tail, never repaired
+            # without the operator (not crash-shaped past one page).
+            return VerifyReport(
+                "torn_tail",
+                start,
+                f"no record readable; file {shortfall} bytes short",
+                shortfall,
+                start_hash,
+            )
         return VerifyReport("corrupt", start, f"not a readable journal: {exc}")
     try:
         intact, prev_hash, problem = start, start_hash, ""
@@ -219,7 +239,10 @@ def _verify_sqlite(
                 shortfall,
                 prev_hash,
             )
-        later = _valid_sqlite_after(db, intact)
+        # A row numbered at or below one already read cannot come from a cut or a crash:
+        # the file's own structure is damaged, even if every record read so far chains.
+        backwards = rec is not None and rec.seq <= intact
+        later = backwards or _valid_sqlite_after(db, intact)
         status = "corrupt" if later else "torn_tail"
         return VerifyReport(status, intact, problem, last_hash=prev_hash)
     finally:
@@ -291,10 +314,9 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> VerifyReport:
         export_jsonl(keep, tmp)
     else:
         out = Journal(tmp, durable=True)
-        out._db.executemany(  # raw copy: hashes must stay exactly as recorded
-            "INSERT INTO journal VALUES (?,?,?,?,?,?,?)",
-            stored_rows(keep, out.codec),
-        )
+        out._db.execute("BEGIN")
+        out.insert(keep)  # raw copy: hashes must stay exactly as recorded
+        out._db.execute("COMMIT")
         out._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         out._db.close()
     with tmp.open("rb") as fh:

@@ -8,6 +8,13 @@ Everything goes through the stdlib logger `dnpair`. Each record may carry contex
 formatter writes the message only (the message already reads as a sentence that starts
 with its tag, so `grep '\\[UNWIND\\]'` works on both).
 
+Routine lines (`routine=True`: a cycle's ordinary transitions, its order placements and
+cancels, all in the journal anyway) are DEBUG in the JSON file: written there only when
+the file's level is DEBUG. Warnings, halts and the other non-routine transitions, fills,
+and each cycle's end (`session` back to `idle`) stay INFO. The console shows routine lines
+as before (transitions unless `--quiet`). This keeps journal plus log within 10 KB per
+cycle at default settings (issue 12 item 6).
+
 `JournalLogger` turns journal records into log lines (an engine observer). The private
 key never appears: every handler redacts registered secrets (the value of
 `NADO_PRIVATE_KEY`, any `Secret` passed to `register_secret`, with or without `0x`) from
@@ -48,6 +55,19 @@ __all__ = [
 
 LOGGER = logging.getLogger("dnpair")
 CONTEXT_KEYS = ("tag", "cycle", "machine", "order_id", "seq", "engine_ns")
+# Machines whose ordinary transitions are routine (DEBUG in the JSON file), and the
+# states whose entry is never routine: a halt, a recovery, a failed or aborted cycle,
+# and `idle` (the session's cycle ended: one INFO line per cycle).
+ROUTINE_MACHINES = frozenset({"session", "build", "unwind"})
+NOTABLE_STATES = frozenset({"halted", "recovering", "failed", "aborted", "idle"})
+# Machine notes every ordinary cycle writes (their outcome shows in the fills and the
+# transitions); any other note stays INFO.
+ROUTINE_NOTES = (
+    "sized at equal notional",
+    "built: venue position at target",
+    "unwinding from the verified position",
+    "flat: verified by the venue",
+)
 MASK = "********"
 _SECRETS: set[str] = set()
 KEY_ENV = "NADO_PRIVATE_KEY"
@@ -119,10 +139,11 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC), level, logger, msg, context keys, fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        routine = getattr(record, "routine", False) is True
         obj: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
+            "level": "debug" if routine else record.levelname.lower(),
             "logger": record.name,
             # the console's column padding is for eyes; engine_ns carries the time here
             "msg": record.getMessage().lstrip(" "),
@@ -158,6 +179,20 @@ class _ConsoleOnly(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return getattr(record, "console", True) is not False
+
+
+class _RoutineAsDebug(logging.Filter):
+    """In a file: records marked `routine=True` count as DEBUG whatever level they were
+    logged at (INFO when the console shows them), so an INFO file leaves them out."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "routine", False) is True:
+            return self.handler.level <= logging.DEBUG
+        return True
 
 
 class _CallbackHandler(logging.Handler):
@@ -216,6 +251,7 @@ def configure(
         fh = logging.FileHandler(json_path, encoding="utf-8")
         fh.setLevel(level)
         fh.setFormatter(JsonFormatter())
+        fh.addFilter(_RoutineAsDebug(fh))
         handlers.append(fh)
     for h in handlers:
         logger.addHandler(h)
@@ -268,7 +304,10 @@ class JournalLogger:
         console: bool = True,
         order_id: str | None = None,
         fields: dict[str, Any] | None = None,
+        routine: bool = False,
     ) -> None:
+        if routine and not console:
+            level = logging.DEBUG  # for the file only: DEBUG there (see `_RoutineAsDebug`)
         if not self.log.isEnabledFor(level):
             return
         machine = rec.machine
@@ -286,6 +325,7 @@ class JournalLogger:
                 "engine_ns": rec.ts,
                 "fields": fields or {},
                 "console": console,
+                "routine": routine,
             },
         )
 
@@ -316,6 +356,7 @@ class JournalLogger:
         elif rec.machine == "health" and d["to"] == "minimal":
             tag = "RATE_LIMIT"
         shown = f"[{tag}] " if tag and tag not in ("SESSION", "BUILD") else ""
+        routine = machine_kind(rec.machine) in ROUTINE_MACHINES and d["to"] not in NOTABLE_STATES
         self._emit(
             logging.INFO,
             f"{_secs(rec.ts)} {shown}[{rec.machine}] {d['from']} → {d['to']} ({why})",
@@ -323,6 +364,7 @@ class JournalLogger:
             tag=tag,
             console=self.transitions_to_console,
             fields={"from": d["from"], "to": d["to"], "event": why},
+            routine=routine,
         )
 
     def _intent(self, rec: Record, d: dict[str, Any]) -> None:
@@ -340,6 +382,7 @@ class JournalLogger:
                 console=False,
                 order_id=str(d["order_id"]),
                 fields={k: v for k, v in d.items() if k != "kind"},
+                routine=True,
             )
         elif kind in ("cancel_order", "cancel_product_orders"):
             self._emit(
@@ -350,6 +393,7 @@ class JournalLogger:
                 tag=tag,
                 console=False,
                 order_id=d.get("order_id"),
+                routine=True,
             )
 
     def _event(self, rec: Record, d: dict[str, Any]) -> None:
@@ -436,4 +480,5 @@ class JournalLogger:
                 tag=tag,
                 console=False,
                 fields=fields,
+                routine=text.startswith(ROUTINE_NOTES),
             )

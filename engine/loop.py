@@ -26,6 +26,7 @@ from engine.events import Event
 from engine.events import MachineFinished
 from engine.intents import ENGINE_ONLY
 from engine.intents import Intent
+from engine.journal import JOURNAL_SCHEMA
 from engine.journal import Journal
 from engine.ledger import Ledger
 from engine.messages import Message
@@ -165,7 +166,8 @@ class Engine:
     def start(self, app_ref: str, config: Mapping[str, Any]) -> list[Intent]:
         """Journal the run header, spawn the app's root machines, commit, return intents."""
         self.now_ns = self.clock.now_ns()
-        self._record("note", "engine", {"note": "run_started", "app": app_ref, "config": config})
+        header = {"note": "run_started", "journal_schema": JOURNAL_SCHEMA, "app": app_ref}
+        self._record("note", "engine", {**header, "config": config})
         load_app(app_ref)(self, config)
         return self._finish_step()
 

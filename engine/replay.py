@@ -3,7 +3,9 @@
 Time is a virtual clock set to each recorded event's timestamp; deadline expiries
 are inputs (they were journaled as events from the clock), so no timer fires on
 its own. Every record the fresh engine writes must equal the recorded one (time,
-kind, machine, payload); the first difference is the divergence.
+kind, machine, payload); the first difference is the divergence. A run header of
+another journal schema version (`journal_schema`, 1 when absent) is not replayed:
+`other_version` says which, and nothing is compared.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import attrs
 
 from engine.clock import VirtualClock
 from engine.events import Event
+from engine.journal import JOURNAL_SCHEMA
 from engine.journal import Record
 from engine.loop import RUNNER
 from engine.loop import Engine
@@ -51,10 +54,12 @@ class ReplayResult:
     # Records the replay derived from the journal's last event that the journal does not
     # hold: it ends mid-step, as a torn (then truncated) tail leaves it. Not a divergence.
     tail_missing: int = 0
+    # The journal schema version of a run header this engine does not write (None: same).
+    other_version: int | None = None
 
     @property
     def ok(self) -> bool:
-        return self.divergence is None
+        return self.divergence is None and self.other_version is None
 
 
 def _key(r: Record) -> tuple[int, str, str, str]:
@@ -65,8 +70,23 @@ def _is_header(rec: Record) -> bool:
     return rec.kind == "note" and '"run_started"' in rec.payload
 
 
+def header_version(rec: Record) -> int | None:
+    """The journal schema version a run header records (1 before versions were)."""
+    data = rec.data if _is_header(rec) else None
+    if not isinstance(data, dict) or data.get("note") != "run_started":
+        return None
+    try:
+        return int(data.get("journal_schema", 1))
+    except (TypeError, ValueError):
+        return 0
+
+
 def replay_records(recorded: Sequence[Record]) -> ReplayResult:
     """Replay every run in the journal; a restart appends a new run with its own header."""
+    for rec in recorded:
+        version = header_version(rec)
+        if version is not None and version != JOURNAL_SCHEMA:
+            return ReplayResult(len(recorded), 0, None, None, other_version=version)
     starts = [i for i, r in enumerate(recorded) if _is_header(r)] or [0]
     if starts[0] != 0:
         starts.insert(0, 0)

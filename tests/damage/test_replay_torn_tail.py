@@ -25,6 +25,10 @@ def test_replay_accepts_a_journal_ending_mid_step_and_nothing_else(original):
     result = replay_records(records[: start + 2])
     assert result.ok, result.divergence and result.divergence.describe()
     assert result.tail_missing == step_length(start) - 2
-    # A record missing from the middle is a divergence, torn tail or not.
-    middle = len(records) // 2
+    # A machine's record missing from the middle is a divergence, torn tail or not. (An
+    # input missing can replay the same, e.g. a quote no step read before the next one
+    # replaced it: the hash chain, `journal verify`, is what catches that.)
+    middle = next(
+        i for i in range(len(records) // 2, len(records)) if records[i].kind == "transition"
+    )
     assert not replay_records(records[:middle] + records[middle + 1 :]).ok

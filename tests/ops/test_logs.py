@@ -88,3 +88,32 @@ def test_a_broken_console_never_stops_the_run():
     logger.log(logging.WARNING, "first")
     logger.log(logging.WARNING, "second")  # no exception, no traceback spam
     setup.close()
+
+
+def test_routine_lines_are_debug_in_the_json_log_and_still_on_the_console(tmp_path):
+    """Issue 12 item 6: a cycle's ordinary transitions, order placements and routine notes
+    are in the journal; in the JSON log they are DEBUG (left out of an INFO file). Fills
+    and each cycle's end stay INFO; the console shows transitions as before."""
+    lines: list[str] = []
+    s = session(tmp_path, cycles=2, lines=lines)
+    info, debug = tmp_path / "info.log.jsonl", tmp_path / "debug.log.jsonl"
+    setups = [
+        configure(s.logger, json_path=str(info)),
+        configure(s.logger, json_path=str(debug), level=logging.DEBUG),
+    ]
+    run_session(s)
+    for setup in setups:
+        setup.close()
+    at_info = [json.loads(x) for x in info.read_text().splitlines()]
+    at_debug = [json.loads(x) for x in debug.read_text().splitlines()]
+    assert all(o["level"] != "debug" for o in at_info)
+    assert sum(o.get("tag") == "FILL" for o in at_info) >= 8  # 2 cycles x 2 legs x in/out
+    ends = [o for o in at_info if o["msg"].endswith("→ idle (machine_finished)")]
+    assert len(ends) == 2  # one INFO line per cycle
+    assert not any("working → deciding" in o["msg"] for o in at_info)
+    assert not any(o["msg"].split("] ", 1)[-1].startswith("build: ") for o in at_info)
+    routine = [o for o in at_debug if o["level"] == "debug"]
+    assert any("working → deciding" in o["msg"] for o in routine)
+    assert any("built: venue position at target" in o["msg"] for o in routine)
+    assert len(at_debug) == len(at_info) + len(routine)
+    assert any("working → deciding" in line for line in lines)  # console unchanged

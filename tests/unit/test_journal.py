@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from engine.cli import main
+from engine.journal import HASH_BYTES
 from engine.journal import Journal
 from engine.journal import read_records
 from engine.journal_verify import truncate_torn_tail
@@ -75,12 +76,13 @@ def test_flipped_byte_mid_file_is_corruption_and_never_repaired(tmp_path, capsys
     recs = list(read_records(path))
     raw = bytearray(path.read_bytes())
     # Flip one payload byte of an early record. Payloads are stored deflated, so find
-    # record {"i": 30} (seq 31) by its stored hash (32 raw bytes): its payload ends just
-    # before it, or before its prev_hash when the row holds one (first of a commit).
+    # record {"i": 30} (seq 31) by its stored hash (HASH_BYTES raw bytes): its payload ends
+    # just before it, or before its prev_hash when the row holds one (first of a commit).
+    # The file's dictionary pages come first: the record is past them, well before the end.
     at = raw.find(bytes.fromhex(recs[30].hash))
-    if raw[at - 32 : at] == bytes.fromhex(recs[30].prev_hash):
-        at -= 32
-    assert 0 < at < size // 2
+    if raw[at - HASH_BYTES : at] == bytes.fromhex(recs[30].prev_hash):
+        at -= HASH_BYTES
+    assert 0 < at < size - 8192
     raw[at - 3] ^= 0x01
     path.write_bytes(bytes(raw))
     report = verify(path)

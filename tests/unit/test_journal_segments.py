@@ -5,6 +5,7 @@ segments as one journal, and a broken link between two segments is corruption.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -12,11 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine.journal import GENESIS
 from engine.journal import Journal
+from engine.journal import JournalError
 from engine.journal import read_records
 from engine.journal import read_segment
 from engine.journal import record_hash
+from engine.journal import schema_version_of
 from engine.journal import segment_path
 from engine.journal import segment_paths
 from engine.journal_verify import truncate_torn_tail
@@ -194,8 +199,11 @@ def test_cli_run_with_a_small_cap_replays_verifies_exports_and_reports_across_se
     assert cli("replay", str(journal)).returncode == 1
 
 
-def test_a_journal_written_before_compression_reads_verifies_and_appends(tmp_path):
-    """Older files: hashes as hex text, payloads as plain text, no payload_dict table."""
+def test_a_journal_of_schema_version_1_still_reads_but_is_neither_verified_nor_appended(tmp_path):
+    """Older files (schema version 1: hashes as full SHA-256 hex text, payloads as plain
+    text, no meta table) read the same (export, report), but this engine neither appends
+    to them nor checks their chain: they are another version, not damage (issue 13).
+    Before versions were recorded this test appended to such a file and verified it."""
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
     db.execute(
@@ -203,10 +211,11 @@ def test_a_journal_written_before_compression_reads_verifies_and_appends(tmp_pat
         "NULL, machine TEXT NOT NULL, payload TEXT NOT NULL, prev_hash TEXT NOT NULL, "
         "hash TEXT NOT NULL)"
     )
-    prev = GENESIS
+    prev = "0" * 64
     for seq in range(1, 6):
         payload = json.dumps({"n": seq}, separators=(",", ":"))
-        digest = record_hash(seq, seq, "note", "engine", payload, prev)
+        text = f"{seq}\x1f{seq}\x1fnote\x1fengine\x1f{payload}\x1f{prev}"
+        digest = hashlib.sha256(text.encode()).hexdigest()
         db.execute(
             "INSERT INTO journal VALUES (?,?,?,?,?,?,?)",
             (seq, seq, "note", "engine", payload, prev, digest),
@@ -214,14 +223,14 @@ def test_a_journal_written_before_compression_reads_verifies_and_appends(tmp_pat
         prev = digest
     db.commit()
     db.close()
-    j = Journal(path)
-    j.append("note", "engine", {"n": 6}, ts=6)
-    j.close()
+    before = path.read_bytes()
     recs = list(read_records(path))
-    assert [r.data["n"] for r in recs] == [1, 2, 3, 4, 5, 6]
-    assert recs[5].prev_hash == prev
-    assert verify(path).status == "ok"
-    db = sqlite3.connect(path)
-    stored = db.execute("SELECT typeof(payload) FROM journal WHERE seq = 6").fetchone()
-    db.close()
-    assert stored == ("text",)  # no dictionary in this file: it stays plain text
+    assert [r.data["n"] for r in recs] == [1, 2, 3, 4, 5]
+    assert recs[4].hash == prev
+    assert schema_version_of(path) == 1
+    report = verify(path)
+    assert report.status == "other_version"
+    assert report.version == 1
+    with pytest.raises(JournalError, match="schema version 1, this dnpair reads version 2"):
+        Journal(path)
+    assert path.read_bytes() == before  # nothing was appended

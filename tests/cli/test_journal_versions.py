@@ -1,0 +1,138 @@
+"""Issue 13, versioned journals: every journal records the journal schema version it was
+written with (the file's `meta` table, each run header's `journal_schema`). `dnpair
+replay` and `dnpair journal verify` of a journal of another version say so in one line
+and exit 2, instead of "first divergence at record N" or "CORRUPT"; `dnpair run` does
+not append to one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from engine.journal import JOURNAL_SCHEMA
+from engine.journal import read_records
+from engine.messages import dumps
+from tests.cli.support import dnpair
+from tests.cli.support import one_line_error
+from tests.cli.support import virtual_run
+
+
+@pytest.fixture(scope="module")
+def current(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    journal = tmp_path_factory.mktemp("versions") / "now.db"
+    proc = virtual_run(journal, "--cycles", "1")
+    assert proc.returncode == 0, proc.stderr
+    return journal
+
+
+def _as_version_1(journal: Path, out: Path) -> None:
+    """The same run as a version 1 engine stored it: no meta table, headers without
+    `journal_schema`, text columns, full SHA-256 hex hashes."""
+    db = sqlite3.connect(out)
+    db.execute(
+        "CREATE TABLE journal (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT "
+        "NULL, machine TEXT NOT NULL, payload TEXT NOT NULL, prev_hash TEXT NOT NULL, "
+        "hash TEXT NOT NULL)"
+    )
+    prev = "0" * 64
+    for r in read_records(journal):
+        data = r.data
+        if isinstance(data, dict) and data.get("note") == "run_started":
+            data.pop("journal_schema")
+        payload = dumps(data)
+        text = f"{r.seq}\x1f{r.ts}\x1f{r.kind}\x1f{r.machine}\x1f{payload}\x1f{prev}"
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        db.execute(
+            "INSERT INTO journal VALUES (?,?,?,?,?,?,?)",
+            (r.seq, r.ts, r.kind, r.machine, payload, prev, digest),
+        )
+        prev = digest
+    db.commit()
+    db.close()
+
+
+def test_a_journal_records_its_schema_version_and_replays(current: Path) -> None:
+    db = sqlite3.connect(current)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (
+        str(JOURNAL_SCHEMA),
+    )
+    db.close()
+    header = next(read_records(current))
+    assert header.data["note"] == "run_started"
+    assert header.data["journal_schema"] == JOURNAL_SCHEMA
+    assert dnpair("journal", "verify", str(current)).returncode == 0
+    replay = dnpair("replay", str(current))
+    assert replay.returncode == 0, replay.stdout
+    assert replay.stdout.startswith("replay ok")
+
+
+def test_replay_and_verify_of_a_version_1_journal_say_so_in_one_line(
+    current: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "old.db"
+    _as_version_1(current, old)
+    for args in (("replay", str(old)), ("journal", "verify", str(old))):
+        proc = dnpair(*args)
+        line = one_line_error(proc)
+        assert line == (
+            f"{old}: written by journal schema version 1, this dnpair reads version "
+            f"{JOURNAL_SCHEMA}; replay or verify it with the dnpair that wrote it"
+        ), line
+        assert "divergence" not in proc.stdout + proc.stderr
+        assert "CORRUPT" not in proc.stdout + proc.stderr
+    # its JSONL export (how golden journals were kept) is refused the same way
+    export = tmp_path / "old.jsonl"
+    with export.open("w", encoding="utf-8") as fh:
+        for r in read_records(old):
+            fh.write(dumps(r.to_json()) + "\n")
+    line = one_line_error(dnpair("replay", str(export)))
+    assert "written by journal schema version 1" in line
+
+
+def test_run_does_not_append_to_a_journal_of_another_version(current: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    _as_version_1(current, old)
+    before = old.read_bytes()
+    line = one_line_error(virtual_run(old, "--cycles", "1"))
+    assert "written by journal schema version 1" in line
+    assert "start a new --journal" in line
+    assert old.read_bytes() == before
+
+
+def test_a_journal_of_a_later_version_is_refused_the_same_way(
+    current: Path, tmp_path: Path
+) -> None:
+    later = tmp_path / "later.db"
+    later.write_bytes(current.read_bytes())
+    db = sqlite3.connect(later)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(JOURNAL_SCHEMA + 1),))
+    db.commit()
+    db.close()
+    for args in (("replay", str(later)), ("journal", "verify", str(later))):
+        line = one_line_error(dnpair(*args))
+        assert f"written by journal schema version {JOURNAL_SCHEMA + 1}" in line
+
+
+def test_a_run_header_of_another_version_is_not_replayed(current: Path, tmp_path: Path) -> None:
+    """A JSONL export whose run header says another version (hashes re-chained, so the
+    chain itself is intact): replay names the version, it does not diverge."""
+    from engine.journal import GENESIS
+    from engine.journal import record_hash
+
+    out = tmp_path / "other.jsonl"
+    prev = GENESIS
+    with out.open("w", encoding="utf-8") as fh:
+        for r in read_records(current):
+            obj = r.to_json()
+            if obj["payload"].get("note") == "run_started":
+                obj["payload"]["journal_schema"] = JOURNAL_SCHEMA + 1
+            payload = dumps(obj["payload"])
+            obj["prev_hash"] = prev
+            obj["hash"] = prev = record_hash(r.seq, r.ts, r.kind, r.machine, payload, prev)
+            fh.write(json.dumps(obj) + "\n")
+    line = one_line_error(dnpair("replay", str(out)))
+    assert f"written by journal schema version {JOURNAL_SCHEMA + 1}" in line
