@@ -21,8 +21,10 @@ The contract with the engine (gen_statem-style, docs in CONTRACT.md of issue 13)
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from decimal import Decimal
+from types import FunctionType
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
@@ -31,6 +33,12 @@ from typing import Protocol
 
 from statemachine import State
 from statemachine import StateChart
+from statemachine.callbacks import CallbacksRegistry
+from statemachine.dispatcher import Listener
+from statemachine.dispatcher import Listeners
+from statemachine.event import Event
+from statemachine.exceptions import InvalidDefinition
+from statemachine.graph import iterate_states_and_transitions
 
 from engine.intents import Intent
 
@@ -85,6 +93,38 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         self._next_id = 0
         self.setup(**params)
         super().__init__()
+
+    # -- callbacks resolved once per class ---------------------------------------------
+    def _register_callbacks(self, listeners: list[object]) -> None:
+        """python-statemachine resolves every callback name against each new instance
+        (`dir(instance)`, one lookup and one signature adapter per spec): about 3 ms per
+        machine, and machines are built every cycle. A PureMachine has no listeners and
+        no model, and its callbacks are the class's own methods, so the registry is
+        resolved once per class, against `_ClassView` (each method taking the instance
+        as the `machine` argument the library passes to every callback), and shared by
+        all instances. A class whose callbacks name something the class does not define
+        (an instance attribute) keeps the library's per-instance resolution."""
+        cls = type(self)
+        if listeners or cls in _PER_INSTANCE:
+            super()._register_callbacks(listeners)
+            return
+        registry = _REGISTRIES.get(cls)
+        if registry is None:
+            registry = CallbacksRegistry()
+            self._callbacks = registry
+            view = Listeners.from_listeners((Listener.from_obj(_ClassView(cls)),))
+            try:
+                self._add_listener(view)
+                for visited in iterate_states_and_transitions(self.states):
+                    registry.check(visited._specs)
+            except (InvalidDefinition, AttributeError, LookupError):
+                _PER_INSTANCE.add(cls)
+                self._callbacks = CallbacksRegistry()
+                super()._register_callbacks(listeners)
+                return
+            registry.async_or_sync()  # type: ignore[no-untyped-call]
+            _REGISTRIES[cls] = registry
+        self._callbacks = registry
 
     # -- the engine hears of every entry, exit and transition ---------------------------
     # python-statemachine's own generic hooks (priority GENERIC: they run before the
@@ -170,6 +210,64 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             found = _INTERESTS[cls] = cls.declared_events() | cls.extra_interests
         return found
 
+
+class _ClassView:
+    """What a class offers as callbacks, independent of any instance: each method as a
+    function of (machine, its own parameters), each other attribute read from the machine
+    when called. Events and states are left out (never callbacks here)."""
+
+    def __init__(self, cls: type[PureMachine]) -> None:
+        skip = set(cls._protected_attrs)
+        for name in dir(cls):
+            if name.startswith("__") or name in skip:
+                continue
+            static = _getattr_static(cls, name)
+            if isinstance(static, Event | State):
+                continue
+            setattr(self, name, _adapter(cls, name, static))
+
+
+def _getattr_static(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+def _adapter(cls: type, name: str, static: Any) -> Any:
+    """A function of `machine` (and the method's own parameters) that calls `name` on it."""
+    if isinstance(static, FunctionType):
+        params = list(inspect.signature(static).parameters.values())[1:]
+        func = static
+
+        def method(machine: Any, *args: Any, **kwargs: Any) -> Any:
+            return func(machine, *args, **kwargs)
+
+        adapter = method
+    elif isinstance(static, staticmethod | classmethod):
+        params = list(inspect.signature(getattr(cls, name)).parameters.values())
+
+        def bound(machine: Any, *args: Any, **kwargs: Any) -> Any:
+            return getattr(machine, name)(*args, **kwargs)
+
+        adapter = bound
+    else:  # a property or a plain attribute: its value when called
+        params = []
+
+        def value(machine: Any) -> Any:
+            return getattr(machine, name)
+
+        adapter = value
+    machine_param = inspect.Parameter("machine", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    adapter.__signature__ = inspect.Signature([machine_param, *params])  # type: ignore[attr-defined]
+    # The library caches signatures by qualified name and code: make each one distinct.
+    adapter.__qualname__ = f"{cls.__module__}.{cls.__qualname__}.{name}@machine"
+    adapter.__name__ = name
+    return adapter
+
+
+_REGISTRIES: dict[type[PureMachine], CallbacksRegistry] = {}
+_PER_INSTANCE: set[type[PureMachine]] = set()
 
 # Per-class tables computed once (the declarations never change after class creation).
 _EVENT_TABLES: dict[type[PureMachine], dict[str, frozenset[str]]] = {}
