@@ -92,6 +92,8 @@ class SessionMachine(PureMachine):
         | checking.to(parked, cond=["answers_me", "daily_loss_exceeded"], on="note_daily_loss")
         | holding.to(recovering, cond=["answers_me", "unhedged"], on="alert_unhedged")
         | holding.to(recovering, cond=["answers_me", "stop_loss_hit"], on="alert_stop_loss")
+        # The audit's answer within tolerance: keep holding (the ledger has it already).
+        | holding.to(None, cond="answers_me")
         # A read that lacks reported fills lags: no BUILD on it; asked again, backing
         # off, within the lag budget (issue 11).
         | checking.to(None, cond=["answers_me", "read_lags"], on="ask_later")
