@@ -75,3 +75,26 @@ def test_a_class_naming_instance_attributes_keeps_per_instance_resolution():
     engine.process(_fill(1))
     assert engine.finished == {"yes": "done"}
     assert engine.unhandled == {("ByAttribute", "waiting", "fill_received"): 1}
+
+
+def test_converted_machines_consume_and_declare_no_catch_alls():
+    from machines.breaker import BreakerMachine
+    from machines.connection import ConnectionMachine
+    from machines.demo import ProbeMachine
+    from machines.health import HealthMachine
+    from machines.restore import RestoreMachine
+    from machines.session import SessionMachine
+    from tests.unit.machines.fakes import catch_alls
+
+    for cls in (
+        SessionMachine,
+        ConnectionMachine,
+        BreakerMachine,
+        HealthMachine,
+        RestoreMachine,
+        ProbeMachine,
+    ):
+        assert cls.unhandled == "consume", cls.__name__
+        assert catch_alls(cls) == [], cls.__name__
+        # Deadlines arrive as their own events: none of them takes `deadline_expired`.
+        assert "deadline_expired" not in cls.declared_events(), cls.__name__

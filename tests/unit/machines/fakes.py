@@ -419,7 +419,8 @@ def catch_alls(cls: type[Any]) -> list[tuple[str, str]]:
     found = []
     for state in cls.states_map.values():
         for t in state.transitions:
-            if t.target is None and not list(t.cond) and not list(t.on) and not t.is_eventless:
+            actions = [c for c in t.on if not c.is_convention]  # on_<event> etc. not defined
+            if t.target is None and not list(t.cond) and not actions and not t.is_eventless:
                 found.extend((state.id, e) for e in t.events)
     return found
 

@@ -314,3 +314,11 @@ def test_bad_parameters_are_refused() -> None:
         start(base_backoff_s="0")
     with pytest.raises(ValueError, match="poll_s"):
         start(poll_s="0")
+
+
+def test_catch_alls_are_found_where_they_exist() -> None:
+    # The check above can fail: a machine declaring one is caught.
+    class Swallowing(ConnectionMachine):
+        connected_noop = ConnectionMachine.connected.to(None)
+
+    assert ("connected", "connected_noop") in catch_alls(Swallowing)
