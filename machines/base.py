@@ -126,6 +126,12 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             _REGISTRIES[cls] = registry
         self._callbacks = registry
 
+    def add_listener(self, *listeners: Any) -> PureMachine:
+        """Not supported: the callback registry is shared by every instance of the class,
+        so a listener added to one would act on all. The engine hears of every entry,
+        exit and transition through the hooks below."""
+        raise TypeError(f"{type(self).__name__}: PureMachine takes no listeners")
+
     # -- the engine hears of every entry, exit and transition ---------------------------
     # python-statemachine's own generic hooks (priority GENERIC: they run before the
     # class's `on_enter_<state>`, so `arm()` there knows which state owns the deadline).

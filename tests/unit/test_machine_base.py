@@ -98,3 +98,12 @@ def test_converted_machines_consume_and_declare_no_catch_alls():
         assert catch_alls(cls) == [], cls.__name__
         # Deadlines arrive as their own events: none of them takes `deadline_expired`.
         assert "deadline_expired" not in cls.declared_events(), cls.__name__
+
+
+def test_a_listener_cannot_be_added_to_one_instance_of_a_shared_registry():
+    import pytest
+
+    engine = Engine(VirtualClock())
+    machine = engine.spawn(Tally, "a")
+    with pytest.raises(TypeError, match="no listeners"):
+        machine.add_listener(object())
