@@ -241,37 +241,57 @@ def _getattr_static(cls: type, name: str) -> Any:
 
 
 def _adapter(cls: type, name: str, static: Any) -> Any:
-    """A function of `machine` (and the method's own parameters) that calls `name` on it."""
-    if isinstance(static, FunctionType):
-        params = list(inspect.signature(static).parameters.values())[1:]
-        func = static
+    """A function of `machine` that calls `name` on it, looked up when called (so an
+    attribute set or patched later, on the class or the instance, is the one called), with
+    the arguments the library offers that the method names (its own binding rule)."""
+    machine_param = inspect.Parameter("machine", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    adapter: Any
+    if isinstance(static, FunctionType | staticmethod | classmethod):
 
-        def method(machine: Any, *args: Any, **kwargs: Any) -> Any:
-            return func(machine, *args, **kwargs)
+        def method(machine: Any, **kwargs: Any) -> Any:
+            fn = getattr(machine, name)
+            wanted = _wanted(fn)
+            if wanted is None:  # takes **kwargs: everything
+                return fn(machine=machine, **kwargs)
+            if "machine" in wanted:
+                kwargs["machine"] = machine
+            return fn(**{k: kwargs[k] for k in wanted if k in kwargs})
 
         adapter = method
-    elif isinstance(static, staticmethod | classmethod):
-        params = list(inspect.signature(getattr(cls, name)).parameters.values())
-
-        def bound(machine: Any, *args: Any, **kwargs: Any) -> Any:
-            return getattr(machine, name)(*args, **kwargs)
-
-        adapter = bound
+        more = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
     else:  # a property or a plain attribute: its value when called
-        params = []
 
         def value(machine: Any) -> Any:
             return getattr(machine, name)
 
         adapter = value
-    machine_param = inspect.Parameter("machine", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    adapter.__signature__ = inspect.Signature([machine_param, *params])  # type: ignore[attr-defined]
+        more = []
+    adapter.__signature__ = inspect.Signature([machine_param, *more])
     # The library caches signatures by qualified name and code: make each one distinct.
     adapter.__qualname__ = f"{cls.__module__}.{cls.__qualname__}.{name}@machine"
     adapter.__name__ = name
     return adapter
 
 
+def _wanted(fn: Any) -> tuple[str, ...] | None:
+    """The keyword parameters a callable names (None: it takes **kwargs), once per function."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _WANTED[key]
+    except KeyError:
+        pass
+    params = inspect.signature(fn).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    found: tuple[str, ...] | None = (
+        None
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        else tuple(p.name for p in params if p.kind in kinds)
+    )
+    _WANTED[key] = found
+    return found
+
+
+_WANTED: dict[Any, tuple[str, ...] | None] = {}
 _REGISTRIES: dict[type[PureMachine], CallbacksRegistry] = {}
 _PER_INSTANCE: set[type[PureMachine]] = set()
 

@@ -107,3 +107,14 @@ def test_a_listener_cannot_be_added_to_one_instance_of_a_shared_registry():
     machine = engine.spawn(Tally, "a")
     with pytest.raises(TypeError, match="no listeners"):
         machine.add_listener(object())
+
+
+def test_a_method_patched_after_the_first_instance_is_the_one_called(monkeypatch):
+    engine = Engine(VirtualClock())
+    engine.spawn(Tally, "before", need=5)  # the class's callbacks are resolved here
+    monkeypatch.setattr(Tally, "enough", lambda self, ev: True)
+    late = engine.spawn(Tally, "after", need=5)
+    engine.process(_fill(1))
+    assert engine.finished == {"before": "done", "after": "done"}
+    assert isinstance(late, Tally)
+    assert late.seen == ["f1"]

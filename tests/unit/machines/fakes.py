@@ -416,7 +416,7 @@ def undeferrable_gaps(cls: type[Any]) -> list[tuple[str, str]]:
 def catch_alls(cls: type[Any]) -> list[tuple[str, str]]:
     """(state, event) of transitions that exist only to swallow an event: no target, no
     guard, no action. Machines on the consume contract need none."""
-    found = []
+    found: list[tuple[str, str]] = []
     for state in cls.states_map.values():
         for t in state.transitions:
             actions = [c for c in t.on if not c.is_convention]  # on_<event> etc. not defined
