@@ -49,7 +49,14 @@ def session(journal):
     clock = VirtualClock()
     venue = SimVenue(clock, 1, None, PAIR)
     opts = RunOptions(pair=PAIR, cycles=cycles, clock="virtual", seed=1, quiet=True)
-    return Session(opts, load_settings(env=FAST), venue, clock, journal, lambda _l: None)
+    settings = load_settings(env=FAST)
+    try:  # after issue 13's runtime split: one composition root
+        from engine.compose import build_session
+    except ImportError:  # 7255a66
+        return Session(opts, settings, venue, clock, journal, lambda _l: None)
+    return build_session(
+        opts, settings, venue=venue, clock=clock, journal=journal, out=lambda _l: None
+    )
 
 
 out = {}
