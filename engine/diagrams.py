@@ -82,9 +82,14 @@ def _walk(states: Iterable[Any]) -> Iterator[Any]:
         yield from _walk(state.states)
 
 
+# PureMachine's generic hooks that tell the engine of every entry and exit: plumbing, not
+# a machine's own actions, so not drawn.
+ENGINE_HOOKS = frozenset({"on_enter_state", "on_exit_state", "before_transition"})
+
+
 def _callbacks(cls: type, specs: Iterable[Any]) -> tuple[str, ...]:
     """Callback names that run: explicit ones, and naming conventions the class defines."""
-    names = dir(cls)
+    names = set(dir(cls)) - ENGINE_HOOKS
     return tuple(str(c) for c in specs if not c.is_convention or c.func in names)
 
 

@@ -2,14 +2,26 @@
 
 For every event: journal it → update the ledger → dispatch to the live machines →
 journal every transition, note and intent as it happens → commit → only then hand
-the step's intents out. Events a machine cannot take in its current state are
-deferred and re-delivered after its next transition; an exception in a machine
-is journaled, committed and re-raised.
+the step's intents out. An exception in a machine is journaled, committed and re-raised.
+
+Dispatch follows the machine contract (machines/base.py, gen_statem-style):
+
+- a current deadline is sent to its machine as the event named like the deadline
+  (`fills_timeout`), or as `deadline_expired` to a machine that declares no such event;
+- an event the machine's state does not take is consumed: counted in `unhandled` and
+  noted (market data only counted). Machines with `unhandled = "defer"` (not yet
+  converted) get it queued and re-delivered after their next transition, as before;
+- an event kind the state declares in `postpone` is queued and re-delivered, in arrival
+  order, after the machine's next state change;
+- when a machine finishes, its order and request ids are retired (bounded): an answer
+  for one is journaled and applied to the ledger, and reaches no machine.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections import Counter
+from collections import OrderedDict
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -40,6 +52,7 @@ __all__ = ["Engine", "MachineError", "load_app"]
 MAX_DEFERRED = 10_000
 RUNNER = "runner"  # journal source of annotations made outside the machines
 MAX_FINISHED = 1_000  # outcomes of finished machines kept for inspection
+MAX_RETIRED = 4_096  # correlation ids of finished machines remembered (LRU)
 # Steps that send nothing may share a commit; a step that sends always commits first.
 COMMIT_EVERY_RECORDS = 256
 COMMIT_EVERY_NS = 1_000_000_000
@@ -146,6 +159,10 @@ class Engine:
         # to their owner instead of being broadcast to every machine.
         self.owners: dict[str, str] = {}
         self._owned: dict[str, list[str]] = {}
+        # ids whose owner finished: late answers for them reach no machine (bounded LRU).
+        self.retired: OrderedDict[str, str] = OrderedDict()
+        # events consumed unhandled: (machine class, state ids, event kind) → count
+        self.unhandled: Counter[tuple[str, str, str]] = Counter()
         self.inbox: deque[tuple[str, Event]] = deque()
         self.on_inbox: Callable[[], None] | None = None  # async drivers wake up on this
         # status, logs, monitors: each journal record, typed (engine/observed.py)
@@ -262,20 +279,36 @@ class Engine:
                 return
             self._deliver(ev.target, machine, ev)
             return
-        owner = self.owners.get(_correlation(ev) or "")
-        if owner is not None and owner in self.machines:
-            machine = self.machines[owner]
-            if ev.kind in type(machine).interests():
-                self._deliver(owner, machine, ev)
-            return
+        key = _correlation(ev)
+        if key:
+            owner = self.owners.get(key)
+            if owner is not None and owner in self.machines:
+                machine = self.machines[owner]
+                if ev.kind in type(machine).interests():
+                    self._deliver(owner, machine, ev)
+                return
+            if key in self.retired:
+                self.retired.move_to_end(key)
+                self._note(
+                    "engine", "answer for a finished machine", machine=self.retired[key], id=key
+                )
+                return
         for mid, machine in list(self.machines.items()):
             if mid in self.machines and ev.kind in type(machine).interests():
                 self._deliver(mid, machine, ev)
 
+    @staticmethod
+    def _event_name(machine: PureMachine, ev: Event) -> str:
+        """The event a machine is sent: a deadline's own name when it declares it."""
+        if isinstance(ev, DeadlineExpired) and ev.name in type(machine).declared_events():
+            return ev.name
+        return ev.kind
+
     def _deliver(self, mid: str, machine: PureMachine, ev: Event) -> None:
         if not self._send(mid, machine, ev):
             return
-        # Re-deliver what this machine deferred, in arrival order, until nothing moves.
+        # Re-deliver what this machine deferred or postponed, in arrival order, until
+        # nothing moves.
         for _ in range(MAX_DEFERRED):
             queue = self.deferred.get(mid)
             if not queue or mid not in self.machines:
@@ -283,41 +316,59 @@ class Engine:
             pending, self.deferred[mid] = queue, deque()
             progressed = False
             for old in pending:
-                if mid in self.machines and self._send(mid, machine, old, redelivery=True):
-                    progressed = True
-                elif mid in self.machines:
-                    self.deferred[mid].append(old)
-                else:
+                if mid not in self.machines:
                     self._note(mid, "undelivered after finish", event=to_dict(old))
+                elif self._send(mid, machine, old, redelivery=True):
+                    progressed = True
             if not progressed:
                 break
 
     def _send(self, mid: str, machine: PureMachine, ev: Event, *, redelivery: bool = False) -> bool:
-        """True if the machine took the event; False if it was deferred."""
-        allowed = {e.id for e in machine.allowed_events}
-        if ev.kind in allowed:
+        """True if the machine's state changed on the event (its queue is worth another look).
+
+        Otherwise the event was postponed or deferred (queued for this machine), or
+        consumed unhandled."""
+        cls = type(machine)
+        name = self._event_name(machine, ev)
+        states = tuple(machine.state_ids)
+        if cls.postpone and any(name in cls.postpone.get(s, ()) for s in states):
+            return self._queue(mid, ev, name, states, redelivery=redelivery)
+        if machine.takes(name):
             try:
-                machine.send(ev.kind, ev=ev)
+                machine.send(name, ev=ev)
             except machine.TransitionNotAllowed:
-                pass  # declared here, but every guard refused: defer like any other
+                pass  # declared here, but every guard refused: unhandled like any other
             except Exception as exc:
                 self._note(mid, "machine error", error=f"{type(exc).__name__}: {exc}")
                 self.journal.commit()
-                raise MachineError(f"{mid} failed on {ev.kind}: {exc}") from exc
+                raise MachineError(f"{mid} failed on {name}: {exc}") from exc
             else:
-                self.ledger.machine_states[mid] = tuple(machine.state_ids)
+                after = tuple(machine.state_ids)
+                self.ledger.machine_states[mid] = after
                 if redelivery:
-                    self._note(mid, "redelivered", event=ev.kind)
+                    self._note(mid, "redelivered", event=name)
                 self._check_finished(mid, machine)
-                return True
+                # "consume" machines re-deliver only after a state change (gen_statem);
+                # "defer" machines after any transition taken, as before.
+                return cls.unhandled == "defer" or after != states
+        if cls.unhandled == "defer":
+            return self._queue(mid, ev, name, states, redelivery=redelivery)
+        self.unhandled[(cls.__name__, "/".join(states), name)] += 1
+        if not isinstance(ev, BboUpdated):
+            self._note(mid, "unhandled", event=name, state=list(states))
+        return False
+
+    def _queue(
+        self, mid: str, ev: Event, name: str, states: tuple[str, ...], *, redelivery: bool
+    ) -> bool:
         queue = self.deferred[mid]
         if len(queue) >= MAX_DEFERRED:
-            self._note(mid, "deferred queue overflow", event=ev.kind)
+            self._note(mid, "deferred queue overflow", event=name)
             self.journal.commit()
             raise MachineError(f"{mid}: more than {MAX_DEFERRED} deferred events")
         queue.append(ev)
         if not redelivery:
-            self._note(mid, "deferred", event=ev.kind, state=machine.state_ids)
+            self._note(mid, "deferred", event=name, state=list(states))
         return False
 
     def _check_finished(self, mid: str, machine: PureMachine) -> None:
@@ -331,6 +382,10 @@ class Engine:
             self._note(mid, "deadline disarmed", name=armed.name)
         for key in self._owned.pop(mid, []):
             self.owners.pop(key, None)
+            self.retired[key] = mid
+            self.retired.move_to_end(key)
+        while len(self.retired) > MAX_RETIRED:
+            self.retired.popitem(last=False)
         for left in self.deferred.pop(mid, deque()):
             self._note(mid, "undelivered after finish", event=to_dict(left))
         parent = self.parents.pop(mid, None)

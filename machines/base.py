@@ -6,25 +6,48 @@ exceptions propagate, the payload travels as one object (`ev=`), and a machine's
 only ways to affect the world are `emit(intent)`, `arm`/`disarm` of deadlines and
 `spawn` of child machines, all through the engine's context. No I/O, no clock, no
 randomness: a test enforces the imports.
+
+The contract with the engine (gen_statem-style, docs in CONTRACT.md of issue 13):
+
+- each deadline is its own event: `self.arm("fills_timeout", s)` on entry, and the
+  class declares `fills_timeout = working.to(cancelling)`;
+- an event the current state has no transition for (or whose guards all refuse) is
+  consumed and counted (`unhandled = "consume"`, the default); `"defer"` keeps the
+  old behaviour for machines not yet converted;
+- a state postpones event kinds only by declaring them in `postpone`;
+- answers for a finished machine's orders and requests never reach any machine, so no
+  guard has to recognise a late answer.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from decimal import Decimal
+from types import FunctionType
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
+from typing import Literal
 from typing import Protocol
 
 from statemachine import State
 from statemachine import StateChart
+from statemachine.callbacks import CallbacksRegistry
+from statemachine.dispatcher import Listener
+from statemachine.dispatcher import Listeners
+from statemachine.event import Event
+from statemachine.exceptions import InvalidDefinition
+from statemachine.graph import iterate_states_and_transitions
 
 from engine.intents import Intent
 
 if TYPE_CHECKING:
     from engine.ledger import Ledger
 
-__all__ = ["JournalListener", "MachineContext", "PureMachine", "State"]
+__all__ = ["MachineContext", "PureMachine", "State", "Unhandled"]
+
+Unhandled = Literal["consume", "defer"]
 
 
 class MachineContext(Protocol):
@@ -50,37 +73,78 @@ class MachineContext(Protocol):
     def transitioned(self, event: str, source: str, target: str | None) -> None: ...
 
 
-class JournalListener:
-    """Tells the engine about every state entry, exit and transition, for the journal
-    and for state-owned deadlines. Listener hooks run before the class's own
-    `on_enter_<state>`, so `arm()` there knows which state owns the deadline."""
-
-    def __init__(self, ctx: MachineContext) -> None:
-        self._ctx = ctx
-
-    def on_enter_state(self, state: State) -> None:
-        self._ctx.entering(state.id)
-
-    def on_exit_state(self, state: State) -> None:
-        self._ctx.exiting(state.id)
-
-    def before_transition(self, event: str, source: State, target: State | None) -> None:
-        self._ctx.transitioned(str(event), source.id, target.id if target is not None else None)
-
-
 class PureMachine(StateChart):  # type: ignore[type-arg]
     allow_event_without_transition = False
     catch_errors_as_events = False
 
     # Event kinds this machine wants even though it declares no transition for them.
     extra_interests: ClassVar[frozenset[str]] = frozenset()
+    # What happens to an event the current state does not take: "consume" drops and
+    # counts it (noted in the journal); "defer" queues it until the next transition
+    # (the old contract, kept only for machines not yet converted).
+    unhandled: ClassVar[Unhandled] = "consume"
+    # state id → the event kinds that state postpones: queued for this machine and
+    # re-delivered in arrival order after its next state change.
+    postpone: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     def __init__(self, ctx: MachineContext, **params: Any) -> None:
         self.ctx = ctx
         self.params = params
         self._next_id = 0
         self.setup(**params)
-        super().__init__(listeners=[JournalListener(ctx)])
+        super().__init__()
+
+    # -- callbacks resolved once per class ---------------------------------------------
+    def _register_callbacks(self, listeners: list[object]) -> None:
+        """python-statemachine resolves every callback name against each new instance
+        (`dir(instance)`, one lookup and one signature adapter per spec): about 3 ms per
+        machine, and machines are built every cycle. A PureMachine has no listeners and
+        no model, and its callbacks are the class's own methods, so the registry is
+        resolved once per class, against `_ClassView` (each method taking the instance
+        as the `machine` argument the library passes to every callback), and shared by
+        all instances. A class whose callbacks name something the class does not define
+        (an instance attribute) keeps the library's per-instance resolution."""
+        cls = type(self)
+        if listeners or cls in _PER_INSTANCE:
+            super()._register_callbacks(listeners)
+            return
+        registry = _REGISTRIES.get(cls)
+        if registry is None:
+            registry = CallbacksRegistry()
+            self._callbacks = registry
+            view = Listeners.from_listeners((Listener.from_obj(_ClassView(cls)),))
+            try:
+                self._add_listener(view)
+                for visited in iterate_states_and_transitions(self.states):
+                    registry.check(visited._specs)
+            except (InvalidDefinition, AttributeError, LookupError):
+                _PER_INSTANCE.add(cls)
+                self._callbacks = CallbacksRegistry()
+                super()._register_callbacks(listeners)
+                return
+            registry.async_or_sync()  # type: ignore[no-untyped-call]
+            _REGISTRIES[cls] = registry
+        self._callbacks = registry
+
+    def add_listener(self, *listeners: Any) -> PureMachine:
+        """Not supported: the callback registry is shared by every instance of the class,
+        so a listener added to one would act on all. The engine hears of every entry,
+        exit and transition through the hooks below."""
+        raise TypeError(f"{type(self).__name__}: PureMachine takes no listeners")
+
+    # -- the engine hears of every entry, exit and transition ---------------------------
+    # python-statemachine's own generic hooks (priority GENERIC: they run before the
+    # class's `on_enter_<state>`, so `arm()` there knows which state owns the deadline).
+    # Declared here rather than through a listener object: one fewer object to resolve
+    # callbacks against for every instance.
+    def on_enter_state(self, state: State) -> None:
+        self.ctx.entering(state.id)
+
+    def on_exit_state(self, state: State) -> None:
+        self.ctx.exiting(state.id)
+
+    def before_transition(self, event: str, source: State, target: State | None) -> None:
+        self.ctx.transitioned(str(event), source.id, target.id if target is not None else None)
 
     def setup(self, **params: Any) -> None:
         """Hook for subclasses: read params before the initial state is entered."""
@@ -116,7 +180,122 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
     def state_ids(self) -> list[str]:
         return [s.id for s in self.configuration]
 
+    def takes(self, event: str) -> bool:
+        """Whether a current state (or an ancestor) declares a transition for `event`
+        (guards not consulted). From a per-class table: cheaper than `allowed_events`."""
+        table = type(self)._event_table()
+        return any(event in table.get(s.id, ()) for s in self.configuration)
+
+    @classmethod
+    def _event_table(cls) -> dict[str, frozenset[str]]:
+        found = _EVENT_TABLES.get(cls)
+        if found is None:
+            found = {}
+            for state in cls.states_map.values():
+                names: set[str] = set()
+                node: State | None = state
+                while node is not None:
+                    for t in node.transitions:
+                        names.update(e.id for e in t.events)
+                    node = node.parent
+                found[state.id] = frozenset(names)
+            _EVENT_TABLES[cls] = found
+        return found
+
+    @classmethod
+    def declared_events(cls) -> frozenset[str]:
+        found = _DECLARED.get(cls)
+        if found is None:
+            found = _DECLARED[cls] = frozenset(ev.id for ev in cls._events)
+        return found
+
     @classmethod
     def interests(cls) -> frozenset[str]:
-        names = {ev.id for ev in cls._events}  # declared events, by name
-        return frozenset(names) | cls.extra_interests
+        found = _INTERESTS.get(cls)
+        if found is None:
+            found = _INTERESTS[cls] = cls.declared_events() | cls.extra_interests
+        return found
+
+
+class _ClassView:
+    """What a class offers as callbacks, independent of any instance: each method as a
+    function of (machine, its own parameters), each other attribute read from the machine
+    when called. Events and states are left out (never callbacks here)."""
+
+    def __init__(self, cls: type[PureMachine]) -> None:
+        skip = set(cls._protected_attrs)
+        for name in dir(cls):
+            if name.startswith("__") or name in skip:
+                continue
+            static = _getattr_static(cls, name)
+            if isinstance(static, Event | State):
+                continue
+            setattr(self, name, _adapter(cls, name, static))
+
+
+def _getattr_static(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+def _adapter(cls: type, name: str, static: Any) -> Any:
+    """A function of `machine` that calls `name` on it, looked up when called (so an
+    attribute set or patched later, on the class or the instance, is the one called), with
+    the arguments the library offers that the method names (its own binding rule)."""
+    machine_param = inspect.Parameter("machine", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    adapter: Any
+    if isinstance(static, FunctionType | staticmethod | classmethod):
+
+        def method(machine: Any, **kwargs: Any) -> Any:
+            fn = getattr(machine, name)
+            wanted = _wanted(fn)
+            if wanted is None:  # takes **kwargs: everything
+                return fn(machine=machine, **kwargs)
+            if "machine" in wanted:
+                kwargs["machine"] = machine
+            return fn(**{k: kwargs[k] for k in wanted if k in kwargs})
+
+        adapter = method
+        more = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+    else:  # a property or a plain attribute: its value when called
+
+        def value(machine: Any) -> Any:
+            return getattr(machine, name)
+
+        adapter = value
+        more = []
+    adapter.__signature__ = inspect.Signature([machine_param, *more])
+    # The library caches signatures by qualified name and code: make each one distinct.
+    adapter.__qualname__ = f"{cls.__module__}.{cls.__qualname__}.{name}@machine"
+    adapter.__name__ = name
+    return adapter
+
+
+def _wanted(fn: Any) -> tuple[str, ...] | None:
+    """The keyword parameters a callable names (None: it takes **kwargs), once per function."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _WANTED[key]
+    except KeyError:
+        pass
+    params = inspect.signature(fn).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    found: tuple[str, ...] | None = (
+        None
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        else tuple(p.name for p in params if p.kind in kinds)
+    )
+    _WANTED[key] = found
+    return found
+
+
+_WANTED: dict[Any, tuple[str, ...] | None] = {}
+_REGISTRIES: dict[type[PureMachine], CallbacksRegistry] = {}
+_PER_INSTANCE: set[type[PureMachine]] = set()
+
+# Per-class tables computed once (the declarations never change after class creation).
+_EVENT_TABLES: dict[type[PureMachine], dict[str, frozenset[str]]] = {}
+_DECLARED: dict[type[PureMachine], frozenset[str]] = {}
+_INTERESTS: dict[type[PureMachine], frozenset[str]] = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.events import DeadlineExpired
 from engine.events import VenueError
 from engine.intents import SendAlert
 from machines.base import PureMachine
@@ -31,15 +30,12 @@ class BreakerMachine(PureMachine):
         closed.to(open, cond=["counts_as_failure", "threshold_reached"])
         | closed.to(None, cond="counts_as_failure", on="count_failure")
         | half_open.to(open, cond="counts_as_failure")
-        | closed.to(None)
-        | open.to(None)
-        | half_open.to(None)
     )
-    deadline_expired = open.to(half_open, cond="cooled_down") | open.to(None)
-    order_accepted = closed.to(None, on="reset") | half_open.to(closed) | open.to(None)
-    position_snapshot = closed.to(None, on="reset") | half_open.to(closed) | open.to(None)
-    open_orders_snapshot = closed.to(None, on="reset") | half_open.to(closed) | open.to(None)
-    order_status = closed.to(None, on="reset") | half_open.to(closed) | open.to(None)
+    cooled_down = open.to(half_open)
+    order_accepted = closed.to(None, on="reset") | half_open.to(closed)
+    position_snapshot = closed.to(None, on="reset") | half_open.to(closed)
+    open_orders_snapshot = closed.to(None, on="reset") | half_open.to(closed)
+    order_status = closed.to(None, on="reset") | half_open.to(closed)
 
     def setup(self, **params: Any) -> None:
         self.threshold = int(params.get("threshold", 5))
@@ -53,9 +49,6 @@ class BreakerMachine(PureMachine):
     def threshold_reached(self, ev: VenueError) -> bool:
         return self.failures + 1 >= self.threshold
 
-    def cooled_down(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "cooldown"
-
     def count_failure(self) -> None:
         self.failures += 1
 
@@ -64,7 +57,7 @@ class BreakerMachine(PureMachine):
 
     def on_enter_open(self) -> None:
         self.failures = 0
-        self.arm("cooldown", self.cooldown_s)
+        self.arm("cooled_down", self.cooldown_s)
         self.emit(
             SendAlert(
                 event="breaker_open",

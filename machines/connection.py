@@ -35,7 +35,6 @@ from decimal import Decimal
 from typing import Any
 
 from engine.events import ConnectionChanged
-from engine.events import DeadlineExpired
 from engine.events import OpenOrdersSnapshot
 from engine.events import OrderStatus
 from engine.events import PositionSnapshot
@@ -89,89 +88,60 @@ class ConnectionMachine(PureMachine):
     connection_changed = (
         connecting.to(connected, cond="ws_up")
         | connecting.to(reconnecting, cond="ws_lost", on="lose")
-        | connecting.to(None)
         | connected.to(reconnecting, cond="ws_lost", on="lose")
         | connected.to(reconnecting, cond="ws_silent", on="lose_silent")
-        | connected.to(None)
         | reconnecting.to(connected, cond="ws_up")
         | reconnecting.to(
             degraded, cond=["attempt_failed", "attempts_exhausted"], on="attempt_done"
         )
         | reconnecting.to(None, cond="attempt_failed", on="schedule_retry")
-        | reconnecting.to(None)
         | degraded.to(connected, cond="ws_up")
         | degraded.to(None, cond="attempt_failed", on="schedule_retry")
-        | degraded.to(None)
         | down.to(connected, cond="ws_up")
         | down.to(None, cond="attempt_failed", on="attempt_done")
-        | down.to(None)
     )
-    deadline_expired = (
-        connecting.to(reconnecting, cond="named_connect", on="lose")
-        | connecting.to(None)
-        | connected.to(None)
-        | reconnecting.to(degraded, cond=["named_connect", "attempts_exhausted"], on="attempt_done")
-        | reconnecting.to(None, cond="named_connect", on="schedule_retry")
-        | reconnecting.to(None, cond="named_retry", on="attempt")
-        | reconnecting.to(None, cond="named_poll", on="poll")
-        | reconnecting.to(None)
-        | degraded.to(None, cond="named_connect", on="schedule_retry")
-        | degraded.to(None, cond="named_retry", on="attempt")
-        | degraded.to(None, cond="named_poll", on="poll")
-        | degraded.to(None)
-        | down.to(None, cond="named_connect", on="attempt_done")
-        | down.to(None, cond="named_probe", on="probe")
-        | down.to(None)
+    # Deadlines, each its own event.
+    connect_timeout = (
+        connecting.to(reconnecting, on="lose")
+        | reconnecting.to(degraded, cond="attempts_exhausted", on="attempt_done")
+        | reconnecting.to(None, on="schedule_retry")
+        | degraded.to(None, on="schedule_retry")
+        | down.to(None, on="attempt_done")
     )
+    retry_due = reconnecting.to(None, on="attempt") | degraded.to(None, on="attempt")
+    poll_due = reconnecting.to(None, on="poll") | degraded.to(None, on="poll")
+    probe_due = down.to(None, on="probe")
+    # Answers to this machine's own requests (`mine`: ids it made; after a restart the
+    # engine no longer knows who asked what, the id still says it).
     position_snapshot = (
         down.to(degraded, cond="mine", on="answered")
         | connecting.to(None, cond="mine", on="answered")
-        | connecting.to(None)
         | connected.to(None, cond="mine", on="answered")
-        | connected.to(None)
         | reconnecting.to(None, cond="mine", on="answered")
-        | reconnecting.to(None)
         | degraded.to(None, cond="mine", on="answered")
-        | degraded.to(None)
-        | down.to(None)
     )
     open_orders_snapshot = (
         down.to(degraded, cond="mine", on="answered")
         | connecting.to(None, cond="mine", on="answered")
-        | connecting.to(None)
         | connected.to(None, cond="mine", on="answered")
-        | connected.to(None)
         | reconnecting.to(None, cond="mine", on="answered")
-        | reconnecting.to(None)
         | degraded.to(None, cond="mine", on="answered")
-        | degraded.to(None)
-        | down.to(None)
     )
     order_status = (
         down.to(degraded, cond="mine", on="answered")
         | connecting.to(None, cond="mine", on="answered")
-        | connecting.to(None)
         | connected.to(None, cond="mine", on="answered")
-        | connected.to(None)
         | reconnecting.to(None, cond="mine", on="answered")
-        | reconnecting.to(None)
         | degraded.to(None, cond="mine", on="answered")
-        | degraded.to(None)
-        | down.to(None)
     )
     venue_error = (
         reconnecting.to(down, cond=["unreachable", "failures_reached"], on="failed")
         | reconnecting.to(None, cond="mine", on="failed")
-        | reconnecting.to(None)
         | degraded.to(down, cond=["unreachable", "failures_reached"], on="failed")
         | degraded.to(None, cond="mine", on="failed")
-        | degraded.to(None)
         | connecting.to(None, cond="mine", on="failed")
-        | connecting.to(None)
         | connected.to(None, cond="mine", on="failed")
-        | connected.to(None)
         | down.to(None, cond="mine", on="failed")
-        | down.to(None)
     )
 
     def setup(self, **params: Any) -> None:
@@ -224,18 +194,6 @@ class ConnectionMachine(PureMachine):
     def attempts_exhausted(self, ev: Any = None) -> bool:
         return self.attempts >= self.degrade_after
 
-    def named_connect(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "connect"
-
-    def named_retry(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "retry"
-
-    def named_poll(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "poll"
-
-    def named_probe(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "probe"
-
     def mine(self, ev: Answer | VenueError) -> bool:
         rid = ev.request_id or ""
         return rid.startswith(f"{self.ctx.machine_id}:")
@@ -259,17 +217,17 @@ class ConnectionMachine(PureMachine):
         self.in_flight = True
         reason = "start" if self.outages == 0 else f"outage {self.outages}"
         self.emit(StreamConnect(attempt=self.attempts, reason=reason))
-        self.arm("connect", self.connect_timeout_s)
+        self.arm("connect_timeout", self.connect_timeout_s)
 
     def attempt_done(self, ev: Any = None) -> None:
         self.in_flight = False
 
     def schedule_retry(self, ev: Any = None) -> None:
         self.in_flight = False
-        self.disarm("connect")
+        self.disarm("connect_timeout")
         delay = self.retry_delay()
         self.note("stream attempt failed", attempt=self.attempts, retry_in_s=str(delay))
-        self.arm("retry", delay)
+        self.arm("retry_due", delay)
 
     def retry_delay(self) -> Decimal:
         return backoff_s(
@@ -297,7 +255,7 @@ class ConnectionMachine(PureMachine):
 
     def on_enter_connected(self) -> None:
         self.in_flight = False
-        self.disarm("connect")
+        self.disarm("connect_timeout")
         back = self.outages > 0
         self.attempts = 0
         self.failures = 0
@@ -307,8 +265,8 @@ class ConnectionMachine(PureMachine):
             self.audit("reconnect")
 
     def on_enter_reconnecting(self) -> None:
-        self.arm("retry", self.retry_delay())
-        self.arm("poll", self.poll_s)
+        self.arm("retry_due", self.retry_delay())
+        self.arm("poll_due", self.poll_s)
 
     def on_enter_degraded(self) -> None:
         if self.from_down:
@@ -317,16 +275,16 @@ class ConnectionMachine(PureMachine):
             if not self.in_flight:
                 self.attempt()  # REST answers again: try the stream at once
         elif not self.in_flight:
-            self.arm("retry", self.retry_delay())
+            self.arm("retry_due", self.retry_delay())
         if self.in_flight:
-            self.arm("connect", self.connect_timeout_s)
-        self.arm("poll", self.poll_s)
+            self.arm("connect_timeout", self.connect_timeout_s)
+        self.arm("poll_due", self.poll_s)
 
     def on_enter_down(self) -> None:
         self.from_down = True
         if self.in_flight:
-            self.arm("connect", self.connect_timeout_s)
-        self.arm("probe", self.probe_s)
+            self.arm("connect_timeout", self.connect_timeout_s)
+        self.arm("probe_due", self.probe_s)
         self.emit(
             SendAlert(
                 event="venue_unreachable",
@@ -344,14 +302,14 @@ class ConnectionMachine(PureMachine):
         self.audit("poll")
         rid = self.next_id("m")
         self.emit(QueryMarketPrices(request_id=rid, product_ids=self.product_ids))
-        self.arm("poll", self.poll_s)
+        self.arm("poll_due", self.poll_s)
 
     def probe(self, ev: Any = None) -> None:
         self.probes += 1
         rid = self.next_id("p")
         self.pending[rid] = 0
         self.emit(QueryPositions(request_id=rid, product_ids=self.product_ids))
-        self.arm("probe", self.probe_s)
+        self.arm("probe_due", self.probe_s)
 
     def audit(self, reason: str) -> None:
         """Positions, open orders and every in-flight order's status (bounded)."""

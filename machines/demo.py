@@ -25,15 +25,12 @@ class ProbeMachine(PureMachine):
     verified = State(final=True)
     failed = State(final=True)
 
-    fill_received = placing.to(verifying, cond="order_filled") | placing.to(None)
+    fill_received = placing.to(verifying, cond="order_filled")
     order_expired = placing.to(failed)
     order_rejected = placing.to(failed)
-    position_snapshot = (
-        verifying.to(verified, cond=["answers_me", "at_target"])
-        | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
-    )
-    deadline_expired = placing.to(failed) | verifying.to(failed)
+    position_snapshot = verifying.to(verified, cond="at_target") | verifying.to(failed)
+    fill_timeout = placing.to(failed)
+    verify_timeout = verifying.to(failed)
 
     def setup(self, **params: Any) -> None:
         self.product_id = int(params["product_id"])
@@ -57,7 +54,7 @@ class ProbeMachine(PureMachine):
                 purpose="probe",
             )
         )
-        self.arm("fill", self.fill_timeout_s)
+        self.arm("fill_timeout", self.fill_timeout_s)
 
     def order_filled(self, ev: FillReceived) -> bool:
         order = self.ledger.order(self.order_id)
@@ -66,10 +63,7 @@ class ProbeMachine(PureMachine):
     def on_enter_verifying(self) -> None:
         self.query_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.query_id, product_ids=(self.product_id,)))
-        self.arm("verify", self.verify_timeout_s)
-
-    def answers_me(self, ev: PositionSnapshot) -> bool:
-        return ev.request_id == self.query_id
+        self.arm("verify_timeout", self.verify_timeout_s)
 
     def at_target(self, ev: PositionSnapshot) -> bool:
         return self.ledger.venue_position(self.product_id) == self.qty

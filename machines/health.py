@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from engine.events import ConnectionChanged
-from engine.events import DeadlineExpired
 from engine.events import VenueError
 from machines.base import PureMachine
 from machines.base import State
@@ -29,23 +28,13 @@ class HealthMachine(PureMachine):
         | degraded.to(normal, cond="stream_up")
         | minimal.to(None, cond="stream_up", on="mark_stream_up")
         | minimal.to(None, cond="stream_down", on="mark_stream_down")
-        | normal.to(None)
-        | degraded.to(None)
-        | minimal.to(None)
     )
     venue_error = (
         normal.to(minimal, cond="rate_limited")
         | degraded.to(minimal, cond="rate_limited")
         | minimal.to(None, cond="rate_limited", on="extend_quiet")
-        | normal.to(None)
-        | degraded.to(None)
-        | minimal.to(None)
     )
-    deadline_expired = (
-        minimal.to(normal, cond=["quiet_over", "stream_is_up"])
-        | minimal.to(degraded, cond="quiet_over")
-        | minimal.to(None)
-    )
+    quiet_over = minimal.to(normal, cond="stream_is_up") | minimal.to(degraded)
 
     def setup(self, **params: Any) -> None:
         self.quiet_s = Decimal(params.get("quiet_s", 10))
@@ -62,9 +51,6 @@ class HealthMachine(PureMachine):
 
     def rate_limited(self, ev: VenueError) -> bool:
         return ev.error_class == "rate_limited"
-
-    def quiet_over(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "quiet"
 
     def mark_stream_up(self) -> None:
         self.stream_ok = True
@@ -85,4 +71,4 @@ class HealthMachine(PureMachine):
         wait = self.quiet_s
         if ev is not None and ev.retry_after_s is not None:
             wait = max(wait, ev.retry_after_s)
-        self.arm("quiet", wait)
+        self.arm("quiet_over", wait)

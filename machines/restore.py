@@ -41,23 +41,22 @@ class RestoreMachine(PureMachine):
     exposed = State(final=True)
     failed = State(final=True)
 
+    # `answers_me`: restore re-asks (a lagging read, a timed-out query, the re-read after
+    # cancelling orphans), so only the answer to its latest question decides.
     position_snapshot = (
         # A read lacking fills this engine heard of (a resume or audit mid-session) lags:
         # it is asked again within the lag budget before it is adopted (issue 11).
         reading_positions.to(None, cond=["answers_me", "read_lags"], on="ask_later")
         | reading_positions.to(reading_orders, cond="answers_me")
-        | reading_positions.to(None)
     )
     open_orders_snapshot = (
         reading_orders.to(cancelling, cond=["answers_me", "has_orphans"])
         | reading_orders.to(exposed, cond=["answers_me", "has_residual"])
         | reading_orders.to(synced, cond="answers_me")
-        | reading_orders.to(None)
         | cancelling.to(exposed, cond=["answers_me", "no_orphans", "has_residual"])
         | cancelling.to(synced, cond=["answers_me", "no_orphans"])
         | cancelling.to(None, cond=["answers_me", "can_retry"], on="cancel_again")
         | cancelling.to(failed, cond="answers_me")
-        | cancelling.to(None)
     )
     # A failed or missing report is never "flat": retry within a count, then fail.
     venue_error = (
@@ -67,13 +66,10 @@ class RestoreMachine(PureMachine):
         | reading_positions.to(failed, cond="answers_me")
         | reading_orders.to(failed, cond="answers_me")
         | cancelling.to(failed, cond="answers_me")
-        | reading_positions.to(None)
-        | reading_orders.to(None)
-        | cancelling.to(None)
     )
-    deadline_expired = (
-        reading_positions.to(None, cond="named_recheck", on="ask_recheck")
-        | reading_positions.to(None, cond="can_retry", on="ask_again")
+    recheck_due = reading_positions.to(None, on="ask_recheck")
+    answer_timeout = (
+        reading_positions.to(None, cond="can_retry", on="ask_again")
         | reading_orders.to(None, cond="can_retry", on="ask_again")
         | cancelling.to(None, cond="can_retry", on="ask_again")
         | reading_positions.to(failed)
@@ -96,9 +92,6 @@ class RestoreMachine(PureMachine):
 
     def can_retry(self, ev: DeadlineExpired | VenueError) -> bool:
         return self.queries < self.max_queries
-
-    def named_recheck(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "recheck"
 
     def read_lags(self, ev: PositionSnapshot) -> bool:
         budget = self.p.position_lag_budget_s
@@ -140,8 +133,8 @@ class RestoreMachine(PureMachine):
         self.lag_asks += 1
         p = self.p
         delay = min(p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16), p.verify_timeout_s)
-        self.disarm("answer")
-        self.arm("recheck", delay)
+        self.disarm("answer_timeout")
+        self.arm("recheck_due", delay)
 
     def ask_recheck(self) -> None:
         self.queries -= 1  # a lagging answer was an answer: not a failed query
@@ -180,10 +173,10 @@ class RestoreMachine(PureMachine):
         self.queries += 1
         self.request_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.request_id, product_ids=self.p.product_ids))
-        self.arm("answer", self.p.verify_timeout_s)
+        self.arm("answer_timeout", self.p.verify_timeout_s)
 
     def _query_orders(self) -> None:
         self.queries += 1
         self.request_id = self.next_id("q")
         self.emit(QueryOpenOrders(request_id=self.request_id, product_ids=self.p.product_ids))
-        self.arm("answer", self.p.verify_timeout_s)
+        self.arm("answer_timeout", self.p.verify_timeout_s)

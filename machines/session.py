@@ -16,7 +16,6 @@ from typing import Any
 import attrs
 
 from engine import flatness
-from engine.events import DeadlineExpired
 from engine.events import FillReceived
 from engine.events import MachineFinished
 from engine.events import OperatorCommand
@@ -78,29 +77,29 @@ class SessionMachine(PureMachine):
         | finishing.to(done, cond="outcome_is_flat")
         | finishing.to(halted)
     )
-    deadline_expired = (
-        idle.to(checking, cond="named_pause")
-        | checking.to(recovering, cond="named_answer")
-        | checking.to(None, cond="named_recheck", on="ask_positions")
-        | parked.to(checking, cond="named_midnight")
-        | holding.to(unwinding, cond="named_hold")
-        # While exposed, the exposure guard asks the venue on a short period.
-        | holding.to(None, cond="named_audit", on="audit_exposure")
-        | holding.to(None)
-    )
+    # Each deadline is its own event (armed on entry, disarmed when its state is left).
+    pause_over = idle.to(checking)
+    answer_timeout = checking.to(recovering)
+    recheck_due = checking.to(None, on="ask_positions")
+    midnight_passed = parked.to(checking)
+    hold_over = holding.to(unwinding)
+    # While exposed, the exposure guard asks the venue on a short period.
+    audit_due = holding.to(None, on="audit_exposure")
+    # `answers_me`: the session outlives its requests and re-asks (a lagging read, every
+    # audit), so only the answer to its latest question decides.
     position_snapshot = (
         checking.to(finishing, cond=["answers_me", "stop_requested"])
         | checking.to(idle, cond=["answers_me", "entries_blocked"], on="note_blocked")
         | checking.to(parked, cond=["answers_me", "daily_loss_exceeded"], on="note_daily_loss")
         | holding.to(recovering, cond=["answers_me", "unhedged"], on="alert_unhedged")
         | holding.to(recovering, cond=["answers_me", "stop_loss_hit"], on="alert_stop_loss")
-        | holding.to(None)
+        # The audit's answer within tolerance: keep holding (the ledger has it already).
+        | holding.to(None, cond="answers_me")
         # A read that lacks reported fills lags: no BUILD on it; asked again, backing
         # off, within the lag budget (issue 11).
         | checking.to(None, cond=["answers_me", "read_lags"], on="ask_later")
         | checking.to(building, cond=["answers_me", "venue_flat", "read_agrees"])
         | checking.to(recovering, cond="answers_me")
-        | checking.to(None)
     )
     # A fill for an order the engine never placed (RELIABILITY D6, V9): a critical alert,
     # no new cycles; at the next safe point the book is re-read from the venue, flattened
@@ -115,15 +114,6 @@ class SessionMachine(PureMachine):
         | recovering.to(None, cond="foreign_fill", on="alert_foreign_fill")
         | finishing.to(None, cond="foreign_fill", on="alert_foreign_fill")
         | halted.to(None, cond="foreign_fill", on="alert_foreign_fill")
-        | syncing.to(None)
-        | idle.to(None)
-        | checking.to(None)
-        | building.to(None)
-        | holding.to(None)
-        | unwinding.to(None)
-        | recovering.to(None)
-        | finishing.to(None)
-        | halted.to(None)
     )
     operator_command = (
         idle.to(finishing, cond="is_stop")
@@ -137,16 +127,6 @@ class SessionMachine(PureMachine):
         | building.to(None, cond="is_stop", on="remember_stop")
         | unwinding.to(None, cond="is_stop", on="remember_stop")
         | recovering.to(None, cond="is_stop", on="remember_stop")
-        | finishing.to(None)
-        | halted.to(None)
-        | syncing.to(None)
-        | idle.to(None)
-        | checking.to(None)
-        | parked.to(None)
-        | building.to(None)
-        | holding.to(None)
-        | unwinding.to(None)
-        | recovering.to(None)
     )
 
     def setup(self, **params: Any) -> None:
@@ -215,18 +195,6 @@ class SessionMachine(PureMachine):
     def no_more_cycles(self) -> bool:
         return self.stop or (self.cycles is not None and self.cycles_completed + 1 >= self.cycles)
 
-    def named_pause(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "pause"
-
-    def named_midnight(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "midnight"
-
-    def named_answer(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "answer"
-
-    def named_hold(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "hold"
-
     def answers_me(self, ev: PositionSnapshot) -> bool:
         return ev.request_id == self.request_id
 
@@ -243,9 +211,6 @@ class SessionMachine(PureMachine):
     def foreign_seen(self) -> bool:
         return bool(self.foreign_fills)
 
-    def named_recheck(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "recheck"
-
     def read_agrees(self, ev: PositionSnapshot) -> bool:
         return fills_agree(self.ledger, self.template.legs, ev)
 
@@ -261,9 +226,6 @@ class SessionMachine(PureMachine):
         return self.ledger.state_of("breaker") == ("open",) or self.ledger.state_of(
             "health"
         ) not in ((), ("normal",))
-
-    def named_audit(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "audit"
 
     def unhedged(self, ev: PositionSnapshot) -> bool:
         return self.unhedged_usd() > self.tolerance_usd()
@@ -290,9 +252,10 @@ class SessionMachine(PureMachine):
         if self.cycles is not None and self.cycles_completed >= self.cycles:
             # Nothing left to do: wait for the pause, then finish via checking → stop.
             self.stop = True
-        self.arm("pause", self._pause())
+        self.arm("pause_over", self._pause())
 
     def on_enter_checking(self) -> None:
+        self.roll_day()
         self.lag_since = None
         self.lag_asks = 0
         self.ask_positions()
@@ -300,11 +263,11 @@ class SessionMachine(PureMachine):
     def ask_positions(self) -> None:
         self.request_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.request_id, product_ids=self.template.product_ids))
-        self.arm("answer", self.template.verify_timeout_s)
+        self.arm("answer_timeout", self.template.verify_timeout_s)
 
     def on_enter_parked(self) -> None:
         # One deadline, not a poll: the venue is not asked again until the new UTC day.
-        self.arm("midnight", self.seconds_to_midnight())
+        self.arm("midnight_passed", self.seconds_to_midnight())
 
     def on_enter_building(self) -> None:
         self.cycle += 1
@@ -321,13 +284,13 @@ class SessionMachine(PureMachine):
                 self.carry_usd = residual
 
     def on_enter_holding(self) -> None:
-        self.arm("hold", self.hold_s)
-        self.arm("audit", self.audit_s)
+        self.arm("hold_over", self.hold_s)
+        self.arm("audit_due", self.audit_s)
 
     def audit_exposure(self) -> None:
         self.request_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.request_id, product_ids=self.template.product_ids))
-        self.arm("audit", self.audit_s)
+        self.arm("audit_due", self.audit_s)
 
     def alert_unhedged(self) -> None:
         exposure = self.unhedged_usd()
@@ -382,10 +345,11 @@ class SessionMachine(PureMachine):
         self.lag_asks += 1
         p = self.template
         delay = min(p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16), p.verify_timeout_s)
-        self.disarm("answer")
-        self.arm("recheck", delay)
+        self.disarm("answer_timeout")
+        self.arm("recheck_due", delay)
 
     def note_daily_loss(self) -> None:
+        self.roll_day()
         loss = self.loss_today()
         self.note("entry refused: MAX_DAILY_LOSS", loss_usd=str(loss))
         if self.loss_alerted_day != self.day:
@@ -524,11 +488,20 @@ class SessionMachine(PureMachine):
             pos, flatness.mid_of(self.ledger.quote(product_id)), self.template.dust_usd, step
         )
 
-    def loss_today(self) -> Decimal:
-        """Realised loss (fees included) since the last UTC midnight of engine time."""
-        day = int((self.epoch_utc_s + Decimal(self.ledger.now_ns) / 10**9) // 86400)
+    def _utc_day(self) -> int:
+        return int((self.epoch_utc_s + Decimal(self.ledger.now_ns) / 10**9) // 86400)
+
+    def roll_day(self) -> None:
+        """Action: a new UTC day starts its loss count from the realised PnL now."""
+        day = self._utc_day()
         if day != self.day:
             self.day, self.day_start_pnl = day, self.ledger.realized_pnl
+
+    def loss_today(self) -> Decimal:
+        """Realised loss (fees included) since the last UTC midnight of engine time. Pure
+        (guards read it): a day not rolled yet has lost nothing so far."""
+        if self._utc_day() != self.day:
+            return Decimal(0)
         return self.day_start_pnl - self.ledger.realized_pnl
 
     def seconds_to_midnight(self) -> Decimal:

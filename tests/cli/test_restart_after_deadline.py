@@ -49,7 +49,7 @@ def test_restart_after_a_passed_deadline_exits_first_and_builds_nothing(tmp_path
             for line in first.stdout:
                 if "[session] building → holding" in line:
                     break
-            _until_committed(journal, "hold")
+            _until_committed(journal, "hold_over")
             first.send_signal(signal.SIGKILL)
             first.communicate(timeout=30)
         finally:
@@ -64,7 +64,7 @@ def test_restart_after_a_passed_deadline_exits_first_and_builds_nothing(tmp_path
             capture_output=True, text=True, env=run_env, timeout=120, check=False,
         )  # fmt: skip
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
-    assert "deadline 'hold' passed" in again.stdout
+    assert "deadline 'hold_over' passed" in again.stdout
     restart = list(read_records(journal))[killed_at:]
     session = [r.data["to"] for r in restart if r.kind == "transition" and r.machine == "session"]
     assert session[:2] == ["idle", "recovering"] or session[0] == "recovering", session

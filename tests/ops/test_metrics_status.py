@@ -120,8 +120,8 @@ def test_status_shows_states_deadlines_positions_mid_cycle():
     snap = s.snapshot()
     by_id = {m["machine"]: m for m in snap["machines"]}
     assert by_id["session"]["state"] == "holding"
-    assert {d["name"] for d in by_id["session"]["deadlines"]} >= {"hold"}
-    hold = next(d for d in by_id["session"]["deadlines"] if d["name"] == "hold")
+    assert {d["name"] for d in by_id["session"]["deadlines"]} >= {"hold_over"}
+    hold = next(d for d in by_id["session"]["deadlines"] if d["name"] == "hold_over")
     assert 29 < float(hold["remaining_s"]) <= 30
     assert any(p["qty"] not in ("0", "0.000", "0.00") for p in snap["positions"])
     text = render_text(snap)

@@ -71,7 +71,7 @@ def test_status_metrics_and_flatten_against_a_running_engine(tmp_path):
         assert snap["live"] is True
         session = next(m for m in snap["machines"] if m["machine"] == "session")
         assert session["state"] == "holding"
-        assert any(d["name"] == "hold" for d in session["deadlines"])
+        assert any(d["name"] == "hold_over" for d in session["deadlines"])
 
         flat = _dnpair("flatten", "--journal", str(journal), "--wait", "30")
         assert flat.returncode == 0, flat.stdout + flat.stderr

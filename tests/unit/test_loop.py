@@ -50,7 +50,10 @@ def test_deadline_fires_at_exactly_five_seconds_of_virtual_time():
     expiry = [r for r in engine.journal.records() if r.kind == "event" and r.machine == "clock"]
     assert len(expiry) == 1
     assert expiry[0].ts == 5 * S
-    assert expiry[0].data["name"] == "fill"
+    assert expiry[0].data["name"] == "fill_timeout"
+    # ... and reached the probe as its own event, not as `deadline_expired`.
+    moves = [r.data for r in engine.journal.records() if r.kind == "transition"]
+    assert moves[-1] == {"event": "fill_timeout", "from": "placing", "to": "failed"}
     assert engine.finished == {"probe0": "failed"}
 
 
@@ -60,7 +63,7 @@ def test_deadline_is_disarmed_when_its_state_is_left():
     # The 5 s "fill" deadline was left behind at 0.05 s: no expiry ever arrives.
     assert not [r for r in engine.journal.records() if r.machine == "clock"]
     disarmed = notes(engine, "deadline disarmed")
-    assert {d["name"] for d in disarmed} == {"fill", "verify"}
+    assert {d["name"] for d in disarmed} == {"fill_timeout", "verify_timeout"}
     assert len(engine.deadlines) == 0
     assert clock.pending() == 0
 
@@ -69,11 +72,16 @@ def test_stale_expiry_is_ignored_and_noted():
     clock, engine, venue, first = probe_engine()
     gen = engine.deadlines.armed_for("probe0")[0].generation
     run_virtual(engine, clock, venue.send, initial=first)
-    engine.process(DeadlineExpired(name="fill", generation=gen, target="probe0"), "clock")
+    engine.process(DeadlineExpired(name="fill_timeout", generation=gen, target="probe0"), "clock")
     assert engine.finished == {"probe0": "verified"}
     stale = notes(engine, "stale deadline ignored")
     assert stale == [
-        {"note": "stale deadline ignored", "machine": "probe0", "name": "fill", "generation": gen}
+        {
+            "note": "stale deadline ignored",
+            "machine": "probe0",
+            "name": "fill_timeout",
+            "generation": gen,
+        }
     ]
 
 
@@ -85,7 +93,7 @@ def test_duplicate_fill_is_applied_once():
 
 
 class Gate(PureMachine):
-    """Takes `position_snapshot` only once it has seen a fill: earlier ones are deferred."""
+    """Postpones `position_snapshot` until it has seen a fill."""
 
     waiting_fill = State(initial=True)
     waiting_snapshot = State()
@@ -93,9 +101,18 @@ class Gate(PureMachine):
 
     fill_received = waiting_fill.to(waiting_snapshot)
     position_snapshot = waiting_snapshot.to(done)
+    postpone = {"waiting_fill": frozenset({"position_snapshot"})}
 
 
-def test_events_a_machine_cannot_take_yet_are_deferred_then_redelivered():
+def _fill(n: int = 0) -> FillReceived:
+    return FillReceived(
+        order_id=f"x{n}", fill_id=f"f{n}", product_id=4, side="buy", price="1", qty="1"
+    )
+
+
+def test_postponed_events_are_redelivered_after_the_next_state_change():
+    # (Was: "events a machine cannot take yet are deferred" -- deferring was the default
+    # until issue 13; now a state postpones only what it declares.)
     clock = VirtualClock()
     engine = Engine(clock)
     engine.spawn(Gate, "gate")
@@ -103,11 +120,154 @@ def test_events_a_machine_cannot_take_yet_are_deferred_then_redelivered():
     engine.process(snap)
     assert engine.machines["gate"].state_ids == ["waiting_fill"]
     assert list(engine.deferred["gate"]) == [snap]
-    engine.process(
-        FillReceived(order_id="x", fill_id="f", product_id=4, side="buy", price="1", qty="1")
-    )
+    assert notes(engine, "deferred") == [
+        {"note": "deferred", "event": "position_snapshot", "state": ["waiting_fill"]}
+    ]
+    engine.process(_fill())
     assert engine.finished == {"gate": "done"}
     assert notes(engine, "redelivered") == [{"note": "redelivered", "event": "position_snapshot"}]
+
+
+class Counter(PureMachine):
+    """Takes fills in `counting` without changing state; a snapshot ends it."""
+
+    counting = State(initial=True)
+    done = State(final=True)
+
+    fill_received = counting.to.itself(internal=True, on="count")
+    position_snapshot = counting.to(done, cond="enough")
+    deadline_expired = counting.to(done)
+
+    def setup(self, **params: object) -> None:
+        self.fills = 0
+
+    def count(self) -> None:
+        self.fills += 1
+
+    def enough(self) -> bool:
+        return self.fills >= 2
+
+
+def test_an_event_the_state_does_not_take_is_consumed_counted_and_noted():
+    from engine.events import BboUpdated
+    from engine.events import OrderCancelled
+
+    engine = Engine(VirtualClock())
+    engine.spawn(Counter, "c")
+    engine.process(PositionSnapshot(positions=[], request_id="r1"))  # guard refuses
+    engine.process(_fill(1))
+    engine.process(PositionSnapshot(positions=[], request_id="r2"))  # guard refuses
+    engine.process(BboUpdated(product_id=4, bid="1", ask="2", bid_qty="1", ask_qty="1"))
+    engine.process(OrderCancelled(order_id="o1"))  # not an interest: never delivered
+    assert engine.machines["c"].state_ids == ["counting"]
+    assert not engine.deferred["c"]
+    assert engine.unhandled == {("Counter", "counting", "position_snapshot"): 2}
+    assert (
+        notes(engine, "unhandled")
+        == [{"note": "unhandled", "event": "position_snapshot", "state": ["counting"]}] * 2
+    )
+    engine.process(_fill(2))
+    # Consumed means gone: the earlier snapshots are not re-delivered now that it could.
+    assert engine.machines["c"].state_ids == ["counting"]
+    engine.process(PositionSnapshot(positions=[], request_id="r3"))
+    assert engine.finished == {"c": "done"}
+
+
+class Watcher(PureMachine):
+    """Reads quotes as events but takes none in its only waiting state."""
+
+    watching = State(initial=True)
+    done = State(final=True)
+    bbo_updated = done.from_(watching, cond="never")
+    fill_received = watching.to(done)
+
+    def never(self) -> bool:
+        return False
+
+
+def test_unhandled_market_data_is_counted_but_not_journaled():
+    from engine.events import BboUpdated
+
+    engine = Engine(VirtualClock())
+    engine.spawn(Watcher, "w")
+    for _ in range(3):
+        engine.process(BboUpdated(product_id=4, bid="1", ask="2", bid_qty="1", ask_qty="1"))
+    assert engine.unhandled == {("Watcher", "watching", "bbo_updated"): 3}
+    assert notes(engine, "unhandled") == []
+
+
+class Deferring(Gate):
+    """A machine not yet converted: it defers what it cannot take, and takes its
+    deadlines as `deadline_expired`."""
+
+    unhandled = "defer"
+    postpone = {}
+    deadline_expired = Gate.waiting_fill.to(Gate.done)
+
+    def on_enter_waiting_fill(self) -> None:
+        self.arm("fills_timeout", 1)
+
+
+def test_unconverted_machines_defer_and_take_deadlines_as_deadline_expired():
+    clock = VirtualClock()
+    engine = Engine(clock)
+    engine.spawn(Deferring, "d")
+    snap = PositionSnapshot(positions=[], request_id="r")
+    engine.process(snap)
+    assert list(engine.deferred["d"]) == [snap]
+    assert not engine.unhandled
+    run_virtual(engine, clock, lambda _i: None)
+    assert engine.finished == {"d": "done"}
+    moves = [r.data for r in engine.journal.records() if r.kind == "transition"]
+    assert moves[-1] == {"event": "deadline_expired", "from": "waiting_fill", "to": "done"}
+    assert notes(engine, "undelivered after finish")
+
+
+class Asker(PureMachine):
+    """Asks the venue for positions and finishes on its deadline, answer or not."""
+
+    asking = State(initial=True)
+    done = State(final=True)
+    answer_timeout = asking.to(done)
+    position_snapshot = asking.to(done)
+
+    def on_enter_asking(self) -> None:
+        self.emit(QueryPositions(request_id=self.next_id("q"), product_ids=(4,)))
+        self.arm("answer_timeout", 1)
+
+
+def test_an_answer_for_a_finished_machine_reaches_no_machine():
+    clock = VirtualClock()
+    engine = Engine(clock)
+    engine.spawn(Asker, "a")
+    run_virtual(engine, clock, lambda _i: None)  # no answer: the deadline ends it
+    assert engine.finished == {"a": "done"}
+    engine.spawn(Asker, "b")  # alive and interested in position snapshots
+    late = PositionSnapshot(positions=[], request_id="a:q1")
+    engine.process(late)
+    # Journaled (every event is), delivered to nobody, said so.
+    events = [r.data for r in engine.journal.records() if r.kind == "event"]
+    assert events[-1].get("request_id") == "a:q1"
+    assert "b" in engine.machines
+    assert notes(engine, "answer for a finished machine") == [
+        {"note": "answer for a finished machine", "machine": "a", "id": "a:q1"}
+    ]
+    # An answer nobody ever asked for is broadcast to the interested as before.
+    engine.process(PositionSnapshot(positions=[], request_id="somebody:q9"))
+    assert engine.finished["b"] == "done"
+
+
+def test_retired_ids_are_bounded():
+    from engine.loop import MAX_RETIRED
+
+    clock = VirtualClock()
+    engine = Engine(clock)
+    for i in range(MAX_RETIRED + 10):
+        engine.spawn(Asker, f"a{i}")
+        engine.process(PositionSnapshot(positions=[], request_id=f"a{i}:q1"))
+    assert len(engine.retired) == MAX_RETIRED
+    assert "a0:q1" not in engine.retired
+    assert f"a{MAX_RETIRED + 9}:q1" in engine.retired
 
 
 class Exploding(PureMachine):

@@ -413,6 +413,18 @@ def undeferrable_gaps(cls: type[Any]) -> list[tuple[str, str]]:
     return gaps
 
 
+def catch_alls(cls: type[Any]) -> list[tuple[str, str]]:
+    """(state, event) of transitions that exist only to swallow an event: no target, no
+    guard, no action. Machines on the consume contract need none."""
+    found: list[tuple[str, str]] = []
+    for state in cls.states_map.values():
+        for t in state.transitions:
+            actions = [c for c in t.on if not c.is_convention]  # on_<event> etc. not defined
+            if t.target is None and not list(t.cond) and not actions and not t.is_eventless:
+                found.extend((state.id, e) for e in t.events)
+    return found
+
+
 def chaos(fake: FakeVenue, rng: Any) -> None:
     """Seeded faults on every placement, the book and the position feed."""
     fake.cancel_reports_fill = rng.random() < 0.5
@@ -512,6 +524,7 @@ __all__ = [
     "S",
     "SendAlert",
     "assert_unknown_resolved_before_resend",
+    "catch_alls",
     "chaos",
     "notes",
     "outcome",

@@ -1,0 +1,120 @@
+"""PureMachine resolves its callbacks once per class and shares them between instances;
+each instance's callbacks still act on that instance."""
+
+from __future__ import annotations
+
+from engine.clock import VirtualClock
+from engine.events import FillReceived
+from engine.loop import Engine
+from machines.base import PureMachine
+from machines.base import State
+
+
+def _fill(n: int) -> FillReceived:
+    return FillReceived(
+        order_id=f"x{n}", fill_id=f"f{n}", product_id=4, side="buy", price="1", qty="1"
+    )
+
+
+class Tally(PureMachine):
+    counting = State(initial=True)
+    done = State(final=True)
+
+    fill_received = counting.to(done, cond="enough", on="count") | counting.to(None, on="count")
+
+    def setup(self, **params: object) -> None:
+        self.need = int(str(params.get("need", 2)))
+        self.seen: list[str] = []
+        self.entered: list[str] = []
+
+    def enough(self, ev: FillReceived) -> bool:
+        return len(self.seen) + 1 >= self.need
+
+    def count(self, ev: FillReceived) -> None:
+        self.seen.append(ev.fill_id)
+
+    def on_enter_done(self, source: State) -> None:
+        self.entered.append(f"done from {source.id}")
+
+
+class ByAttribute(PureMachine):
+    """A guard naming an instance attribute the class does not define."""
+
+    waiting = State(initial=True)
+    done = State(final=True)
+    fill_received = waiting.to(done, cond="ready")
+
+    def setup(self, **params: object) -> None:
+        self.ready = bool(params.get("ready"))
+
+
+def test_instances_share_one_callback_registry_and_act_on_themselves():
+    engine = Engine(VirtualClock())
+    a = engine.spawn(Tally, "a", need=1)
+    b = engine.spawn(Tally, "b", need=3)
+    assert a._callbacks is b._callbacks
+    engine.process(_fill(1))  # broadcast: both take it
+    assert engine.finished == {"a": "done"}
+    assert isinstance(a, Tally)
+    assert isinstance(b, Tally)
+    assert a.seen == ["f1"]
+    assert a.entered == ["done from counting"]
+    assert b.seen == ["f1"]
+    assert b.entered == []
+    engine.process(_fill(2))
+    engine.process(_fill(3))
+    assert engine.finished == {"a": "done", "b": "done"}
+    assert b.seen == ["f1", "f2", "f3"]
+
+
+def test_a_class_naming_instance_attributes_keeps_per_instance_resolution():
+    engine = Engine(VirtualClock())
+    no = engine.spawn(ByAttribute, "no", ready=False)
+    yes = engine.spawn(ByAttribute, "yes", ready=True)
+    assert no._callbacks is not yes._callbacks
+    engine.process(_fill(1))
+    assert engine.finished == {"yes": "done"}
+    assert engine.unhandled == {("ByAttribute", "waiting", "fill_received"): 1}
+
+
+def test_converted_machines_consume_and_declare_no_catch_alls():
+    from machines.breaker import BreakerMachine
+    from machines.connection import ConnectionMachine
+    from machines.demo import ProbeMachine
+    from machines.health import HealthMachine
+    from machines.restore import RestoreMachine
+    from machines.session import SessionMachine
+    from tests.unit.machines.fakes import catch_alls
+
+    for cls in (
+        SessionMachine,
+        ConnectionMachine,
+        BreakerMachine,
+        HealthMachine,
+        RestoreMachine,
+        ProbeMachine,
+    ):
+        assert cls.unhandled == "consume", cls.__name__
+        assert catch_alls(cls) == [], cls.__name__
+        # Deadlines arrive as their own events: none of them takes `deadline_expired`.
+        assert "deadline_expired" not in cls.declared_events(), cls.__name__
+
+
+def test_a_listener_cannot_be_added_to_one_instance_of_a_shared_registry():
+    import pytest
+
+    engine = Engine(VirtualClock())
+    machine = engine.spawn(Tally, "a")
+    with pytest.raises(TypeError, match="no listeners"):
+        machine.add_listener(object())
+
+
+def test_a_method_patched_after_the_first_instance_is_the_one_called(monkeypatch):
+    engine = Engine(VirtualClock())
+    engine.spawn(Tally, "before", need=5)  # the class's callbacks are resolved here
+    monkeypatch.setattr(Tally, "enough", lambda self, ev: True)
+    late = engine.spawn(Tally, "after", need=5)
+    engine.process(_fill(1))
+    assert engine.finished == {"before": "done", "after": "done"}
+    assert isinstance(late, Tally)
+    assert late.seen == ["f1"]
