@@ -48,6 +48,7 @@ from engine.intents import QueryOrder
 from engine.intents import QueryPositions
 from engine.ledger import Ledger
 from engine.ledger import Quote
+from machines import order as lifecycle
 from machines.params import CycleParams
 from machines.params import LegSpec
 
@@ -220,19 +221,21 @@ def read_lags_fills(
 
 @attrs.define
 class Tracked:
+    """One of the machine's orders as the machine has recorded it: its lifecycle state
+    (stepped through `machines.order`, like the ledger's) and the venue's numbers."""
+
     order_id: str
     product_id: int
     side: str
     round: int
+    state: str = lifecycle.PENDING
     final_filled: Decimal | None = None  # the venue's word on the order's total fill
-    ended: bool = False  # the venue said it is no longer working
-    refused: bool = False  # the request provably never took effect
-    unknown: bool = False  # placement outcome unknown: QueryOrder before anything else
-    live: bool = False  # the venue said it is open
-    closed: bool = False  # the venue said it stopped working, without saying how much filled
     not_found: int = 0
     queries: int = 0
     rejected: str = ""
+
+    def step(self, event: str) -> None:
+        self.state = lifecycle.step(self.state, event)
 
 
 class OrderTracker:
@@ -253,46 +256,48 @@ class OrderTracker:
 
     def record_fill(self, order_id: str) -> None:
         rec = self._ledger.order(order_id)
-        if rec is not None and rec.state == "filled":
-            self.orders[order_id].ended = True
+        if rec is not None:
+            full = rec.state == lifecycle.FILLED
+            self.orders[order_id].step("filled" if full else "partially_filled")
 
-    def record_end(self, order_id: str, filled_qty: Decimal | None) -> bool:
-        """A cancel or expiry ack. Its filled amount is the venue's word on the total; an
-        ack without one leaves the order unsettled: returns True, ask with QueryOrder
-        (fills may still be in flight and must not be re-traded)."""
+    def record_end(self, order_id: str, filled_qty: Decimal | None, event: str) -> bool:
+        """A cancel or expiry ack (`event`). Its filled amount is the venue's word on the
+        total; an ack without one leaves the order unsettled: returns True, ask with
+        QueryOrder (fills may still be in flight and must not be re-traded)."""
         t = self.orders[order_id]
-        t.live = False
-        if filled_qty is None and not t.ended:
-            t.closed = True
+        t.step(event if filled_qty is not None else "ended_uncounted")
+        if t.state == lifecycle.UNCOUNTED:
             return True
-        t.ended = True
         t.final_filled = max(t.final_filled or ZERO, filled_qty or ZERO)
         return False
 
     def record_reject(self, order_id: str, reason: str) -> None:
         t = self.orders[order_id]
-        t.ended, t.rejected = True, reason or "rejected"
+        t.step("rejected")
+        t.rejected = reason or "rejected"
 
     def record_refused(self, order_id: str) -> None:
-        t = self.orders[order_id]
-        t.ended, t.refused = True, True
+        self.orders[order_id].step("denied")
 
     def record_unknown(self, order_id: str) -> None:
-        self.orders[order_id].unknown = True
+        self.orders[order_id].step("outcome_unknown")
+
+    def record_cancel(self, order_id: str) -> None:
+        self.orders[order_id].step("cancel_requested")
 
     def record_status(self, ev: OrderStatus) -> None:
         t = self.orders[ev.order_id]
         if ev.state in TERMINAL_STATUS:
-            t.ended, t.live, t.unknown = True, False, False
+            t.step(ev.state)
             t.final_filled = max(t.final_filled or ZERO, ev.filled_qty)
             if ev.state == "rejected":
                 t.rejected = t.rejected or "rejected (status)"
-        elif ev.state == "open" and not t.closed:
-            t.live, t.unknown = True, False
+        elif ev.state == "open":
+            t.step("reported_open")
         elif ev.state == "not_found":
             t.not_found += 1
             if t.not_found >= NOT_FOUND_LIMIT and self.filled(ev.order_id) == 0:
-                t.ended, t.refused, t.unknown = True, True, False
+                t.step("denied")
 
     # -- reading --------------------------------------------------------------------------
     def filled(self, order_id: str) -> Decimal:
@@ -303,19 +308,17 @@ class OrderTracker:
 
     def settled(self, order_id: str) -> bool:
         """No longer working, as recorded from the venue's acks, fills and answers."""
-        return self.orders[order_id].ended
+        return self.orders[order_id].state in lifecycle.TERMINAL
 
     def needs_query(self, order_id: str) -> bool:
         """Ask rather than cancel: placed with an unknown outcome and not heard of since,
         or ended without the venue saying how much filled."""
-        t = self.orders[order_id]
-        if t.ended:
-            return False
-        if t.closed:
+        state = self.orders[order_id].state
+        if state == lifecycle.UNCOUNTED:
             return True
         rec = self._ledger.order(order_id)
-        heard = rec is not None and (rec.state != "pending" or rec.filled > 0)
-        return t.unknown and not heard
+        heard = rec is not None and (rec.state != lifecycle.PENDING or rec.filled > 0)
+        return state == lifecycle.UNKNOWN and not heard
 
     def in_round(self, round_: int) -> list[str]:
         return [o for o, t in self.orders.items() if t.round == round_]
@@ -333,7 +336,7 @@ class OrderTracker:
     def round_refused(self, round_: int) -> bool:
         """Every order of the round was refused before reaching the venue."""
         ids = self.in_round(round_)
-        return bool(ids) and all(self.orders[o].refused for o in ids)
+        return bool(ids) and all(self.orders[o].state == lifecycle.DENIED for o in ids)
 
     def signed_filled(self, product_id: int, round_: int | None = None) -> Decimal:
         total = ZERO
@@ -472,7 +475,7 @@ class OrderRounds:
         self.orders.record_fill(ev.order_id)
 
     def record_end(self, ev: OrderExpired | OrderCancelled) -> None:
-        if self.orders.record_end(ev.order_id, ev.filled_qty):
+        if self.orders.record_end(ev.order_id, ev.filled_qty, ev.kind.removeprefix("order_")):
             self._query_order(ev.order_id)  # how much filled? never guess (seed 002)
 
     def record_reject(self, ev: OrderRejected) -> None:
@@ -616,6 +619,7 @@ class OrderRounds:
         self.emit(intent)
 
     def _cancel(self, oid: str) -> None:
+        self.orders.record_cancel(oid)
         self.emit(CancelOrder(order_id=oid, product_id=self.orders.orders[oid].product_id))
 
     def _query_order(self, oid: str) -> None:
