@@ -5,10 +5,12 @@ Nothing here does I/O or reads a clock. Prices cross the book by basis points an
 round to the tick in the aggressive direction; sizes round DOWN to the increment; a
 "market" order is an IOC priced through the book, sliced when large.
 
-`OrderTracker` keeps what the venue *said* about each of a machine's orders beside the
-ledger's fill-derived numbers: an order's filled amount is the larger of the two (a
-cancel/expiry ack that reports more than the ledger has seen means fills are still in
-flight, and the remainder must not be sold twice: seed 002).
+`OrderTracker` keeps each of a machine's orders as the machine has recorded it: its
+lifecycle state (`machines.order`) and bounded query counts. How much an order filled is
+the ledger's number only: the ledger already raises it to the venue's cumulative word
+when a cancel/expiry ack or a status says more than the fills heard (fills still in
+flight: the remainder must not be sold twice, seed 002), so an inferred fill is applied
+once, there.
 
 Whether an order is settled is recorded only by the machine's own actions, never read
 from the ledger's order state: python-statemachine evaluates eventless transitions
@@ -229,7 +231,6 @@ class Tracked:
     side: str
     round: int
     state: str = lifecycle.PENDING
-    final_filled: Decimal | None = None  # the venue's word on the order's total fill
     not_found: int = 0
     queries: int = 0
     rejected: str = ""
@@ -261,15 +262,12 @@ class OrderTracker:
             self.orders[order_id].step("filled" if full else "partially_filled")
 
     def record_end(self, order_id: str, filled_qty: Decimal | None, event: str) -> bool:
-        """A cancel or expiry ack (`event`). Its filled amount is the venue's word on the
-        total; an ack without one leaves the order unsettled: returns True, ask with
+        """A cancel or expiry ack (`event`). Its filled amount (the ledger has applied it)
+        settles the order; an ack without one leaves it unsettled: returns True, ask with
         QueryOrder (fills may still be in flight and must not be re-traded)."""
         t = self.orders[order_id]
         t.step(event if filled_qty is not None else "ended_uncounted")
-        if t.state == lifecycle.UNCOUNTED:
-            return True
-        t.final_filled = max(t.final_filled or ZERO, filled_qty or ZERO)
-        return False
+        return t.state == lifecycle.UNCOUNTED
 
     def record_reject(self, order_id: str, reason: str) -> None:
         t = self.orders[order_id]
@@ -289,7 +287,6 @@ class OrderTracker:
         t = self.orders[ev.order_id]
         if ev.state in TERMINAL_STATUS:
             t.step(ev.state)
-            t.final_filled = max(t.final_filled or ZERO, ev.filled_qty)
             if ev.state == "rejected":
                 t.rejected = t.rejected or "rejected (status)"
         elif ev.state == "open":
@@ -301,10 +298,9 @@ class OrderTracker:
 
     # -- reading --------------------------------------------------------------------------
     def filled(self, order_id: str) -> Decimal:
-        t = self.orders[order_id]
+        """Verified fills, inferred ones included (the ledger applies the venue's word)."""
         rec = self._ledger.order(order_id)
-        ledger_filled = rec.filled if rec is not None else ZERO
-        return max(ledger_filled, t.final_filled or ZERO)
+        return rec.filled if rec is not None else ZERO
 
     def settled(self, order_id: str) -> bool:
         """No longer working, as recorded from the venue's acks, fills and answers."""
@@ -383,6 +379,7 @@ class OrderRounds:
         self.rung = -1  # index into the ladder; `round` numbers every set of orders
         self.lag_since: int | None = None  # engine ns of this read's first lagging answer
         self.lag_asks = 0
+        self.unhedged_since: int | None = None  # engine ns the legs went apart (tolerance)
 
     def reject_is_final(self) -> bool:
         return False
@@ -404,6 +401,44 @@ class OrderRounds:
 
     def round_progressed(self) -> bool:
         return any(self.orders.signed_filled(pid, self.round) != 0 for pid in self.p.product_ids)
+
+    # -- the hedge deadline (V1), one implementation for every order-working machine ------------
+    def net_usd(self) -> Decimal:
+        """The signed notional the host's legs are apart by, from verified fills. The
+        emergency exit keeps the default: its total budget bounds it, not this deadline."""
+        return ZERO
+
+    def watch_hedge(self) -> None:
+        """Action: note when the legs went apart beyond the tolerance, or came back."""
+        if abs(self.net_usd()) <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
+            self.unhedged_since = None
+        elif self.unhedged_since is None:
+            self.unhedged_since = self.ledger.now_ns
+
+    def apart_s(self) -> Decimal:
+        """Seconds the legs have been apart beyond the tolerance, as last watched (0 if not)."""
+        if self.unhedged_since is None:
+            return ZERO
+        return Decimal(self.ledger.now_ns - self.unhedged_since) / 1_000_000_000
+
+    def hedge_deadline_passed(self) -> bool:
+        """Apart so long that one more round (its fill timeout and bounded cancel chase)
+        would end past the exit budget: no further round; the session's emergency exit
+        takes over, flagged."""
+        p = self.p
+        worst_round = p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
+        return self.apart_s() + worst_round > p.exit_budget_s
+
+    def hedge_budget_spent(self, ev: Any = None) -> bool:
+        return self.apart_s() >= self.p.exit_budget_s
+
+    def on_enter_deciding(self) -> None:
+        self.watch_hedge()
+
+    def stop_for_hedge(self) -> None:
+        self.hard_reason = (
+            f"hedge deadline: legs apart for {self.apart_s()}s, no time for another round"
+        )
 
     # -- guards ---------------------------------------------------------------------------
     def round_settled(self) -> bool:
@@ -473,6 +508,7 @@ class OrderRounds:
     # -- recording what the venue says ------------------------------------------------------
     def record_fill(self, ev: FillReceived) -> None:
         self.orders.record_fill(ev.order_id)
+        self.watch_hedge()
 
     def record_end(self, ev: OrderExpired | OrderCancelled) -> None:
         if self.orders.record_end(ev.order_id, ev.filled_qty, ev.kind.removeprefix("order_")):

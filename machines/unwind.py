@@ -23,7 +23,6 @@ from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
 from machines.params import LegSpec
-from machines.pricing import MAX_ORDER_QUERIES
 from machines.pricing import OrderRounds
 from machines.pricing import Rung
 from machines.pricing import band_checked
@@ -67,7 +66,7 @@ class UnwindMachine(OrderRounds, PureMachine):
     deciding.to(verifying, cond="nothing_open")
     # The hedge deadline: one leg open without the other for so long that another rung
     # could end past the exit budget; the session's emergency exit takes over, flagged.
-    deciding.to(failed, cond="hedge_deadline_passed")
+    deciding.to(failed, cond="hedge_deadline_passed", on="stop_for_hedge")
     deciding.to(working, cond="rungs_left")
     deciding.to(verifying)  # ladder spent: the venue has the last word
 
@@ -167,7 +166,6 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.start: dict[int, Decimal] = {}  # verified venue position when the unwind began
         self.reason = ""
         self.refused_since: int | None = None  # engine ns of the first 429 in a row
-        self.unhedged_since: int | None = None  # engine ns the open legs went apart
 
     def _ladder(self) -> list[Rung]:
         p = self.p
@@ -205,16 +203,6 @@ class UnwindMachine(OrderRounds, PureMachine):
     def named_backoff(self, ev: Any) -> bool:
         return bool(ev.name == "backoff")
 
-    def hedge_deadline_passed(self) -> bool:
-        """Apart so long that one more rung (its fill timeout and bounded cancel chase)
-        would end past the exit budget."""
-        p = self.p
-        worst_rung = p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
-        return self._apart_s() + worst_rung > p.exit_budget_s
-
-    def hedge_budget_spent(self, ev: Any = None) -> bool:
-        return self._apart_s() >= self.p.exit_budget_s
-
     def refused_too_long(self) -> bool:
         """The venue has refused us (429) for at least the exit budget."""
         return self.refused_since is not None and self._refused_for() >= self._budget_ns()
@@ -226,12 +214,14 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def take_start(self, ev: PositionSnapshot) -> None:
         self.start = self._seen(ev)
+        self.watch_hedge()
         self.note("unwinding from the verified position", positions=_strs(self.start))
 
     def on_enter_working(self) -> None:
         self.rung = self.rung if self.same_rung else self._next_rung()
         self.same_rung = False
         self.round += 1
+        self.watch_hedge()
         rung = self.rungs[self.rung]
         for leg in self.p.legs:
             open_qty = self.open_qty(leg)
@@ -256,14 +246,11 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.arm("fills", self.p.fill_timeout_s)
 
     def on_enter_backing_off(self) -> None:
+        self.watch_hedge()
         self._refused()
         delay = min(self.backoff_delay(), self._budget_left())  # Retry-After, within budget
         self.note("rung refused by the venue; backing off", seconds=str(delay))
         self.arm("backoff", delay)
-
-    def record_fill(self, ev: Any) -> None:
-        super().record_fill(ev)
-        self._apart_s()
 
     def on_exit_working(self) -> None:
         if not self.orders.round_refused(self.round):
@@ -303,19 +290,14 @@ class UnwindMachine(OrderRounds, PureMachine):
     def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
         return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
 
-    def _apart_s(self) -> Decimal:
-        """Seconds the open legs have been apart by more than the tolerance (0 if not)."""
+    def net_usd(self) -> Decimal:
+        """Signed notional still open on both legs together (apart when not near zero)."""
         net = ZERO
         for leg in self.p.legs:
             quote = self.ledger.quote(leg.product_id)
             if quote is not None:
                 net += self.open_qty(leg) * quote.mid
-        if abs(net) <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
-            self.unhedged_since = None
-            return ZERO
-        if self.unhedged_since is None:
-            self.unhedged_since = self.ledger.now_ns
-        return Decimal(self.ledger.now_ns - self.unhedged_since) / 1_000_000_000
+        return net
 
     def _refused(self) -> None:
         if self.refused_since is None:
