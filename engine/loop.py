@@ -34,6 +34,7 @@ from machines.base import PureMachine
 __all__ = ["Engine", "MachineError", "load_app"]
 
 MAX_DEFERRED = 10_000
+MAX_RETIRED = 4_096  # correlation ids of finished machines remembered (CONTRACT 4)
 RUNNER = "runner"  # journal source of annotations made outside the machines
 MAX_FINISHED = 1_000  # outcomes of finished machines kept for inspection
 # Steps that send nothing may share a commit; a step that sends always commits first.
@@ -139,6 +140,10 @@ class Engine:
         # to their owner instead of being broadcast to every machine.
         self.owners: dict[str, str] = {}
         self._owned: dict[str, list[str]] = {}
+        # Correlation ids whose owner finished (LRU): their answers reach no machine.
+        self.retired: dict[str, None] = {}
+        # (machine class, state, event) → events a "consume" machine did not handle.
+        self.unhandled: dict[tuple[str, str, str], int] = {}
         self.inbox: deque[tuple[str, Event]] = deque()
         self.on_inbox: Callable[[], None] | None = None  # async drivers wake up on this
         self.observers: list[Callable[[Record], None]] = []  # status, logs, monitors
@@ -253,7 +258,11 @@ class Engine:
                 return
             self._deliver(ev.target, machine, ev)
             return
-        owner = self.owners.get(_correlation(ev) or "")
+        key = _correlation(ev) or ""
+        owner = self.owners.get(key)
+        if owner is None and key in self.retired:
+            self._note("engine", "answer for a finished machine", event=ev.kind, key=key)
+            return
         if owner is not None and owner in self.machines:
             machine = self.machines[owner]
             if ev.kind in type(machine).interests():
@@ -284,23 +293,33 @@ class Engine:
                 break
 
     def _send(self, mid: str, machine: PureMachine, ev: Event, *, redelivery: bool = False) -> bool:
-        """True if the machine took the event; False if it was deferred."""
+        """True if the machine took the event; False if it was deferred or consumed."""
+        cls = type(machine)
+        kind = ev.kind
+        if isinstance(ev, DeadlineExpired) and ev.name in cls.interests():
+            kind = ev.name  # a named deadline event (CONTRACT 1); else `deadline_expired`
         allowed = {e.id for e in machine.allowed_events}
-        if ev.kind in allowed:
+        if kind in allowed:
             try:
-                machine.send(ev.kind, ev=ev)
+                machine.send(kind, ev=ev)
             except machine.TransitionNotAllowed:
                 pass  # declared here, but every guard refused: defer like any other
             except Exception as exc:
                 self._note(mid, "machine error", error=f"{type(exc).__name__}: {exc}")
                 self.journal.commit()
-                raise MachineError(f"{mid} failed on {ev.kind}: {exc}") from exc
+                raise MachineError(f"{mid} failed on {kind}: {exc}") from exc
             else:
                 self.ledger.machine_states[mid] = tuple(machine.state_ids)
                 if redelivery:
-                    self._note(mid, "redelivered", event=ev.kind)
+                    self._note(mid, "redelivered", event=kind)
                 self._check_finished(mid, machine)
                 return True
+        if cls.unhandled == "consume":  # CONTRACT 2: dropped, counted, noted
+            at = (cls.__name__, machine.state_ids[-1] if machine.state_ids else "", kind)
+            self.unhandled[at] = self.unhandled.get(at, 0) + 1
+            if not isinstance(ev, BboUpdated):
+                self._note(mid, "unhandled", event=kind, state=machine.state_ids)
+            return False
         queue = self.deferred[mid]
         if len(queue) >= MAX_DEFERRED:
             self._note(mid, "deferred queue overflow", event=ev.kind)
@@ -322,6 +341,9 @@ class Engine:
             self._note(mid, "deadline disarmed", name=armed.name)
         for key in self._owned.pop(mid, []):
             self.owners.pop(key, None)
+            self.retired[key] = None
+        while len(self.retired) > MAX_RETIRED:
+            del self.retired[next(iter(self.retired))]
         for left in self.deferred.pop(mid, deque()):
             self._note(mid, "undelivered after finish", event=to_dict(left))
         parent = self.parents.pop(mid, None)

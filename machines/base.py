@@ -72,6 +72,10 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
     allow_event_without_transition = False
     catch_errors_as_events = False
 
+    # An event the current state does not take: "defer" (re-delivered after the next
+    # transition; machines not yet converted) or "consume" (dropped and noted).
+    unhandled: ClassVar[str] = "defer"
+
     # Event kinds this machine wants even though it declares no transition for them.
     extra_interests: ClassVar[frozenset[str]] = frozenset()
 

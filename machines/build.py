@@ -82,31 +82,22 @@ class BuildMachine(OrderRounds, PureMachine):
     deciding.to(working, cond="rounds_left")
     deciding.to(failed)
 
-    # Fills are already in the ledger; the eventless decisions above look at it.
-    fill_received = (
-        placing.to(None, cond="is_mine", on="record_fill") | placing.to(None) | verifying.to(None)
-    )
-    order_expired = (
-        placing.to(None, cond="is_mine", on="record_end") | placing.to(None) | verifying.to(None)
-    )
-    order_cancelled = (
-        placing.to(None, cond="is_mine", on="record_end") | placing.to(None) | verifying.to(None)
-    )
-    order_rejected = (
-        placing.to(None, cond="is_mine", on="record_reject") | placing.to(None) | verifying.to(None)
-    )
-    order_status = (
-        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
-        | placing.to(None, cond="is_mine", on="record_status")
-        | placing.to(None)
-        | verifying.to(None)
+    # Fills are already in the ledger; the eventless decisions above look at it. Events
+    # a state does not take are consumed (noted): no catch-all transitions.
+    unhandled = "consume"
+    # `is_mine`: an order id this engine never owned is broadcast (e.g. a foreign fill).
+    fill_received = placing.to(None, cond="is_mine", on="record_fill")
+    order_expired = placing.to(None, cond="is_mine", on="record_end")
+    order_cancelled = placing.to(None, cond="is_mine", on="record_end")
+    order_rejected = placing.to(None, cond="is_mine", on="record_reject")
+    order_status = cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again") | (
+        placing.to(None, cond="is_mine", on="record_status")
     )
     venue_error = (
         placing.to(None, cond="is_mine", on="record_error")
-        | placing.to(None)
+        # `answers_me`: the answer to this verification's latest query, not an earlier one.
         | verifying.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
     )
     position_snapshot = (
         verifying.to(built, cond=["answers_me", "at_target", "read_agrees"])
@@ -116,19 +107,16 @@ class BuildMachine(OrderRounds, PureMachine):
             None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
         )
         | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
-        | placing.to(None)
     )
-    deadline_expired = (
-        working.to(cancelling, cond="named_fills")
-        | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
-        | cancelling.to(failed, cond="named_settle")
-        | placing.to(None, cond="named_requery", on="requery_unknown")
-        | placing.to(None)
-        | verifying.to(None, cond="named_recheck", on="query_positions")
-        | verifying.to(None, cond=["named_verify", "verify_left"], on="query_positions")
-        | verifying.to(failed, cond="named_verify")
-        | verifying.to(None)
+    # Named deadlines, each armed on entry to the state that waits.
+    fills_timeout = working.to(cancelling)
+    settle_timeout = cancelling.to(None, cond="queries_left", on="chase_unsettled") | (
+        cancelling.to(failed)
+    )
+    requery_timeout = placing.to(None, on="requery_unknown")
+    recheck_timeout = verifying.to(None, on="query_positions")
+    verify_timeout = verifying.to(None, cond="verify_left", on="query_positions") | (
+        verifying.to(failed)
     )
 
     def setup(self, **params: Any) -> None:
@@ -326,7 +314,7 @@ class BuildMachine(OrderRounds, PureMachine):
             )
             purpose = "build" if self.round == 0 else rung.label
             self.place(leg, side, qty, price, tif=rung.tif, purpose=purpose)
-        self.arm("fills", self.p.fill_timeout_s)
+        self.arm("fills_timeout", self.p.fill_timeout_s)
 
     def on_enter_verifying(self) -> None:
         self.verifies = 0

@@ -35,7 +35,6 @@ from typing import Any
 
 import attrs
 
-from engine.events import DeadlineExpired
 from engine.events import FillReceived
 from engine.events import OrderCancelled
 from engine.events import OrderExpired
@@ -490,21 +489,6 @@ class OrderRounds:
     def verify_left(self) -> bool:
         return self.verifies < self.p.verify_attempts
 
-    def named_fills(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "fills"
-
-    def named_settle(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "settle"
-
-    def named_verify(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "verify"
-
-    def named_recheck(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "recheck"
-
-    def named_requery(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "requery"
-
     # -- recording what the venue says ------------------------------------------------------
     def record_fill(self, ev: FillReceived) -> None:
         self.orders.record_fill(ev.order_id)
@@ -523,7 +507,7 @@ class OrderRounds:
         self.orders.record_status(ev)
         if ev.state == "not_found" and not self.orders.settled(ev.order_id):
             # Maybe not visible yet (V7): ask once more shortly, not at the round deadline.
-            self.arm("requery", self.p.verify_retry_s)
+            self.arm("requery_timeout", self.p.verify_retry_s)
 
     def requery_unknown(self) -> None:
         for oid in self.orders.unsettled():
@@ -570,13 +554,13 @@ class OrderRounds:
                 self._query_order(oid)
             else:
                 self._cancel(oid)
-        self.arm("settle", self.p.cancel_timeout_s)
+        self.arm("settle_timeout", self.p.cancel_timeout_s)
 
     def chase_unsettled(self) -> None:
         """The cancel acks did not all come: ask the venue about each unsettled order."""
         for oid in self.orders.unsettled():
             self._query_order(oid)
-        self.arm("settle", self.p.cancel_timeout_s)
+        self.arm("settle_timeout", self.p.cancel_timeout_s)
 
     def cancel_again(self, ev: OrderStatus) -> None:
         self.orders.record_status(ev)
@@ -591,9 +575,9 @@ class OrderRounds:
         self.verifies += 1
         self.query_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.query_id, product_ids=self.p.product_ids))
-        self.arm("verify", self.verify_timeout())
+        self.arm("verify_timeout", self.verify_wait_s())
 
-    def verify_timeout(self) -> Decimal:
+    def verify_wait_s(self) -> Decimal:
         return self.p.verify_timeout_s
 
     def recheck_later(self, ev: Any = None) -> None:
@@ -608,8 +592,8 @@ class OrderRounds:
         if cap is not None:
             delay = min(delay, cap)
         self.note("venue position not as expected yet; asking again", attempt=self.verifies)
-        self.disarm("verify")
-        self.arm("recheck", delay)
+        self.disarm("verify_timeout")
+        self.arm("recheck_timeout", delay)
 
     def wait_for_lag(self, ev: PositionSnapshot) -> None:
         """A read lagging the fills: ask again, each wait twice the last (from
@@ -628,8 +612,8 @@ class OrderRounds:
         left = self.p.position_lag_budget_s - Decimal(now - self.lag_since) / 1_000_000_000
         grown = self.p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16)
         delay = max(min(grown, self.p.verify_timeout_s, left), self.p.verify_retry_s)
-        self.disarm("verify")
-        self.arm("recheck", delay)
+        self.disarm("verify_timeout")
+        self.arm("recheck_timeout", delay)
 
     def reset_lag(self) -> None:
         self.lag_since, self.lag_asks = None, 0

@@ -70,47 +70,24 @@ class UnwindMachine(OrderRounds, PureMachine):
     deciding.to(working, cond="rungs_left")
     deciding.to(verifying)  # ladder spent: the venue has the last word
 
-    fill_received = (
-        placing.to(None, cond="is_mine", on="record_fill")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
+    # Events a state does not take are consumed (noted): no catch-all transitions.
+    # `is_mine`: an order id this engine never owned is broadcast (e.g. a foreign fill).
+    unhandled = "consume"
+    fill_received = placing.to(None, cond="is_mine", on="record_fill")
+    order_expired = placing.to(None, cond="is_mine", on="record_end")
+    order_cancelled = placing.to(None, cond="is_mine", on="record_end")
+    order_rejected = placing.to(None, cond="is_mine", on="record_reject")
+    order_status = cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again") | (
+        placing.to(None, cond="is_mine", on="record_status")
     )
-    order_expired = (
-        placing.to(None, cond="is_mine", on="record_end")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
-    )
-    order_cancelled = (
-        placing.to(None, cond="is_mine", on="record_end")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
-    )
-    order_rejected = (
-        placing.to(None, cond="is_mine", on="record_reject")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
-    )
-    order_status = (
-        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
-        | placing.to(None, cond="is_mine", on="record_status")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
-    )
+    # `answers_me`: the answer to the latest position query, not an earlier one.
     venue_error = (
         placing.to(None, cond="is_mine", on="record_error")
-        | placing.to(None)
         | reading.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | reading.to(failed, cond="answers_me")
-        | reading.to(None)
         | verifying.to(failed, cond=["answers_me", "refused_too_long"])
         | verifying.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
     )
     position_snapshot = (
         # A read that lacks reported fills lags: asked again within the lag budget.
@@ -123,7 +100,6 @@ class UnwindMachine(OrderRounds, PureMachine):
         # A flat read the reported fills contradict is never "flat" (issue 11).
         | reading.to(failed, cond=["answers_me", "venue_flat"])
         | reading.to(placing, cond="answers_me", on="take_start")
-        | reading.to(None)
         | verifying.to(None, cond=["answers_me", "read_lags"], on="wait_for_lag")
         | verifying.to(
             None, cond=["answers_me", "venue_shows_less", "verify_left"], on="recheck_later"
@@ -133,29 +109,35 @@ class UnwindMachine(OrderRounds, PureMachine):
             None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
         )
         | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
-        | placing.to(None)
     )
-    deadline_expired = (
-        # Legs apart for the whole exit budget: stop, whatever was being waited for.
+    # Named deadlines. Legs apart for the whole exit budget: whatever was being waited
+    # for, the wait ends in `failed` (the session's emergency exit takes over, flagged).
+    fills_timeout = working.to(failed, cond="hedge_budget_spent") | working.to(cancelling)
+    backoff_timeout = backing_off.to(failed, cond="hedge_budget_spent") | (
+        backing_off.to(working, on="retry_rung")
+    )
+    settle_timeout = (
+        cancelling.to(failed, cond="hedge_budget_spent")
+        | cancelling.to(None, cond="queries_left", on="chase_unsettled")
+        | cancelling.to(failed)
+    )
+    requery_timeout = (
         working.to(failed, cond="hedge_budget_spent")
         | cancelling.to(failed, cond="hedge_budget_spent")
         | backing_off.to(failed, cond="hedge_budget_spent")
-        | verifying.to(failed, cond="hedge_budget_spent")
-        | working.to(cancelling, cond="named_fills")
-        | backing_off.to(working, cond="named_backoff", on="retry_rung")
-        | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
-        | cancelling.to(failed, cond="named_settle")
-        | placing.to(None, cond="named_requery", on="requery_unknown")
-        | placing.to(None)
-        | reading.to(None, cond="named_recheck", on="query_positions")
-        | reading.to(None, cond=["named_verify", "verify_left"], on="query_positions")
-        | reading.to(failed, cond="named_verify")
-        | reading.to(None)
-        | verifying.to(None, cond="named_recheck", on="query_positions")
-        | verifying.to(None, cond=["named_verify", "verify_left"], on="query_positions")
-        | verifying.to(failed, cond="named_verify")
-        | verifying.to(None)
+        | placing.to(None, on="requery_unknown")
+    )
+    recheck_timeout = (
+        verifying.to(failed, cond="hedge_budget_spent")
+        | reading.to(None, on="query_positions")
+        | verifying.to(None, on="query_positions")
+    )
+    verify_timeout = (
+        verifying.to(failed, cond="hedge_budget_spent")
+        | reading.to(None, cond="verify_left", on="query_positions")
+        | reading.to(failed)
+        | verifying.to(None, cond="verify_left", on="query_positions")
+        | verifying.to(failed)
     )
 
     def setup(self, **params: Any) -> None:
@@ -200,9 +182,6 @@ class UnwindMachine(OrderRounds, PureMachine):
     def refusals_left(self) -> bool:
         return self.refusals < MAX_REFUSALS
 
-    def named_backoff(self, ev: Any) -> bool:
-        return bool(ev.name == "backoff")
-
     def refused_too_long(self) -> bool:
         """The venue has refused us (429) for at least the exit budget."""
         return self.refused_since is not None and self._refused_for() >= self._budget_ns()
@@ -243,14 +222,14 @@ class UnwindMachine(OrderRounds, PureMachine):
                 self.place(
                     leg, side, part, price, tif=rung.tif, reduce_only=True, purpose=rung.label
                 )
-        self.arm("fills", self.p.fill_timeout_s)
+        self.arm("fills_timeout", self.p.fill_timeout_s)
 
     def on_enter_backing_off(self) -> None:
         self.watch_hedge()
         self._refused()
         delay = min(self.backoff_delay(), self._budget_left())  # Retry-After, within budget
         self.note("rung refused by the venue; backing off", seconds=str(delay))
-        self.arm("backoff", delay)
+        self.arm("backoff_timeout", delay)
 
     def on_exit_working(self) -> None:
         if not self.orders.round_refused(self.round):

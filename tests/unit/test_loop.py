@@ -191,3 +191,74 @@ def test_memory_stays_bounded_over_many_finished_machines():
     assert len(engine.finished) <= MAX_FINISHED + 1
     assert len(engine.contexts) == len(engine.machines) == 0
     assert not engine.parents
+
+
+# -- the issue-13 contract: named deadlines, consumed events, retired correlation ids ----------
+class Waiter(PureMachine):
+    """Consumes what it does not take; its wait ends by a named deadline event."""
+
+    unhandled = "consume"
+    waiting = State(initial=True)
+    timed_out = State(final=True)
+
+    answer_timeout = waiting.to(timed_out)
+
+    def on_enter_waiting(self) -> None:
+        self.arm("answer_timeout", 1)
+        self.arm("other", 2)  # a deadline the machine declares no event for
+
+
+def test_a_named_deadline_is_its_own_event_and_undeclared_names_fall_back():
+    clock = VirtualClock()
+    engine = Engine(clock)
+    engine.spawn(Waiter, "w")
+    armed = {a.name: a.generation for a in engine.deadlines.armed_for("w")}
+    # An undeclared name arrives as `deadline_expired`, which a consuming Waiter does not take.
+    engine.process(DeadlineExpired(name="other", generation=armed["other"], target="w"), "clock")
+    assert "w" in engine.machines
+    assert notes(engine, "unhandled")[-1]["event"] == "deadline_expired"
+    gen = armed["answer_timeout"]
+    engine.process(DeadlineExpired(name="answer_timeout", generation=gen, target="w"), "clock")
+    assert engine.finished == {"w": "timed_out"}
+    moves = [r.data for r in engine.journal.records() if r.kind == "transition"]
+    assert moves[-1]["event"] == "answer_timeout"
+
+
+def test_an_unhandled_event_is_consumed_counted_and_noted_except_market_data():
+    from engine.events import BboUpdated
+
+    clock = VirtualClock()
+    engine = Engine(clock)
+    engine.spawn(Waiter, "w")
+    fill = FillReceived(order_id="x", fill_id="f", product_id=4, side="buy", price="1", qty="1")
+    bbo = BboUpdated(product_id=4, bid="1", ask="2", bid_qty="1", ask_qty="1")
+    engine._deliver("w", engine.machines["w"], fill)
+    engine._deliver("w", engine.machines["w"], bbo)
+    engine._deliver("w", engine.machines["w"], bbo)
+    assert not engine.deferred["w"]  # consumed, never queued
+    assert engine.unhandled == {
+        ("Waiter", "waiting", "fill_received"): 1,
+        ("Waiter", "waiting", "bbo_updated"): 2,
+    }
+    assert [(n["event"], n["state"]) for n in notes(engine, "unhandled")] == [
+        ("fill_received", ["waiting"])
+    ]
+
+
+def test_an_answer_for_a_finished_machine_reaches_no_machine():
+    clock = VirtualClock()
+    engine = Engine(clock)
+    engine.spawn(Gate, "gate")
+    engine.machines["gate"].emit(QueryPositions(request_id="q1", product_ids=(4,)))
+    engine.spawn(Gate, "other")
+    fill = FillReceived(order_id="x", fill_id="f", product_id=4, side="buy", price="1", qty="1")
+    engine.process(fill)  # never owned: broadcast to both
+    assert engine.machines["gate"].state_ids == ["waiting_snapshot"]
+    engine.process(PositionSnapshot(positions=[], request_id="q1"))
+    assert engine.finished == {"gate": "done"}
+    # Act: a late second answer to the finished machine's request.
+    engine.process(PositionSnapshot(positions=[], request_id="q1"))
+    # Assert: journaled, noted, delivered to no one (the other Gate would have finished).
+    assert "other" in engine.machines
+    assert notes(engine, "answer for a finished machine")[0]["key"] == "q1"
+    assert "q1" in engine.retired

@@ -413,6 +413,22 @@ def undeferrable_gaps(cls: type[Any]) -> list[tuple[str, str]]:
     return gaps
 
 
+def catch_alls(cls: type[Any]) -> list[tuple[str, str]]:
+    """(state, event) of every declared targetless transition with no guard and no action:
+    a catch-all that only swallows an event. Machines that consume unhandled events
+    (CONTRACT 2) need none."""
+    return [
+        (state.id, str(event))
+        for state in cls.states_map.values()
+        for t in state.transitions
+        if not t.targets
+        and not list(t.cond)
+        and not [c for c in t.on if not c.is_convention]
+        and not t.is_eventless
+        for event in t.events
+    ]
+
+
 def chaos(fake: FakeVenue, rng: Any) -> None:
     """Seeded faults on every placement, the book and the position feed."""
     fake.cancel_reports_fill = rng.random() < 0.5
