@@ -316,11 +316,6 @@ class BuildMachine(OrderRounds, PureMachine):
             self.place(leg, side, qty, price, tif=rung.tif, purpose=purpose)
         self.arm("fills_timeout", self.p.fill_timeout_s)
 
-    def on_enter_verifying(self) -> None:
-        self.verifies = 0
-        self.reset_lag()
-        self.query_positions()
-
     def on_enter_built(self) -> None:
         self.note("built: venue position at target", positions=self.venue_positions())
 

@@ -33,13 +33,11 @@ from engine.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
-from machines.params import LegSpec
 from machines.pricing import OrderRounds
 from machines.pricing import absurd_legs
 from machines.pricing import band_checked
 from machines.pricing import closing_side
 from machines.pricing import cross_price
-from machines.pricing import is_dust
 from machines.pricing import notional
 from machines.pricing import slices
 
@@ -140,10 +138,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.contradiction: dict[str, str] = {}  # leg → "read R, fills F" at a HALT
 
     # -- guards ---------------------------------------------------------------------------------
-    def venue_flat(self, ev: PositionSnapshot) -> bool:
-        seen = self._seen(ev)
-        return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
-
     def stale_suspected(self, ev: PositionSnapshot) -> bool:
         """The answer shows less exposure than the engine's fills imply, or more than the
         last answer minus our fills since: the position feed lags the fills. A bounded
@@ -326,9 +320,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.note("venue refused or silent; backing off", seconds=str(delay), reads=self.reads)
         self.arm("backoff_timeout", delay)
 
-    def on_enter_flat(self) -> None:
-        self.note("flat: verified by the venue", positions=self.venue_positions())
-
     def on_enter_exhausted(self, ev: Any = None) -> None:
         self.cancel_unsettled()
         exposure = self.exposure_usd(worst_case=True)
@@ -416,13 +407,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             for leg in self.p.legs
         )
         return self.strikes if progress else self.strikes + 1
-
-    def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
-        return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
-
-    def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
-        got = {p.product_id: p.qty for p in ev.positions}
-        return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
 
     def _strs(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in self.seen.items()}

@@ -571,6 +571,26 @@ class OrderRounds:
             self._cancel(oid)
 
     # -- verifying by position query ------------------------------------------------------------
+    def on_enter_verifying(self) -> None:
+        self.verifies = 0
+        self.reset_lag()
+        self.query_positions()
+
+    def on_enter_flat(self) -> None:
+        self.note("flat: verified by the venue", positions=self.venue_positions())
+
+    def venue_flat(self, ev: PositionSnapshot) -> bool:
+        seen = self._seen(ev)
+        return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
+
+    def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
+        return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
+
+    def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
+        """The answer's positions; a product the venue left out holds nothing."""
+        got = {p.product_id: p.qty for p in ev.positions}
+        return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
+
     def query_positions(self) -> None:
         self.verifies += 1
         self.query_id = self.next_id("q")

@@ -28,7 +28,6 @@ from machines.pricing import Rung
 from machines.pricing import band_checked
 from machines.pricing import closing_side
 from machines.pricing import cross_price
-from machines.pricing import is_dust
 from machines.pricing import slices
 from machines.pricing import touch_price
 
@@ -165,10 +164,6 @@ class UnwindMachine(OrderRounds, PureMachine):
         return rungs
 
     # -- guards -------------------------------------------------------------------------------
-    def venue_flat(self, ev: PositionSnapshot) -> bool:
-        seen = self._seen(ev)
-        return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
-
     def nothing_open(self) -> bool:
         return all(self._dust(leg, self.open_qty(leg)) for leg in self.p.legs)
 
@@ -247,14 +242,6 @@ class UnwindMachine(OrderRounds, PureMachine):
     def retry_rung(self) -> None:
         self.same_rung = True
 
-    def on_enter_verifying(self) -> None:
-        self.verifies = 0
-        self.reset_lag()
-        self.query_positions()
-
-    def on_enter_flat(self) -> None:
-        self.note("flat: verified by the venue", positions=self.venue_positions())
-
     def on_enter_failed(self) -> None:
         self.cancel_unsettled()
         opened = {leg.symbol: str(self.open_qty(leg)) for leg in self.p.legs}
@@ -265,9 +252,6 @@ class UnwindMachine(OrderRounds, PureMachine):
         """Signed amount still open: verified start position plus our verified fills."""
         pid = leg.product_id
         return self.start.get(pid, ZERO) + self.orders.signed_filled(pid)
-
-    def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
-        return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
 
     def net_usd(self) -> Decimal:
         """Signed notional still open on both legs together (apart when not near zero)."""
@@ -290,11 +274,6 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def _budget_ns(self) -> int:
         return int(self.p.exit_budget_s * 1_000_000_000)
-
-    def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
-        """The answer's positions; a product the venue left out holds nothing."""
-        got = {p.product_id: p.qty for p in ev.positions}
-        return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
 
     def _next_rung(self) -> int:
         one_closed = any(self._dust(leg, self.open_qty(leg)) for leg in self.p.legs)
