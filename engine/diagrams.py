@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 import machines
+from machines import order
 from machines.base import PureMachine
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "render_all",
     "render_dot",
     "render_mermaid",
+    "render_order_dot",
+    "render_order_mermaid",
     "write_diagrams",
     "write_svgs",
 ]
@@ -182,6 +185,24 @@ def render_dot(cls: type[PureMachine]) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_order_mermaid() -> str:
+    """The order lifecycle table (`machines.order`): one edge per declared (state, event)."""
+    lines = ["stateDiagram-v2", "    direction LR", f"    [*] --> {order.PENDING}"]
+    lines.extend(f"    {s} --> [*]" for s in order.STATES if s in order.TERMINAL)
+    lines.extend(f"    {source} --> {target} : {event}" for source, event, target in order.edges())
+    return "\n".join(lines) + "\n"
+
+
+def render_order_dot() -> str:
+    out = ['digraph "order" {', "  rankdir=LR;", "  node [shape=box, style=rounded];"]
+    for s in order.STATES:
+        shape = ", peripheries=2" if s in order.TERMINAL else ""
+        out.append(f'  "{s}" [label="{s}"{shape}];')
+    out.extend(f'  "{s}" -> "{t}" [label="{e}"];' for s, e, t in order.edges())
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
 def render_all() -> dict[str, str]:
     """File name → content for every committed diagram file, README included."""
     files: dict[str, str] = {}
@@ -200,6 +221,11 @@ def render_all() -> dict[str, str]:
         doc = (inspect.getdoc(cls) or "").split("\n\n")[0]
         sections.append(f"## {slug} (`{cls.__module__}.{cls.__name__}`)\n\n{doc}\n")
         sections.append(f"```mermaid\n{text}```\n")
+    text = render_order_mermaid()
+    files["order.mmd"] = text
+    doc = (order.__doc__ or "").split("\n\n")[0]
+    sections.append(f"## order (`machines.order.TRANSITIONS`, a plain table)\n\n{doc}\n")
+    sections.append(f"```mermaid\n{text}```\n")
     files["README.md"] = "\n".join(sections)
     return files
 
@@ -230,12 +256,14 @@ def write_svgs(out: Path, dot: str | None = None) -> list[Path]:
     binary = dot or shutil.which("dot")
     if binary is None:
         raise FileNotFoundError("Graphviz 'dot' not found")
+    sources = {slug: render_dot(cls) for slug, cls in machine_classes().items()}
+    sources["order"] = render_order_dot()
     written = []
-    for slug, cls in machine_classes().items():
+    for slug, text in sources.items():
         path = out / f"{slug}.svg"
         subprocess.run(
             [binary, "-Tsvg", "-o", str(path)],
-            input=render_dot(cls).encode(),
+            input=text.encode(),
             check=True,
             capture_output=True,
             timeout=60,

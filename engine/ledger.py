@@ -26,11 +26,11 @@ from engine.events import PositionSnapshot
 from engine.intents import AdoptVenuePositions
 from engine.intents import Intent
 from engine.intents import PlaceOrder
+from machines import order as lifecycle
 
 __all__ = ["Ledger", "OrderRecord", "Quote"]
 
 ZERO = Decimal(0)
-TERMINAL = frozenset({"filled", "cancelled", "expired", "rejected"})
 # Long runs keep memory flat: finished orders beyond this many are forgotten (their fill
 # ids stay in a larger window, so a late duplicate of their fills is still recognised).
 MAX_ORDERS = 1_000
@@ -50,7 +50,8 @@ class OrderRecord:
     tif: str
     reduce_only: bool
     purpose: str
-    state: str = "pending"  # pending → accepted → (filled | cancelled | expired | rejected)
+    # Stepped only through `machines.order` (the lifecycle table) by the venue's facts.
+    state: str = lifecycle.PENDING
     digest: str | None = None
     filled: Decimal = ZERO
     notional: Decimal = ZERO  # sum of price * qty applied
@@ -70,7 +71,7 @@ class OrderRecord:
 
     @property
     def is_done(self) -> bool:
-        return self.state in TERMINAL
+        return self.state in lifecycle.TERMINAL
 
 
 @attrs.frozen
@@ -108,6 +109,15 @@ class ProductBook:
             ts >= since_ns and (abs(before - qty) < tolerance or abs(after - qty) < tolerance)
             for ts, before, after in self.moves
         )
+
+
+# The lifecycle event each venue fact about an order is (fills are stepped by amount).
+_VENUE_FACT: dict[type, str] = {
+    OrderAccepted: "accepted",
+    OrderRejected: "rejected",
+    OrderCancelled: "cancelled",
+    OrderExpired: "expired",
+}
 
 
 class Ledger:
@@ -226,12 +236,7 @@ class Ledger:
             notes = self._venue_says_filled(order, ev.filled_qty)
         if isinstance(ev, OrderAccepted):
             order.digest = ev.digest or order.digest
-            if order.state == "pending":
-                order.state = "accepted"
-        elif isinstance(ev, OrderRejected):
-            order.state = "rejected"
-        elif isinstance(ev, OrderCancelled | OrderExpired) and order.state != "filled":
-            order.state = "cancelled" if isinstance(ev, OrderCancelled) else "expired"
+        order.state = lifecycle.step(order.state, _VENUE_FACT.get(type(ev), ""))
         return notes
 
     def _venue_says_filled(self, order: OrderRecord, total: Decimal) -> list[str]:
@@ -262,7 +267,9 @@ class Ledger:
         order.notional += delta * price
         order.fees += fee
         if order.filled >= order.qty:
-            order.state = "filled"
+            order.state = lifecycle.step(order.state, "filled")
+        elif delta:
+            order.state = lifecycle.step(order.state, "partially_filled")
         if delta or source == "fill":
             self._move_position(order.product_id, order.side, delta, price, fee)
         return notes

@@ -19,13 +19,11 @@ from decimal import Decimal
 from typing import Any
 
 from engine import flatness
-from engine.events import FillReceived
 from engine.events import PositionSnapshot
 from engine.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
-from machines.pricing import MAX_ORDER_QUERIES
 from machines.pricing import OrderRounds
 from machines.pricing import Rung
 from machines.pricing import cross_price
@@ -57,7 +55,8 @@ class BuildMachine(OrderRounds, PureMachine):
     aborted = State(final=True)
     failed = State(final=True)
 
-    # Pre-trade guards, taken at once on entry (eventless), in this order.
+    # Pre-trade guards, taken at once on entry (eventless), in this order; pure: a refusal's
+    # reason is journaled on entry to `aborted`, the sizes on the way to `placing`.
     checking.to(
         placing,
         cond=[
@@ -68,6 +67,7 @@ class BuildMachine(OrderRounds, PureMachine):
             "within_max_position",
             "sizes_tradable",
         ],
+        on="size_legs",
     )
     checking.to(aborted)
 
@@ -79,35 +79,26 @@ class BuildMachine(OrderRounds, PureMachine):
     deciding.to(failed, cond="hard_rejected")
     # The hedge deadline (V1): one leg open without the other for the exit budget, no
     # further round may start; the session's emergency exit takes over, flagged.
-    deciding.to(failed, cond="hedge_deadline_passed")
+    deciding.to(failed, cond="hedge_deadline_passed", on="stop_for_hedge")
     deciding.to(working, cond="rounds_left")
     deciding.to(failed)
 
-    # Fills are already in the ledger; the eventless decisions above look at it.
-    fill_received = (
-        placing.to(None, cond="is_mine", on="record_fill") | placing.to(None) | verifying.to(None)
-    )
-    order_expired = (
-        placing.to(None, cond="is_mine", on="record_end") | placing.to(None) | verifying.to(None)
-    )
-    order_cancelled = (
-        placing.to(None, cond="is_mine", on="record_end") | placing.to(None) | verifying.to(None)
-    )
-    order_rejected = (
-        placing.to(None, cond="is_mine", on="record_reject") | placing.to(None) | verifying.to(None)
-    )
-    order_status = (
-        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
-        | placing.to(None, cond="is_mine", on="record_status")
-        | placing.to(None)
-        | verifying.to(None)
+    # Fills are already in the ledger; the eventless decisions above look at it. Events
+    # a state does not take are consumed (noted): no catch-all transitions.
+    unhandled = "consume"
+    # `is_mine`: an order id this engine never owned is broadcast (e.g. a foreign fill).
+    fill_received = placing.to(None, cond="is_mine", on="record_fill")
+    order_expired = placing.to(None, cond="is_mine", on="record_end")
+    order_cancelled = placing.to(None, cond="is_mine", on="record_end")
+    order_rejected = placing.to(None, cond="is_mine", on="record_reject")
+    order_status = cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again") | (
+        placing.to(None, cond="is_mine", on="record_status")
     )
     venue_error = (
         placing.to(None, cond="is_mine", on="record_error")
-        | placing.to(None)
+        # `answers_me`: the answer to this verification's latest query, not an earlier one.
         | verifying.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
     )
     position_snapshot = (
         verifying.to(built, cond=["answers_me", "at_target", "read_agrees"])
@@ -117,19 +108,16 @@ class BuildMachine(OrderRounds, PureMachine):
             None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
         )
         | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
-        | placing.to(None)
     )
-    deadline_expired = (
-        working.to(cancelling, cond="named_fills")
-        | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
-        | cancelling.to(failed, cond="named_settle")
-        | placing.to(None, cond="named_requery", on="requery_unknown")
-        | placing.to(None)
-        | verifying.to(None, cond="named_recheck", on="query_positions")
-        | verifying.to(None, cond=["named_verify", "verify_left"], on="query_positions")
-        | verifying.to(failed, cond="named_verify")
-        | verifying.to(None)
+    # Named deadlines, each armed on entry to the state that waits.
+    fills_timeout = working.to(cancelling)
+    settle_timeout = cancelling.to(None, cond="queries_left", on="chase_unsettled") | (
+        cancelling.to(failed)
+    )
+    requery_timeout = placing.to(None, on="requery_unknown")
+    recheck_timeout = verifying.to(None, on="query_positions")
+    verify_timeout = verifying.to(None, cond="verify_left", on="query_positions") | (
+        verifying.to(failed)
     )
 
     def setup(self, **params: Any) -> None:
@@ -140,8 +128,6 @@ class BuildMachine(OrderRounds, PureMachine):
         self.start_pos: tuple[Decimal, Decimal] = (ZERO, ZERO)
         self.residual_usd = ZERO
         self.reason = ""
-        self.unhedged_since: int | None = None  # engine ns the legs' fills went apart
-        self.band_refused = False  # the entry check found a quote beyond the price band
 
     def _ladder(self) -> list[Rung]:
         p = self.p
@@ -153,103 +139,116 @@ class BuildMachine(OrderRounds, PureMachine):
             rungs.append(Rung("ioc", p.cross_bps + k * p.repair_step_bps, "repair"))
         return rungs
 
-    # -- pre-trade guards (each journals its reason on refusal) --------------------------
+    # -- pre-trade guards (pure: each answers; `refusal` says why) ----------------------------
     def entries_allowed(self) -> bool:
+        return not self._entries_refusal()
+
+    def venue_verified_flat(self) -> bool:
+        return not self._flat_refusal()
+
+    def bbo_fresh(self) -> bool:
+        return not self._bbo_refusal()
+
+    def within_price_band(self) -> bool:
+        return not self._band_refusal()
+
+    def within_max_position(self) -> bool:
+        return not self._max_position_refusal()
+
+    def sizes_tradable(self) -> bool:
+        return not self._size_refusal()
+
+    def refusal(self) -> tuple[str, str]:
+        """(check, reason) of the first pre-trade check that refuses, in declared order."""
+        checks = (
+            ("entries_allowed", self._entries_refusal),
+            ("venue_verified_flat", self._flat_refusal),
+            ("bbo_fresh", self._bbo_refusal),
+            ("within_price_band", self._band_refusal),
+            ("within_max_position", self._max_position_refusal),
+            ("sizes_tradable", self._size_refusal),
+        )
+        for name, check in checks:
+            reason = check()
+            if reason:
+                return name, reason
+        return "", ""
+
+    def _entries_refusal(self) -> str:
         """The breaker is closed and health is normal (when those machines run)."""
         breaker = self.ledger.state_of(BREAKER_ID)
         if breaker and "closed" not in breaker:
-            return self._refuse(f"circuit breaker {breaker[-1]}")
+            return f"circuit breaker {breaker[-1]}"
         health = self.ledger.state_of(HEALTH_ID)
         if health and "normal" not in health:
-            return self._refuse(f"venue health {health[-1]}: no new entries")
-        return True
+            return f"venue health {health[-1]}: no new entries"
+        return ""
 
-    def venue_verified_flat(self) -> bool:
+    def _flat_refusal(self) -> str:
         for leg in self.p.legs:
             pos = self.ledger.venue_position(leg.product_id)
             quote = self.ledger.quote(leg.product_id)
             if pos is None:
-                return self._refuse(f"no venue position known for {leg.symbol}")
+                return f"no venue position known for {leg.symbol}"
             flat = flatness.is_dust(
                 pos, flatness.mid_of(quote), self.p.dust_usd, leg.size_increment
             )
             if not flat:
-                return self._refuse(f"residual venue position {pos} on {leg.symbol}")
+                return f"residual venue position {pos} on {leg.symbol}"
             fills = self.ledger.position(leg.product_id)
             if abs(pos - fills) >= leg.size_increment:
                 # A flat read the reported fills contradict is a lagging read (issue 11).
-                return self._refuse(f"venue reads {pos} on {leg.symbol}, its fills say {fills}")
-        return True
+                return f"venue reads {pos} on {leg.symbol}, its fills say {fills}"
+        return ""
 
-    def bbo_fresh(self) -> bool:
+    def _bbo_refusal(self) -> str:
         for leg in self.p.legs:
             quote = self.ledger.quote(leg.product_id)
             if quote is None or quote.bid <= 0 or quote.ask < quote.bid:
-                return self._refuse(f"no valid BBO for {leg.symbol}")
+                return f"no valid BBO for {leg.symbol}"
             age_ns = self.ledger.now_ns - quote.ts_ns
             if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
-                return self._refuse(f"stale BBO for {leg.symbol}: {Decimal(age_ns) / 10**9} s")
-        return True
+                return f"stale BBO for {leg.symbol}: {Decimal(age_ns) / 10**9} s"
+        return ""
 
-    def within_price_band(self) -> bool:
+    def _band_refusal(self) -> str:
         """Both quotes within `price_band_bps` of the venue's oracle price (D5). A quote
         whose product had an oracle price and has none now cannot be band-checked: no
         entry on it either."""
         for leg in self.p.legs:
             if self.p.price_band_bps and self.ledger.oracle_lost(leg.product_id):
-                self.band_refused = True
-                return self._refuse(
+                return (
                     f"no current oracle price for {leg.symbol}: its quote cannot be checked "
                     f"against the band ({self.p.price_band_bps} bps)"
                 )
             off = outside_band(self.p, self.ledger, leg.product_id)
             if off is not None:
-                self.band_refused = True
-                return self._refuse(
+                return (
                     f"{leg.symbol} quote {off.quantize(Decimal(1))} bps from the oracle price "
                     f"{self.ledger.oracle(leg.product_id)} (band {self.p.price_band_bps} bps)"
                 )
-        return True
+        return ""
 
-    def within_max_position(self) -> bool:
+    def _max_position_refusal(self) -> str:
         usd = self.p.notional_usd + self.p.carry_usd
         if usd <= 0:
-            return self._refuse(f"notional {usd} is not positive")
+            return f"notional {usd} is not positive"
         if usd > self.p.max_position_usd:
-            return self._refuse(f"notional {usd} above max_position_usd {self.p.max_position_usd}")
-        return True
+            return f"notional {usd} above max_position_usd {self.p.max_position_usd}"
+        return ""
 
-    def sizes_tradable(self) -> bool:
-        self._size()
-        for leg, qty in zip(self.p.legs, self.targets, strict=True):
+    def _size_refusal(self) -> str:
+        sizes, _, _ = self._sizing()
+        for leg, qty in zip(self.p.legs, sizes, strict=True):
             quote = self.ledger.quote(leg.product_id)
             value = qty * quote.mid if quote is not None else ZERO
             if qty <= 0 or value < leg.min_order_value_usd:
-                return self._refuse(f"{leg.symbol} size {qty} (${value}) below the venue minimum")
-        return True
-
-    def _refuse(self, reason: str) -> bool:
-        self.reason = reason
-        self.note("pre-trade check refused", reason=reason)
-        return False
+                return f"{leg.symbol} size {qty} (${value}) below the venue minimum"
+        return ""
 
     # -- round guards ---------------------------------------------------------------------
     def legs_complete(self) -> bool:
         return all(self.remainder(i) < leg.size_increment for i, leg in enumerate(self.p.legs))
-
-    def hedge_deadline_passed(self) -> bool:
-        """Legs apart by more than the tolerance since so long that one more round (its
-        fill timeout and bounded cancel chase) would end past the exit budget."""
-        self._watch_hedge()
-        if self.unhedged_since is None:
-            return False
-        p = self.p
-        worst_round = p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
-        apart = Decimal(self.ledger.now_ns - self.unhedged_since) / 1_000_000_000
-        if apart + worst_round <= p.exit_budget_s:
-            return False
-        self.hard_reason = f"hedge deadline: legs apart for {apart}s, no time for another round"
-        return True
 
     def rounds_left(self) -> bool:
         return self._next_rung() < len(self.rungs)
@@ -277,28 +276,18 @@ class BuildMachine(OrderRounds, PureMachine):
         )
 
     # -- actions --------------------------------------------------------------------------
-    def record_fill(self, ev: FillReceived) -> None:
-        super().record_fill(ev)
-        self._watch_hedge()
-
-    def _watch_hedge(self) -> None:
-        """Note when our verified fills leave one leg open beyond the tolerance."""
-        usd = self._imbalance_usd()
-        if usd <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
-            self.unhedged_since = None
-        elif self.unhedged_since is None:
-            self.unhedged_since = self.ledger.now_ns
-
-    def _imbalance_usd(self) -> Decimal:
-        done = {
-            leg.product_id: (self.targets[i] - self.remainder(i)) * (1 if i == 0 else -1)
-            for i, leg in enumerate(self.p.legs)
-        }
-        mids = {
-            leg.product_id: flatness.mid_of(self.ledger.quote(leg.product_id))
-            for leg in self.p.legs
-        }
-        return flatness.unhedged_usd(done, mids)
+    def net_usd(self) -> Decimal:
+        """Signed notional of the long leg's fills less the short leg's."""
+        return flatness.net_usd(
+            {
+                leg.product_id: (self.targets[i] - self.remainder(i)) * (1 if i == 0 else -1)
+                for i, leg in enumerate(self.p.legs)
+            },
+            {
+                leg.product_id: flatness.mid_of(self.ledger.quote(leg.product_id))
+                for leg in self.p.legs
+            },
+        )
 
     def on_enter_working(self) -> None:
         self.rung = self._next_rung()
@@ -331,19 +320,16 @@ class BuildMachine(OrderRounds, PureMachine):
             )
             purpose = "build" if self.round == 0 else rung.label
             self.place(leg, side, qty, price, tif=rung.tif, purpose=purpose)
-        self.arm("fills", self.p.fill_timeout_s)
-
-    def on_enter_verifying(self) -> None:
-        self.verifies = 0
-        self.reset_lag()
-        self.query_positions()
+        self.arm("fills_timeout", self.p.fill_timeout_s)
 
     def on_enter_built(self) -> None:
         self.note("built: venue position at target", positions=self.venue_positions())
 
     def on_enter_aborted(self) -> None:
+        check, self.reason = self.refusal()
+        self.note("pre-trade check refused", reason=self.reason)
         self.note("build aborted", reason=self.reason)
-        if self.band_refused:
+        if check == "within_price_band":
             self.emit(
                 SendAlert(
                     event="price_band",
@@ -370,7 +356,8 @@ class BuildMachine(OrderRounds, PureMachine):
         )
 
     # -- helpers ------------------------------------------------------------------------
-    def _size(self) -> None:
+    def _sizing(self) -> tuple[tuple[Decimal, Decimal], tuple[Decimal, Decimal], Decimal]:
+        """Both legs' sizes at equal notional (rounded down), their values, the residual."""
         usd = self.p.notional_usd + self.p.carry_usd
         sizes, values = [], []
         for leg in self.p.legs:
@@ -379,14 +366,17 @@ class BuildMachine(OrderRounds, PureMachine):
             qty = size_for_notional(leg, usd, mid)
             sizes.append(qty)
             values.append(qty * mid)
-        self.targets = (sizes[0], sizes[1])
+        residual = (usd - (values[0] + values[1]) / 2).quantize(RESIDUAL_QUANTUM)
+        return (sizes[0], sizes[1]), (values[0], values[1]), residual
+
+    def size_legs(self) -> None:
+        self.targets, values, self.residual_usd = self._sizing()
         long, short = (self.ledger.venue_position(leg.product_id) or ZERO for leg in self.p.legs)
         self.start_pos = (long, short)
-        self.residual_usd = (usd - (values[0] + values[1]) / 2).quantize(RESIDUAL_QUANTUM)
         self.note(
             "sized at equal notional",
-            usd=str(usd),
-            qty=[str(q) for q in sizes],
+            usd=str(self.p.notional_usd + self.p.carry_usd),
+            qty=[str(q) for q in self.targets],
             notional=[str(v) for v in values],
             residual_usd=str(self.residual_usd),
         )

@@ -33,13 +33,11 @@ from engine.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
-from machines.params import LegSpec
 from machines.pricing import OrderRounds
 from machines.pricing import absurd_legs
 from machines.pricing import band_checked
 from machines.pricing import closing_side
 from machines.pricing import cross_price
-from machines.pricing import is_dust
 from machines.pricing import notional
 from machines.pricing import slices
 
@@ -60,6 +58,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     cancelling = State()
     backing_off = State()
     exiting = State(states=[reading, working, cancelling, backing_off], initial=True)
+    unhandled = "consume"  # events a state does not take are noted, no catch-alls
     flat = State(final=True)
     exhausted = State(final=True)
 
@@ -91,38 +90,33 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         | reading.to(exhausted, cond=["answers_me", "venue_flat"], on="take_contradiction")
         | reading.to(exhausted, cond=["answers_me", "attempts_spent"], on="take_positions")
         | reading.to(working, cond="answers_me", on="take_positions")
-        | exiting.to(None)
     )
-    fill_received = exiting.to(None, cond="is_mine", on="record_fill") | exiting.to(None)
-    order_expired = exiting.to(None, cond="is_mine", on="record_end") | exiting.to(None)
-    order_cancelled = exiting.to(None, cond="is_mine", on="record_end") | exiting.to(None)
-    order_rejected = exiting.to(None, cond="is_mine", on="record_reject") | exiting.to(None)
-    order_status = (
-        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
-        | exiting.to(None, cond="is_mine", on="record_status")
-        | exiting.to(None)
+    # `is_mine`: an order id this engine never owned is broadcast (e.g. a foreign fill).
+    fill_received = exiting.to(None, cond="is_mine", on="record_fill")
+    order_expired = exiting.to(None, cond="is_mine", on="record_end")
+    order_cancelled = exiting.to(None, cond="is_mine", on="record_end")
+    order_rejected = exiting.to(None, cond="is_mine", on="record_reject")
+    order_status = cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again") | (
+        exiting.to(None, cond="is_mine", on="record_status")
     )
-    venue_error = (
-        reading.to(backing_off, cond="answers_me", on="remember_retry_after")
-        | exiting.to(None, cond="is_mine", on="record_error")
-        | exiting.to(None)
+    venue_error = reading.to(backing_off, cond="answers_me", on="remember_retry_after") | (
+        exiting.to(None, cond="is_mine", on="record_error")
     )
-    deadline_expired = (
-        reading.to(None, cond="named_recheck", on="read_positions")
-        | reading.to(backing_off, cond="named_verify")
-        | working.to(cancelling, cond="named_attempt")
-        | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
-        | cancelling.to(exhausted, cond="named_settle")
-        | backing_off.to(reading, cond=["named_backoff", "reads_left"])
-        | backing_off.to(exhausted, cond="named_backoff")
-        # The total budget, armed once by `exiting`: wins from whichever attempt is running.
-        # Orders all settled and the fills flat, only the read lagging: the budget waits
-        # for the read (within the lag budget), exposure still flagged.
-        | reading.to(None, cond=["named_budget", "only_lag_left"], on="note_budget_spent")
-        | exiting.to(exhausted, cond="named_budget")
-        | exiting.to(None, cond="named_requery", on="requery_unknown")
-        | exiting.to(None)
+    # Named deadlines.
+    recheck_timeout = reading.to(None, on="read_positions")
+    verify_timeout = reading.to(backing_off)
+    attempt_timeout = working.to(cancelling)
+    settle_timeout = cancelling.to(None, cond="queries_left", on="chase_unsettled") | (
+        cancelling.to(exhausted)
     )
+    backoff_timeout = backing_off.to(reading, cond="reads_left") | backing_off.to(exhausted)
+    # The total budget, armed once by `exiting`: wins from whichever attempt is running.
+    # Orders all settled and the fills flat, only the read lagging: the budget waits
+    # for the read (within the lag budget), exposure still flagged.
+    budget_timeout = reading.to(None, cond="only_lag_left", on="note_budget_spent") | (
+        exiting.to(exhausted)
+    )
+    requery_timeout = exiting.to(None, on="requery_unknown")
 
     def setup(self, **params: Any) -> None:
         self.p: CycleParams = params["params"]
@@ -144,10 +138,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.contradiction: dict[str, str] = {}  # leg → "read R, fills F" at a HALT
 
     # -- guards ---------------------------------------------------------------------------------
-    def venue_flat(self, ev: PositionSnapshot) -> bool:
-        seen = self._seen(ev)
-        return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
-
     def stale_suspected(self, ev: PositionSnapshot) -> bool:
         """The answer shows less exposure than the engine's fills imply, or more than the
         last answer minus our fills since: the position feed lags the fills. A bounded
@@ -198,18 +188,9 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     def reads_left(self) -> bool:
         return self.reads < self.max_reads
 
-    def named_attempt(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "attempt"
-
-    def named_backoff(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "backoff"
-
-    def named_budget(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "budget"
-
     # -- actions --------------------------------------------------------------------------------
     def on_enter_exiting(self) -> None:
-        self.arm("budget", self.p.exit_budget_s)  # once: child states never re-arm it
+        self.arm("budget_timeout", self.p.exit_budget_s)  # once: child states never re-arm it
         if not self.announce:
             self.note(f"flatten: {self.reason}", exposure_usd=str(self.exposure_usd()))
             return
@@ -248,7 +229,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.reads += 1
         self.query_positions()
 
-    def verify_timeout(self) -> Decimal:
+    def verify_wait_s(self) -> Decimal:
         return self.p.exit_attempt_timeout_s
 
     def take_positions(self, ev: PositionSnapshot) -> None:
@@ -324,7 +305,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             parts = slices(leg, abs(pos), price, self.p.max_slice_usd)
             for part in parts[: self.p.max_slices_per_step]:  # the rest: next attempt
                 self.place(leg, side, part, price, tif="ioc", reduce_only=True, purpose="emergency")
-        self.arm("attempt", self.p.exit_attempt_timeout_s)
+        self.arm("attempt_timeout", self.p.exit_attempt_timeout_s)
 
     def on_exit_working(self) -> None:
         if self.no_quote or self.orders.round_refused(self.round):
@@ -337,10 +318,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     def on_enter_backing_off(self) -> None:
         delay = self.backoff_delay()
         self.note("venue refused or silent; backing off", seconds=str(delay), reads=self.reads)
-        self.arm("backoff", delay)
-
-    def on_enter_flat(self) -> None:
-        self.note("flat: verified by the venue", positions=self.venue_positions())
+        self.arm("backoff_timeout", delay)
 
     def on_enter_exhausted(self, ev: Any = None) -> None:
         self.cancel_unsettled()
@@ -356,7 +334,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
                 "the venue's position read contradicts its reported fills, trusting the "
                 f"fills: {self.contradiction}"
             )
-        elif isinstance(ev, DeadlineExpired) and ev.name == "budget":
+        elif isinstance(ev, DeadlineExpired) and ev.name == "budget_timeout":
             why = "budget spent"
         elif self.strikes >= self.p.exit_attempts:
             why = f"{self.strikes} attempts without progress"
@@ -429,13 +407,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             for leg in self.p.legs
         )
         return self.strikes if progress else self.strikes + 1
-
-    def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
-        return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
-
-    def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
-        got = {p.product_id: p.qty for p in ev.positions}
-        return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
 
     def _strs(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in self.seen.items()}

@@ -5,10 +5,12 @@ Nothing here does I/O or reads a clock. Prices cross the book by basis points an
 round to the tick in the aggressive direction; sizes round DOWN to the increment; a
 "market" order is an IOC priced through the book, sliced when large.
 
-`OrderTracker` keeps what the venue *said* about each of a machine's orders beside the
-ledger's fill-derived numbers: an order's filled amount is the larger of the two (a
-cancel/expiry ack that reports more than the ledger has seen means fills are still in
-flight, and the remainder must not be sold twice: seed 002).
+`OrderTracker` keeps each of a machine's orders as the machine has recorded it: its
+lifecycle state (`machines.order`) and bounded query counts. How much an order filled is
+the ledger's number only: the ledger already raises it to the venue's cumulative word
+when a cancel/expiry ack or a status says more than the fills heard (fills still in
+flight: the remainder must not be sold twice, seed 002), so an inferred fill is applied
+once, there.
 
 Whether an order is settled is recorded only by the machine's own actions, never read
 from the ledger's order state: python-statemachine evaluates eventless transitions
@@ -30,13 +32,10 @@ from decimal import ROUND_UP
 from decimal import Decimal
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import ClassVar
-from typing import Literal
 
 import attrs
 
 from engine import flatness
-from engine.events import DeadlineExpired
 from engine.events import FillReceived
 from engine.events import OrderCancelled
 from engine.events import OrderExpired
@@ -51,6 +50,7 @@ from engine.intents import QueryOrder
 from engine.intents import QueryPositions
 from engine.ledger import Ledger
 from engine.ledger import Quote
+from machines import order as lifecycle
 from machines.params import CycleParams
 from machines.params import LegSpec
 
@@ -219,19 +219,20 @@ def read_lags_fills(
 
 @attrs.define
 class Tracked:
+    """One of the machine's orders as the machine has recorded it: its lifecycle state
+    (stepped through `machines.order`, like the ledger's) and the venue's numbers."""
+
     order_id: str
     product_id: int
     side: str
     round: int
-    final_filled: Decimal | None = None  # the venue's word on the order's total fill
-    ended: bool = False  # the venue said it is no longer working
-    refused: bool = False  # the request provably never took effect
-    unknown: bool = False  # placement outcome unknown: QueryOrder before anything else
-    live: bool = False  # the venue said it is open
-    closed: bool = False  # the venue said it stopped working, without saying how much filled
+    state: str = lifecycle.PENDING
     not_found: int = 0
     queries: int = 0
     rejected: str = ""
+
+    def step(self, event: str) -> None:
+        self.state = lifecycle.step(self.state, event)
 
 
 class OrderTracker:
@@ -252,69 +253,64 @@ class OrderTracker:
 
     def record_fill(self, order_id: str) -> None:
         rec = self._ledger.order(order_id)
-        if rec is not None and rec.state == "filled":
-            self.orders[order_id].ended = True
+        if rec is not None:
+            full = rec.state == lifecycle.FILLED
+            self.orders[order_id].step("filled" if full else "partially_filled")
 
-    def record_end(self, order_id: str, filled_qty: Decimal | None) -> bool:
-        """A cancel or expiry ack. Its filled amount is the venue's word on the total; an
-        ack without one leaves the order unsettled: returns True, ask with QueryOrder
-        (fills may still be in flight and must not be re-traded)."""
+    def record_end(self, order_id: str, filled_qty: Decimal | None, event: str) -> bool:
+        """A cancel or expiry ack (`event`). Its filled amount (the ledger has applied it)
+        settles the order; an ack without one leaves it unsettled: returns True, ask with
+        QueryOrder (fills may still be in flight and must not be re-traded)."""
         t = self.orders[order_id]
-        t.live = False
-        if filled_qty is None and not t.ended:
-            t.closed = True
-            return True
-        t.ended = True
-        t.final_filled = max(t.final_filled or ZERO, filled_qty or ZERO)
-        return False
+        t.step(event if filled_qty is not None else "ended_uncounted")
+        return t.state == lifecycle.UNCOUNTED
 
     def record_reject(self, order_id: str, reason: str) -> None:
         t = self.orders[order_id]
-        t.ended, t.rejected = True, reason or "rejected"
+        t.step("rejected")
+        t.rejected = reason or "rejected"
 
     def record_refused(self, order_id: str) -> None:
-        t = self.orders[order_id]
-        t.ended, t.refused = True, True
+        self.orders[order_id].step("denied")
 
     def record_unknown(self, order_id: str) -> None:
-        self.orders[order_id].unknown = True
+        self.orders[order_id].step("outcome_unknown")
+
+    def record_cancel(self, order_id: str) -> None:
+        self.orders[order_id].step("cancel_requested")
 
     def record_status(self, ev: OrderStatus) -> None:
         t = self.orders[ev.order_id]
         if ev.state in TERMINAL_STATUS:
-            t.ended, t.live, t.unknown = True, False, False
-            t.final_filled = max(t.final_filled or ZERO, ev.filled_qty)
+            t.step(ev.state)
             if ev.state == "rejected":
                 t.rejected = t.rejected or "rejected (status)"
-        elif ev.state == "open" and not t.closed:
-            t.live, t.unknown = True, False
+        elif ev.state == "open":
+            t.step("reported_open")
         elif ev.state == "not_found":
             t.not_found += 1
             if t.not_found >= NOT_FOUND_LIMIT and self.filled(ev.order_id) == 0:
-                t.ended, t.refused, t.unknown = True, True, False
+                t.step("denied")
 
     # -- reading --------------------------------------------------------------------------
     def filled(self, order_id: str) -> Decimal:
-        t = self.orders[order_id]
+        """Verified fills, inferred ones included (the ledger applies the venue's word)."""
         rec = self._ledger.order(order_id)
-        ledger_filled = rec.filled if rec is not None else ZERO
-        return max(ledger_filled, t.final_filled or ZERO)
+        return rec.filled if rec is not None else ZERO
 
     def settled(self, order_id: str) -> bool:
         """No longer working, as recorded from the venue's acks, fills and answers."""
-        return self.orders[order_id].ended
+        return self.orders[order_id].state in lifecycle.TERMINAL
 
     def needs_query(self, order_id: str) -> bool:
         """Ask rather than cancel: placed with an unknown outcome and not heard of since,
         or ended without the venue saying how much filled."""
-        t = self.orders[order_id]
-        if t.ended:
-            return False
-        if t.closed:
+        state = self.orders[order_id].state
+        if state == lifecycle.UNCOUNTED:
             return True
         rec = self._ledger.order(order_id)
-        heard = rec is not None and (rec.state != "pending" or rec.filled > 0)
-        return t.unknown and not heard
+        heard = rec is not None and (rec.state != lifecycle.PENDING or rec.filled > 0)
+        return state == lifecycle.UNKNOWN and not heard
 
     def in_round(self, round_: int) -> list[str]:
         return [o for o, t in self.orders.items() if t.round == round_]
@@ -332,7 +328,7 @@ class OrderTracker:
     def round_refused(self, round_: int) -> bool:
         """Every order of the round was refused before reaching the venue."""
         ids = self.in_round(round_)
-        return bool(ids) and all(self.orders[o].refused for o in ids)
+        return bool(ids) and all(self.orders[o].state == lifecycle.DENIED for o in ids)
 
     def signed_filled(self, product_id: int, round_: int | None = None) -> Decimal:
         total = ZERO
@@ -349,10 +345,6 @@ class OrderRounds:
     The host machine declares states named `cancelling` and `verifying` and calls
     `setup_rounds()` from its `setup`; `reject_is_final` says whether a venue reject
     ends the machine's attempt (BUILD) or only the round (exits)."""
-
-    # Not converted to the issue-13 contract (they are being replaced): their hosts keep
-    # deferring what a state does not take, and take deadlines as `deadline_expired`.
-    unhandled: ClassVar[Literal["consume", "defer"]] = "defer"
 
     if TYPE_CHECKING:
         p: CycleParams
@@ -383,6 +375,7 @@ class OrderRounds:
         self.rung = -1  # index into the ladder; `round` numbers every set of orders
         self.lag_since: int | None = None  # engine ns of this read's first lagging answer
         self.lag_asks = 0
+        self.unhedged_since: int | None = None  # engine ns the legs went apart (tolerance)
 
     def reject_is_final(self) -> bool:
         return False
@@ -404,6 +397,44 @@ class OrderRounds:
 
     def round_progressed(self) -> bool:
         return any(self.orders.signed_filled(pid, self.round) != 0 for pid in self.p.product_ids)
+
+    # -- the hedge deadline (V1), one implementation for every order-working machine ------------
+    def net_usd(self) -> Decimal:
+        """The signed notional the host's legs are apart by, from verified fills. The
+        emergency exit keeps the default: its total budget bounds it, not this deadline."""
+        return ZERO
+
+    def watch_hedge(self) -> None:
+        """Action: note when the legs went apart beyond the tolerance, or came back."""
+        if abs(self.net_usd()) <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
+            self.unhedged_since = None
+        elif self.unhedged_since is None:
+            self.unhedged_since = self.ledger.now_ns
+
+    def apart_s(self) -> Decimal:
+        """Seconds the legs have been apart beyond the tolerance, as last watched (0 if not)."""
+        if self.unhedged_since is None:
+            return ZERO
+        return Decimal(self.ledger.now_ns - self.unhedged_since) / 1_000_000_000
+
+    def hedge_deadline_passed(self) -> bool:
+        """Apart so long that one more round (its fill timeout and bounded cancel chase)
+        would end past the exit budget: no further round; the session's emergency exit
+        takes over, flagged."""
+        p = self.p
+        worst_round = p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
+        return self.apart_s() + worst_round > p.exit_budget_s
+
+    def hedge_budget_spent(self, ev: Any = None) -> bool:
+        return self.apart_s() >= self.p.exit_budget_s
+
+    def on_enter_deciding(self) -> None:
+        self.watch_hedge()
+
+    def stop_for_hedge(self) -> None:
+        self.hard_reason = (
+            f"hedge deadline: legs apart for {self.apart_s()}s, no time for another round"
+        )
 
     # -- guards ---------------------------------------------------------------------------
     def round_settled(self) -> bool:
@@ -455,27 +486,13 @@ class OrderRounds:
     def verify_left(self) -> bool:
         return self.verifies < self.p.verify_attempts
 
-    def named_fills(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "fills"
-
-    def named_settle(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "settle"
-
-    def named_verify(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "verify"
-
-    def named_recheck(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "recheck"
-
-    def named_requery(self, ev: DeadlineExpired) -> bool:
-        return ev.name == "requery"
-
     # -- recording what the venue says ------------------------------------------------------
     def record_fill(self, ev: FillReceived) -> None:
         self.orders.record_fill(ev.order_id)
+        self.watch_hedge()
 
     def record_end(self, ev: OrderExpired | OrderCancelled) -> None:
-        if self.orders.record_end(ev.order_id, ev.filled_qty):
+        if self.orders.record_end(ev.order_id, ev.filled_qty, ev.kind.removeprefix("order_")):
             self._query_order(ev.order_id)  # how much filled? never guess (seed 002)
 
     def record_reject(self, ev: OrderRejected) -> None:
@@ -487,7 +504,7 @@ class OrderRounds:
         self.orders.record_status(ev)
         if ev.state == "not_found" and not self.orders.settled(ev.order_id):
             # Maybe not visible yet (V7): ask once more shortly, not at the round deadline.
-            self.arm("requery", self.p.verify_retry_s)
+            self.arm("requery_timeout", self.p.verify_retry_s)
 
     def requery_unknown(self) -> None:
         for oid in self.orders.unsettled():
@@ -534,13 +551,13 @@ class OrderRounds:
                 self._query_order(oid)
             else:
                 self._cancel(oid)
-        self.arm("settle", self.p.cancel_timeout_s)
+        self.arm("settle_timeout", self.p.cancel_timeout_s)
 
     def chase_unsettled(self) -> None:
         """The cancel acks did not all come: ask the venue about each unsettled order."""
         for oid in self.orders.unsettled():
             self._query_order(oid)
-        self.arm("settle", self.p.cancel_timeout_s)
+        self.arm("settle_timeout", self.p.cancel_timeout_s)
 
     def cancel_again(self, ev: OrderStatus) -> None:
         self.orders.record_status(ev)
@@ -551,13 +568,33 @@ class OrderRounds:
             self._cancel(oid)
 
     # -- verifying by position query ------------------------------------------------------------
+    def on_enter_verifying(self) -> None:
+        self.verifies = 0
+        self.reset_lag()
+        self.query_positions()
+
+    def on_enter_flat(self) -> None:
+        self.note("flat: verified by the venue", positions=self.venue_positions())
+
+    def venue_flat(self, ev: PositionSnapshot) -> bool:
+        seen = self._seen(ev)
+        return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
+
+    def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
+        return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
+
+    def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
+        """The answer's positions; a product the venue left out holds nothing."""
+        got = {p.product_id: p.qty for p in ev.positions}
+        return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
+
     def query_positions(self) -> None:
         self.verifies += 1
         self.query_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.query_id, product_ids=self.p.product_ids))
-        self.arm("verify", self.verify_timeout())
+        self.arm("verify_timeout", self.verify_wait_s())
 
-    def verify_timeout(self) -> Decimal:
+    def verify_wait_s(self) -> Decimal:
         return self.p.verify_timeout_s
 
     def recheck_later(self, ev: Any = None) -> None:
@@ -572,8 +609,8 @@ class OrderRounds:
         if cap is not None:
             delay = min(delay, cap)
         self.note("venue position not as expected yet; asking again", attempt=self.verifies)
-        self.disarm("verify")
-        self.arm("recheck", delay)
+        self.disarm("verify_timeout")
+        self.arm("recheck_timeout", delay)
 
     def wait_for_lag(self, ev: PositionSnapshot) -> None:
         """A read lagging the fills: ask again, each wait twice the last (from
@@ -592,8 +629,8 @@ class OrderRounds:
         left = self.p.position_lag_budget_s - Decimal(now - self.lag_since) / 1_000_000_000
         grown = self.p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16)
         delay = max(min(grown, self.p.verify_timeout_s, left), self.p.verify_retry_s)
-        self.disarm("verify")
-        self.arm("recheck", delay)
+        self.disarm("verify_timeout")
+        self.arm("recheck_timeout", delay)
 
     def reset_lag(self) -> None:
         self.lag_since, self.lag_asks = None, 0
@@ -619,6 +656,7 @@ class OrderRounds:
         self.emit(intent)
 
     def _cancel(self, oid: str) -> None:
+        self.orders.record_cancel(oid)
         self.emit(CancelOrder(order_id=oid, product_id=self.orders.orders[oid].product_id))
 
     def _query_order(self, oid: str) -> None:

@@ -24,13 +24,11 @@ from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
 from machines.params import LegSpec
-from machines.pricing import MAX_ORDER_QUERIES
 from machines.pricing import OrderRounds
 from machines.pricing import Rung
 from machines.pricing import band_checked
 from machines.pricing import closing_side
 from machines.pricing import cross_price
-from machines.pricing import is_dust
 from machines.pricing import slices
 from machines.pricing import touch_price
 
@@ -68,51 +66,28 @@ class UnwindMachine(OrderRounds, PureMachine):
     deciding.to(verifying, cond="nothing_open")
     # The hedge deadline: one leg open without the other for so long that another rung
     # could end past the exit budget; the session's emergency exit takes over, flagged.
-    deciding.to(failed, cond="hedge_deadline_passed")
+    deciding.to(failed, cond="hedge_deadline_passed", on="stop_for_hedge")
     deciding.to(working, cond="rungs_left")
     deciding.to(verifying)  # ladder spent: the venue has the last word
 
-    fill_received = (
-        placing.to(None, cond="is_mine", on="record_fill")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
+    # Events a state does not take are consumed (noted): no catch-all transitions.
+    # `is_mine`: an order id this engine never owned is broadcast (e.g. a foreign fill).
+    unhandled = "consume"
+    fill_received = placing.to(None, cond="is_mine", on="record_fill")
+    order_expired = placing.to(None, cond="is_mine", on="record_end")
+    order_cancelled = placing.to(None, cond="is_mine", on="record_end")
+    order_rejected = placing.to(None, cond="is_mine", on="record_reject")
+    order_status = cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again") | (
+        placing.to(None, cond="is_mine", on="record_status")
     )
-    order_expired = (
-        placing.to(None, cond="is_mine", on="record_end")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
-    )
-    order_cancelled = (
-        placing.to(None, cond="is_mine", on="record_end")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
-    )
-    order_rejected = (
-        placing.to(None, cond="is_mine", on="record_reject")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
-    )
-    order_status = (
-        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
-        | placing.to(None, cond="is_mine", on="record_status")
-        | placing.to(None)
-        | reading.to(None)
-        | verifying.to(None)
-    )
+    # `answers_me`: the answer to the latest position query, not an earlier one.
     venue_error = (
         placing.to(None, cond="is_mine", on="record_error")
-        | placing.to(None)
         | reading.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | reading.to(failed, cond="answers_me")
-        | reading.to(None)
         | verifying.to(failed, cond=["answers_me", "refused_too_long"])
         | verifying.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
     )
     position_snapshot = (
         # A read that lacks reported fills lags: asked again within the lag budget.
@@ -125,7 +100,6 @@ class UnwindMachine(OrderRounds, PureMachine):
         # A flat read the reported fills contradict is never "flat" (issue 11).
         | reading.to(failed, cond=["answers_me", "venue_flat"])
         | reading.to(placing, cond="answers_me", on="take_start")
-        | reading.to(None)
         | verifying.to(None, cond=["answers_me", "read_lags"], on="wait_for_lag")
         | verifying.to(
             None, cond=["answers_me", "venue_shows_less", "verify_left"], on="recheck_later"
@@ -135,29 +109,35 @@ class UnwindMachine(OrderRounds, PureMachine):
             None, cond=["answers_me", "lag_suspected", "verify_left"], on="recheck_later"
         )
         | verifying.to(failed, cond="answers_me")
-        | verifying.to(None)
-        | placing.to(None)
     )
-    deadline_expired = (
-        # Legs apart for the whole exit budget: stop, whatever was being waited for.
+    # Named deadlines. Legs apart for the whole exit budget: whatever was being waited
+    # for, the wait ends in `failed` (the session's emergency exit takes over, flagged).
+    fills_timeout = working.to(failed, cond="hedge_budget_spent") | working.to(cancelling)
+    backoff_timeout = backing_off.to(failed, cond="hedge_budget_spent") | (
+        backing_off.to(working, on="retry_rung")
+    )
+    settle_timeout = (
+        cancelling.to(failed, cond="hedge_budget_spent")
+        | cancelling.to(None, cond="queries_left", on="chase_unsettled")
+        | cancelling.to(failed)
+    )
+    requery_timeout = (
         working.to(failed, cond="hedge_budget_spent")
         | cancelling.to(failed, cond="hedge_budget_spent")
         | backing_off.to(failed, cond="hedge_budget_spent")
-        | verifying.to(failed, cond="hedge_budget_spent")
-        | working.to(cancelling, cond="named_fills")
-        | backing_off.to(working, cond="named_backoff", on="retry_rung")
-        | cancelling.to(None, cond=["named_settle", "queries_left"], on="chase_unsettled")
-        | cancelling.to(failed, cond="named_settle")
-        | placing.to(None, cond="named_requery", on="requery_unknown")
-        | placing.to(None)
-        | reading.to(None, cond="named_recheck", on="query_positions")
-        | reading.to(None, cond=["named_verify", "verify_left"], on="query_positions")
-        | reading.to(failed, cond="named_verify")
-        | reading.to(None)
-        | verifying.to(None, cond="named_recheck", on="query_positions")
-        | verifying.to(None, cond=["named_verify", "verify_left"], on="query_positions")
-        | verifying.to(failed, cond="named_verify")
-        | verifying.to(None)
+        | placing.to(None, on="requery_unknown")
+    )
+    recheck_timeout = (
+        verifying.to(failed, cond="hedge_budget_spent")
+        | reading.to(None, on="query_positions")
+        | verifying.to(None, on="query_positions")
+    )
+    verify_timeout = (
+        verifying.to(failed, cond="hedge_budget_spent")
+        | reading.to(None, cond="verify_left", on="query_positions")
+        | reading.to(failed)
+        | verifying.to(None, cond="verify_left", on="query_positions")
+        | verifying.to(failed)
     )
 
     def setup(self, **params: Any) -> None:
@@ -168,7 +148,6 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.start: dict[int, Decimal] = {}  # verified venue position when the unwind began
         self.reason = ""
         self.refused_since: int | None = None  # engine ns of the first 429 in a row
-        self.unhedged_since: int | None = None  # engine ns the open legs went apart
 
     def _ladder(self) -> list[Rung]:
         p = self.p
@@ -186,10 +165,6 @@ class UnwindMachine(OrderRounds, PureMachine):
         return rungs
 
     # -- guards -------------------------------------------------------------------------------
-    def venue_flat(self, ev: PositionSnapshot) -> bool:
-        seen = self._seen(ev)
-        return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)
-
     def nothing_open(self) -> bool:
         return all(self._dust(leg, self.open_qty(leg)) for leg in self.p.legs)
 
@@ -203,19 +178,6 @@ class UnwindMachine(OrderRounds, PureMachine):
     def refusals_left(self) -> bool:
         return self.refusals < MAX_REFUSALS
 
-    def named_backoff(self, ev: Any) -> bool:
-        return bool(ev.name == "backoff")
-
-    def hedge_deadline_passed(self) -> bool:
-        """Apart so long that one more rung (its fill timeout and bounded cancel chase)
-        would end past the exit budget."""
-        p = self.p
-        worst_rung = p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
-        return self._apart_s() + worst_rung > p.exit_budget_s
-
-    def hedge_budget_spent(self, ev: Any = None) -> bool:
-        return self._apart_s() >= self.p.exit_budget_s
-
     def refused_too_long(self) -> bool:
         """The venue has refused us (429) for at least the exit budget."""
         return self.refused_since is not None and self._refused_for() >= self._budget_ns()
@@ -227,12 +189,14 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def take_start(self, ev: PositionSnapshot) -> None:
         self.start = self._seen(ev)
+        self.watch_hedge()
         self.note("unwinding from the verified position", positions=_strs(self.start))
 
     def on_enter_working(self) -> None:
         self.rung = self.rung if self.same_rung else self._next_rung()
         self.same_rung = False
         self.round += 1
+        self.watch_hedge()
         rung = self.rungs[self.rung]
         for leg in self.p.legs:
             open_qty = self.open_qty(leg)
@@ -254,17 +218,14 @@ class UnwindMachine(OrderRounds, PureMachine):
                 self.place(
                     leg, side, part, price, tif=rung.tif, reduce_only=True, purpose=rung.label
                 )
-        self.arm("fills", self.p.fill_timeout_s)
+        self.arm("fills_timeout", self.p.fill_timeout_s)
 
     def on_enter_backing_off(self) -> None:
+        self.watch_hedge()
         self._refused()
         delay = min(self.backoff_delay(), self._budget_left())  # Retry-After, within budget
         self.note("rung refused by the venue; backing off", seconds=str(delay))
-        self.arm("backoff", delay)
-
-    def record_fill(self, ev: Any) -> None:
-        super().record_fill(ev)
-        self._apart_s()
+        self.arm("backoff_timeout", delay)
 
     def on_exit_working(self) -> None:
         if not self.orders.round_refused(self.round):
@@ -282,14 +243,6 @@ class UnwindMachine(OrderRounds, PureMachine):
     def retry_rung(self) -> None:
         self.same_rung = True
 
-    def on_enter_verifying(self) -> None:
-        self.verifies = 0
-        self.reset_lag()
-        self.query_positions()
-
-    def on_enter_flat(self) -> None:
-        self.note("flat: verified by the venue", positions=self.venue_positions())
-
     def on_enter_failed(self) -> None:
         self.cancel_unsettled()
         opened = {leg.symbol: str(self.open_qty(leg)) for leg in self.p.legs}
@@ -301,24 +254,15 @@ class UnwindMachine(OrderRounds, PureMachine):
         pid = leg.product_id
         return self.start.get(pid, ZERO) + self.orders.signed_filled(pid)
 
-    def _dust(self, leg: LegSpec, qty: Decimal) -> bool:
-        return is_dust(leg, qty, self.ledger.quote(leg.product_id), self.p.dust_usd)
-
-    def _apart_s(self) -> Decimal:
-        """Seconds the open legs have been apart by more than the tolerance (0 if not)."""
-        usd = flatness.unhedged_usd(
+    def net_usd(self) -> Decimal:
+        """Signed notional still open on both legs together (apart when not near zero)."""
+        return flatness.net_usd(
             {leg.product_id: self.open_qty(leg) for leg in self.p.legs},
             {
                 leg.product_id: flatness.mid_of(self.ledger.quote(leg.product_id))
                 for leg in self.p.legs
             },
         )
-        if usd <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
-            self.unhedged_since = None
-            return ZERO
-        if self.unhedged_since is None:
-            self.unhedged_since = self.ledger.now_ns
-        return Decimal(self.ledger.now_ns - self.unhedged_since) / 1_000_000_000
 
     def _refused(self) -> None:
         if self.refused_since is None:
@@ -332,11 +276,6 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def _budget_ns(self) -> int:
         return int(self.p.exit_budget_s * 1_000_000_000)
-
-    def _seen(self, ev: PositionSnapshot) -> dict[int, Decimal]:
-        """The answer's positions; a product the venue left out holds nothing."""
-        got = {p.product_id: p.qty for p in ev.positions}
-        return {pid: got.get(pid, ZERO) for pid in self.p.product_ids}
 
     def _next_rung(self) -> int:
         one_closed = any(self._dust(leg, self.open_qty(leg)) for leg in self.p.legs)

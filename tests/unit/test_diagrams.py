@@ -67,6 +67,18 @@ def test_every_declared_transition_is_an_edge_with_its_event_and_guards():
             assert matching, f"{slug}: {head} {events} {guards} is not drawn"
 
 
+def test_every_order_lifecycle_edge_is_drawn():
+    from machines import order
+
+    text = (DIAGRAMS / "order.mmd").read_text(encoding="utf-8")
+    edges = [ln.strip() for ln in text.splitlines() if "-->" in ln and "[*]" not in ln]
+    declared = [f"{s} --> {t} : {e}" for s, e, t in order.edges()]
+    assert sorted(edges) == sorted(declared)
+    assert "## order " in render_all()["README.md"]
+    for state in order.TERMINAL:
+        assert f"{state} --> [*]" in text
+
+
 def test_the_guards_the_library_renderer_dropped_are_drawn():
     # python-statemachine's Mermaid renderer drew once the transitions sharing source, target
     # and event: these safety paths were missing from the committed diagrams.
@@ -89,7 +101,9 @@ def test_svg_is_rendered_through_dot_and_its_failure_is_reported(tmp_path, capsy
     fake.write_text('#!/bin/sh\ncat > "$3"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     written = write_svgs(tmp_path, dot=str(fake))
-    assert {p.stem for p in written} == set(machine_classes())
+    # One SVG per machine class, and one for the order lifecycle table.
+    assert {p.stem for p in written} == set(machine_classes()) | {"order"}
+    assert "pending_cancel" in (tmp_path / "order.svg").read_text()
     assert "stop_loss_hit" in (tmp_path / "session.svg").read_text()
 
     fake.write_text("#!/bin/sh\necho broken >&2\nexit 1\n")

@@ -63,3 +63,25 @@ def test_a_position_read_showing_a_state_the_fills_left_is_lagging_not_believed(
     # A read the fills never held is the venue's news (fills we missed): believed.
     ledger.apply_event(PositionSnapshot(positions=[Position(product_id=4, qty="3")]), now_ns=3_000)
     assert ledger.best_position(4) == 3
+
+
+def test_the_ledger_steps_order_state_through_the_lifecycle_table():
+    from engine.events import OrderAccepted
+    from engine.events import OrderCancelled
+
+    # Arrange: an order of 2, accepted, partly filled.
+    ledger = Ledger()
+    place(ledger, "o1", qty="2")
+    ledger.apply_event(OrderAccepted(order_id="o1"), now_ns=1)
+    ledger.apply_event(fill("o1", "f1", "1"), now_ns=2)
+    assert ledger.order("o1").state == "partially_filled"
+    # Act: the cancel ack, then a fill that crossed it on the wire.
+    ledger.apply_event(OrderCancelled(order_id="o1"), now_ns=3)
+    assert ledger.order("o1").state == "cancelled"
+    ledger.apply_event(fill("o1", "f2", "1"), now_ns=4)
+    # Assert: the late fill completes the order (a real-world edge of the table).
+    assert ledger.order("o1").state == "filled"
+    assert ledger.position(4) == Decimal(2)
+    # A late ack for a filled order changes nothing.
+    ledger.apply_event(OrderExpired(order_id="o1"), now_ns=5)
+    assert ledger.order("o1").state == "filled"
