@@ -50,7 +50,7 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
-# Seeded chaos (engine/chaos.py): 2 000 seeds spread over the shipped fault profiles and
+# Seeded chaos (engine/harness/chaos.py): 2 000 seeds spread over the shipped fault profiles and
 # the generated `random` one, windows jittered per seed, every invariant checked after
 # every event. CHAOS_SEEDS / CHAOS_ARGS override; chaos-full runs every seed under every
 # profile (12x longer); deep runs the slow pytest tiers (chaos, property, damage).

@@ -13,9 +13,9 @@ from typing import Protocol
 
 import attrs
 
-from engine.events import Event
-from engine.intents import Intent
-from engine.messages import dec
+from engine.core.events import Event
+from engine.core.intents import Intent
+from engine.core.messages import dec
 
 __all__ = ["EventSink", "ProductInfo", "VenuePort"]
 

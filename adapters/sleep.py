@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable
 from collections.abc import Callable
 
-from engine.clock import Clock
+from engine.core.clock import Clock
 
 __all__ = ["SleepNs", "clock_sleep", "sleeper"]
 

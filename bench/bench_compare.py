@@ -34,11 +34,11 @@ CHILD = r"""
 import asyncio, cProfile, json, pstats, sys, tempfile, time
 from pathlib import Path
 from adapters.sim import SimVenue
-from engine.clock import VirtualClock
-from engine.config import load_settings
-from engine.journal import Journal, read_records
-from engine.replay import replay_records
-from engine.run import RunOptions, Session, parse_pair
+from engine.core.clock import VirtualClock
+from engine.runtime.config import load_settings
+from engine.core.journal import Journal, read_records
+from engine.core.replay import replay_records
+from engine.runtime.run import RunOptions, Session, parse_pair
 
 cycles, what = int(sys.argv[1]), sys.argv[2]
 PAIR = parse_pair("ETH-SOL")
@@ -51,7 +51,7 @@ def session(journal):
     opts = RunOptions(pair=PAIR, cycles=cycles, clock="virtual", seed=1, quiet=True)
     settings = load_settings(env=FAST)
     try:  # after issue 13's runtime split: one composition root
-        from engine.compose import build_session
+        from engine.runtime.compose import build_session
     except ImportError:  # 7255a66
         return Session(opts, settings, venue, clock, journal, lambda _l: None)
     return build_session(

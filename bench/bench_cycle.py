@@ -22,18 +22,18 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.sim import SimVenue
-from engine.clock import VirtualClock
-from engine.clock import WallClock
-from engine.compose import build_session
-from engine.config import load_settings
-from engine.events import OrderRejected
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.journal import Journal
-from engine.run import RunOptions
-from engine.run import Session
-from engine.run import parse_pair
-from engine.trades import fold_records
+from engine.core.clock import VirtualClock
+from engine.core.clock import WallClock
+from engine.core.events import OrderRejected
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.journal import Journal
+from engine.ops.trades import fold_records
+from engine.runtime.compose import build_session
+from engine.runtime.config import load_settings
+from engine.runtime.run import RunOptions
+from engine.runtime.run import Session
+from engine.runtime.run import parse_pair
 
 PAIR = parse_pair("ETH-SOL")
 RTT_S = Decimal("0.05")

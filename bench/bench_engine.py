@@ -12,14 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.clock import VirtualClock
-from engine.events import FillReceived
-from engine.intents import CancelOrder
-from engine.journal import Journal
-from engine.journal import read_records
-from engine.loop import Engine
-from engine.replay import replay_records
-from engine.runner import run_virtual
+from engine.core.clock import VirtualClock
+from engine.core.events import FillReceived
+from engine.core.intents import CancelOrder
+from engine.core.journal import Journal
+from engine.core.journal import read_records
+from engine.core.loop import Engine
+from engine.core.replay import replay_records
+from engine.runtime.runner import run_virtual
 from machines.base import PureMachine
 from machines.base import State
 from tests.support import ScriptedVenue
@@ -73,7 +73,7 @@ def replay_speed(path: str) -> dict[str, object]:
     clock = VirtualClock()
     engine = Engine(clock, Journal(path, durable=False))
     sim = ScriptedVenue(engine, clock)
-    first = engine.start("engine.demo:start_probe", {"machines": 400})
+    first = engine.start("engine.harness.demo:start_probe", {"machines": 400})
     run_virtual(engine, clock, sim.send, initial=first)
     engine.journal.close()
     records = list(read_records(path))

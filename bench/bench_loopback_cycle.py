@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.journal import read_records
+from engine.core.journal import read_records
 
 KEY = "0x" + "11" * 32  # throwaway test key, never a real one
 CYCLES = 6

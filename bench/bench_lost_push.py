@@ -27,17 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters.nado.archive import ArchiveOrder
 from adapters.sim.faults import parse_profile
 from adapters.sim.venue import SimVenue
-from engine.clock import VirtualClock
-from engine.compose import build_session
-from engine.config import load_settings
-from engine.events import Event
-from engine.events import OrderAccepted
-from engine.events import OrderStatus
-from engine.intents import PlaceOrder
-from engine.journal import Journal
-from engine.run import RunOptions
-from engine.run import parse_pair
-from engine.trades import fold_records
+from engine.core.clock import VirtualClock
+from engine.core.events import Event
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderStatus
+from engine.core.intents import PlaceOrder
+from engine.core.journal import Journal
+from engine.ops.trades import fold_records
+from engine.runtime.compose import build_session
+from engine.runtime.config import load_settings
+from engine.runtime.run import RunOptions
+from engine.runtime.run import parse_pair
 
 MS = 1_000_000
 RTT_MS = 50

@@ -30,17 +30,17 @@ from adapters.sim.server import SIM_CHAIN_ID
 from adapters.sim.server import SIM_ENDPOINT
 from adapters.sim.server import ServerOptions
 from adapters.sim.server import VenueServer
-from engine.clock import WallClock
-from engine.events import ConnectionChanged
-from engine.events import Event
-from engine.events import FillReceived
-from engine.events import OrderStatus
-from engine.events import PositionSnapshot
-from engine.intents import CancelOrder
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.intents import StreamConnect
+from engine.core.clock import WallClock
+from engine.core.events import ConnectionChanged
+from engine.core.events import Event
+from engine.core.events import FillReceived
+from engine.core.events import OrderStatus
+from engine.core.events import PositionSnapshot
+from engine.core.intents import CancelOrder
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.intents import StreamConnect
 
 ROUNDS = 20  # 3 executes a round: 25 rounds use the 10 s execute budget (81 at NORMAL)
 ETH = 4

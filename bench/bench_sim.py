@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.sim.faults import parse_profile
 from adapters.sim.venue import SimVenue
-from engine.clock import VirtualClock
-from engine.events import Event
-from engine.intents import CancelOrder
-from engine.intents import PlaceOrder
-from engine.intents import QueryPositions
+from engine.core.clock import VirtualClock
+from engine.core.events import Event
+from engine.core.intents import CancelOrder
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryPositions
 
 SIM_SECONDS = 600
 MS = 1_000_000

@@ -26,13 +26,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.sim import SimVenue
-from engine.clock import VirtualClock
-from engine.compose import build_session
-from engine.config import load_settings
-from engine.journal import Journal
-from engine.run import RunOptions
-from engine.run import Session
-from engine.run import parse_pair
+from engine.core.clock import VirtualClock
+from engine.core.journal import Journal
+from engine.runtime.compose import build_session
+from engine.runtime.config import load_settings
+from engine.runtime.run import RunOptions
+from engine.runtime.run import Session
+from engine.runtime.run import parse_pair
 
 PAIR = parse_pair("ETH-SOL")
 FAST = {"DN_HOLD_S": "0", "DN_PAUSE_S": "0"}

@@ -40,10 +40,10 @@ from statemachine.event import Event
 from statemachine.exceptions import InvalidDefinition
 from statemachine.graph import iterate_states_and_transitions
 
-from engine.intents import Intent
+from engine.core.intents import Intent
 
 if TYPE_CHECKING:
-    from engine.ledger import Ledger
+    from engine.core.ledger import Ledger
 
 __all__ = ["MachineContext", "PureMachine", "State", "Unhandled"]
 
@@ -51,7 +51,7 @@ Unhandled = Literal["consume", "defer"]
 
 
 class MachineContext(Protocol):
-    """What the engine gives a machine. Implemented by `engine.loop`."""
+    """What the engine gives a machine. Implemented by `engine.core.loop`."""
 
     machine_id: str
     ledger: Ledger

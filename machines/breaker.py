@@ -10,8 +10,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.events import VenueError
-from engine.intents import SendAlert
+from engine.core.events import VenueError
+from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine import flatness
-from engine.events import PositionSnapshot
-from engine.intents import SendAlert
+from engine.core import flatness
+from engine.core.events import PositionSnapshot
+from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams

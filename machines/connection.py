@@ -34,17 +34,17 @@ from decimal import ROUND_HALF_UP
 from decimal import Decimal
 from typing import Any
 
-from engine.events import ConnectionChanged
-from engine.events import OpenOrdersSnapshot
-from engine.events import OrderStatus
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import QueryMarketPrices
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.intents import SendAlert
-from engine.intents import StreamConnect
+from engine.core.events import ConnectionChanged
+from engine.core.events import OpenOrdersSnapshot
+from engine.core.events import OrderStatus
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.intents import SendAlert
+from engine.core.intents import StreamConnect
 from machines.base import PureMachine
 from machines.base import State
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.events import FillReceived
-from engine.events import PositionSnapshot
-from engine.intents import PlaceOrder
-from engine.intents import QueryPositions
+from engine.core.events import FillReceived
+from engine.core.events import PositionSnapshot
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryPositions
 from machines.base import PureMachine
 from machines.base import State
 

@@ -25,11 +25,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.events import DeadlineExpired
-from engine.events import PositionSnapshot
-from engine.intents import Halt
-from engine.intents import QueryMarketPrices
-from engine.intents import SendAlert
+from engine.core.events import DeadlineExpired
+from engine.core.events import PositionSnapshot
+from engine.core.intents import Halt
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams

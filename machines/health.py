@@ -10,8 +10,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.events import ConnectionChanged
-from engine.events import VenueError
+from engine.core.events import ConnectionChanged
+from engine.core.events import VenueError
 from machines.base import PureMachine
 from machines.base import State
 

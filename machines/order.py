@@ -1,7 +1,7 @@
 """An order's lifecycle, declared once: a plain state table, NautilusTrader-style.
 
 Every holder of an order's state steps it through this table and nothing else: the
-ledger (`engine.ledger.OrderRecord.state`) with the venue's facts (accepted, fills,
+ledger (`engine.core.ledger.OrderRecord.state`) with the venue's facts (accepted, fills,
 cancel/expiry acks, rejects), and a working machine's own view of its orders
 (`machines.pricing.Tracked.state`) with what it has recorded so far (it also learns of
 outcomes the ledger does not see: an unknown placement outcome, a provable refusal, an

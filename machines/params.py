@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import attrs
 
-from engine.messages import dec
-from engine.messages import opt_dec
+from engine.core.messages import dec
+from engine.core.messages import opt_dec
 
 __all__ = ["CycleParams", "LegSpec"]
 

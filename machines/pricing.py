@@ -35,21 +35,21 @@ from typing import Any
 
 import attrs
 
-from engine import flatness
-from engine.events import FillReceived
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import OrderRejected
-from engine.events import OrderStatus
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import CancelOrder
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.ledger import Ledger
-from engine.ledger import Quote
+from engine.core import flatness
+from engine.core.events import FillReceived
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.events import OrderRejected
+from engine.core.events import OrderStatus
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import CancelOrder
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.ledger import Ledger
+from engine.core.ledger import Quote
 from machines import order as lifecycle
 from machines.params import CycleParams
 from machines.params import LegSpec

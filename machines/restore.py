@@ -11,16 +11,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine import flatness
-from engine.events import DeadlineExpired
-from engine.events import OpenOrdersSnapshot
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import AdoptVenuePositions
-from engine.intents import CancelOrder
-from engine.intents import CancelProductOrders
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryPositions
+from engine.core import flatness
+from engine.core.events import DeadlineExpired
+from engine.core.events import OpenOrdersSnapshot
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import AdoptVenuePositions
+from engine.core.intents import CancelOrder
+from engine.core.intents import CancelProductOrders
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryPositions
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams

@@ -15,14 +15,14 @@ from typing import Any
 
 import attrs
 
-from engine import flatness
-from engine.events import FillReceived
-from engine.events import MachineFinished
-from engine.events import OperatorCommand
-from engine.events import PositionSnapshot
-from engine.intents import Halt
-from engine.intents import QueryPositions
-from engine.intents import SendAlert
+from engine.core import flatness
+from engine.core.events import FillReceived
+from engine.core.events import MachineFinished
+from engine.core.events import OperatorCommand
+from engine.core.events import PositionSnapshot
+from engine.core.intents import Halt
+from engine.core.intents import QueryPositions
+from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.build import BuildMachine

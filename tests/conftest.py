@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-# Account state (locks, halt markers of real-venue accounts: engine/account.py) goes to a
+# Account state (locks, halt markers of real-venue accounts: engine/runtime/account.py) goes to a
 # scratch folder for the whole test session, never the user's ~/.dnpair; subprocesses
 # inherit it.
 os.environ.setdefault("DNPAIR_STATE_DIR", tempfile.mkdtemp(prefix="dnpair-state-"))

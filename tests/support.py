@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.clock import VirtualClock
-from engine.events import FillReceived
-from engine.events import OrderAccepted
-from engine.events import OrderExpired
-from engine.events import Position
-from engine.events import PositionSnapshot
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryPositions
-from engine.loop import Engine
+from engine.core.clock import VirtualClock
+from engine.core.events import FillReceived
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderExpired
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryPositions
+from engine.core.loop import Engine
 
 MS = 1_000_000
 

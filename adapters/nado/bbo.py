@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import attrs
 
-from engine.events import BboUpdated
+from engine.core.events import BboUpdated
 
 __all__ = ["BboGate", "BboLimits", "BboVerdict", "check_bbo"]
 

@@ -15,10 +15,10 @@ from adapters.nado.queries import parse_cancel_result
 from adapters.nado.ratelimit import Priority
 from adapters.nado.ratelimit import execute_weight
 from adapters.nado.wire import MalformedFrame
-from engine.events import OrderCancelled
-from engine.events import VenueError
-from engine.intents import CancelOrder
-from engine.intents import CancelProductOrders
+from engine.core.events import OrderCancelled
+from engine.core.events import VenueError
+from engine.core.intents import CancelOrder
+from engine.core.intents import CancelProductOrders
 
 __all__ = ["Cancelling"]
 

@@ -34,10 +34,10 @@ from adapters.nado.ratelimit import LimiterConfig
 from adapters.nado.signing import Signer
 from adapters.nado.stream import StreamConfig
 from adapters.nado.timing import Timing
-from engine.clock import Clock
-from engine.clock import TimerHandle
-from engine.events import Event
-from engine.events import VenueError
+from engine.core.clock import Clock
+from engine.core.clock import TimerHandle
+from engine.core.events import Event
+from engine.core.events import VenueError
 
 if TYPE_CHECKING:
     from adapters.nado.stream import StreamClient

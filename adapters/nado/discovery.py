@@ -26,7 +26,7 @@ from adapters.nado.queries import parse_all_products
 from adapters.nado.queries import parse_contracts
 from adapters.nado.queries import parse_symbols
 from adapters.nado.wire import MalformedFrame
-from engine.config import ConfigError
+from engine.runtime.config import ConfigError
 
 __all__ = ["Discovery", "DiscoveryError", "Expectations", "VenueUnavailable", "discover"]
 

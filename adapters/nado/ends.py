@@ -16,10 +16,10 @@ from decimal import Decimal
 
 from adapters.nado.core import Core
 from adapters.nado.orders import OrderEntry
-from engine.events import OrderAccepted
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import OrderStatus
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.events import OrderStatus
 
 __all__ = ["Ends"]
 

@@ -29,7 +29,7 @@ import websockets.exceptions
 from adapters.nado.queries import parse_envelope
 from adapters.nado.wire import MalformedFrame
 from adapters.nado.wire import loads
-from engine.events import VenueError
+from engine.core.events import VenueError
 
 __all__ = [
     "CODES",

@@ -34,10 +34,10 @@ from adapters.nado.signing import load_key
 from adapters.nado.signing import subaccount_hex
 from adapters.nado.venue import NadoSettings
 from adapters.nado.venue import NadoVenue
-from engine.clock import Clock
-from engine.clock import VirtualClock
-from engine.config import ConfigError
-from engine.logs import register_secret
+from engine.core.clock import Clock
+from engine.core.clock import VirtualClock
+from engine.ops.logs import register_secret
+from engine.runtime.config import ConfigError
 
 __all__ = ["NETWORKS", "Network", "account_key", "make_nado_venue", "nado_settings"]
 
@@ -152,7 +152,7 @@ def make_nado_venue(
 def account_key(venue: NadoVenue, network: str) -> str:
     """Who this venue trades as, without any I/O and without the key: network, gateway,
     signer subaccount (owner address + name). Two engines with the same key are one
-    account (engine/account.py locks it)."""
+    account (engine/runtime/account.py locks it)."""
     from adapters.nado.signing import _account
 
     owner = str(_account(venue._key).address)

@@ -29,13 +29,13 @@ from adapters.nado.wire import req_hex
 from adapters.nado.wire import req_int
 from adapters.nado.wire import req_obj
 from adapters.nado.wire import req_str
-from engine.events import BboUpdated
-from engine.events import Event
-from engine.events import FillReceived
-from engine.events import OrderAccepted
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.messages import dec
+from engine.core.events import BboUpdated
+from engine.core.events import Event
+from engine.core.events import FillReceived
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.messages import dec
 
 __all__ = [
     "MAX_X18",

@@ -8,7 +8,7 @@ comes from `all_products` (`oracle_price_x18`, nado-protocol.md §6.1; the SDK's
 weight/min of the 2400 budget at 5 s). How often Nado itself moves its oracle is not
 documented (unverified); the age bound is ours, counted from the answer. A failed read
 keeps the last price until it is too old; then quotes go unstamped, and the engine refuses
-entries on a product whose oracle was once known and is no more (engine/ledger.py,
+entries on a product whose oracle was once known and is no more (engine/core/ledger.py,
 machines/build.py `within_price_band`).
 """
 
@@ -27,7 +27,7 @@ from adapters.nado.queries import parse_all_products
 from adapters.nado.ratelimit import Priority
 from adapters.nado.ratelimit import query_weight
 from adapters.nado.wire import MalformedFrame
-from engine.events import BboUpdated
+from engine.core.events import BboUpdated
 
 __all__ = ["Oracles"]
 

@@ -33,8 +33,8 @@ from typing import Literal
 import attrs
 
 from adapters.nado.signing import SignedOrder
-from engine.events import OrderStatus
-from engine.intents import PlaceOrder
+from engine.core.events import OrderStatus
+from engine.core.intents import PlaceOrder
 
 __all__ = ["Answer", "OrderEntry", "Told", "Unknown", "status_from_knowledge"]
 

@@ -34,11 +34,11 @@ from adapters.nado.ratelimit import execute_weight
 from adapters.nado.ratelimit import priority_for
 from adapters.nado.reads import Reads
 from adapters.nado.wire import MalformedFrame
-from engine.events import OrderAccepted
-from engine.events import OrderRejected
-from engine.events import OrderStatus
-from engine.events import VenueError
-from engine.intents import PlaceOrder
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderRejected
+from engine.core.events import OrderStatus
+from engine.core.events import VenueError
+from engine.core.intents import PlaceOrder
 
 __all__ = ["DUPLICATE_CODE", "Placing"]
 

@@ -21,9 +21,9 @@ from adapters.nado.mapping import NadoPositionChange
 from adapters.nado.mapping import StreamError
 from adapters.nado.mapping import StreamFrame
 from adapters.nado.quotes import Quotes
-from engine.events import BboUpdated
-from engine.events import ConnectionChanged
-from engine.events import FillReceived
+from engine.core.events import BboUpdated
+from engine.core.events import ConnectionChanged
+from engine.core.events import FillReceived
 
 __all__ = ["Pushes"]
 

@@ -28,12 +28,12 @@ from adapters.nado.wire import req_int
 from adapters.nado.wire import req_list
 from adapters.nado.wire import req_obj
 from adapters.nado.wire import req_str
-from engine.events import BboUpdated
-from engine.events import OpenOrder
-from engine.events import OpenOrdersSnapshot
-from engine.events import OrderStatus
-from engine.events import Position
-from engine.events import PositionSnapshot
+from engine.core.events import BboUpdated
+from engine.core.events import OpenOrder
+from engine.core.events import OpenOrdersSnapshot
+from engine.core.events import OrderStatus
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
 
 __all__ = [
     "TRADABLE",

@@ -21,8 +21,8 @@ from adapters.nado.core import NS
 from adapters.nado.core import Core
 from adapters.nado.oracles import Oracles
 from adapters.nado.rest_quotes import RestQuotes
-from engine.events import BboUpdated
-from engine.intents import QueryMarketPrices
+from engine.core.events import BboUpdated
+from engine.core.intents import QueryMarketPrices
 
 __all__ = ["Quotes"]
 
@@ -91,7 +91,7 @@ class Quotes:
 
         Nado pushes a BBO only when the book changes: on a quiet book the stream says
         nothing, and only a REST answer keeps the engine's quote confirmed (its age is
-        the time since the last confirmation, engine/ledger.py)."""
+        the time since the last confirmation, engine/core/ledger.py)."""
         core, quiet = self.core, self.quiet_ns
         now = core.clock.now_ns()
         due = [p for p in core.symbols if now - self._confirmed.get(p, now - quiet) >= quiet]

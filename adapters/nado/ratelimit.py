@@ -36,9 +36,9 @@ from typing import Protocol
 
 import attrs
 
-from engine.intents import RISK_REDUCING
-from engine.intents import Intent
-from engine.intents import PlaceOrder
+from engine.core.intents import RISK_REDUCING
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
 
 __all__ = [
     "LimiterConfig",

@@ -25,12 +25,12 @@ from adapters.nado.queries import parse_subaccount_info
 from adapters.nado.ratelimit import priority_for
 from adapters.nado.ratelimit import query_weight
 from adapters.nado.wire import MalformedFrame
-from engine.events import Event
-from engine.events import OrderStatus
-from engine.events import VenueError
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
+from engine.core.events import Event
+from engine.core.events import OrderStatus
+from engine.core.events import VenueError
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
 
 __all__ = ["NOT_FOUND_CODES", "Reads"]
 

@@ -24,7 +24,7 @@ from adapters.nado.queries import parse_market_prices
 from adapters.nado.ratelimit import Priority
 from adapters.nado.ratelimit import query_weight
 from adapters.nado.wire import MalformedFrame
-from engine.events import BboUpdated
+from engine.core.events import BboUpdated
 
 __all__ = ["Query", "RestQuotes"]
 

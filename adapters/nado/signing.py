@@ -31,7 +31,7 @@ from nado_protocol.utils.nonce import gen_order_nonce
 from nado_protocol.utils.order import build_appendix
 from nado_protocol.utils.order import gen_order_verifying_contract
 
-from engine.config import ConfigError
+from engine.runtime.config import ConfigError
 
 __all__ = [
     "KEY_ENV",

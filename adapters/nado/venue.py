@@ -22,7 +22,7 @@ per intent, is written beside its handler (the SimVenue's vocabulary, adapters/s
 `transport` and `connect` replace the network (tests: `venue serve` in memory on the
 virtual clock, adapters/sim/server/memory.py); `on_sent` is the composition root's hook, called
 with the order id when a placement's answer arrives, before its ack is reported (the
-crash test's; engine/run.py injects it).
+crash test's; engine/runtime/run.py injects it).
 """
 
 from __future__ import annotations
@@ -67,16 +67,16 @@ from adapters.nado.startup import subscriptions
 from adapters.nado.stream import Connector
 from adapters.nado.stream import StreamClient
 from adapters.sleep import sleeper
-from engine.clock import Clock
-from engine.intents import CancelOrder
-from engine.intents import CancelProductOrders
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryMarketPrices
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.intents import StreamConnect
+from engine.core.clock import Clock
+from engine.core.intents import CancelOrder
+from engine.core.intents import CancelProductOrders
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.intents import StreamConnect
 
 __all__ = ["NadoSettings", "NadoVenue"]
 

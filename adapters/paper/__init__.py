@@ -22,9 +22,9 @@ from adapters.paper.source import PaperSettings
 from adapters.paper.venue import PAPER_SUBACCOUNT
 from adapters.paper.venue import PaperVenue
 from adapters.sim.faults import FaultProfile
-from engine.clock import Clock
-from engine.clock import VirtualClock
-from engine.config import ConfigError
+from engine.core.clock import Clock
+from engine.core.clock import VirtualClock
+from engine.runtime.config import ConfigError
 
 __all__ = [
     "PAPER_SUBACCOUNT",

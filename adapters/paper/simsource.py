@@ -29,12 +29,12 @@ from adapters.sim.faults import FaultProfile
 from adapters.sim.products import resolve
 from adapters.sim.scheduler import Scheduler
 from adapters.sim.venue import SimVenue
-from engine.clock import Clock
-from engine.events import BboUpdated
-from engine.events import ConnectionChanged
-from engine.events import Event
-from engine.events import VenueError
-from engine.intents import QueryMarketPrices
+from engine.core.clock import Clock
+from engine.core.events import BboUpdated
+from engine.core.events import ConnectionChanged
+from engine.core.events import Event
+from engine.core.events import VenueError
+from engine.core.intents import QueryMarketPrices
 
 __all__ = ["SimMarketSource"]
 

@@ -70,11 +70,11 @@ from adapters.paper.book import parse_trade
 from adapters.paper.exchange import FeeRates
 from adapters.paper.venue import MarketHooks
 from adapters.sim.products import ProductSpec
-from engine.clock import Clock
-from engine.events import BboUpdated
-from engine.events import ConnectionChanged
-from engine.events import VenueError
-from engine.intents import QueryMarketPrices
+from engine.core.clock import Clock
+from engine.core.events import BboUpdated
+from engine.core.events import ConnectionChanged
+from engine.core.events import VenueError
+from engine.core.intents import QueryMarketPrices
 
 __all__ = [
     "NadoMarketSource",

@@ -43,14 +43,14 @@ from adapters.sim.mapping import push_event
 from adapters.sim.products import ProductSpec
 from adapters.sim.rest import RestFace
 from adapters.sim.scheduler import Scheduler
-from engine.clock import Clock
-from engine.config import ConfigError
-from engine.events import Event
-from engine.events import FillReceived
-from engine.events import OpenOrder
-from engine.intents import Intent
-from engine.intents import QueryMarketPrices
-from engine.intents import StreamConnect
+from engine.core.clock import Clock
+from engine.core.events import Event
+from engine.core.events import FillReceived
+from engine.core.events import OpenOrder
+from engine.core.intents import Intent
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import StreamConnect
+from engine.runtime.config import ConfigError
 
 __all__ = ["PAPER_SUBACCOUNT", "MarketHooks", "MarketSource", "PaperVenue"]
 

@@ -17,7 +17,7 @@ from adapters.sim.faults import load_profile
 from adapters.sim.faults import parse_profile
 from adapters.sim.venue import DEFAULT_SYMBOLS
 from adapters.sim.venue import SimVenue
-from engine.clock import Clock
+from engine.core.clock import Clock
 
 __all__ = [
     "Exchange",

@@ -18,10 +18,10 @@ from adapters.sim.mapping import bbo_event
 from adapters.sim.mapping import crossed
 from adapters.sim.mapping import push_event
 from adapters.sim.scheduler import Scheduler
-from engine.events import BboUpdated
-from engine.events import ConnectionChanged
-from engine.events import Event
-from engine.events import FillReceived
+from engine.core.events import BboUpdated
+from engine.core.events import ConnectionChanged
+from engine.core.events import Event
+from engine.core.events import FillReceived
 
 __all__ = ["Feed"]
 

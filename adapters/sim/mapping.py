@@ -14,21 +14,21 @@ from adapters.sim.records import OrderType
 from adapters.sim.records import OrderUpdateRecord
 from adapters.sim.records import Record
 from adapters.sim.records import SimOrder
-from engine.events import BboUpdated
-from engine.events import Event
-from engine.events import FillReceived
-from engine.events import OpenOrder
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import VenueError
-from engine.intents import CancelOrder
-from engine.intents import CancelProductOrders
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryMarketPrices
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
+from engine.core.events import BboUpdated
+from engine.core.events import Event
+from engine.core.events import FillReceived
+from engine.core.events import OpenOrder
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.events import VenueError
+from engine.core.intents import CancelOrder
+from engine.core.intents import CancelProductOrders
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
 
 __all__ = [
     "EFFECTFUL",

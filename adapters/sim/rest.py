@@ -31,24 +31,24 @@ from adapters.sim.mapping import order_request
 from adapters.sim.mapping import retry_after
 from adapters.sim.records import ERRORS
 from adapters.sim.scheduler import Scheduler
-from engine.events import BboUpdated
-from engine.events import Event
-from engine.events import OpenOrdersSnapshot
-from engine.events import OrderAccepted
-from engine.events import OrderCancelled
-from engine.events import OrderRejected
-from engine.events import OrderStatus
-from engine.events import Position
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import CancelOrder
-from engine.intents import CancelProductOrders
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryMarketPrices
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
+from engine.core.events import BboUpdated
+from engine.core.events import Event
+from engine.core.events import OpenOrdersSnapshot
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderRejected
+from engine.core.events import OrderStatus
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import CancelOrder
+from engine.core.intents import CancelProductOrders
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
 
 __all__ = ["RestFace"]
 

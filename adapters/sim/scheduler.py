@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.clock import Clock
-from engine.clock import TimerHandle
+from engine.core.clock import Clock
+from engine.core.clock import TimerHandle
 
 __all__ = ["Scheduler"]
 

@@ -37,22 +37,22 @@ from adapters.sim.products import resolve
 from adapters.sim.records import OrderRequest
 from adapters.sim.rest import RestFace
 from adapters.sim.scheduler import Scheduler
-from engine.clock import Clock
-from engine.events import BboUpdated
-from engine.events import ConnectionChanged
-from engine.events import Event
-from engine.events import FillReceived
-from engine.events import OpenOrder
-from engine.events import OrderAccepted
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import OrderRejected
-from engine.events import OrderStatus
-from engine.events import VenueError
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryMarketPrices
-from engine.intents import QueryOrder
+from engine.core.clock import Clock
+from engine.core.events import BboUpdated
+from engine.core.events import ConnectionChanged
+from engine.core.events import Event
+from engine.core.events import FillReceived
+from engine.core.events import OpenOrder
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.events import OrderRejected
+from engine.core.events import OrderStatus
+from engine.core.events import VenueError
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryOrder
 
 __all__ = ["DEFAULT_SYMBOLS", "SIM_SUBACCOUNT", "SimVenue"]
 

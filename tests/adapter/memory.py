@@ -23,8 +23,8 @@ from adapters.sim.server import ServerOptions
 from adapters.sim.server import VenueServer
 from adapters.sim.server.memory import MemoryTransport
 from adapters.sim.server.memory import MemoryWebSocket
-from engine.clock import VirtualClock
-from engine.events import Event
+from engine.core.clock import VirtualClock
+from engine.core.events import Event
 from tests.adapter.support import KEY
 from tests.adapter.support import WAIT_S
 from tests.adapter.support import EngineRig
@@ -152,7 +152,7 @@ class MemoryEngineRig(MemoryRig, EngineRig):
 
     def __init__(self, server: VenueServer, conn: dict[str, Any] | None = None, **kw: Any):
         MemoryRig.__init__(self, server, **kw)
-        from engine.loop import Engine
+        from engine.core.loop import Engine
 
         self.engine = Engine(self.clock)
         self.conn = {"product_ids": [4, 8], "seed": 5, **(conn or {})}

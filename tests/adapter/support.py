@@ -32,12 +32,12 @@ from adapters.sim.server import SIM_CHAIN_ID
 from adapters.sim.server import SIM_ENDPOINT
 from adapters.sim.server import ServerOptions
 from adapters.sim.server import VenueServer
-from engine.clock import WallClock
-from engine.events import Event
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import StreamConnect
-from engine.loop import Engine
+from engine.core.clock import WallClock
+from engine.core.events import Event
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import StreamConnect
+from engine.core.loop import Engine
 from machines.connection import ConnectionMachine
 
 KEY = "0x" + "11" * 32
@@ -133,7 +133,7 @@ class Rig:
         return self.of(cls, **match)[0]
 
     async def connect_stream(self) -> None:
-        from engine.events import ConnectionChanged
+        from engine.core.events import ConnectionChanged
 
         before = len(self.of(ConnectionChanged))
         self.submit(StreamConnect(attempt=1))

@@ -18,7 +18,7 @@ from adapters.nado.ratelimit import LimiterConfig
 from adapters.nado.ratelimit import RateLimiter
 from adapters.nado.ratelimit import Window
 from adapters.nado.wire import MalformedFrame
-from engine.clock import VirtualClock
+from engine.core.clock import VirtualClock
 
 X18 = 10**18
 DIGEST = "0x" + "ab" * 32

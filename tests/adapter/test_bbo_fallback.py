@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import BboUpdated
+from engine.core.events import BboUpdated
 from tests.adapter.memory import rig
 from tests.adapter.memory import serving
 from tests.adapter.support import ETH

@@ -8,12 +8,12 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import BboUpdated
-from engine.events import FillReceived
-from engine.events import OrderExpired
-from engine.events import OrderStatus
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
+from engine.core.events import BboUpdated
+from engine.core.events import FillReceived
+from engine.core.events import OrderExpired
+from engine.core.events import OrderStatus
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
 from tests.adapter.memory import rig
 from tests.adapter.memory import serving
 from tests.adapter.support import SOL

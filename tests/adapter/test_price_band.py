@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from engine.events import BboUpdated
-from engine.events import Position
-from engine.events import PositionSnapshot
-from engine.intents import PlaceOrder
-from engine.intents import SendAlert
+from engine.core.events import BboUpdated
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
+from engine.core.intents import PlaceOrder
+from engine.core.intents import SendAlert
 from machines.build import BuildMachine
 from tests.adapter.memory import engine_rig
 from tests.adapter.memory import serving

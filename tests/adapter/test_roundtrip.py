@@ -8,22 +8,22 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import BboUpdated
-from engine.events import ConnectionChanged
-from engine.events import FillReceived
-from engine.events import OpenOrdersSnapshot
-from engine.events import OrderAccepted
-from engine.events import OrderCancelled
-from engine.events import OrderStatus
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import CancelOrder
-from engine.intents import CancelProductOrders
-from engine.intents import PlaceOrder
-from engine.intents import QueryMarketPrices
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
+from engine.core.events import BboUpdated
+from engine.core.events import ConnectionChanged
+from engine.core.events import FillReceived
+from engine.core.events import OpenOrdersSnapshot
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderStatus
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import CancelOrder
+from engine.core.intents import CancelProductOrders
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
 from tests.adapter.support import ETH
 from tests.adapter.support import SOL
 from tests.adapter.support import rig

@@ -19,7 +19,7 @@ import pytest
 from adapters.nado.discovery import DiscoveryError
 from adapters.nado.discovery import Expectations
 from adapters.nado.factory import nado_settings
-from engine.cli import main
+from engine.runtime.cli import main
 from tests.adapter.memory import rig
 from tests.adapter.memory import serving
 from tests.adapter.support import KEY
@@ -29,7 +29,7 @@ BIN = Path(sys.executable).with_name("dnpair")
 
 
 def _cmd(*args: str) -> list[str]:
-    head = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.cli"]
+    head = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.runtime.cli"]
     return [*head, *args]
 
 

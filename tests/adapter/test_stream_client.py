@@ -20,8 +20,8 @@ from websockets.asyncio.server import serve
 from adapters.nado.mapping import StreamFrame
 from adapters.nado.stream import StreamClient
 from adapters.nado.stream import StreamConfig
-from engine.clock import WallClock
-from engine.events import BboUpdated
+from engine.core.clock import WallClock
+from engine.core.events import BboUpdated
 from tests.sim_server.helpers import make_signer
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.loopback]

@@ -11,13 +11,13 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import FillReceived
-from engine.events import OrderCancelled
-from engine.events import OrderStatus
-from engine.events import VenueError
-from engine.intents import CancelOrder
-from engine.intents import PlaceOrder
-from engine.intents import StreamConnect
+from engine.core.events import FillReceived
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderStatus
+from engine.core.events import VenueError
+from engine.core.intents import CancelOrder
+from engine.core.intents import PlaceOrder
+from engine.core.intents import StreamConnect
 from tests.adapter.memory import archive_for
 from tests.adapter.memory import engine_rig
 from tests.adapter.memory import serving

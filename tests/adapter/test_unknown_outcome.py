@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from engine.events import OrderAccepted
-from engine.events import OrderStatus
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import CancelOrder
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderStatus
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import CancelOrder
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
 from tests.adapter.memory import rig
 from tests.adapter.memory import serving
 from tests.adapter.support import ETH

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import ConnectionChanged
-from engine.intents import SendAlert
+from engine.core.events import ConnectionChanged
+from engine.core.intents import SendAlert
 from tests.adapter.memory import engine_rig
 from tests.adapter.memory import serving
 from tests.sim_server.helpers import still

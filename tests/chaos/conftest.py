@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import load_settings
+from engine.runtime.config import load_settings
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The seeded chaos tiers: sim sessions under every shipped fault profile (and profiles
-drawn at random from the whole knob space), every invariant of engine/invariants.py
+drawn at random from the whole knob space), every invariant of engine/harness/invariants.py
 checked after every engine step, at rest and by replay.
 
 Fast tier (`make test`): 20 distinct seeds x 3 cycles per profile (6 for the 20 s position
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.chaos import ChaosProfile
-from engine.chaos import RunResult
-from engine.chaos import random_profile
-from engine.chaos import run_one
-from engine.chaos import shipped_profiles
+from engine.harness.chaos import ChaosProfile
+from engine.harness.chaos import RunResult
+from engine.harness.chaos import random_profile
+from engine.harness.chaos import run_one
+from engine.harness.chaos import shipped_profiles
 from tests.tiers import deep
 
 PROFILES = {p.name: p for p in shipped_profiles()}

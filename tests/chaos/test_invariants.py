@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from engine.chaos import ChaosProfile
-from engine.chaos import run_one
-from engine.config import load_settings
-from engine.ledger import Ledger
+from engine.core.ledger import Ledger
+from engine.harness.chaos import ChaosProfile
+from engine.harness.chaos import run_one
+from engine.runtime.config import load_settings
 
 QUIET = ChaosProfile("quiet", "")
 
@@ -126,7 +126,7 @@ def test_unflagged_exposure_past_the_budget_is_caught(monkeypatch, settings):
 
 
 def test_machine_outliving_its_bound_is_caught(monkeypatch, settings):
-    from engine.invariants import MachineBounds
+    from engine.harness.invariants import MachineBounds
 
     monkeypatch.setattr(MachineBounds, "unwind", lambda self: Decimal("0.001"))
     result = run_one(1, QUIET, cycles=1, settings=settings)
@@ -134,7 +134,7 @@ def test_machine_outliving_its_bound_is_caught(monkeypatch, settings):
 
 
 def test_wait_without_a_deadline_is_caught(monkeypatch, settings):
-    from engine.intents import QueryPositions
+    from engine.core.intents import QueryPositions
     from machines.pricing import OrderRounds
 
     def query_without_deadline(self):
@@ -184,14 +184,14 @@ def test_machine_error_is_reported_not_hidden(monkeypatch, settings):
     ],
 )
 def test_chaos_cli_bad_arguments_exit_2(args, message, capsys):
-    from engine.cli import main
+    from engine.runtime.cli import main
 
     assert main(["chaos", *args]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_chaos_cli_clean_run_prints_a_table_and_exits_0(tmp_path, capsys):
-    from engine.cli import main
+    from engine.runtime.cli import main
 
     profile = tmp_path / "mild.toml"
     profile.write_text("[orders]\nioc_no_fill = 0.2\n")
@@ -206,7 +206,7 @@ def test_chaos_cli_clean_run_prints_a_table_and_exits_0(tmp_path, capsys):
 def test_chaos_cli_violation_prints_seed_profile_first_record_and_exits_1(
     tmp_path, capsys, monkeypatch
 ):
-    from engine.cli import main
+    from engine.runtime.cli import main
     from machines.unwind import UnwindMachine
 
     monkeypatch.setattr(UnwindMachine, "venue_flat", lambda self, ev: True)

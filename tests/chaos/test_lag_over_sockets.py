@@ -25,7 +25,7 @@ BIN = Path(sys.executable).with_name("dnpair")
 
 
 def _cmd(*args: str) -> list[str]:
-    head = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.cli"]
+    head = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.runtime.cli"]
     return [*head, *args]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.events import OrderAccepted
-from engine.intents import Halt
-from engine.intents import PlaceOrder
+from engine.core.events import OrderAccepted
+from engine.core.intents import Halt
+from engine.core.intents import PlaceOrder
 from machines.emergency_exit import EmergencyExitMachine
 from tests.unit.machines.fakes import FakeVenue
 from tests.unit.machines.fakes import outcome
@@ -80,8 +80,8 @@ def test_S_N7_unwind_refused_past_the_exit_budget_hands_over_to_the_flagged_exit
     # 6-9 USD open): UNWIND honoured each Retry-After in silence, unhedged above tolerance
     # for 37-45 s with nothing flagged. Now, refused for the exit budget, it fails and the
     # session's emergency exit (alert, then its own budget and HALT) takes over.
-    from engine.chaos import ChaosProfile
-    from engine.chaos import run_one
+    from engine.harness.chaos import ChaosProfile
+    from engine.harness.chaos import run_one
 
     storm = ChaosProfile(
         "storm", "[orders]\npartial_fill = 0.8\n[rest]\nrate_limit = [{ at_s = 2.5, for_s = 45 }]\n"
@@ -97,8 +97,8 @@ def test_S_N7_unwind_re_ask_under_429_never_waits_past_the_exit_budget(settings)
     # then refused again; each re-ask honoured the full Retry-After and one leg stayed
     # 8 USD unhedged, unflagged, for 39 s. Re-asks are now capped at what is left of the
     # exit budget, after which UNWIND fails into the flagged emergency exit.
-    from engine.chaos import random_profile
-    from engine.chaos import run_one
+    from engine.harness.chaos import random_profile
+    from engine.harness.chaos import run_one
 
     result = run_one(5240, random_profile(5240), cycles=6, settings=settings)
     assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
@@ -110,8 +110,8 @@ def test_halt_states_our_own_fills_when_a_lagging_venue_answer_says_flat(setting
     # "flat" after its bounded re-asks; the session then halted stating 0.00 USD while the
     # venue held 0.033 ETH that our own fills (the order status' word) knew about. A HALT
     # now states, per leg, the larger of the venue's last answer and our fills.
-    from engine.chaos import random_profile
-    from engine.chaos import run_one
+    from engine.harness.chaos import random_profile
+    from engine.harness.chaos import run_one
 
     result = run_one(5232, random_profile(5232), cycles=6, settings=settings)
     assert result.outcome == "halted"
@@ -124,7 +124,7 @@ def test_run_that_cannot_read_the_venue_at_the_end_says_why_it_exits_3(tmp_path)
     # halted=false and no reason. The summary now says why.
     import json
 
-    from engine.cli import main
+    from engine.runtime.cli import main
 
     profile = tmp_path / "down_at_the_end.toml"
     profile.write_text("[venue]\ndown = [{ at_s = 2.96, for_s = 120 }]\n")
@@ -144,8 +144,8 @@ def test_S_V1_build_stops_repairing_at_the_hedge_deadline(settings):
     # filled, BUILD kept starting repair rounds (each waiting out its fill timeout and a
     # bounded cancel chase) for 39 s, unhedged and unflagged. No round may now start that
     # could end past the exit budget; the emergency exit takes over, flagged.
-    from engine.chaos import ChaosProfile
-    from engine.chaos import run_one
+    from engine.harness.chaos import ChaosProfile
+    from engine.harness.chaos import run_one
 
     lossy = ChaosProfile(
         "lossy",
@@ -162,8 +162,8 @@ def test_unwind_stops_at_the_hedge_deadline_when_its_rungs_keep_timing_out(setti
     # closed, the other's rungs each waited out their fill timeout and cancel chase;
     # 9-15 USD unhedged and unflagged for 37 s. UNWIND now fails into the flagged
     # emergency exit once its open legs have been apart for the exit budget.
-    from engine.chaos import run_one
-    from engine.chaos import shipped_profiles
+    from engine.harness.chaos import run_one
+    from engine.harness.chaos import shipped_profiles
 
     (lossy,) = [p for p in shipped_profiles() if p.name == "lost_pushes_and_answers"]
     for seed in (1388, 1856):

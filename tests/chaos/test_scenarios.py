@@ -1,6 +1,6 @@
 """RELIABILITY.md scenarios on the simulated venue, one test per row where the sim can
-produce the fault. Every run goes through the chaos harness (engine/chaos.py), so all
-the invariants of engine/invariants.py hold in each of them on top of the row's own
+produce the fault. Every run goes through the chaos harness (engine/harness/chaos.py), so all
+the invariants of engine/harness/invariants.py hold in each of them on top of the row's own
 expected behaviour asserted here. tests/chaos/README.md maps all 40 rows to tests.
 """
 
@@ -11,13 +11,13 @@ from typing import Any
 
 from adapters.sim import SimVenue
 from adapters.sim.records import OrderRequest
-from engine.chaos import ChaosProfile
-from engine.chaos import RunResult
-from engine.chaos import run_one
-from engine.config import Settings
-from engine.config import load_settings
-from engine.journal import Record
-from engine.loop import Engine
+from engine.core.journal import Record
+from engine.core.loop import Engine
+from engine.harness.chaos import ChaosProfile
+from engine.harness.chaos import RunResult
+from engine.harness.chaos import run_one
+from engine.runtime.config import Settings
+from engine.runtime.config import load_settings
 
 D = Decimal
 ETH, SOL = 4, 8

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.journal import read_records
+from engine.core.journal import read_records
 from tests.cli.support import virtual_run
 
 SPARSE_QUOTES = "[sim]\nbbo_interval_ms = 60000\nmarket_step_ms = 60000\n"

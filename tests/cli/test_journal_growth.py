@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.bench_journal_bytes import GOAL_BYTES
 from bench.bench_journal_bytes import measure
-from engine.journal import read_records
+from engine.core.journal import read_records
 from tests.cli.support import dnpair
 from tests.cli.support import virtual_run
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.journal import JOURNAL_SCHEMA
-from engine.journal import read_records
-from engine.messages import dumps
+from engine.core.journal import JOURNAL_SCHEMA
+from engine.core.journal import read_records
+from engine.core.messages import dumps
 from tests.cli.support import dnpair
 from tests.cli.support import one_line_error
 from tests.cli.support import virtual_run
@@ -120,8 +120,8 @@ def test_a_journal_of_a_later_version_is_refused_the_same_way(
 def test_a_run_header_of_another_version_is_not_replayed(current: Path, tmp_path: Path) -> None:
     """A JSONL export whose run header says another version (hashes re-chained, so the
     chain itself is intact): replay names the version, it does not diverge."""
-    from engine.journal import GENESIS
-    from engine.journal import record_hash
+    from engine.core.journal import GENESIS
+    from engine.core.journal import record_hash
 
     out = tmp_path / "other.jsonl"
     prev = GENESIS

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from adapters.nado.factory import account_key
 from adapters.nado.factory import make_nado_venue
-from engine.account import Account
-from engine.account import ProcessLock
-from engine.account import global_state_dir
-from engine.clock import WallClock
+from engine.core.clock import WallClock
+from engine.runtime.account import Account
+from engine.runtime.account import ProcessLock
+from engine.runtime.account import global_state_dir
 from tests.cli.support import DNPAIR
 from tests.cli.support import HALTING_FAULTS
 from tests.cli.support import HALTING_SEED

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from engine.cli import build_parser
-from engine.status import render
+from engine.ops.status import render
+from engine.runtime.cli import build_parser
 from machines.session import SessionMachine
 from tests.cli.support import dnpair
 from tests.cli.support import virtual_run

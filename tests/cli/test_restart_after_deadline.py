@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.journal import read_records
+from engine.core.journal import read_records
 from tests.cli.support import DNPAIR
 from tests.cli.support import env
 from tests.crash.harness import KEY

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.journal import read_records
+from engine.core.journal import read_records
 from tests.cli.support import one_line_error
 from tests.cli.support import virtual_run
 

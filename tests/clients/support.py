@@ -1,6 +1,6 @@
 """Third-party clients against a `dnpair venue serve` subprocess.
 
-`venue_serve` starts the real command (as `python -m engine.cli`, so the code under test
+`venue_serve` starts the real command (as `python -m engine.runtime.cli`, so the code under test
 is this checkout's) on port 0 with a fault profile, reads `listening on URL` and yields
 the base `http://127.0.0.1:PORT`; the clients are then pointed at the real hosts' paths
 on it (`/v1`, `/v2`, `/archive/v1`, `/archive/v2`, `/trigger/v1`, `/v1/subscribe`,
@@ -68,7 +68,7 @@ def venue_serve(tmp: Path, profile: str = PROFILE, seed: int = 5) -> Iterator[st
     faults = tmp / "faults.toml"
     faults.write_text(profile)
     err = (tmp / "venue.stderr").open("w")
-    cmd = [sys.executable, "-m", "engine.cli", "venue", "serve", "--port", "0"]
+    cmd = [sys.executable, "-m", "engine.runtime.cli", "venue", "serve", "--port", "0"]
     cmd += ["--seed", str(seed), "--faults", str(faults)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
     try:

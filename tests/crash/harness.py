@@ -36,8 +36,8 @@ from typing import Any
 
 import attrs
 
-from engine.crashpoints import ENV
-from engine.crashpoints import POINTS
+from engine.runtime.crashpoints import ENV
+from engine.runtime.crashpoints import POINTS
 
 KEY = "0x" + "11" * 32
 BIN = Path(sys.executable).with_name("dnpair")
@@ -47,7 +47,7 @@ NEEDS_RESIDUAL = ("mid_emergency", "during_restore")
 
 
 def _cmd(*args: str) -> list[str]:
-    head = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.cli"]
+    head = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.runtime.cli"]
     return [*head, *args]
 
 
@@ -253,7 +253,7 @@ def open_orders(url: str) -> list[str]:
 
 def run_point(url: str, workdir: Path, point: Point, *, cycles: int = 2) -> Outcome:
     """One crash point. Each point is its own account as far as the engine's account
-    state goes (locks, halt markers: engine/account.py), so a halt in one point does not
+    state goes (locks, halt markers: engine/runtime/account.py), so a halt in one point does not
     refuse the next one on the same venue."""
     tag = re.sub(r"[^A-Za-z0-9]+", "_", point.label)
     before = os.environ.get("DNPAIR_STATE_DIR")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import crashpoints
+from engine.runtime import crashpoints
 from tests.crash.harness import Point
 from tests.crash.harness import plan
 from tests.crash.harness import run_point
@@ -58,11 +58,11 @@ def test_the_hook_kills_at_the_nth_occurrence_of_its_point_only() -> None:
 
 
 def test_the_nado_adapter_calls_the_injected_hook_after_the_answer_before_the_ack() -> None:
-    """The adapter reaches the crash points only through `on_sent` (engine/run.py injects
-    `CrashPoints.sent` there); it imports nothing of engine/crashpoints.py."""
+    """The adapter reaches the crash points only through `on_sent` (engine/runtime/run.py injects
+    `CrashPoints.sent` there); it imports nothing of engine/runtime/crashpoints.py."""
     import asyncio
 
-    from engine.intents import PlaceOrder
+    from engine.core.intents import PlaceOrder
     from tests.nado.offline import ETH
     from tests.nado.offline import OfflineVenue
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.journal import Record
-from engine.journal import read_records
-from engine.journal_verify import verify
+from engine.core.journal import Record
+from engine.core.journal import read_records
+from engine.core.journal_verify import verify
+from engine.runtime.cli import main
 
 PAGE = 4096
 

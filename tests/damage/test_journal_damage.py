@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.journal import HASH_BYTES
-from engine.journal import read_records
-from engine.journal_verify import truncate_torn_tail
-from engine.journal_verify import verify
-from engine.replay import replay_records
+from engine.core.journal import HASH_BYTES
+from engine.core.journal import read_records
+from engine.core.journal_verify import truncate_torn_tail
+from engine.core.journal_verify import verify
+from engine.core.replay import replay_records
+from engine.runtime.cli import main
 from tests.tiers import deep
 
 PAGE = 4096

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.replay import replay_records
+from engine.core.replay import replay_records
 
 
 def test_replay_accepts_a_journal_ending_mid_step_and_nothing_else(original):

@@ -23,10 +23,10 @@ from adapters.nado.signing import Secret
 from adapters.nado.signing import Signer
 from adapters.nado.venue import NadoSettings
 from adapters.nado.venue import NadoVenue
-from engine.clock import VirtualClock
-from engine.events import Event
-from engine.intents import Intent
-from engine.intents import PlaceOrder
+from engine.core.clock import VirtualClock
+from engine.core.events import Event
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
 
 KEY = "0x" + "22" * 32
 ETH, SOL = 4, 8

@@ -9,7 +9,7 @@ import pytest
 from adapters.nado.bbo import BboGate
 from adapters.nado.bbo import BboLimits
 from adapters.nado.bbo import check_bbo
-from engine.events import BboUpdated
+from engine.core.events import BboUpdated
 
 S = 1_000_000_000
 T0 = 1_767_200_000 * S

@@ -15,7 +15,7 @@ from adapters.nado.errors import classify_exception
 from adapters.nado.errors import classify_http
 from adapters.nado.errors import parse_retry_after
 from adapters.nado.wire import MalformedFrame
-from engine.events import VenueError
+from engine.core.events import VenueError
 
 PLACE, CANCEL, CANCEL_ALL = "place_order", "cancel_order", "cancel_product_orders"
 READS = ("query_positions", "query_order", "query_open_orders", "market_price")

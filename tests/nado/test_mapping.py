@@ -25,11 +25,11 @@ from adapters.nado.mapping import order_price_x18
 from adapters.nado.mapping import to_x18
 from adapters.nado.mapping import to_x18_multiple
 from adapters.nado.wire import MalformedFrame
-from engine.events import BboUpdated
-from engine.events import FillReceived
-from engine.events import OrderAccepted
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
+from engine.core.events import BboUpdated
+from engine.core.events import FillReceived
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
 
 E18 = 10**18
 DIGEST = "0x" + "ef86" * 16

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from engine.events import BboUpdated
-from engine.events import Event
-from engine.events import Position
-from engine.events import PositionSnapshot
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import SendAlert
-from engine.loop import Engine
+from engine.core.events import BboUpdated
+from engine.core.events import Event
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import SendAlert
+from engine.core.loop import Engine
 from machines.build import BuildMachine
 from tests.nado.offline import ETH
 from tests.nado.offline import SOL

@@ -27,15 +27,15 @@ from typing import Any
 
 import pytest
 
-from engine.events import Event
-from engine.events import FillReceived
-from engine.events import OrderAccepted
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import OrderStatus
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.ledger import Ledger
+from engine.core.events import Event
+from engine.core.events import FillReceived
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.events import OrderStatus
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
+from engine.core.ledger import Ledger
 from tests.nado.offline import ETH
 from tests.nado.offline import OfflineVenue
 from tests.nado.offline import fill_frame

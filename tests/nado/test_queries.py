@@ -11,10 +11,10 @@ from adapters.base import ProductInfo
 from adapters.nado import queries as q
 from adapters.nado.wire import MalformedFrame
 from adapters.nado.wire import loads
-from engine.events import BboUpdated
-from engine.events import OpenOrder
-from engine.events import OrderStatus
-from engine.events import Position
+from engine.core.events import BboUpdated
+from engine.core.events import OpenOrder
+from engine.core.events import OrderStatus
+from engine.core.events import Position
 
 E18 = 10**18
 DIGEST = "0x" + "ab" * 32

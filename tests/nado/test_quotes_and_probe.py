@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from adapters.nado.archive import ArchiveOrder
-from engine.events import BboUpdated
-from engine.events import OrderExpired
-from engine.events import OrderStatus
-from engine.intents import PlaceOrder
+from engine.core.events import BboUpdated
+from engine.core.events import OrderExpired
+from engine.core.events import OrderStatus
+from engine.core.intents import PlaceOrder
 from tests.nado.offline import ETH
 from tests.nado.offline import MS
 from tests.nado.offline import OfflineVenue

@@ -19,13 +19,13 @@ from adapters.nado.ratelimit import Window
 from adapters.nado.ratelimit import execute_weight
 from adapters.nado.ratelimit import priority_for
 from adapters.nado.ratelimit import query_weight
-from engine.clock import VirtualClock
-from engine.intents import CancelOrder
-from engine.intents import CancelProductOrders
-from engine.intents import PlaceOrder
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
+from engine.core.clock import VirtualClock
+from engine.core.intents import CancelOrder
+from engine.core.intents import CancelProductOrders
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
 
 S = 1_000_000_000
 MS = 1_000_000

@@ -32,7 +32,7 @@ from adapters.nado.verify import verify_cancel
 from adapters.nado.verify import verify_place_order
 from adapters.nado.verify import verify_stream_auth
 from adapters.nado.wire import MalformedFrame
-from engine.config import ConfigError
+from engine.runtime.config import ConfigError
 
 KEY = "0x" + "11" * 32
 KEY2 = "0x" + "22" * 32

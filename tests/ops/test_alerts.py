@@ -9,11 +9,11 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from engine.alerts import Alert
-from engine.alerts import Alerter
-from engine.alerts import mask_url
-from engine.logs import configure
-from engine.logs import run_logger
+from engine.ops.alerts import Alert
+from engine.ops.alerts import Alerter
+from engine.ops.alerts import mask_url
+from engine.ops.logs import configure
+from engine.ops.logs import run_logger
 from tests.ops.support import FAULTY
 from tests.ops.support import run_session
 from tests.ops.support import session

@@ -6,9 +6,9 @@ import json
 import logging
 
 from adapters.nado.signing import Secret
-from engine.logs import configure
-from engine.logs import register_secret
-from engine.logs import run_logger
+from engine.ops.logs import configure
+from engine.ops.logs import register_secret
+from engine.ops.logs import run_logger
 from tests.ops.support import FAULTY
 from tests.ops.support import run_session
 from tests.ops.support import session

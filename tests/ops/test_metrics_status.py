@@ -9,16 +9,16 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from engine.config import FLAGS
-from engine.metrics import MetricsServer
-from engine.runbook import flag_table
-from engine.runbook import render
-from engine.runbook import update_runbook
-from engine.runner import run_virtual
-from engine.status import LiveView
-from engine.status import render_text
-from engine.status import snapshot_fold
-from engine.trades import fold_records
+from engine.ops.metrics import MetricsServer
+from engine.ops.runbook import flag_table
+from engine.ops.runbook import render
+from engine.ops.runbook import update_runbook
+from engine.ops.status import LiveView
+from engine.ops.status import render_text
+from engine.ops.status import snapshot_fold
+from engine.ops.trades import fold_records
+from engine.runtime.config import FLAGS
+from engine.runtime.runner import run_virtual
 from tests.ops.support import FAULTY
 from tests.ops.support import run_session
 from tests.ops.support import session
@@ -110,7 +110,7 @@ def test_status_shows_states_deadlines_positions_mid_cycle():
     s = session(cycles=2, env={"DN_HOLD_S": "30"})
     asyncio.run(s.venue.start(s.engine.submit))
     s.arm_monitor(s.products())
-    first = s.engine.start("engine.app:start_pair", s.app_config(s.products()))
+    first = s.engine.start("engine.runtime.app:start_pair", s.app_config(s.products()))
 
     def holding() -> bool:
         s.after_step()
@@ -149,7 +149,7 @@ def test_live_view_refreshes_from_an_asyncio_task_without_threads():
 
 
 def test_status_from_a_journal_of_a_halted_run():
-    from engine.journal import read_records
+    from engine.core.journal import read_records
 
     fold = fold_records(read_records("tests/replay/golden/one_leg_reject.jsonl"))
     snap = snapshot_fold(fold)

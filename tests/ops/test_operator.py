@@ -12,9 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from engine.cli import main
-from engine.journal import Journal
-from engine.journal import read_records
+from engine.core.journal import Journal
+from engine.core.journal import read_records
+from engine.runtime.cli import main
 
 DNPAIR = str(Path(sys.executable).with_name("dnpair"))
 GOLDEN_HALT = "tests/replay/golden/one_leg_reject.jsonl"

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from engine import report
-from engine.cli import main
-from engine.trades import OrderFacts
-from engine.trades import fold_records
+from engine.ops import report
+from engine.ops.trades import OrderFacts
+from engine.ops.trades import fold_records
+from engine.runtime.cli import main
 from tests.ops.support import FAULTY
 from tests.ops.support import run_session
 from tests.ops.support import session

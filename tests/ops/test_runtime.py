@@ -1,5 +1,5 @@
-"""The runtime around the engine (engine/compose.py, engine/drivers.py): one composition
-root, one final-position loop shared by both drivers."""
+"""The runtime around the engine (engine/runtime/compose.py, engine/runtime/drivers.py):
+one composition root, one final-position loop shared by both drivers."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from engine.drivers import FINAL_TRIES
-from engine.drivers import final_positions
-from engine.intents import Intent
-from engine.intents import QueryPositions
-from engine.trades import RunFold
+from engine.core.intents import Intent
+from engine.core.intents import QueryPositions
+from engine.ops.trades import RunFold
+from engine.runtime.drivers import FINAL_TRIES
+from engine.runtime.drivers import final_positions
 from tests.ops.support import run_session
 from tests.ops.support import session
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from engine.journal import Record
-from engine.messages import dumps
-from engine.observed import Observed
-from engine.trades import RunFold
-from engine.trades import fold_records
+from engine.core.journal import Record
+from engine.core.messages import dumps
+from engine.core.observed import Observed
+from engine.ops.trades import RunFold
+from engine.ops.trades import fold_records
 from tests.ops.support import FAULTY
 from tests.ops.support import run_session
 from tests.ops.support import session
@@ -63,7 +63,7 @@ def test_spawn_notes_carry_the_cycle_as_a_field():
 
 def test_an_older_journal_with_a_repr_in_its_spawn_notes_still_folds():
     fold = RunFold()
-    header = {"note": "run_started", "app": "engine.app:start_pair", "config": {"legs": []}}
+    header = {"note": "run_started", "app": "engine.runtime.app:start_pair", "config": {"legs": []}}
     old = {
         "note": "spawn",
         "machine": "build:session:3",

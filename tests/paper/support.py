@@ -20,8 +20,8 @@ from adapters.paper.venue import PaperVenue
 from adapters.sim.faults import parse_profile
 from adapters.sim.server import ServerOptions
 from adapters.sim.server import VenueServer
-from engine.clock import WallClock
-from engine.events import Event
+from engine.core.clock import WallClock
+from engine.core.events import Event
 
 PAIR = ("ETH-PERP", "SOL-PERP")
 ETH, SOL = 4, 8

@@ -19,7 +19,7 @@ from adapters.paper.book import parse_liquidity
 from adapters.paper.source import decode_public
 from adapters.paper.source import parse_fee_rates
 from adapters.sim.products import CATALOGUE
-from engine.events import BboUpdated
+from engine.core.events import BboUpdated
 
 D = Decimal
 E18 = 10**18

@@ -1,6 +1,6 @@
 """The chaos tier in paper mode, on the virtual clock: paper trading fed by the
 in-process simulator's market data (adapters/paper/simsource.py) under every shipped
-fault profile and generated ones; every invariant of engine/invariants.py checked after
+fault profile and generated ones; every invariant of engine/harness/invariants.py checked after
 every step, at rest and by replay, against the local matcher's ground truth. The
 profiles' market-data faults (stale / crossed quotes, jumps, stream drops, down windows)
 reach the engine through the BBO gate and the connection machine, as live data does.
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from engine.chaos import ChaosProfile
-from engine.chaos import RunResult
-from engine.chaos import random_profile
-from engine.chaos import run_one
-from engine.chaos import shipped_profiles
+from engine.harness.chaos import ChaosProfile
+from engine.harness.chaos import RunResult
+from engine.harness.chaos import random_profile
+from engine.harness.chaos import run_one
+from engine.harness.chaos import shipped_profiles
 from tests.tiers import deep
 
 PROFILES = {p.name: p for p in shipped_profiles()}
@@ -42,7 +42,7 @@ def _check(results: list[RunResult]) -> None:
 
 @pytest.fixture(scope="module")
 def settings():
-    from engine.config import load_settings
+    from engine.runtime.config import load_settings
 
     return load_settings(env={})
 

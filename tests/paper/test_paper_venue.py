@@ -10,16 +10,16 @@ import pytest
 
 from adapters.nado.discovery import DiscoveryError
 from adapters.paper.source import QueryOnlyGateway
-from engine.events import BboUpdated
-from engine.events import ConnectionChanged
-from engine.events import FillReceived
-from engine.events import OrderAccepted
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import PlaceOrder
-from engine.intents import QueryMarketPrices
-from engine.intents import QueryPositions
-from engine.intents import StreamConnect
+from engine.core.events import BboUpdated
+from engine.core.events import ConnectionChanged
+from engine.core.events import FillReceived
+from engine.core.events import OrderAccepted
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryPositions
+from engine.core.intents import StreamConnect
 from tests.paper.support import ETH
 from tests.paper.support import SOL
 from tests.paper.support import paper

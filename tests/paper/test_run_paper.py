@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from engine.runtime.cli import main
 from tests.paper.support import serving
 
 BIN = Path(sys.executable).with_name("dnpair")
@@ -23,7 +23,7 @@ RUN_S = 120.0
 
 
 def _cmd(*args: str) -> list[str]:
-    head = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.cli"]
+    head = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "engine.runtime.cli"]
     return [*head, *args]
 
 
@@ -173,7 +173,7 @@ def test_configuration_problems_exit_2(
 
 
 def test_paper_needs_no_key_and_defaults_to_mainnet_data() -> None:
-    from engine.cli import build_parser
+    from engine.runtime.cli import build_parser
 
     args = build_parser().parse_args(["run", "--pair", "ETH-SOL", "--venue", "paper"])
     assert args.network is None  # resolved to mainnet in _cmd_run (no --gateway)

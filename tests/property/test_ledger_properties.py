@@ -1,4 +1,4 @@
-"""Property tests of the fill ledger (engine/ledger.py): the venue's true fills of a few
+"""Property tests of the fill ledger (engine/core/ledger.py): the venue's true fills of a few
 orders, delivered shuffled, duplicated, dropped and late (after the cancel ack), mixed
 with the venue's own word on each order's total (cancel/expiry acks, order status).
 
@@ -20,13 +20,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from engine.events import Event
-from engine.events import FillReceived
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import OrderStatus
-from engine.intents import PlaceOrder
-from engine.ledger import Ledger
+from engine.core.events import Event
+from engine.core.events import FillReceived
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.events import OrderStatus
+from engine.core.intents import PlaceOrder
+from engine.core.ledger import Ledger
 from tests.tiers import deep
 
 STEP = Decimal("0.01")

@@ -1,15 +1,15 @@
-"""Regressions found by the chaos runner in the fill ledger (engine/ledger.py)."""
+"""Regressions found by the chaos runner in the fill ledger (engine/core/ledger.py)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.events import FillReceived
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import OrderStatus
-from engine.intents import PlaceOrder
-from engine.ledger import Ledger
+from engine.core.events import FillReceived
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.events import OrderStatus
+from engine.core.intents import PlaceOrder
+from engine.core.ledger import Ledger
 
 D = Decimal
 
@@ -73,7 +73,7 @@ def test_fills_without_cumulative_after_the_venue_word_never_double_count():
 def test_S_D2_an_older_quote_resent_never_replaces_a_newer_one_nor_looks_fresh():
     # Sim `market.stale_bbo` re-sends the previous quote with its old venue stamp; the
     # ledger took it as the current book and stamped it fresh at ingress.
-    from engine.events import BboUpdated
+    from engine.core.events import BboUpdated
 
     ledger = Ledger()
 

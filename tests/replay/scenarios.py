@@ -19,16 +19,16 @@ import attrs
 
 from adapters.sim.faults import load_profile
 from adapters.sim.venue import SimVenue
-from engine.clock import NS_PER_S
-from engine.clock import VirtualClock
-from engine.compose import build_session
-from engine.config import load_settings
-from engine.intents import PlaceOrder
-from engine.journal import Journal
-from engine.journal import Record
-from engine.journal import export_jsonl
-from engine.run import RunOptions
-from engine.run import parse_pair
+from engine.core.clock import NS_PER_S
+from engine.core.clock import VirtualClock
+from engine.core.intents import PlaceOrder
+from engine.core.journal import Journal
+from engine.core.journal import Record
+from engine.core.journal import export_jsonl
+from engine.runtime.compose import build_session
+from engine.runtime.config import load_settings
+from engine.runtime.run import RunOptions
+from engine.runtime.run import parse_pair
 
 GOLDEN = Path(__file__).parent / "golden"
 PAIR = ("ETH-PERP", "SOL-PERP")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from engine.cli import main
-from engine.journal import Record
-from engine.journal import read_records
+from engine.core.journal import Record
+from engine.core.journal import read_records
+from engine.runtime.cli import main
 from tests.replay.scenarios import SCENARIOS
 from tests.replay.scenarios import Outcome
 from tests.replay.scenarios import golden_path

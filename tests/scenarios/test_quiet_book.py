@@ -17,15 +17,15 @@ from typing import Any
 
 from adapters.sim.faults import parse_profile
 from adapters.sim.venue import SimVenue
-from engine.clock import VirtualClock
-from engine.compose import build_session
-from engine.config import load_settings
-from engine.events import VenueError
-from engine.intents import Intent
-from engine.intents import QueryMarketPrices
-from engine.journal import Journal
-from engine.run import RunOptions
-from engine.run import parse_pair
+from engine.core.clock import VirtualClock
+from engine.core.events import VenueError
+from engine.core.intents import Intent
+from engine.core.intents import QueryMarketPrices
+from engine.core.journal import Journal
+from engine.runtime.compose import build_session
+from engine.runtime.config import load_settings
+from engine.runtime.run import RunOptions
+from engine.runtime.run import parse_pair
 
 QUIET = "[market]\nvolatility_bps_per_sqrt_s = 0\nquiet = [{ at_s = 0, for_s = 3600 }]\n"
 PAIR = ("ETH-PERP", "SOL-PERP")

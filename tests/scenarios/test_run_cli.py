@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from engine.runtime.cli import main
 
 SUMMARY_FIELDS = {
     "cycles_requested",

@@ -11,17 +11,17 @@ from typing import TypeVar
 
 from adapters.sim.faults import parse_profile
 from adapters.sim.venue import SimVenue
-from engine.clock import VirtualClock
-from engine.events import BboUpdated
-from engine.events import Event
-from engine.intents import CancelOrder
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.messages import dumps
-from engine.messages import to_dict
+from engine.core.clock import VirtualClock
+from engine.core.events import BboUpdated
+from engine.core.events import Event
+from engine.core.intents import CancelOrder
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.messages import dumps
+from engine.core.messages import to_dict
 
 MS = 1_000_000
 S = 1_000_000_000

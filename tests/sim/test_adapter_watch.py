@@ -7,18 +7,18 @@ import asyncio
 import itertools
 from decimal import Decimal
 
-from engine.clock import VirtualClock
-from engine.compose import build_session
-from engine.config import load_settings
-from engine.events import BboUpdated
-from engine.events import FillReceived
-from engine.events import OrderAccepted
-from engine.events import OrderExpired
-from engine.events import OrderStatus
-from engine.intents import QueryMarketPrices
-from engine.journal import Journal
-from engine.run import RunOptions
-from engine.run import parse_pair
+from engine.core.clock import VirtualClock
+from engine.core.events import BboUpdated
+from engine.core.events import FillReceived
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderExpired
+from engine.core.events import OrderStatus
+from engine.core.intents import QueryMarketPrices
+from engine.core.journal import Journal
+from engine.runtime.compose import build_session
+from engine.runtime.config import load_settings
+from engine.runtime.run import RunOptions
+from engine.runtime.run import parse_pair
 from tests.sim.harness import ETH
 from tests.sim.harness import MS
 from tests.sim.harness import SOL

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from adapters.sim.venue import SimVenue
-from engine.clock import WallClock
-from engine.events import Event
-from engine.events import OrderAccepted
-from engine.intents import PlaceOrder
+from engine.core.clock import WallClock
+from engine.core.events import Event
+from engine.core.events import OrderAccepted
+from engine.core.intents import PlaceOrder
 from tests.sim.harness import ETH
 from tests.sim.harness import MS
 from tests.sim.harness import Harness

@@ -13,7 +13,7 @@ from adapters.sim.faults import parse_profile
 from adapters.sim.server import ServerOptions
 from adapters.sim.server import VenueServer
 from adapters.sim.venue import SimVenue
-from engine.clock import VirtualClock
+from engine.core.clock import VirtualClock
 
 SIM = Path(__file__).resolve().parents[2] / "adapters" / "sim"
 PROFILE = parse_profile(

@@ -186,8 +186,8 @@ def test_sim_start_positions_and_foreign_fills_reach_the_account():
     import asyncio
 
     from adapters.sim import SimVenue
-    from engine.clock import VirtualClock
-    from engine.events import FillReceived
+    from engine.core.clock import VirtualClock
+    from engine.core.events import FillReceived
 
     clock = VirtualClock()
     profile = parse_profile(
@@ -212,8 +212,8 @@ def test_market_skew_shifts_the_shown_quote_not_the_oracle():
     import asyncio
 
     from adapters.sim import SimVenue
-    from engine.clock import VirtualClock
-    from engine.events import BboUpdated
+    from engine.core.clock import VirtualClock
+    from engine.core.events import BboUpdated
 
     clock = VirtualClock()
     profile = parse_profile(

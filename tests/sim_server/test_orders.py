@@ -30,7 +30,7 @@ from adapters.nado.queries import parse_symbols
 from adapters.nado.wire import loads
 from adapters.sim.server import SIM_CHAIN_ID
 from adapters.sim.server import SIM_ENDPOINT
-from engine.events import OrderExpired
+from engine.core.events import OrderExpired
 from tests.sim_server.helpers import ETH
 from tests.sim_server.helpers import SOL
 from tests.sim_server.helpers import client

@@ -29,7 +29,7 @@ START_S = 30.0  # importing the SDK stack is the slow part of a cold start
 
 def _command() -> list[str]:
     exe = Path(sys.executable).with_name("dnpair")
-    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
+    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.runtime.cli"]
     return [*head, "venue", "serve", "--port", "0", "--seed", "7"]
 
 

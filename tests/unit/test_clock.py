@@ -5,10 +5,10 @@ from decimal import Decimal
 
 import pytest
 
-from engine.clock import VirtualClock
-from engine.clock import WallClock
-from engine.clock import ns_to_seconds
-from engine.clock import seconds_to_ns
+from engine.core.clock import VirtualClock
+from engine.core.clock import WallClock
+from engine.core.clock import ns_to_seconds
+from engine.core.clock import seconds_to_ns
 
 
 def test_virtual_timers_fire_in_due_then_sequence_order():

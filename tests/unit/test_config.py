@@ -4,9 +4,9 @@ from decimal import Decimal
 
 import pytest
 
-from engine.config import FLAGS
-from engine.config import ConfigError
-from engine.config import load_settings
+from engine.runtime.config import FLAGS
+from engine.runtime.config import ConfigError
+from engine.runtime.config import load_settings
 
 
 def test_defaults_cover_the_seed_flags():

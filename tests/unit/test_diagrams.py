@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.cli import main
-from engine.diagrams import machine_classes
-from engine.diagrams import render_all
+from engine.ops.diagrams import machine_classes
+from engine.ops.diagrams import render_all
+from engine.runtime.cli import main
 
 DIAGRAMS = Path(__file__).resolve().parents[2] / "diagrams"
 
@@ -94,7 +94,7 @@ def test_svg_is_rendered_through_dot_and_its_failure_is_reported(tmp_path, capsy
 
     import pytest
 
-    from engine.diagrams import write_svgs
+    from engine.ops.diagrams import write_svgs
 
     fake = tmp_path / "dot"
     # A stand-in for Graphviz: copies its DOT input to the -o file.

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.events import BboUpdated
-from engine.events import FillReceived
-from engine.exposure import FillTimeline
-from engine.exposure import in_flight_hedge_usd
-from engine.intents import PlaceOrder
-from engine.ledger import Ledger
+from engine.core.events import BboUpdated
+from engine.core.events import FillReceived
+from engine.core.exposure import FillTimeline
+from engine.core.exposure import in_flight_hedge_usd
+from engine.core.intents import PlaceOrder
+from engine.core.ledger import Ledger
 
 D = Decimal
 MS = 1_000_000
@@ -87,7 +87,7 @@ def test_monitor_does_not_alert_for_an_imbalance_its_working_orders_explain():
     from types import SimpleNamespace
 
     from adapters.base import ProductInfo
-    from engine.run import Monitor
+    from engine.runtime.run import Monitor
 
     ledger = Ledger()
     for pid, bid, ask in ((4, "2999.9", "3000.1"), (8, "149.9", "150.1")):
@@ -131,7 +131,7 @@ def test_monitor_does_not_alert_for_an_imbalance_its_working_orders_explain():
     assert alerts == []
     assert monitor.max_unhedged_ns >= 5 * S  # believed: unhedged all along
     # o2 ends with nothing filled: now the imbalance is proven and alerted.
-    from engine.events import OrderExpired
+    from engine.core.events import OrderExpired
 
     ledger.apply_event(OrderExpired(order_id="o2", filled_qty="0"), 6 * S)
     engine.now_ns = 6 * S + MS

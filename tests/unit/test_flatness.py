@@ -1,4 +1,4 @@
-"""One definition each of dust, flat and unhedged exposure (engine/flatness.py), and an
+"""One definition each of dust, flat and unhedged exposure (engine/core/flatness.py), and an
 architecture check that no module grows a second one."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 
 import engine
 import machines
-from engine.flatness import is_dust
-from engine.flatness import is_flat
-from engine.flatness import net_usd
-from engine.flatness import unhedged_usd
+from engine.core.flatness import is_dust
+from engine.core.flatness import is_flat
+from engine.core.flatness import net_usd
+from engine.core.flatness import unhedged_usd
 
 D = Decimal
 HOME = "flatness.py"

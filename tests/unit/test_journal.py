@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from engine.cli import main
-from engine.journal import HASH_BYTES
-from engine.journal import Journal
-from engine.journal import read_records
-from engine.journal_verify import truncate_torn_tail
-from engine.journal_verify import verify
+from engine.core.journal import HASH_BYTES
+from engine.core.journal import Journal
+from engine.core.journal import read_records
+from engine.core.journal_verify import truncate_torn_tail
+from engine.core.journal_verify import verify
+from engine.runtime.cli import main
 
 
 def write_journal(path, n=400, payload_size=40):

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from engine.journal import GENESIS
-from engine.journal import Journal
-from engine.journal import JournalError
-from engine.journal import read_records
-from engine.journal import read_segment
-from engine.journal import record_hash
-from engine.journal import schema_version_of
-from engine.journal import segment_path
-from engine.journal import segment_paths
-from engine.journal_verify import truncate_torn_tail
-from engine.journal_verify import verify
+from engine.core.journal import GENESIS
+from engine.core.journal import Journal
+from engine.core.journal import JournalError
+from engine.core.journal import read_records
+from engine.core.journal import read_segment
+from engine.core.journal import record_hash
+from engine.core.journal import schema_version_of
+from engine.core.journal import segment_path
+from engine.core.journal import segment_paths
+from engine.core.journal_verify import truncate_torn_tail
+from engine.core.journal_verify import verify
 
 DNPAIR = str(Path(sys.executable).with_name("dnpair"))
 
@@ -108,7 +108,7 @@ def _relink(segment: Path, prev_hash: str) -> None:
 
 
 def test_verify_detects_a_broken_chain_between_segments(tmp_path, capsys):
-    from engine.cli import main
+    from engine.runtime.cli import main
 
     path = tmp_path / "j.db"
     write(path, 600)

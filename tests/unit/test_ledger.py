@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.events import FillReceived
-from engine.events import OrderExpired
-from engine.intents import PlaceOrder
-from engine.ledger import MAX_ORDERS
-from engine.ledger import Ledger
+from engine.core.events import FillReceived
+from engine.core.events import OrderExpired
+from engine.core.intents import PlaceOrder
+from engine.core.ledger import MAX_ORDERS
+from engine.core.ledger import Ledger
 
 
 def place(ledger, oid, qty="1"):
@@ -50,8 +50,8 @@ def test_open_orders_are_never_forgotten():
 
 def test_a_position_read_showing_a_state_the_fills_left_is_lagging_not_believed():
     # Issue 11: the venue's read (newer than the fill) still shows the position before it.
-    from engine.events import Position
-    from engine.events import PositionSnapshot
+    from engine.core.events import Position
+    from engine.core.events import PositionSnapshot
 
     ledger = Ledger()
     place(ledger, "o1", qty="2")
@@ -66,8 +66,8 @@ def test_a_position_read_showing_a_state_the_fills_left_is_lagging_not_believed(
 
 
 def test_the_ledger_steps_order_state_through_the_lifecycle_table():
-    from engine.events import OrderAccepted
-    from engine.events import OrderCancelled
+    from engine.core.events import OrderAccepted
+    from engine.core.events import OrderCancelled
 
     # Arrange: an order of 2, accepted, partly filled.
     ledger = Ledger()

@@ -4,15 +4,15 @@ from decimal import Decimal
 
 import pytest
 
-from engine.clock import VirtualClock
-from engine.events import DeadlineExpired
-from engine.events import FillReceived
-from engine.events import PositionSnapshot
-from engine.intents import PlaceOrder
-from engine.intents import QueryPositions
-from engine.loop import Engine
-from engine.loop import MachineError
-from engine.runner import run_virtual
+from engine.core.clock import VirtualClock
+from engine.core.events import DeadlineExpired
+from engine.core.events import FillReceived
+from engine.core.events import PositionSnapshot
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryPositions
+from engine.core.loop import Engine
+from engine.core.loop import MachineError
+from engine.runtime.runner import run_virtual
 from machines.base import PureMachine
 from machines.base import State
 from tests.support import ScriptedVenue
@@ -24,7 +24,7 @@ def probe_engine(**config):
     clock = VirtualClock()
     engine = Engine(clock)
     venue = ScriptedVenue(engine, clock, **config.pop("venue", {}))
-    first = engine.start("engine.demo:start_probe", config)
+    first = engine.start("engine.harness.demo:start_probe", config)
     return clock, engine, venue, first
 
 
@@ -149,8 +149,8 @@ class Counter(PureMachine):
 
 
 def test_an_event_the_state_does_not_take_is_consumed_counted_and_noted():
-    from engine.events import BboUpdated
-    from engine.events import OrderCancelled
+    from engine.core.events import BboUpdated
+    from engine.core.events import OrderCancelled
 
     engine = Engine(VirtualClock())
     engine.spawn(Counter, "c")
@@ -186,7 +186,7 @@ class Watcher(PureMachine):
 
 
 def test_unhandled_market_data_is_counted_but_not_journaled():
-    from engine.events import BboUpdated
+    from engine.core.events import BboUpdated
 
     engine = Engine(VirtualClock())
     engine.spawn(Watcher, "w")
@@ -258,7 +258,7 @@ def test_an_answer_for_a_finished_machine_reaches_no_machine():
 
 
 def test_retired_ids_are_bounded():
-    from engine.loop import MAX_RETIRED
+    from engine.core.loop import MAX_RETIRED
 
     clock = VirtualClock()
     engine = Engine(clock)
@@ -280,8 +280,8 @@ class Exploding(PureMachine):
 
 
 def test_machine_exception_is_journaled_committed_and_raised(tmp_path):
-    from engine.journal import Journal
-    from engine.journal import read_records
+    from engine.core.journal import Journal
+    from engine.core.journal import read_records
 
     path = tmp_path / "j.db"
     engine = Engine(VirtualClock(), Journal(path))
@@ -294,13 +294,13 @@ def test_machine_exception_is_journaled_committed_and_raised(tmp_path):
 
 
 def test_intents_leave_only_after_commit(tmp_path):
-    from engine.journal import Journal
-    from engine.journal import read_records
+    from engine.core.journal import Journal
+    from engine.core.journal import read_records
 
     path = tmp_path / "j.db"
     clock = VirtualClock()
     engine = Engine(clock, Journal(path))
-    out = engine.start("engine.demo:start_probe", {})
+    out = engine.start("engine.harness.demo:start_probe", {})
     on_disk = [r for r in read_records(path) if r.kind == "intent"]
     assert [r.data["order_id"] for r in on_disk] == [i.order_id for i in out]
 
@@ -316,14 +316,14 @@ def test_freezegun_does_not_disturb_the_virtual_clock():
 
 
 def test_steps_that_send_nothing_share_commits_but_a_sending_step_commits(tmp_path):
-    from engine.events import BboUpdated
-    from engine.journal import Journal
-    from engine.journal import read_records
+    from engine.core.events import BboUpdated
+    from engine.core.journal import Journal
+    from engine.core.journal import read_records
 
     path = tmp_path / "j.db"
     clock = VirtualClock()
     engine = Engine(clock, Journal(path))
-    engine.start("engine.demo:start_probe", {})  # sends: committed at once
+    engine.start("engine.harness.demo:start_probe", {})  # sends: committed at once
     on_disk = len(list(read_records(path)))
     for _ in range(10):  # market data, 1 ms apart: nothing leaves, nothing forced to disk
         clock.advance(1_000_000)
@@ -336,7 +336,7 @@ def test_steps_that_send_nothing_share_commits_but_a_sending_step_commits(tmp_pa
 
 
 def test_memory_stays_bounded_over_many_finished_machines():
-    from engine.loop import MAX_FINISHED
+    from engine.core.loop import MAX_FINISHED
 
     clock, engine, venue, first = probe_engine()
     run_virtual(engine, clock, venue.send, initial=first)

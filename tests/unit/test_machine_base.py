@@ -3,9 +3,9 @@ each instance's callbacks still act on that instance."""
 
 from __future__ import annotations
 
-from engine.clock import VirtualClock
-from engine.events import FillReceived
-from engine.loop import Engine
+from engine.core.clock import VirtualClock
+from engine.core.events import FillReceived
+from engine.core.loop import Engine
 from machines.base import PureMachine
 from machines.base import State
 

@@ -7,13 +7,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from engine import events
-from engine import intents
-from engine.messages import REGISTRY
-from engine.messages import dumps
-from engine.messages import from_dict
-from engine.messages import loads
-from engine.messages import to_dict
+from engine.core import events
+from engine.core import intents
+from engine.core.messages import REGISTRY
+from engine.core.messages import dumps
+from engine.core.messages import from_dict
+from engine.core.messages import loads
+from engine.core.messages import to_dict
 
 dec = st.decimals(allow_nan=False, allow_infinity=False, min_value=0, max_value=10**9, places=8)
 pos = st.decimals(

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from engine.cli import main
-from engine.clock import VirtualClock
-from engine.journal import GENESIS
-from engine.journal import Journal
-from engine.journal import read_records
-from engine.journal import record_hash
-from engine.loop import Engine
-from engine.messages import dumps
-from engine.runner import run_virtual
+from engine.core.clock import VirtualClock
+from engine.core.journal import GENESIS
+from engine.core.journal import Journal
+from engine.core.journal import read_records
+from engine.core.journal import record_hash
+from engine.core.loop import Engine
+from engine.core.messages import dumps
+from engine.runtime.cli import main
+from engine.runtime.runner import run_virtual
 from tests.support import ScriptedVenue
 
 
@@ -18,7 +18,7 @@ def record_run(path, machines=3, **venue):
     clock = VirtualClock()
     engine = Engine(clock, Journal(path))
     sim = ScriptedVenue(engine, clock, **venue)
-    first = engine.start("engine.demo:start_probe", {"machines": machines})
+    first = engine.start("engine.harness.demo:start_probe", {"machines": machines})
     run_virtual(engine, clock, sim.send, initial=first)
     engine.journal.close()
     return engine

@@ -5,7 +5,7 @@ One port serves REST (`POST /v1/execute`, `POST`/`GET /v1/query`, `GET /v1/symbo
 services (edge query, `/v2`, archive, trigger, `/ws/v2`) at the real hosts' paths on the
 same port come from `services.py` (adapters/sim/README.md, "venue serve routes"). The
 exchange lives as long as the server, so positions survive client restarts. Time is the
-wall clock (`engine.clock.WallClock`): the market steps, BBO pushes, fault windows and
+wall clock (`engine.core.clock.WallClock`): the market steps, BBO pushes, fault windows and
 forced disconnects are timers on it, and profile times are seconds since the server
 started.
 
@@ -69,8 +69,8 @@ from adapters.sim.server.streams import StreamSession
 from adapters.sim.server.timers import OrderedTimers
 from adapters.sim.venue import DEFAULT_SYMBOLS
 from adapters.sleep import clock_sleep
-from engine.clock import Clock
-from engine.clock import WallClock
+from engine.core.clock import Clock
+from engine.core.clock import WallClock
 
 __all__ = [
     "SIM_CHAIN_ID",

@@ -12,8 +12,8 @@ import heapq
 import logging
 from collections.abc import Callable
 
-from engine.clock import Clock
-from engine.clock import TimerHandle
+from engine.core.clock import Clock
+from engine.core.clock import TimerHandle
 
 __all__ = ["OrderedTimers"]
 

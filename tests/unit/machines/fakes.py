@@ -19,28 +19,28 @@ from typing import Any
 
 import attrs
 
-from engine.clock import VirtualClock
-from engine.events import BboUpdated
-from engine.events import Event
-from engine.events import FillReceived
-from engine.events import OrderAccepted
-from engine.events import OrderCancelled
-from engine.events import OrderExpired
-from engine.events import OrderRejected
-from engine.events import OrderStatus
-from engine.events import Position
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import AdoptVenuePositions
-from engine.intents import CancelOrder
-from engine.intents import Halt
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.intents import SendAlert
-from engine.loop import Engine
-from engine.runner import run_virtual
+from engine.core.clock import VirtualClock
+from engine.core.events import BboUpdated
+from engine.core.events import Event
+from engine.core.events import FillReceived
+from engine.core.events import OrderAccepted
+from engine.core.events import OrderCancelled
+from engine.core.events import OrderExpired
+from engine.core.events import OrderRejected
+from engine.core.events import OrderStatus
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import AdoptVenuePositions
+from engine.core.intents import CancelOrder
+from engine.core.intents import Halt
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.intents import SendAlert
+from engine.core.loop import Engine
+from engine.runtime.runner import run_virtual
 from machines.params import CycleParams
 from machines.params import LegSpec
 

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.clock import VirtualClock
-from engine.events import ConnectionChanged
-from engine.events import OrderAccepted
-from engine.events import VenueError
-from engine.intents import SendAlert
-from engine.loop import Engine
+from engine.core.clock import VirtualClock
+from engine.core.events import ConnectionChanged
+from engine.core.events import OrderAccepted
+from engine.core.events import VenueError
+from engine.core.intents import SendAlert
+from engine.core.loop import Engine
 from machines.breaker import BreakerMachine
 from machines.health import HealthMachine
 

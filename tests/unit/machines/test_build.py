@@ -6,16 +6,16 @@ from decimal import Decimal
 
 import pytest
 
-from engine.clock import VirtualClock
-from engine.events import BboUpdated
-from engine.events import Position
-from engine.events import PositionSnapshot
-from engine.intents import CancelOrder
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.intents import SendAlert
-from engine.loop import Engine
+from engine.core.clock import VirtualClock
+from engine.core.events import BboUpdated
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
+from engine.core.intents import CancelOrder
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.intents import SendAlert
+from engine.core.loop import Engine
 from machines.build import BuildMachine
 from tests.unit.machines.fakes import BOOKS
 from tests.unit.machines.fakes import MS

@@ -11,22 +11,22 @@ from typing import Any
 
 import pytest
 
-from engine.clock import VirtualClock
-from engine.events import ConnectionChanged
-from engine.events import OpenOrdersSnapshot
-from engine.events import OrderStatus
-from engine.events import Position
-from engine.events import PositionSnapshot
-from engine.events import VenueError
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryMarketPrices
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.intents import SendAlert
-from engine.intents import StreamConnect
-from engine.loop import Engine
+from engine.core.clock import VirtualClock
+from engine.core.events import ConnectionChanged
+from engine.core.events import OpenOrdersSnapshot
+from engine.core.events import OrderStatus
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.intents import SendAlert
+from engine.core.intents import StreamConnect
+from engine.core.loop import Engine
 from machines.base import PureMachine
 from machines.base import State
 from machines.connection import ConnectionMachine

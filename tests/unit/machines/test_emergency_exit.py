@@ -6,13 +6,13 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import FillReceived
-from engine.intents import CancelOrder
-from engine.intents import Halt
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
-from engine.intents import SendAlert
+from engine.core.events import FillReceived
+from engine.core.intents import CancelOrder
+from engine.core.intents import Halt
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
+from engine.core.intents import SendAlert
 from machines.emergency_exit import EmergencyExitMachine
 from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Fill
@@ -310,7 +310,7 @@ def test_exit_slices_per_step_are_capped():
 def test_exit_beyond_the_price_band_prices_from_the_oracle_not_the_skewed_quote():
     # Issue 11 item 4: SOL shows 150 while its oracle says 185. Closing the SOL short
     # prices from the oracle (the band-checked price), not from the skewed quote.
-    from engine.events import BboUpdated
+    from engine.core.events import BboUpdated
 
     def setup(fake):
         fake.oracles[SOL] = D("185")  # on every later quote too, as a venue stamps them
@@ -330,7 +330,7 @@ def test_exit_beyond_the_price_band_prices_from_the_oracle_not_the_skewed_quote(
 def test_exit_with_a_lost_oracle_prices_from_the_quote_and_still_goes():
     # The oracle was 185 and is no longer known: the exit is not held up, and it does not
     # price from the old oracle either (the quote as shown is the only price there is).
-    from engine.events import BboUpdated
+    from engine.core.events import BboUpdated
 
     def setup(fake):
         fake.engine.process(

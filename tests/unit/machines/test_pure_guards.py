@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.diagrams import declared_edges
+from engine.ops.diagrams import declared_edges
 from machines.base import PureMachine
 from machines.build import BuildMachine
 from machines.emergency_exit import EmergencyExitMachine

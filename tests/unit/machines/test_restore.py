@@ -2,20 +2,20 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.clock import VirtualClock
-from engine.events import FillReceived
-from engine.events import OpenOrder
-from engine.events import OpenOrdersSnapshot
-from engine.events import OrderCancelled
-from engine.events import Position
-from engine.events import PositionSnapshot
-from engine.intents import CancelOrder
-from engine.intents import CancelProductOrders
-from engine.intents import PlaceOrder
-from engine.intents import QueryOpenOrders
-from engine.intents import QueryPositions
-from engine.loop import Engine
-from engine.runner import run_virtual
+from engine.core.clock import VirtualClock
+from engine.core.events import FillReceived
+from engine.core.events import OpenOrder
+from engine.core.events import OpenOrdersSnapshot
+from engine.core.events import OrderCancelled
+from engine.core.events import Position
+from engine.core.events import PositionSnapshot
+from engine.core.intents import CancelOrder
+from engine.core.intents import CancelProductOrders
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import QueryPositions
+from engine.core.loop import Engine
+from engine.runtime.runner import run_virtual
 from machines.params import CycleParams
 from machines.params import LegSpec
 from machines.restore import RestoreMachine

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.clock import VirtualClock
-from engine.events import OpenOrdersSnapshot
-from engine.events import OperatorCommand
-from engine.intents import Halt
-from engine.intents import Intent
-from engine.intents import PlaceOrder
-from engine.intents import QueryOpenOrders
-from engine.intents import SendAlert
-from engine.loop import Engine
-from engine.runner import run_virtual
+from engine.core.clock import VirtualClock
+from engine.core.events import OpenOrdersSnapshot
+from engine.core.events import OperatorCommand
+from engine.core.intents import Halt
+from engine.core.intents import Intent
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOpenOrders
+from engine.core.intents import SendAlert
+from engine.core.loop import Engine
+from engine.runtime.runner import run_virtual
 from machines.session import SessionMachine
 from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import FakeVenue
@@ -216,7 +216,7 @@ def test_stop_loss_while_holding_exits_and_bounds_the_loss():
 
 def test_fill_for_an_order_never_placed_alerts_stops_new_cycles_flattens_and_halts():
     # Issue 11 item 5 (RELIABILITY D6, V9): someone else trades the account mid-hold.
-    from engine.events import FillReceived
+    from engine.core.events import FillReceived
 
     seen = []
 

@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from engine.events import FillReceived
-from engine.intents import PlaceOrder
-from engine.intents import QueryOrder
-from engine.intents import QueryPositions
+from engine.core.events import FillReceived
+from engine.core.intents import PlaceOrder
+from engine.core.intents import QueryOrder
+from engine.core.intents import QueryPositions
 from machines.unwind import UnwindMachine
 from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import Error

@@ -1,0 +1,1 @@
+"""Test harness shipped with the product: chaos runs, invariants, machine bounds, demo."""

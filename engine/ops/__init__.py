@@ -1,0 +1,1 @@
+"""Operations: logs, metrics, alerts, status, reports, diagrams and the runbook."""

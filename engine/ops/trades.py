@@ -1,0 +1,687 @@
+"""Trade records: the journal read back as runs, cycles, orders, machines and alerts.
+
+`RunFold` consumes journal records one at a time, in order, either live (an engine
+observer, reading the engine's own ledger) or offline from a file (keeping its own
+ledger replica, fed exactly as the engine fed its ledger). One code path serves the
+metrics, the status view, `dnpair status` and `dnpair report`.
+
+Definitions (they are also the report's column meanings):
+- a cycle starts at the session's position check that led to its BUILD (else at the
+  BUILD's spawn) and ends when its UNWIND (or the emergency exit that replaced it) ends;
+- entry orders are the BUILD machine's, exit orders those of UNWIND / emergency exit;
+- slippage of an order is its average fill price against the touch it crossed at decision
+  time (ask for a buy, bid for a sell), positive = paid worse than the touch;
+- gross PnL is the cycle's cash flow (sells minus buys) plus any residual position marked
+  at the last mid; net = gross - fees; bps are of the cycle's traded volume;
+- fill latency of an order is from the intent leaving the engine to the engine learning
+  of its first fill, by the stream (`FillReceived`) or by a REST answer (`OrderStatus`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import statistics
+from collections import deque
+from collections.abc import Callable
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from engine.core.clock import NS_PER_S
+from engine.core.journal import Record
+from engine.core.ledger import Ledger
+from engine.core.ledger import OrderRecord
+from engine.core.messages import Message
+from engine.core.messages import from_dict
+from engine.core.observed import Observed
+
+__all__ = [
+    "AlertSeen",
+    "CycleRecord",
+    "OrderFacts",
+    "RunFold",
+    "fold_records",
+    "machine_kind",
+]
+
+ZERO = Decimal(0)
+BPS = Decimal(10_000)
+ENTRY_KINDS = ("build",)
+EXIT_KINDS = ("unwind", "exit", "flatten")
+# Journals written before spawn notes carried structured params held `repr(CycleParams)`.
+_OLD_CYCLE_RE = re.compile(r"CycleParams\(cycle=(\d+)")
+
+
+def _spawn_cycle(params: Any) -> int | None:
+    """The cycle number a spawn note's params carry (None: not a cycle's machine)."""
+    inner = params.get("params") if isinstance(params, dict) else None
+    if isinstance(inner, dict):
+        cycle = inner.get("cycle")
+        return cycle if isinstance(cycle, int) else None
+    if isinstance(inner, str):  # an older journal, read back from its file
+        m = _OLD_CYCLE_RE.search(inner)
+        return int(m.group(1)) if m else None
+    return None
+
+
+@functools.cache
+def _initial_state(cls_name: str) -> str:
+    """The initial state of a machine class known by name ('' if unknown)."""
+    from machines.base import PureMachine
+
+    todo: list[type[PureMachine]] = list(PureMachine.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == cls_name:
+            for state in cls.states:
+                if state.initial:
+                    return str(state.id)
+            return ""
+        todo.extend(cls.__subclasses__())
+    return ""
+
+
+def machine_kind(machine_id: str) -> str:
+    """`build:session:3` → `build`; `session` → `session`."""
+    return machine_id.split(":", 1)[0]
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+@attrs.define
+class OrderFacts:
+    order_id: str
+    machine: str
+    cycle: int | None
+    product_id: int
+    side: str
+    qty: Decimal
+    limit_price: Decimal
+    purpose: str
+    sent_ns: int
+    ref_bid: Decimal | None = None  # touch at decision time
+    ref_ask: Decimal | None = None
+    first_fill_ns: int | None = None
+    first_fill_source: str | None = None  # "stream" | "rest"
+    detect_ns: int | None = None  # stream: engine ingress - venue match time
+    ledger: Ledger | None = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def is_entry(self) -> bool:
+        return machine_kind(self.machine) in ENTRY_KINDS
+
+    @property
+    def record(self) -> OrderRecord | None:
+        return self.ledger.order(self.order_id) if self.ledger is not None else None
+
+    @property
+    def filled(self) -> Decimal:
+        rec = self.record
+        return rec.filled if rec is not None else ZERO
+
+    @property
+    def avg_price(self) -> Decimal | None:
+        rec = self.record
+        return rec.avg_price if rec is not None else None
+
+    @property
+    def fees(self) -> Decimal:
+        rec = self.record
+        return rec.fees if rec is not None else ZERO
+
+    @property
+    def notional(self) -> Decimal:
+        rec = self.record
+        return rec.notional if rec is not None else ZERO
+
+    @property
+    def cash(self) -> Decimal:
+        """Quote received (sell) or paid (buy, negative)."""
+        return self.notional if self.side == "sell" else -self.notional
+
+    @property
+    def ref_price(self) -> Decimal | None:
+        ref = self.ref_ask if self.side == "buy" else self.ref_bid
+        return ref if ref is not None and ref > 0 else None
+
+    @property
+    def slippage_usd(self) -> Decimal | None:
+        ref, avg = self.ref_price, self.avg_price
+        if ref is None or avg is None:
+            return None
+        diff = avg - ref if self.side == "buy" else ref - avg
+        return diff * self.filled
+
+    @property
+    def slippage_bps(self) -> Decimal | None:
+        ref, usd = self.ref_price, self.slippage_usd
+        if ref is None or usd is None or not self.filled:
+            return None
+        return usd / (ref * self.filled) * BPS
+
+    @property
+    def fill_latency_ns(self) -> int | None:
+        return None if self.first_fill_ns is None else self.first_fill_ns - self.sent_ns
+
+
+@attrs.define
+class LegSummary:
+    symbol: str
+    product_id: int
+    entry_side: str = ""
+    entry_qty: Decimal = ZERO
+    entry_notional: Decimal = ZERO
+    exit_qty: Decimal = ZERO
+    exit_notional: Decimal = ZERO
+
+    @property
+    def entry_price(self) -> Decimal | None:
+        return self.entry_notional / self.entry_qty if self.entry_qty else None
+
+    @property
+    def exit_price(self) -> Decimal | None:
+        return self.exit_notional / self.exit_qty if self.exit_qty else None
+
+
+@attrs.define
+class CycleRecord:
+    run: int
+    cycle: int | None  # None: orders outside any cycle (restore-time or stop flattening)
+    started_ns: int
+    symbols: dict[int, str] = attrs.field(factory=dict)
+    machines: list[str] = attrs.field(factory=list)
+    orders: list[OrderFacts] = attrs.field(factory=list)
+    built_ns: int | None = None
+    unwind_ns: int | None = None
+    ended_ns: int | None = None
+    outcome: str = "open"
+    last_mid: dict[int, Decimal] = attrs.field(factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.run}.{self.cycle}" if self.cycle is not None else f"{self.run}.-"
+
+    @property
+    def closed(self) -> bool:
+        return self.ended_ns is not None
+
+    @property
+    def direction(self) -> str:
+        for o in self.orders:
+            if o.is_entry:
+                long = o.product_id if o.side == "buy" else None
+                if long is not None:
+                    return f"+{self._short(long)}"
+                return f"-{self._short(o.product_id)}"
+        return ""
+
+    def _short(self, pid: int) -> str:
+        return self.symbols.get(pid, str(pid)).removesuffix("-PERP")
+
+    def legs(self) -> list[LegSummary]:
+        legs: dict[int, LegSummary] = {
+            pid: LegSummary(symbol=sym, product_id=pid) for pid, sym in self.symbols.items()
+        }
+        for o in self.orders:
+            leg = legs.setdefault(
+                o.product_id, LegSummary(symbol=str(o.product_id), product_id=o.product_id)
+            )
+            if o.is_entry:
+                leg.entry_side = leg.entry_side or o.side
+                leg.entry_qty += o.filled
+                leg.entry_notional += o.notional
+            else:
+                leg.exit_qty += o.filled
+                leg.exit_notional += o.notional
+        return list(legs.values())
+
+    @property
+    def fees(self) -> Decimal:
+        return sum((o.fees for o in self.orders), ZERO)
+
+    @property
+    def volume_usd(self) -> Decimal:
+        return sum((o.notional for o in self.orders), ZERO)
+
+    def residual(self) -> dict[int, Decimal]:
+        out: dict[int, Decimal] = {}
+        for o in self.orders:
+            signed = o.filled if o.side == "buy" else -o.filled
+            out[o.product_id] = out.get(o.product_id, ZERO) + signed
+        return {pid: q for pid, q in out.items() if q}
+
+    @property
+    def gross_pnl(self) -> Decimal:
+        cash = sum((o.cash for o in self.orders), ZERO)
+        for pid, qty in self.residual().items():
+            cash += qty * self.last_mid.get(pid, ZERO)
+        return cash
+
+    @property
+    def net_pnl(self) -> Decimal:
+        return self.gross_pnl - self.fees
+
+    @property
+    def pnl_bps(self) -> Decimal | None:
+        vol = self.volume_usd
+        return self.net_pnl / vol * BPS if vol else None
+
+    @property
+    def slippage_usd(self) -> Decimal:
+        return sum((s for o in self.orders if (s := o.slippage_usd) is not None), ZERO)
+
+    @property
+    def slippage_bps(self) -> Decimal | None:
+        base = sum(
+            ((o.ref_price or ZERO) * o.filled for o in self.orders if o.ref_price is not None),
+            ZERO,
+        )
+        return self.slippage_usd / base * BPS if base else None
+
+    @property
+    def cycle_s(self) -> Decimal | None:
+        if self.ended_ns is None:
+            return None
+        return Decimal(self.ended_ns - self.started_ns) / NS_PER_S
+
+    @property
+    def hold_s(self) -> Decimal:
+        if self.built_ns is None or self.unwind_ns is None:
+            return ZERO
+        return Decimal(self.unwind_ns - self.built_ns) / NS_PER_S
+
+    @property
+    def active_s(self) -> Decimal | None:
+        total = self.cycle_s
+        return None if total is None else total - self.hold_s
+
+    def fill_latencies_ms(self) -> list[Decimal]:
+        return [
+            Decimal(lat) / 1_000_000 for o in self.orders if (lat := o.fill_latency_ns) is not None
+        ]
+
+    @property
+    def fill_latency_ms(self) -> Decimal | None:
+        lats = self.fill_latencies_ms()
+        return Decimal(statistics.median(lats)) if lats else None
+
+
+@attrs.frozen
+class AlertSeen:
+    run: int
+    ts_ns: int
+    seq: int
+    machine: str
+    event: str
+    severity: str
+    message: str
+    exposure_usd: Decimal | None
+    state: str
+    action: str
+
+
+@attrs.define
+class Counters:
+    orders: int = 0
+    fills: int = 0
+    duplicate_fills: int = 0
+    rejects: int = 0
+    rate_limited: int = 0
+    venue_errors: int = 0
+    reconnects: int = 0
+    disconnects: int = 0
+    emergency_exits: int = 0
+    halts: int = 0
+    bbo_rejected: int = 0
+
+
+class RunFold:
+    """The journal, folded. Feed records in order with `feed`; read the attributes.
+
+    `ledger=None` keeps a replica ledger fed from the records (offline); pass the engine's
+    ledger when folding live (the engine updates it itself, right after each record).
+    """
+
+    def __init__(
+        self, ledger: Ledger | None = None, *, recent: int = 20, keep_cycles: int | None = None
+    ) -> None:
+        self._live_ledger = ledger
+        self.replica = ledger is None
+        self.ledger: Ledger = ledger if ledger is not None else Ledger()
+        self.run = 0
+        self.config: dict[str, Any] = {}
+        self.symbols: dict[int, str] = {}
+        self.states: dict[str, str] = {}  # live machines → last state entered
+        self.finished: dict[str, str] = {}  # machine → outcome
+        self.deadlines: dict[str, dict[str, int]] = {}  # machine → name → due ns
+        self.machine_cycle: dict[str, int | None] = {}
+        # Offline (report) keeps every cycle; a live fold keeps the last `keep_cycles`
+        # closed ones (memory stays flat over a long run) and counts outcomes.
+        self.keep_cycles = keep_cycles
+        self.cycles: list[CycleRecord] = []
+        self.outcomes: dict[str, int] = {}
+        self._open: dict[int, CycleRecord] = {}  # cycle number → open record (this run)
+        self._outside: CycleRecord | None = None
+        self.orders: dict[str, OrderFacts] = {}
+        self.alerts: deque[AlertSeen] = deque(maxlen=recent)
+        self.alerts_total = 0
+        self.halt_reason: str | None = None
+        self.halted = False
+        self.resumed = False
+        # Across runs: a HALT stays until an operator resumes (a session resume, or a
+        # `dnpair run --resume` annotation); a restart alone does not clear it.
+        self.sticky_halt: str | None = None
+        self.ws_connected: bool | None = None
+        self.counters = Counters()
+        self.last_seq = 0
+        self.last_ts = 0
+        self.run_started_seq = 0
+        self._check_ns: int | None = None
+        # hooks for live consumers (metrics)
+        self.on_cycle_closed: list[Callable[[CycleRecord], None]] = []
+        self.on_order_filled: list[Callable[[OrderFacts], None]] = []
+        self.on_alert: list[Callable[[AlertSeen], None]] = []
+
+    # -- input ----------------------------------------------------------------------------
+    def observe(self, seen: Observed) -> None:
+        """A record as the engine journaled it (live: an engine observer)."""
+        rec = seen.rec
+        self.last_seq, self.last_ts = rec.seq, rec.ts
+        data: Any = seen.data
+        if rec.kind == "event":
+            if data.get("kind") == "bbo_updated":
+                if self.replica:
+                    self._apply_to_replica(rec, data, seen.msg)
+                return
+            self._event(rec, data)
+        elif rec.kind == "note":
+            self._note(rec, data)
+        elif rec.kind == "transition":
+            self._transition(rec, data)
+        elif rec.kind == "intent":
+            self._intent(rec, data)
+        if self.replica and rec.kind in ("event", "intent"):
+            self._apply_to_replica(rec, data, seen.msg)
+
+    def feed(self, rec: Record) -> None:
+        """A record read back from a journal file: decoded once, then observed."""
+        self.observe(Observed.of(rec))
+
+    def feed_all(self, records: Iterable[Record]) -> RunFold:
+        for rec in records:
+            self.feed(rec)
+        return self
+
+    def _apply_to_replica(self, rec: Record, data: Any, msg: Message | None) -> None:
+        if msg is None:
+            try:
+                msg = from_dict(data)
+            except (ValueError, TypeError):
+                return
+        if rec.kind == "event":
+            self.ledger.apply_event(msg, rec.ts)  # type: ignore[arg-type]
+        else:
+            self.ledger.apply_intent(msg)  # type: ignore[arg-type]
+
+    # -- records ----------------------------------------------------------------------------
+    def _note(self, rec: Record, data: dict[str, Any]) -> None:
+        text = data.get("note")
+        if rec.machine == "engine" and text == "run_started":
+            self._new_run(rec, data)
+        elif rec.machine == "engine" and text == "spawn":
+            self._spawn(rec, data)
+        elif rec.machine == "engine" and text == "finished":
+            self._finished(rec, str(data.get("machine")), str(data.get("outcome")))
+        elif text == "deadline armed":
+            due = data.get("due_ns")
+            if isinstance(due, int):
+                self.deadlines.setdefault(rec.machine, {})[str(data.get("name"))] = due
+        elif text == "deadline disarmed":
+            self.deadlines.get(rec.machine, {}).pop(str(data.get("name")), None)
+        elif text == "operator resumed after halt":
+            self.halted, self.halt_reason, self.resumed = False, None, True
+            self.sticky_halt = None
+        elif rec.machine == "ledger" and isinstance(text, str):
+            if text.startswith("bbo rejected"):
+                self.counters.bbo_rejected += 1
+            elif text.startswith("duplicate fill"):
+                self.counters.duplicate_fills += 1
+
+    def _new_run(self, rec: Record, data: dict[str, Any]) -> None:
+        self._close_run()
+        self.run += 1
+        self.run_started_seq = rec.seq
+        self.config = dict(data.get("config") or {})
+        self.symbols = {
+            int(leg["product_id"]): str(leg["symbol"]) for leg in self.config.get("legs", [])
+        }
+        self.states.clear()
+        self.deadlines.clear()
+        self.machine_cycle.clear()
+        self.halted, self.halt_reason, self.resumed = False, None, False
+        self.ws_connected = None
+        self._check_ns = None
+        if self.replica:
+            self.ledger = Ledger()
+        elif self._live_ledger is not None:
+            self.ledger = self._live_ledger
+
+    def _close_run(self) -> None:
+        for record in self._open.values():
+            self._mark(record)
+        self._open.clear()
+        self._outside = None
+
+    def _spawn(self, rec: Record, data: dict[str, Any]) -> None:
+        mid = str(data.get("machine"))
+        kind = machine_kind(mid)
+        self.states[mid] = _initial_state(str(data.get("cls", "")))
+        cycle = _spawn_cycle(data.get("params"))
+        if kind == "build" and cycle is not None:
+            start = self._check_ns if self._check_ns is not None else rec.ts
+            record = CycleRecord(
+                run=self.run, cycle=cycle, started_ns=start, symbols=dict(self.symbols)
+            )
+            self.cycles.append(record)
+            self._open[cycle] = record
+            self.machine_cycle[mid] = cycle
+            record.machines.append(mid)
+        elif kind in EXIT_KINDS and cycle is not None and cycle in self._open:
+            self.machine_cycle[mid] = cycle
+            record = self._open[cycle]
+            record.machines.append(mid)
+            if kind == "unwind":
+                record.unwind_ns = rec.ts
+        else:
+            self.machine_cycle[mid] = None
+        if kind == "exit":
+            self.counters.emergency_exits += 1
+
+    def _finished(self, rec: Record, mid: str, outcome: str) -> None:
+        self.states.pop(mid, None)
+        self.deadlines.pop(mid, None)
+        self.finished[mid] = outcome
+        cycle = self.machine_cycle.get(mid)
+        record = self._open.get(cycle) if cycle is not None else None
+        if record is None:
+            return
+        kind = machine_kind(mid)
+        if kind == "build":
+            if outcome == "built":
+                record.built_ns = rec.ts
+                return
+            if outcome == "aborted":
+                self._close(record, rec.ts, "aborted")
+            else:
+                record.outcome = "failed"
+            return
+        final = {
+            ("unwind", "flat"): "completed",
+            ("exit", "flat"): "recovered",
+            ("flatten", "flat"): "flattened",
+        }.get((kind, outcome))
+        if final is not None:
+            self._close(record, rec.ts, final)
+        elif outcome == "exhausted":
+            self._close(record, rec.ts, "halted")
+        else:
+            record.outcome = "failed"
+
+    def _close(self, record: CycleRecord, ts: int, outcome: str) -> None:
+        record.ended_ns, record.outcome = ts, outcome
+        self._mark(record)
+        if record.cycle is not None:
+            self._open.pop(record.cycle, None)
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        for hook in self.on_cycle_closed:
+            hook(record)
+        if self.keep_cycles is not None:
+            self._trim()
+
+    def _trim(self) -> None:
+        assert self.keep_cycles is not None
+        closed = [c for c in self.cycles if c.closed]
+        if len(closed) <= self.keep_cycles:
+            return
+        drop = {id(c) for c in closed[: len(closed) - self.keep_cycles]}
+        for c in self.cycles:
+            if id(c) in drop:
+                for o in c.orders:
+                    self.orders.pop(o.order_id, None)
+        self.cycles = [c for c in self.cycles if id(c) not in drop]
+        if len(self.finished) > 4 * self.keep_cycles:
+            for mid in list(self.finished)[: len(self.finished) - 2 * self.keep_cycles]:
+                del self.finished[mid]
+        for mid in [m for m in self.machine_cycle if m not in self.states][:-16]:
+            del self.machine_cycle[mid]
+
+    def _mark(self, record: CycleRecord) -> None:
+        for pid in record.symbols:
+            quote = self.ledger.quote(pid)
+            if quote is not None:
+                record.last_mid[pid] = quote.mid
+
+    def _transition(self, rec: Record, data: dict[str, Any]) -> None:
+        to = data.get("to")
+        if to is None:
+            return
+        self.states[rec.machine] = str(to)
+        if rec.machine == "session":
+            if to == "checking":
+                self._check_ns = rec.ts
+            elif to == "halted":
+                self.halted = True
+                self.sticky_halt = self.halt_reason or "halted"
+            elif data.get("from") == "halted":
+                self.halted, self.halt_reason = False, None
+
+    def _intent(self, rec: Record, data: dict[str, Any]) -> None:
+        kind = data.get("kind")
+        if kind == "place_order":
+            self.counters.orders += 1
+            pid = int(data["product_id"])
+            quote = self.ledger.quote(pid)
+            cycle = self.machine_cycle.get(rec.machine)
+            facts = OrderFacts(
+                order_id=str(data["order_id"]),
+                machine=rec.machine,
+                cycle=cycle,
+                product_id=pid,
+                side=str(data["side"]),
+                qty=Decimal(str(data["qty"])),
+                limit_price=Decimal(str(data["price"])),
+                purpose=str(data.get("purpose", "")),
+                sent_ns=rec.ts,
+                ref_bid=quote.bid if quote is not None else None,
+                ref_ask=quote.ask if quote is not None else None,
+                ledger=self.ledger,
+            )
+            self.orders[facts.order_id] = facts
+            self._cycle_for(cycle, rec.ts).orders.append(facts)
+        elif kind == "halt":
+            self.halted = True
+            self.halt_reason = str(data.get("reason", ""))
+            self.sticky_halt = self.halt_reason or "halted"
+            self.counters.halts += 1
+        elif kind == "send_alert":
+            alert = AlertSeen(
+                run=self.run,
+                ts_ns=rec.ts,
+                seq=rec.seq,
+                machine=rec.machine,
+                event=str(data.get("event", "")),
+                severity=str(data.get("severity", "")),
+                message=str(data.get("message", "")),
+                exposure_usd=_dec(data.get("exposure_usd")),
+                state=str(data.get("state", "")),
+                action=str(data.get("action", "")),
+            )
+            self.alerts.append(alert)
+            self.alerts_total += 1
+            for hook in self.on_alert:
+                hook(alert)
+
+    def _cycle_for(self, cycle: int | None, ts: int) -> CycleRecord:
+        if cycle is not None and cycle in self._open:
+            return self._open[cycle]
+        if self._outside is None or self._outside.run != self.run:
+            self._outside = CycleRecord(
+                run=self.run, cycle=None, started_ns=ts, symbols=dict(self.symbols)
+            )
+            self._outside.outcome = "outside"
+            self.cycles.append(self._outside)
+        return self._outside
+
+    def _event(self, rec: Record, data: dict[str, Any]) -> None:
+        kind = data.get("kind")
+        if kind == "fill_received":
+            self.counters.fills += 1
+            facts = self.orders.get(str(data.get("order_id")))
+            if facts is not None and facts.first_fill_ns is None:
+                facts.first_fill_ns, facts.first_fill_source = rec.ts, "stream"
+                venue_ts = data.get("ts_venue_ns")
+                if isinstance(venue_ts, int):
+                    facts.detect_ns = rec.ts - venue_ts
+                for hook in self.on_order_filled:
+                    hook(facts)
+        elif kind == "order_status":
+            facts = self.orders.get(str(data.get("order_id")))
+            filled = _dec(data.get("filled_qty")) or ZERO
+            if facts is not None and facts.first_fill_ns is None and filled > 0:
+                facts.first_fill_ns, facts.first_fill_source = rec.ts, "rest"
+                for hook in self.on_order_filled:
+                    hook(facts)
+        elif kind == "order_rejected":
+            self.counters.rejects += 1
+        elif kind == "venue_error":
+            self.counters.venue_errors += 1
+            if data.get("error_class") == "rate_limited":
+                self.counters.rate_limited += 1
+        elif kind == "connection_changed" and data.get("channel") == "ws":
+            up = data.get("state") == "connected"
+            if up and self.ws_connected is False:
+                self.counters.reconnects += 1
+            if not up and self.ws_connected is not False:
+                self.counters.disconnects += 1
+            self.ws_connected = up
+
+    # -- reading ------------------------------------------------------------------------------
+    def finish(self) -> RunFold:
+        """Mark still-open cycles with the last known mids (offline reports)."""
+        for record in self.cycles:
+            if not record.closed or not record.last_mid:
+                self._mark(record)
+        return self
+
+    @property
+    def traded_cycles(self) -> list[CycleRecord]:
+        return [c for c in self.cycles if c.orders or c.cycle is not None]
+
+
+def fold_records(records: Iterable[Record]) -> RunFold:
+    return RunFold().feed_all(records).finish()

@@ -1,0 +1,1 @@
+"""Running the engine: the CLI, configuration, the composition root and its drivers."""
