@@ -34,11 +34,20 @@ CHILD = r"""
 import asyncio, cProfile, json, pstats, sys, tempfile, time
 from pathlib import Path
 from adapters.sim import SimVenue
-from engine.core.clock import VirtualClock
-from engine.runtime.config import load_settings
-from engine.core.journal import Journal, read_records
-from engine.core.replay import replay_records
-from engine.runtime.run import RunOptions, Session, parse_pair
+# Decide by the tree, not by ImportError: this venv's editable install would otherwise
+# serve the working tree's engine/core to the older tree.
+if Path("engine/core").is_dir():  # engine/ in layers (issue 13)
+    from engine.core.clock import VirtualClock
+    from engine.core.journal import Journal, read_records
+    from engine.core.replay import replay_records
+    from engine.runtime.config import load_settings
+    from engine.runtime.run import RunOptions, Session, parse_pair
+else:  # a flat engine/ (7255a66)
+    from engine.clock import VirtualClock
+    from engine.journal import Journal, read_records
+    from engine.replay import replay_records
+    from engine.config import load_settings
+    from engine.run import RunOptions, Session, parse_pair
 
 cycles, what = int(sys.argv[1]), sys.argv[2]
 PAIR = parse_pair("ETH-SOL")
@@ -50,9 +59,9 @@ def session(journal):
     venue = SimVenue(clock, 1, None, PAIR)
     opts = RunOptions(pair=PAIR, cycles=cycles, clock="virtual", seed=1, quiet=True)
     settings = load_settings(env=FAST)
-    try:  # after issue 13's runtime split: one composition root
+    if Path("engine/runtime/compose.py").is_file():  # one composition root (issue 13)
         from engine.runtime.compose import build_session
-    except ImportError:  # 7255a66
+    else:  # 7255a66
         return Session(opts, settings, venue, clock, journal, lambda _l: None)
     return build_session(
         opts, settings, venue=venue, clock=clock, journal=journal, out=lambda _l: None
