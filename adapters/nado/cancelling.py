@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from adapters.nado.client import GatewayError
 from adapters.nado.core import Core
 from adapters.nado.orders import OrderEntry
+from adapters.nado.queries import NadoOrder
 from adapters.nado.queries import parse_cancel_result
 from adapters.nado.ratelimit import Priority
 from adapters.nado.ratelimit import execute_weight
@@ -57,30 +60,44 @@ class Cancelling:
         finally:
             entry.cancels_in_flight -= 1
 
-    async def _send(self, intent: CancelOrder, entry: OrderEntry | None, digest: str) -> None:
+    async def _execute(
+        self,
+        body: dict[str, Any],
+        request: str,
+        weight: int,
+        order_id: str | None = None,
+        request_id: str | None = None,
+    ) -> list[NadoOrder] | None:
+        """Send one signed cancel on the risk lane; the orders it took off the book, or
+        None when the gateway refused (classified) or answered unreadably (unknown outcome),
+        both already reported to the engine under the order's or the request's id."""
         core = self.core
-        assert core.signer is not None
-        signed = core.signer.sign_cancel([intent.product_id], [digest], nonce=core.nonce())
         try:
             data = await core.client.execute(
-                signed.body(),
-                request=intent.kind,
-                priority=Priority.RISK,
-                weight=execute_weight("cancel_orders", n_digests=1),
+                body, request=request, priority=Priority.RISK, weight=weight
             )
-            gone = parse_cancel_result(data)
+            return parse_cancel_result(data)
         except GatewayError as exc:
-            core.error(exc.classified, intent.kind, order_id=intent.order_id)
-            return
+            core.error(exc.classified, request, order_id=order_id, request_id=request_id)
         except MalformedFrame:
             core.emit(
                 VenueError(
                     error_class="unknown_outcome",
-                    request=intent.kind,
-                    order_id=intent.order_id,
+                    request=request,
                     message="unreadable cancel answer",
+                    order_id=order_id,
+                    request_id=request_id,
                 )
             )
+        return None
+
+    async def _send(self, intent: CancelOrder, entry: OrderEntry | None, digest: str) -> None:
+        core = self.core
+        assert core.signer is not None
+        signed = core.signer.sign_cancel([intent.product_id], [digest], nonce=core.nonce())
+        weight = execute_weight("cancel_orders", n_digests=1)
+        gone = await self._execute(signed.body(), intent.kind, weight, order_id=intent.order_id)
+        if gone is None:
             return
         mine = next((o for o in gone if o.digest == digest), None)
         if mine is None:
@@ -100,26 +117,9 @@ class Cancelling:
         assert core.signer is not None
         pids = core.pids(intent.product_ids)
         signed = core.signer.sign_cancel(pids, None, nonce=core.nonce())
-        try:
-            data = await core.client.execute(
-                signed.body(),
-                request=intent.kind,
-                priority=Priority.RISK,
-                weight=execute_weight("cancel_product_orders", n_products=len(pids)),
-            )
-            gone = parse_cancel_result(data)
-        except GatewayError as exc:
-            core.error(exc.classified, intent.kind, request_id=intent.request_id)
-            return
-        except MalformedFrame:
-            core.emit(
-                VenueError(
-                    error_class="unknown_outcome",
-                    request=intent.kind,
-                    request_id=intent.request_id,
-                    message="unreadable cancel answer",
-                )
-            )
+        weight = execute_weight("cancel_product_orders", n_products=len(pids))
+        gone = await self._execute(signed.body(), intent.kind, weight, request_id=intent.request_id)
+        if gone is None:
             return
         for order in gone:
             entry = core.by_digest.get(order.digest)
