@@ -34,6 +34,7 @@ from adapters.nado.ratelimit import LimiterConfig
 from adapters.nado.signing import Signer
 from adapters.nado.stream import StreamConfig
 from adapters.nado.timing import Timing
+from adapters.nado.wire import subscribe_url
 from engine.core.clock import Clock
 from engine.core.clock import TimerHandle
 from engine.core.events import Event
@@ -84,12 +85,7 @@ class NadoSettings:
 
     @property
     def ws_url(self) -> str:
-        base = self.gateway_url.rstrip("/")
-        if base.startswith("https://"):
-            base = "wss://" + base[len("https://") :]
-        elif base.startswith("http://"):
-            base = "ws://" + base[len("http://") :]
-        return base + "/subscribe"
+        return subscribe_url(self.gateway_url)
 
 
 class Core:

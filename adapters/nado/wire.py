@@ -43,6 +43,16 @@ class MalformedFrame(ValueError):
         super().__init__(f"{where}: {reason}" if where else reason)
 
 
+def subscribe_url(gateway_url: str) -> str:
+    """The gateway's WebSocket `/subscribe` address: http(s) becomes ws(s)."""
+    base = gateway_url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return base + "/subscribe"
+
+
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."

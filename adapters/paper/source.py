@@ -60,6 +60,7 @@ from adapters.nado.wire import MalformedFrame
 from adapters.nado.wire import as_int
 from adapters.nado.wire import loads
 from adapters.nado.wire import req_obj
+from adapters.nado.wire import subscribe_url
 from adapters.paper.book import DepthChain
 from adapters.paper.book import DepthEvent
 from adapters.paper.book import LiveBook
@@ -112,12 +113,7 @@ class PaperSettings:
 
     @property
     def ws_url(self) -> str:
-        base = self.gateway_url.rstrip("/")
-        if base.startswith("https://"):
-            base = "wss://" + base[len("https://") :]
-        elif base.startswith("http://"):
-            base = "ws://" + base[len("http://") :]
-        return base + "/subscribe"
+        return subscribe_url(self.gateway_url)
 
 
 class QueryOnlyGateway:
