@@ -123,6 +123,10 @@ _VENUE_FACT: dict[type, str] = {
 class Ledger:
     def __init__(self) -> None:
         self.orders: dict[str, OrderRecord] = {}
+        # The orders that may still be open, in placing order: `open_orders` runs after
+        # every step (the Monitor), so it must not walk every order kept (up to
+        # MAX_ORDERS); a done order is dropped from here the first time it is seen done.
+        self._maybe_open: dict[str, OrderRecord] = {}
         self.products: dict[int, ProductBook] = {}
         self.quotes: dict[int, Quote] = {}
         self.oracles: dict[int, Decimal] = {}  # the venue's oracle price, last known
@@ -182,7 +186,11 @@ class Ledger:
         return self.machine_states.get(machine_id, ())
 
     def open_orders(self) -> list[OrderRecord]:
-        return [o for o in self.orders.values() if not o.is_done]
+        maybe = self._maybe_open
+        done = [oid for oid, o in maybe.items() if o.is_done]
+        for oid in done:
+            del maybe[oid]
+        return list(maybe.values())
 
     @property
     def realized_pnl(self) -> Decimal:
@@ -204,7 +212,7 @@ class Ledger:
             return
         if isinstance(intent, PlaceOrder) and intent.order_id not in self.orders:
             self._forget_old_orders()
-            self.orders[intent.order_id] = OrderRecord(
+            record = OrderRecord(
                 order_id=intent.order_id,
                 product_id=intent.product_id,
                 side=intent.side,
@@ -215,6 +223,8 @@ class Ledger:
                 purpose=intent.purpose,
                 placed_ns=self.now_ns,
             )
+            self.orders[intent.order_id] = record
+            self._maybe_open[intent.order_id] = record
 
     def apply_event(self, ev: Event, now_ns: int) -> list[str]:
         """Apply one event; returns notes worth journaling (duplicates, anomalies)."""
@@ -309,6 +319,7 @@ class Ledger:
             return
         for oid in [oid for oid, o in self.orders.items() if o.is_done][: MAX_ORDERS // 5]:
             del self.orders[oid]
+            self._maybe_open.pop(oid, None)
 
     def _first_time(self, fill_id: str) -> bool:
         if fill_id in self._fill_window:
