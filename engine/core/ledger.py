@@ -142,6 +142,10 @@ class Ledger:
         self.machine_states: dict[str, tuple[str, ...]] = {}
         self.fills_applied = 0
         self.fills_duplicate = 0
+        # Bumped by every write (apply_intent / apply_event): a reader that derives
+        # something from the ledger after every step (the Monitor's exposure) recomputes
+        # it only when this moved.
+        self.revision = 0
 
     # -- read side -------------------------------------------------------------------
     def book(self, product_id: int) -> ProductBook:
@@ -202,6 +206,7 @@ class Ledger:
 
     # -- write side (the loop only) --------------------------------------------------
     def apply_intent(self, intent: Intent) -> None:
+        self.revision += 1
         if isinstance(intent, AdoptVenuePositions):
             for pid in intent.product_ids:
                 book = self.book(pid)
@@ -228,6 +233,7 @@ class Ledger:
 
     def apply_event(self, ev: Event, now_ns: int) -> list[str]:
         """Apply one event; returns notes worth journaling (duplicates, anomalies)."""
+        self.revision += 1
         self.now_ns = now_ns
         if isinstance(ev, FillReceived):
             return self._apply_fill(ev)
