@@ -144,9 +144,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite JSON constant {name}")
 
 
+# What json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False) builds
+# on every call (its keyword arguments rule out json's cached default encoder), built once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """Canonical JSON: sorted keys, no spaces, no NaN; the journal hashes exactly this text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL.encode(obj)
 
 
 def loads(text: str) -> Any:
