@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE_COMMIT = "7255a66"
+# The issue's reference; BENCH_COMPARE_BASE measures against another commit instead.
+BASE_COMMIT = os.environ.get("BENCH_COMPARE_BASE", "7255a66")
 
 # Runs inside the child: only APIs both trees have.
 CHILD = r"""
