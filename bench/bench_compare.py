@@ -27,26 +27,28 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE_COMMIT = "7255a66"
+# The issue's reference; BENCH_COMPARE_BASE measures against another commit instead.
+BASE_COMMIT = os.environ.get("BENCH_COMPARE_BASE", "7255a66")
 
 # Runs inside the child: only APIs both trees have.
 CHILD = r"""
 import asyncio, cProfile, json, pstats, sys, tempfile, time
 from pathlib import Path
 from adapters.sim import SimVenue
-# Decide by the tree, not by ImportError: this venv's editable install would otherwise
-# serve the working tree's engine/core to the older tree.
-if Path("engine/core").is_dir():  # engine/ in layers (issue 13)
+# Which layout this tree has, from its files: this venv's editable install of the
+# working tree would otherwise answer `engine.core...` imports inside the old tree.
+LAYERED = Path("engine/core").is_dir()
+if LAYERED:  # engine/ in layers (issue 13)
     from engine.core.clock import VirtualClock
+    from engine.runtime.config import load_settings
     from engine.core.journal import Journal, read_records
     from engine.core.replay import replay_records
-    from engine.runtime.config import load_settings
     from engine.runtime.run import RunOptions, Session, parse_pair
-else:  # a flat engine/ (7255a66)
+else:  # 7255a66: engine/ flat
     from engine.clock import VirtualClock
+    from engine.config import load_settings
     from engine.journal import Journal, read_records
     from engine.replay import replay_records
-    from engine.config import load_settings
     from engine.run import RunOptions, Session, parse_pair
 
 cycles, what = int(sys.argv[1]), sys.argv[2]
@@ -59,9 +61,13 @@ def session(journal):
     venue = SimVenue(clock, 1, None, PAIR)
     opts = RunOptions(pair=PAIR, cycles=cycles, clock="virtual", seed=1, quiet=True)
     settings = load_settings(env=FAST)
-    if Path("engine/runtime/compose.py").is_file():  # one composition root (issue 13)
+    if LAYERED:  # after issue 13's runtime split: one composition root
         from engine.runtime.compose import build_session
+    elif Path("engine/compose.py").is_file():  # the runtime split before the layers
+        from engine.compose import build_session
     else:  # 7255a66
+        build_session = None
+    if build_session is None:
         return Session(opts, settings, venue, clock, journal, lambda _l: None)
     return build_session(
         opts, settings, venue=venue, clock=clock, journal=journal, out=lambda _l: None
@@ -100,6 +106,7 @@ with tempfile.TemporaryDirectory() as tmp:
         out["replay_records_per_s"] = len(records) / elapsed
         out["records"] = len(records)
     assert s.summary()["cycles_completed"] == cycles
+out["engine_file"] = sys.modules[type(s).__module__].__file__
 print(json.dumps(out))
 """
 
@@ -116,11 +123,16 @@ def _measure(tree: Path, cycles: int, what: str) -> dict[str, Any]:
         [sys.executable, "-c", CHILD, str(cycles), what],
         cwd=tree,
         env=env,
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    if done.returncode:
+        raise RuntimeError(f"{what} in {tree} failed:\n{done.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if not str(out.get("engine_file", "")).startswith(str(tree)):
+        raise RuntimeError(f"{tree}: the child ran another tree's engine ({out})")
+    return out
 
 
 def main() -> None:

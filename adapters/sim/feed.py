@@ -17,6 +17,7 @@ from adapters.sim.faults import FaultProfile
 from adapters.sim.mapping import bbo_event
 from adapters.sim.mapping import crossed
 from adapters.sim.mapping import push_event
+from adapters.sim.mapping import shown_top
 from adapters.sim.scheduler import Scheduler
 from engine.core.events import BboUpdated
 from engine.core.events import ConnectionChanged
@@ -107,10 +108,14 @@ class Feed:
         return bbo_event(self.exchange.bbo(pid), self.exchange.mid(pid), skew, spec.tick)
 
     def _push_changed(self) -> None:
+        # The shown top is compared first; the event is built only when it moved.
         for pid in self._pids:
-            ev = self._fresh(pid)
-            if self._top.get(pid) != (ev.bid, ev.bid_qty, ev.ask, ev.ask_qty):
-                self._push_bbo(pid, ev)
+            spec = self.exchange.specs[pid]
+            offset = self.exchange.now_ns - self._origin
+            skew = self.profile.market.skew_factor(spec.symbol, offset)
+            bbo = self.exchange.bbo(pid)
+            if self._top.get(pid) != shown_top(bbo, skew, spec.tick):
+                self._push_bbo(pid, bbo_event(bbo, self.exchange.mid(pid), skew, spec.tick))
 
     def _push_bbo(self, pid: int, fresh: BboUpdated | None = None) -> None:
         if fresh is None:

@@ -42,6 +42,7 @@ __all__ = [
     "order_request",
     "push_event",
     "retry_after",
+    "shown_top",
 ]
 
 VENUE_INTENTS = (
@@ -139,20 +140,28 @@ def bbo_event(
     """The top of book as pushed, with the oracle price (the sim's oracle is the fair mid
     its own oracle band checks against); `skew` multiplies the shown quote only
     (`market.skew`), rounded to `tick`."""
+    bid, bid_qty, ask, ask_qty = shown_top(bbo, skew, tick)
+    return BboUpdated(
+        product_id=bbo.product_id,
+        bid=bid,
+        bid_qty=bid_qty,
+        ask=ask,
+        ask_qty=ask_qty,
+        ts_venue_ns=bbo.ts_ns,
+        oracle_price=oracle,
+    )
+
+
+def shown_top(
+    bbo: Bbo, skew: Decimal | None = None, tick: Decimal | None = None
+) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """(bid, bid qty, ask, ask qty) as `bbo_event` shows them."""
     bid, ask = bbo.bid, bbo.ask
     if skew is not None and bid > 0 and ask > 0:
         bid, ask = bid * skew, ask * skew
         if tick is not None:
             bid, ask = floor_to(bid, tick), floor_to(ask, tick)
-    return BboUpdated(
-        product_id=bbo.product_id,
-        bid=bid,
-        bid_qty=bbo.bid_qty,
-        ask=ask,
-        ask_qty=bbo.ask_qty,
-        ts_venue_ns=bbo.ts_ns,
-        oracle_price=oracle,
-    )
+    return bid, bbo.bid_qty, ask, bbo.ask_qty
 
 
 def crossed(ev: BboUpdated) -> BboUpdated:

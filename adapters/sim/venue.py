@@ -63,6 +63,11 @@ ZERO = Decimal(0)
 NS = 1_000_000_000
 OWN = "sim-venue:"  # request ids of the adapter's own queries
 TERMINAL = frozenset({"filled", "cancelled", "expired", "rejected"})
+# Finished orders (and their fills, and refused order ids) the in-process venue keeps for
+# status and history queries; open orders are always kept. About 1 KB an order and 0.8 KB
+# a fill, 4 orders a cycle: 1 000 is a few hundred cycles, the same window as the
+# engine's own (`engine.core.ledger.MAX_ORDERS`), which never asks about older orders.
+HISTORY_LIMIT = 1_000
 
 
 class SimVenue:
@@ -77,7 +82,7 @@ class SimVenue:
         *,
         subaccount: str = SIM_SUBACCOUNT,
         exchange: Exchange | None = None,
-        history_limit: int = 5_000,
+        history_limit: int = HISTORY_LIMIT,
         quiet_quote_s: Decimal = Decimal(1),
         probe_rtts: int = 2,
     ) -> None:

@@ -80,9 +80,6 @@ class _VirtualTimer:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def __lt__(self, other: _VirtualTimer) -> bool:
-        return (self.due_ns, self.seq) < (other.due_ns, other.seq)
-
 
 class VirtualClock:
     """Simulated time. Nothing moves until `advance`, `advance_to` or `run_until_idle`."""
@@ -90,7 +87,9 @@ class VirtualClock:
     def __init__(self, start_ns: int = 0) -> None:
         self._now = start_ns
         self._seq = 0
-        self._heap: list[_VirtualTimer] = []
+        # (due, seq, timer): ordered by due time, then by arming order (seq is unique, so
+        # timers themselves are never compared); tuples compare in C.
+        self._heap: list[tuple[int, int, _VirtualTimer]] = []
 
     def now_ns(self) -> int:
         return self._now
@@ -99,7 +98,7 @@ class VirtualClock:
         # A timer due in the past fires at the next advance, never "before now".
         self._seq += 1
         timer = _VirtualTimer(max(due_ns, self._now), self._seq, callback)
-        heapq.heappush(self._heap, timer)
+        heapq.heappush(self._heap, (timer.due_ns, timer.seq, timer))
         return timer
 
     def call_later(self, delay_ns: int, callback: Callable[[], None]) -> TimerHandle:
@@ -107,17 +106,17 @@ class VirtualClock:
 
     def next_due_ns(self) -> int | None:
         self._drop_cancelled()
-        return self._heap[0].due_ns if self._heap else None
+        return self._heap[0][0] if self._heap else None
 
     def pending(self) -> int:
-        return sum(1 for t in self._heap if not t.cancelled)
+        return sum(1 for _, _, t in self._heap if not t.cancelled)
 
     def fire_next(self) -> bool:
         """Jump to the earliest timer and fire it. False when no timer is pending."""
         self._drop_cancelled()
         if not self._heap:
             return False
-        timer = heapq.heappop(self._heap)
+        timer = heapq.heappop(self._heap)[2]
         self._now = max(self._now, timer.due_ns)
         timer.callback()
         return True
@@ -152,5 +151,5 @@ class VirtualClock:
         return fired
 
     def _drop_cancelled(self) -> None:
-        while self._heap and self._heap[0].cancelled:
+        while self._heap and self._heap[0][2].cancelled:
             heapq.heappop(self._heap)

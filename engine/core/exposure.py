@@ -17,6 +17,7 @@ not yet proven unhedged, and does not raise `exposure_above_tolerance` by itself
 
 from __future__ import annotations
 
+from collections import deque
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +27,7 @@ from engine.core.ledger import Ledger
 __all__ = ["FillTimeline", "in_flight_hedge_usd"]
 
 ZERO = Decimal(0)
+_OFFSETS_KEPT = 101  # the median of the latest offsets places an untimed fill
 
 
 class FillTimeline:
@@ -36,7 +38,8 @@ class FillTimeline:
         self._acked: dict[str, int] = {}  # order → engine ns of its ack
         self._words: dict[str, tuple[int, str, Decimal, Decimal]] = {}  # order → pid, side…
         self._heard: dict[str, Decimal] = {}  # order → sum of timed fills
-        self._offsets: list[int] = []  # venue ts - engine ts of timed fills
+        # venue ts - engine ts of the latest timed fills (only the last 101 are read)
+        self._offsets: deque[int] = deque(maxlen=_OFFSETS_KEPT)
         self._sides: dict[str, tuple[int, str, Decimal]] = {}  # order → pid, side, limit px
 
     def observe(self, kind: str, data: dict[str, Any], engine_ns: int) -> None:
@@ -74,7 +77,7 @@ class FillTimeline:
     def _offset(self) -> int:
         if not self._offsets:
             return 0
-        ordered = sorted(self._offsets[-101:])
+        ordered = sorted(self._offsets)
         return ordered[len(ordered) // 2]
 
     def untimed(self) -> int:

@@ -123,6 +123,10 @@ _VENUE_FACT: dict[type, str] = {
 class Ledger:
     def __init__(self) -> None:
         self.orders: dict[str, OrderRecord] = {}
+        # The orders that may still be open, in placing order: `open_orders` runs after
+        # every step (the Monitor), so it must not walk every order kept (up to
+        # MAX_ORDERS); a done order is dropped from here the first time it is seen done.
+        self._maybe_open: dict[str, OrderRecord] = {}
         self.products: dict[int, ProductBook] = {}
         self.quotes: dict[int, Quote] = {}
         self.oracles: dict[int, Decimal] = {}  # the venue's oracle price, last known
@@ -138,6 +142,10 @@ class Ledger:
         self.machine_states: dict[str, tuple[str, ...]] = {}
         self.fills_applied = 0
         self.fills_duplicate = 0
+        # Bumped by every write (apply_intent / apply_event): a reader that derives
+        # something from the ledger after every step (the Monitor's exposure) recomputes
+        # it only when this moved.
+        self.revision = 0
 
     # -- read side -------------------------------------------------------------------
     def book(self, product_id: int) -> ProductBook:
@@ -182,7 +190,11 @@ class Ledger:
         return self.machine_states.get(machine_id, ())
 
     def open_orders(self) -> list[OrderRecord]:
-        return [o for o in self.orders.values() if not o.is_done]
+        maybe = self._maybe_open
+        done = [oid for oid, o in maybe.items() if o.is_done]
+        for oid in done:
+            del maybe[oid]
+        return list(maybe.values())
 
     @property
     def realized_pnl(self) -> Decimal:
@@ -194,6 +206,7 @@ class Ledger:
 
     # -- write side (the loop only) --------------------------------------------------
     def apply_intent(self, intent: Intent) -> None:
+        self.revision += 1
         if isinstance(intent, AdoptVenuePositions):
             for pid in intent.product_ids:
                 book = self.book(pid)
@@ -204,7 +217,7 @@ class Ledger:
             return
         if isinstance(intent, PlaceOrder) and intent.order_id not in self.orders:
             self._forget_old_orders()
-            self.orders[intent.order_id] = OrderRecord(
+            record = OrderRecord(
                 order_id=intent.order_id,
                 product_id=intent.product_id,
                 side=intent.side,
@@ -215,9 +228,12 @@ class Ledger:
                 purpose=intent.purpose,
                 placed_ns=self.now_ns,
             )
+            self.orders[intent.order_id] = record
+            self._maybe_open[intent.order_id] = record
 
     def apply_event(self, ev: Event, now_ns: int) -> list[str]:
         """Apply one event; returns notes worth journaling (duplicates, anomalies)."""
+        self.revision += 1
         self.now_ns = now_ns
         if isinstance(ev, FillReceived):
             return self._apply_fill(ev)
@@ -309,6 +325,7 @@ class Ledger:
             return
         for oid in [oid for oid, o in self.orders.items() if o.is_done][: MAX_ORDERS // 5]:
             del self.orders[oid]
+            self._maybe_open.pop(oid, None)
 
     def _first_time(self, fill_id: str) -> bool:
         if fill_id in self._fill_window:

@@ -78,6 +78,8 @@ def load_app(ref: str) -> App:
 
 
 def _jsonable(value: Any) -> Any:
+    if type(value) in _SCALARS:  # the common case, answered as below
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, Mapping):
@@ -90,6 +92,9 @@ def _jsonable(value: Any) -> Any:
         # structured, not repr: observers read a spawn's `cycle` as a field
         return _jsonable(attrs.asdict(value, recurse=True))
     return repr(value)
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def _correlation(msg: object) -> str | None:

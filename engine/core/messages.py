@@ -56,6 +56,10 @@ def message(cls: M) -> M:
 
 def dec(value: object) -> Decimal:
     """Strict Decimal converter: finite only; floats are refused (they are not exact)."""
+    if type(value) is Decimal:  # the common case: already exact
+        if not value.is_finite():
+            raise ValueError(f"non-finite number: {value!r}")
+        return value
     if isinstance(value, (bool, float)):
         raise TypeError(f"expected Decimal, int or str, got {type(value).__name__} {value!r}")
     if isinstance(value, Decimal):
@@ -94,7 +98,35 @@ def _serialize(_inst: object, _field: object, value: Any) -> Any:
     return value
 
 
+# Field values `to_dict` copies as they are (exact types; anything else, a Decimal
+# aside, goes through attrs.asdict).
+_PLAIN: frozenset[type] = frozenset({str, int, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
 def to_dict(msg: Message) -> dict[str, Any]:
+    """`{"kind": ..., **attrs.asdict(msg)}` with Decimals as text. Every message is
+    journaled through this: a message whose fields are all plain values (most events
+    and intents) is copied field by field, the same dict attrs.asdict would build."""
+    cls = type(msg)
+    names = _FIELD_NAMES.get(cls, ())
+    if names == ():
+        found = tuple(f.name for f in attrs.fields(cls))  # type: ignore[arg-type]
+        names = _FIELD_NAMES[cls] = None if "kind" in found else found
+    if names is not None:
+        out: dict[str, Any] = {"kind": msg.kind}
+        for name in names:
+            value = getattr(msg, name)
+            kind = type(value)
+            if kind is Decimal:
+                value = str(value)
+            elif kind not in _PLAIN and (
+                kind is not tuple or any(type(v) not in _PLAIN for v in value)
+            ):
+                break  # (a tuple of plain values stays that tuple, as asdict keeps it)
+            out[name] = value
+        else:
+            return out
     body = attrs.asdict(msg, value_serializer=_serialize)  # type: ignore[arg-type]
     return {"kind": msg.kind, **body}
 
@@ -112,9 +144,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite JSON constant {name}")
 
 
+# What json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False) builds
+# on every call (its keyword arguments rule out json's cached default encoder), built once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """Canonical JSON: sorted keys, no spaces, no NaN; the journal hashes exactly this text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL.encode(obj)
 
 
 def loads(text: str) -> Any:

@@ -69,6 +69,9 @@ class Monitor:
         # Exposure as the venue's fill timestamps show it (issue 11 item 8), named apart
         # from the believed one above.
         self.timeline = FillTimeline([p.product_id for p in products], tolerance_usd)
+        # (ledger revision, exposure then): after_step runs after every step, and most
+        # steps leave the ledger as it was.
+        self._seen: tuple[int, Decimal] = (-1, Decimal(0))
 
     def unhedged_usd(self) -> Decimal:
         return abs(self._net_usd())
@@ -83,7 +86,10 @@ class Monitor:
 
     def after_step(self) -> None:
         now = self.engine.now_ns
-        exposure = self.unhedged_usd()
+        ledger = self.engine.ledger
+        if self._seen[0] != ledger.revision:
+            self._seen = (ledger.revision, self.unhedged_usd())
+        exposure = self._seen[1]
         self.max_unhedged = max(self.max_unhedged, exposure)
         if exposure > self.tolerance:
             if self.unhedged_since is None:
@@ -91,9 +97,12 @@ class Monitor:
             held = now - self.unhedged_since
             self.max_unhedged_ns = max(self.max_unhedged_ns, held)
             # Not while the orders still working could hedge it (their fills may be
-            # on the way: a lost push is not an open leg).
-            proven = in_flight_hedge_usd(self.engine.ledger, self._net_usd()) > self.tolerance
-            if held > self.exposure_alert_ns and not self._exposure_alerted and proven:
+            # on the way: a lost push is not an open leg). Asked only when it decides.
+            if (
+                held > self.exposure_alert_ns
+                and not self._exposure_alerted
+                and in_flight_hedge_usd(ledger, self._net_usd()) > self.tolerance
+            ):
                 self._exposure_alerted = True
                 self._alert_exposure(exposure, held)
         else:

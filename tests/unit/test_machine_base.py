@@ -118,3 +118,39 @@ def test_a_method_patched_after_the_first_instance_is_the_one_called(monkeypatch
     assert engine.finished == {"before": "done", "after": "done"}
     assert isinstance(late, Tally)
     assert late.seen == ["f1"]
+
+
+def test_shared_callbacks_skip_the_library_binding_and_bind_as_it_would():
+    """The class registry calls our adapters directly (machines/base.py `_call_directly`),
+    with the arguments the library's own binding would give them."""
+    from statemachine.dispatcher import callable_method
+
+    from machines.base import _REGISTRIES
+    from machines.base import _adapter
+    from machines.base import _direct
+
+    engine = Engine(VirtualClock())
+    engine.spawn(Tally, "a", need=2)
+    wrappers = [w for ex in _REGISTRIES[Tally]._registry.values() for w in ex]
+    names = {w._callback.__name__ for w in wrappers}
+    assert {"enough", "count", "on_enter_done"} <= {w.meta.func for w in wrappers}
+    assert names <= {"call_method", "call_value"}, names  # none left behind the library's
+    calls: list[tuple[object, ...]] = []
+
+    class Probe:
+        def takes_all(self, **kw: object) -> None:
+            calls.append(("all", sorted(kw)))
+
+        def takes_some(self, ev: object, machine: object = None) -> None:
+            calls.append(("some", ev, machine is self))
+
+    probe = Probe()
+    for name in ("takes_all", "takes_some"):
+        adapter = _adapter(Probe, name, getattr(Probe, name))
+        for args, kw in (((), {"machine": probe, "ev": 1, "x": 2}), ((probe,), {"ev": 1})):
+            calls.clear()
+            callable_method(adapter)(*args, **kw)
+            library = list(calls)
+            calls.clear()
+            _direct(adapter)(*args, **kw)
+            assert calls == library, (name, args, kw)

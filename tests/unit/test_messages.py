@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from engine.core import events
 from engine.core import intents
 from engine.core.messages import REGISTRY
+from engine.core.messages import _serialize
 from engine.core.messages import dumps
 from engine.core.messages import from_dict
 from engine.core.messages import loads
@@ -99,6 +101,8 @@ STRATEGIES = {
 @given(data=st.data())
 def test_json_round_trip_is_exact(cls, data):
     msg = data.draw(STRATEGIES[cls])
+    # to_dict's field-by-field path builds exactly what attrs.asdict builds
+    assert to_dict(msg) == {"kind": msg.kind, **attrs.asdict(msg, value_serializer=_serialize)}
     text = dumps(to_dict(msg))
     back = from_dict(loads(text))
     assert back == msg
@@ -128,6 +132,7 @@ def test_every_registered_kind_round_trips_with_defaults():
     ]
     for msg in samples:
         assert from_dict(loads(dumps(to_dict(msg)))) == msg
+        assert to_dict(msg) == {"kind": msg.kind, **attrs.asdict(msg, value_serializer=_serialize)}
     covered = {type(m) for m in samples} | set(STRATEGIES)
     assert covered == set(REGISTRY.values())
 
