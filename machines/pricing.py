@@ -53,10 +53,14 @@ from engine.core.ledger import Quote
 from machines import order as lifecycle
 from machines.params import CycleParams
 from machines.params import LegSpec
+from machines.policy import ROUND_CAP
+from machines.policy import Rung
+from machines.policy import WorkPolicy
 
 __all__ = [
     "BPS",
     "MAX_ORDER_QUERIES",
+    "ROUND_CAP",
     "OrderRounds",
     "OrderTracker",
     "Rung",
@@ -80,17 +84,6 @@ ZERO = Decimal(0)
 TERMINAL_STATUS = frozenset({"filled", "cancelled", "expired", "rejected"})
 NOT_FOUND_LIMIT = 2  # "not found" twice, a deadline apart, means it never reached the venue
 MAX_ORDER_QUERIES = 3  # QueryOrder per order before the machine gives up on it
-ROUND_CAP = 3  # rounds per machine at most ROUND_CAP x the ladder's length
-
-
-@attrs.frozen
-class Rung:
-    """One step of an execution ladder: time in force and how far through the book."""
-
-    tif: str  # "post_only" | "ioc"
-    bps: Decimal = ZERO
-    label: str = ""
-    sliced: bool = False
 
 
 def _round(value: Decimal, step: Decimal, mode: str) -> Decimal:
@@ -343,11 +336,13 @@ class OrderRounds:
     """Shared guards and actions for machines that work orders in rounds (see module doc).
 
     The host machine declares states named `cancelling` and `verifying` and calls
-    `setup_rounds()` from its `setup`; `reject_is_final` says whether a venue reject
-    ends the machine's attempt (BUILD) or only the round (exits)."""
+    `setup_rounds(policy)` from its `setup`; the policy (`machines.policy`) carries what
+    differs between BUILD, UNWIND and the exit: the ladder, reduce-only, the round budget,
+    deadlines, the hedge deadline and whether a venue reject ends the attempt."""
 
     if TYPE_CHECKING:
         p: CycleParams
+        policy: WorkPolicy
 
         @property
         def ledger(self) -> Ledger: ...
@@ -362,7 +357,8 @@ class OrderRounds:
 
         def disarm(self, name: str) -> None: ...
 
-    def setup_rounds(self) -> None:
+    def setup_rounds(self, policy: WorkPolicy) -> None:
+        self.policy = policy
         self.orders = OrderTracker(self.ledger)
         self.round = -1
         self.hard_reason = ""
@@ -371,25 +367,27 @@ class OrderRounds:
         self.verifies = 0
         self.retry_after_s: Decimal | None = None  # the venue's hint on a refusal
         self.refusals: int = 0  # rounds the venue refused outright (429, retryable)
-        self.rungs: list[Rung] = []  # the host's ladder
+        self.rungs: list[Rung] = list(policy.ladder)
         self.rung = -1  # index into the ladder; `round` numbers every set of orders
         self.lag_since: int | None = None  # engine ns of this read's first lagging answer
         self.lag_asks = 0
         self.unhedged_since: int | None = None  # engine ns the legs went apart (tolerance)
 
     def reject_is_final(self) -> bool:
-        return False
+        """A reject of an IOC ends the attempt when the policy says so (BUILD: margin,
+        size, seed V8); a post-only may just have crossed."""
+        return self.policy.reject_ends_work and self.rungs[self.rung].tif != "post_only"
 
     def next_rung(self, skip_passive: bool) -> int:
         """The ladder's next step (past any post-only step once `skip_passive`). Past the
         last step, the last one again while each round still fills something (partial
-        fills are progress, not failure), up to ROUND_CAP x the ladder's length."""
+        fills are progress, not failure), up to the policy's round budget."""
         nxt = self.rung + 1
         if self.rung >= 0 and skip_passive:
             while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
                 nxt += 1
         last = len(self.rungs) - 1
-        more = self.round + 1 < ROUND_CAP * len(self.rungs)
+        more = self.round + 1 < self.policy.max_rounds
         last_is_ioc = last >= 0 and self.rungs[last].tif != "post_only"
         if nxt > last and last_is_ioc and more and self.round_progressed():
             return last
@@ -406,6 +404,8 @@ class OrderRounds:
 
     def watch_hedge(self) -> None:
         """Action: note when the legs went apart beyond the tolerance, or came back."""
+        if not self.policy.hedge_deadline:
+            return  # the exit: its total budget bounds it
         if abs(self.net_usd()) <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
             self.unhedged_since = None
         elif self.unhedged_since is None:
@@ -595,7 +595,7 @@ class OrderRounds:
         self.arm("verify_timeout", self.verify_wait_s())
 
     def verify_wait_s(self) -> Decimal:
-        return self.p.verify_timeout_s
+        return self.policy.verify_wait_s
 
     def recheck_later(self, ev: Any = None) -> None:
         delay = max(self.p.verify_retry_s, getattr(ev, "retry_after_s", None) or ZERO)
@@ -650,6 +650,7 @@ class OrderRounds:
             side=side,
             qty=qty,
             price=price,
+            reduce_only=self.policy.reduce_only,
             **kw,
         )
         self.orders.add(intent, self.round)

@@ -8,9 +8,9 @@ from decimal import Decimal
 import attrs
 
 from machines.params import CycleParams
+from machines.policy import MAX_REFUSALS
+from machines.policy import ROUND_CAP
 from machines.pricing import MAX_ORDER_QUERIES
-from machines.pricing import ROUND_CAP
-from machines.unwind import MAX_REFUSALS
 
 __all__ = ["MachineBounds"]
 
