@@ -27,10 +27,8 @@ from machines.params import CycleParams
 from machines.policy import PRETRADE_CHECKS
 from machines.policy import WorkPolicy
 from machines.pricing import OrderRounds
-from machines.pricing import cross_price
 from machines.pricing import outside_band
 from machines.pricing import size_for_notional
-from machines.pricing import touch_price
 
 ZERO = Decimal(0)
 RESIDUAL_QUANTUM = Decimal("0.000001")
@@ -276,33 +274,13 @@ class BuildMachine(OrderRounds, PureMachine):
         self.rung = self._next_rung()
         self.round += 1
         rung = self.rungs[self.rung]
-        for i, leg in enumerate(self.p.legs):
-            qty = leg.round_size_down(self.remainder(i))
-            if qty < leg.size_increment:
-                continue
-            quote = self.ledger.quote(leg.product_id)
-            if quote is None:
-                self.note("no quote to price the leg", leg=leg.symbol)
-                continue
-            age_ns = self.ledger.now_ns - quote.ts_ns
-            if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
-                # Repair rounds come seconds after the entry check: never price a BUILD
-                # order from a stale book (D2); the round places nothing for this leg.
-                self.note("stale BBO: leg not priced", leg=leg.symbol, age_ns=age_ns)
-                continue
-            off = outside_band(self.p, self.ledger, leg.product_id)
-            if off is not None:
-                # No entry on a quote beyond the band (D5): nothing placed for this leg.
-                self.note("quote outside the price band: leg not priced", leg=leg.symbol)
-                continue
-            side = "buy" if i == 0 else "sell"
-            price = (
-                touch_price(leg, side, quote)
-                if rung.tif == "post_only"
-                else cross_price(leg, side, quote, rung.bps)
-            )
-            purpose = "build" if self.round == 0 else rung.label
-            self.place(leg, side, qty, price, tif=rung.tif, purpose=purpose)
+        # What each leg still needs from verified fills: the long leg buys, the short sells.
+        wants = [
+            (leg, self.remainder(i) if i == 0 else -self.remainder(i))
+            for i, leg in enumerate(self.p.legs)
+            if leg.round_size_down(self.remainder(i)) >= leg.size_increment
+        ]
+        self.place_round(rung, wants, "build" if self.round == 0 else rung.label)
         self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
 
     def on_enter_built(self) -> None:

@@ -36,11 +36,7 @@ from machines.params import CycleParams
 from machines.policy import WorkPolicy
 from machines.pricing import OrderRounds
 from machines.pricing import absurd_legs
-from machines.pricing import band_checked
-from machines.pricing import closing_side
-from machines.pricing import cross_price
 from machines.pricing import notional
-from machines.pricing import slices
 
 ZERO = Decimal(0)
 USD = Decimal("0.01")
@@ -292,18 +288,13 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             self.note("no quote to price the exit: asking the venue", product_ids=unpriced)
             self.emit(QueryMarketPrices(request_id=self.next_id("m"), product_ids=unpriced))
             return
-        for leg in self.p.legs:
-            pos = self.seen.get(leg.product_id, ZERO)
-            # Beyond the price band the oracle prices the exit, never the skewed quote.
-            quote = band_checked(self.p, self.ledger, leg.product_id)
-            if self._dust(leg, pos) or quote is None:
-                continue
-            side = closing_side(pos)
-            price = cross_price(leg, side, quote, bps)
-            qty = abs(pos)
-            parts = slices(leg, qty, price, self.p.max_slice_usd) if rung.sliced else [qty]
-            for part in parts[: self.p.max_slices_per_step]:  # the rest: next attempt
-                self.place(leg, side, part, price, tif=rung.tif, purpose=rung.label)
+        # Close what the last verified read shows open, reduce-only, sliced.
+        wants = [
+            (leg, -pos)
+            for leg in self.p.legs
+            if not self._dust(leg, pos := self.seen.get(leg.product_id, ZERO))
+        ]
+        self.place_round(rung, wants, rung.label)
         self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
 
     def on_exit_working(self) -> None:

@@ -642,6 +642,54 @@ class OrderRounds:
     def venue_positions(self) -> dict[str, str]:
         return {leg.symbol: str(self.ledger.venue_position(leg.product_id)) for leg in self.p.legs}
 
+    # -- one round of orders ----------------------------------------------------------------------
+    def place_round(
+        self, rung: Rung, wants: Sequence[tuple[LegSpec, Decimal]], purpose: str
+    ) -> None:
+        """Place one round: for each leg the signed quantity it still wants (buy > 0),
+        priced on the rung (post-only at the touch, else through it by the rung's bps),
+        sliced by `max_slice_usd` on a sliced rung, at most `max_slices_per_step` orders
+        per leg (the rest: a later round). A leg without a usable quote places nothing."""
+        for leg, want in wants:
+            qty = leg.round_size_down(abs(want))
+            if qty < leg.size_increment:
+                continue
+            quote = self.round_quote(leg)
+            if quote is None:
+                continue
+            side = "buy" if want > 0 else "sell"
+            if rung.tif == "post_only":
+                price = touch_price(leg, side, quote)
+            else:
+                price = cross_price(leg, side, quote, rung.bps)
+            parts = slices(leg, qty, price, self.p.max_slice_usd) if rung.sliced else [qty]
+            for part in parts[: self.p.max_slices_per_step]:  # bounded work per step
+                self.place(leg, side, part, price, tif=rung.tif, purpose=purpose)
+
+    def round_quote(self, leg: LegSpec) -> Quote | None:
+        """The quote a round prices `leg` from, or None (noted) when there is none to use.
+
+        Closing (reduce-only): beyond the price band the oracle prices the exit, never the
+        skewed quote. Opening: never from a stale book (D2: repair rounds come seconds
+        after the entry check) nor from a quote beyond the band (D5)."""
+        if self.policy.reduce_only:
+            quote = band_checked(self.p, self.ledger, leg.product_id)
+            if quote is None:
+                self.note("no quote to price the leg", leg=leg.symbol)
+            return quote
+        quote = self.ledger.quote(leg.product_id)
+        if quote is None:
+            self.note("no quote to price the leg", leg=leg.symbol)
+            return None
+        age_ns = self.ledger.now_ns - quote.ts_ns
+        if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
+            self.note("stale BBO: leg not priced", leg=leg.symbol, age_ns=age_ns)
+            return None
+        if outside_band(self.p, self.ledger, leg.product_id) is not None:
+            self.note("quote outside the price band: leg not priced", leg=leg.symbol)
+            return None
+        return quote
+
     # -- intents ----------------------------------------------------------------------------------
     def place(self, leg: LegSpec, side: str, qty: Decimal, price: Decimal, **kw: Any) -> None:
         intent = PlaceOrder(

@@ -26,11 +26,6 @@ from machines.params import CycleParams
 from machines.params import LegSpec
 from machines.policy import WorkPolicy
 from machines.pricing import OrderRounds
-from machines.pricing import band_checked
-from machines.pricing import closing_side
-from machines.pricing import cross_price
-from machines.pricing import slices
-from machines.pricing import touch_price
 
 ZERO = Decimal(0)
 
@@ -181,24 +176,9 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.round += 1
         self.watch_hedge()
         rung = self.rungs[self.rung]
-        for leg in self.p.legs:
-            open_qty = self.open_qty(leg)
-            if self._dust(leg, open_qty):
-                continue
-            # Beyond the price band the oracle prices the exit, never the skewed quote.
-            quote = band_checked(self.p, self.ledger, leg.product_id)
-            if quote is None:
-                self.note("no quote to price the leg", leg=leg.symbol)
-                continue
-            side = closing_side(open_qty)
-            qty = leg.round_size_down(abs(open_qty))
-            if rung.tif == "post_only":
-                price = touch_price(leg, side, quote)
-            else:
-                price = cross_price(leg, side, quote, rung.bps)
-            parts = slices(leg, qty, price, self.p.max_slice_usd) if rung.sliced else [qty]
-            for part in parts[: self.p.max_slices_per_step]:  # bounded work per step
-                self.place(leg, side, part, price, tif=rung.tif, purpose=rung.label)
+        # Close what is still open (verified start plus verified fills), reduce-only.
+        wants = [(leg, -q) for leg in self.p.legs if not self._dust(leg, q := self.open_qty(leg))]
+        self.place_round(rung, wants, rung.label)
         self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
 
     def on_enter_backing_off(self) -> None:
