@@ -24,16 +24,24 @@ from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
+from machines.policy import PRETRADE_CHECKS
+from machines.policy import WorkPolicy
 from machines.pricing import OrderRounds
-from machines.pricing import Rung
-from machines.pricing import cross_price
 from machines.pricing import outside_band
 from machines.pricing import size_for_notional
-from machines.pricing import touch_price
 
 ZERO = Decimal(0)
 RESIDUAL_QUANTUM = Decimal("0.000001")
 BREAKER_ID, HEALTH_ID = "breaker", "health"  # machine ids the app spawns them under
+# Each pre-trade check (a guard) and the method that says why it refuses.
+REFUSALS = {
+    "entries_allowed": "_entries_refusal",
+    "venue_verified_flat": "_flat_refusal",
+    "bbo_fresh": "_bbo_refusal",
+    "within_price_band": "_band_refusal",
+    "within_max_position": "_max_position_refusal",
+    "sizes_tradable": "_size_refusal",
+}
 
 
 class BuildMachine(OrderRounds, PureMachine):
@@ -57,18 +65,7 @@ class BuildMachine(OrderRounds, PureMachine):
 
     # Pre-trade guards, taken at once on entry (eventless), in this order; pure: a refusal's
     # reason is journaled on entry to `aborted`, the sizes on the way to `placing`.
-    checking.to(
-        placing,
-        cond=[
-            "entries_allowed",
-            "venue_verified_flat",
-            "bbo_fresh",
-            "within_price_band",
-            "within_max_position",
-            "sizes_tradable",
-        ],
-        on="size_legs",
-    )
+    checking.to(placing, cond=list(PRETRADE_CHECKS), on="size_legs")
     checking.to(aborted)
 
     # A round ends when all its orders are settled; the decision is taken at once.
@@ -122,54 +119,42 @@ class BuildMachine(OrderRounds, PureMachine):
 
     def setup(self, **params: Any) -> None:
         self.p: CycleParams = params["params"]
-        self.setup_rounds()
-        self.rungs = self._ladder()
+        self.setup_rounds(params.get("policy") or WorkPolicy.build(self.p))
         self.targets: tuple[Decimal, Decimal] = (ZERO, ZERO)  # long (buy), short (sell)
         self.start_pos: tuple[Decimal, Decimal] = (ZERO, ZERO)
         self.residual_usd = ZERO
         self.reason = ""
 
-    def _ladder(self) -> list[Rung]:
-        p = self.p
-        rungs = []
-        if p.order_style == "post_only":
-            rungs += [Rung("post_only", label="post_only") for _ in range(p.post_only_attempts)]
-        rungs.append(Rung("ioc", p.cross_bps, "ioc"))
-        for k in range(1, p.repair_attempts + 1):
-            rungs.append(Rung("ioc", p.cross_bps + k * p.repair_step_bps, "repair"))
-        return rungs
-
     # -- pre-trade guards (pure: each answers; `refusal` says why) ----------------------------
+    # Each check of the policy's `pretrade_checks` (a check it leaves out passes).
     def entries_allowed(self) -> bool:
-        return not self._entries_refusal()
+        return not self._refusal_of("entries_allowed")
 
     def venue_verified_flat(self) -> bool:
-        return not self._flat_refusal()
+        return not self._refusal_of("venue_verified_flat")
 
     def bbo_fresh(self) -> bool:
-        return not self._bbo_refusal()
+        return not self._refusal_of("bbo_fresh")
 
     def within_price_band(self) -> bool:
-        return not self._band_refusal()
+        return not self._refusal_of("within_price_band")
 
     def within_max_position(self) -> bool:
-        return not self._max_position_refusal()
+        return not self._refusal_of("within_max_position")
 
     def sizes_tradable(self) -> bool:
-        return not self._size_refusal()
+        return not self._refusal_of("sizes_tradable")
+
+    def _refusal_of(self, check: str) -> str:
+        if check not in self.policy.pretrade_checks:
+            return ""
+        reason: str = getattr(self, REFUSALS[check])()
+        return reason
 
     def refusal(self) -> tuple[str, str]:
-        """(check, reason) of the first pre-trade check that refuses, in declared order."""
-        checks = (
-            ("entries_allowed", self._entries_refusal),
-            ("venue_verified_flat", self._flat_refusal),
-            ("bbo_fresh", self._bbo_refusal),
-            ("within_price_band", self._band_refusal),
-            ("within_max_position", self._max_position_refusal),
-            ("sizes_tradable", self._size_refusal),
-        )
-        for name, check in checks:
-            reason = check()
+        """(check, reason) of the first pre-trade check that refuses, in the policy's order."""
+        for name in self.policy.pretrade_checks:
+            reason = self._refusal_of(name)
             if reason:
                 return name, reason
         return "", ""
@@ -253,10 +238,6 @@ class BuildMachine(OrderRounds, PureMachine):
     def rounds_left(self) -> bool:
         return self._next_rung() < len(self.rungs)
 
-    def reject_is_final(self) -> bool:
-        """A reject of an IOC is final (margin, size: seed V8); a post-only may just cross."""
-        return self.rungs[self.rung].tif != "post_only"
-
     # -- verification guards ----------------------------------------------------------------
     def at_target(self, ev: PositionSnapshot) -> bool:
         for i, leg in enumerate(self.p.legs):
@@ -293,34 +274,14 @@ class BuildMachine(OrderRounds, PureMachine):
         self.rung = self._next_rung()
         self.round += 1
         rung = self.rungs[self.rung]
-        for i, leg in enumerate(self.p.legs):
-            qty = leg.round_size_down(self.remainder(i))
-            if qty < leg.size_increment:
-                continue
-            quote = self.ledger.quote(leg.product_id)
-            if quote is None:
-                self.note("no quote to price the leg", leg=leg.symbol)
-                continue
-            age_ns = self.ledger.now_ns - quote.ts_ns
-            if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
-                # Repair rounds come seconds after the entry check: never price a BUILD
-                # order from a stale book (D2); the round places nothing for this leg.
-                self.note("stale BBO: leg not priced", leg=leg.symbol, age_ns=age_ns)
-                continue
-            off = outside_band(self.p, self.ledger, leg.product_id)
-            if off is not None:
-                # No entry on a quote beyond the band (D5): nothing placed for this leg.
-                self.note("quote outside the price band: leg not priced", leg=leg.symbol)
-                continue
-            side = "buy" if i == 0 else "sell"
-            price = (
-                touch_price(leg, side, quote)
-                if rung.tif == "post_only"
-                else cross_price(leg, side, quote, rung.bps)
-            )
-            purpose = "build" if self.round == 0 else rung.label
-            self.place(leg, side, qty, price, tif=rung.tif, purpose=purpose)
-        self.arm("fills_timeout", self.p.fill_timeout_s)
+        # What each leg still needs from verified fills: the long leg buys, the short sells.
+        wants = [
+            (leg, self.remainder(i) if i == 0 else -self.remainder(i))
+            for i, leg in enumerate(self.p.legs)
+            if leg.round_size_down(self.remainder(i)) >= leg.size_increment
+        ]
+        self.place_round(rung, wants, "build" if self.round == 0 else rung.label)
+        self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
 
     def on_enter_built(self) -> None:
         self.note("built: venue position at target", positions=self.venue_positions())

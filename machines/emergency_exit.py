@@ -33,18 +33,14 @@ from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
+from machines.policy import WorkPolicy
 from machines.pricing import OrderRounds
 from machines.pricing import absurd_legs
-from machines.pricing import band_checked
-from machines.pricing import closing_side
-from machines.pricing import cross_price
 from machines.pricing import notional
-from machines.pricing import slices
 
 ZERO = Decimal(0)
 USD = Decimal("0.01")
 STALE_READS = 2  # re-asks per read when the position answer contradicts our fills
-ATTEMPT_CAP = 3  # attempts that do make progress are capped at this many x exit_attempts
 
 
 class EmergencyExitMachine(OrderRounds, PureMachine):
@@ -123,13 +119,13 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.reason = str(params.get("reason", "emergency exit"))
         # A planned flatten (operator stop) verifies the same way but is not an alert.
         self.announce = bool(params.get("announce", True))
-        self.setup_rounds()
+        self.setup_rounds(params.get("policy") or WorkPolicy.exit(self.p))
         self.attempt: int = 0  # attempts that reached the venue (the ladder index)
         self.strikes: int = 0  # attempts after which the venue showed no less exposure
         self.judging = False  # an attempt went out and the next answer judges it
-        self.max_attempts: int = ATTEMPT_CAP * self.p.exit_attempts
+        self.max_attempts: int = self.policy.max_rounds
         self.reads: int = 0
-        self.max_reads: int = 4 * self.p.exit_attempts + 4
+        self.max_reads: int = self.policy.max_refusals
         self.seen: dict[int, Decimal] = {}  # the last verified venue positions
         self.stale_reads: int = 0  # re-asks in this attempt because the feed looked stale
         self.no_quote: bool = False  # this attempt found a leg with no quote to price it
@@ -190,7 +186,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
 
     # -- actions --------------------------------------------------------------------------------
     def on_enter_exiting(self) -> None:
-        self.arm("budget_timeout", self.p.exit_budget_s)  # once: child states never re-arm it
+        assert self.policy.budget_s is not None
+        self.arm("budget_timeout", self.policy.budget_s)  # once: child states never re-arm it
         if not self.announce:
             self.note(f"flatten: {self.reason}", exposure_usd=str(self.exposure_usd()))
             return
@@ -228,9 +225,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     def read_positions(self) -> None:
         self.reads += 1
         self.query_positions()
-
-    def verify_wait_s(self) -> Decimal:
-        return self.p.exit_attempt_timeout_s
 
     def take_positions(self, ev: PositionSnapshot) -> None:
         self.strikes = self._strikes_after(ev)
@@ -274,8 +268,8 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
         self.attempt += 1
         self.judging = True
         self.round += 1
-        ladder = self.p.exit_ladder_bps
-        bps = ladder[min(self.attempt - 1, len(ladder) - 1)]
+        rung = self.policy.rung(self.attempt - 1)
+        bps = rung.bps
         self.note(
             "exit attempt",
             attempt=self.attempt,
@@ -294,18 +288,14 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
             self.note("no quote to price the exit: asking the venue", product_ids=unpriced)
             self.emit(QueryMarketPrices(request_id=self.next_id("m"), product_ids=unpriced))
             return
-        for leg in self.p.legs:
-            pos = self.seen.get(leg.product_id, ZERO)
-            # Beyond the price band the oracle prices the exit, never the skewed quote.
-            quote = band_checked(self.p, self.ledger, leg.product_id)
-            if self._dust(leg, pos) or quote is None:
-                continue
-            side = closing_side(pos)
-            price = cross_price(leg, side, quote, bps)
-            parts = slices(leg, abs(pos), price, self.p.max_slice_usd)
-            for part in parts[: self.p.max_slices_per_step]:  # the rest: next attempt
-                self.place(leg, side, part, price, tif="ioc", reduce_only=True, purpose="emergency")
-        self.arm("attempt_timeout", self.p.exit_attempt_timeout_s)
+        # Close what the last verified read shows open, reduce-only, sliced.
+        wants = [
+            (leg, -pos)
+            for leg in self.p.legs
+            if not self._dust(leg, pos := self.seen.get(leg.product_id, ZERO))
+        ]
+        self.place_round(rung, wants, rung.label)
+        self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
 
     def on_exit_working(self) -> None:
         if self.no_quote or self.orders.round_refused(self.round):

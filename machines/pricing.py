@@ -53,10 +53,14 @@ from engine.core.ledger import Quote
 from machines import order as lifecycle
 from machines.params import CycleParams
 from machines.params import LegSpec
+from machines.policy import ROUND_CAP
+from machines.policy import Rung
+from machines.policy import WorkPolicy
 
 __all__ = [
     "BPS",
     "MAX_ORDER_QUERIES",
+    "ROUND_CAP",
     "OrderRounds",
     "OrderTracker",
     "Rung",
@@ -80,17 +84,6 @@ ZERO = Decimal(0)
 TERMINAL_STATUS = frozenset({"filled", "cancelled", "expired", "rejected"})
 NOT_FOUND_LIMIT = 2  # "not found" twice, a deadline apart, means it never reached the venue
 MAX_ORDER_QUERIES = 3  # QueryOrder per order before the machine gives up on it
-ROUND_CAP = 3  # rounds per machine at most ROUND_CAP x the ladder's length
-
-
-@attrs.frozen
-class Rung:
-    """One step of an execution ladder: time in force and how far through the book."""
-
-    tif: str  # "post_only" | "ioc"
-    bps: Decimal = ZERO
-    label: str = ""
-    sliced: bool = False
 
 
 def _round(value: Decimal, step: Decimal, mode: str) -> Decimal:
@@ -343,11 +336,13 @@ class OrderRounds:
     """Shared guards and actions for machines that work orders in rounds (see module doc).
 
     The host machine declares states named `cancelling` and `verifying` and calls
-    `setup_rounds()` from its `setup`; `reject_is_final` says whether a venue reject
-    ends the machine's attempt (BUILD) or only the round (exits)."""
+    `setup_rounds(policy)` from its `setup`; the policy (`machines.policy`) carries what
+    differs between BUILD, UNWIND and the exit: the ladder, reduce-only, the round budget,
+    deadlines, the hedge deadline and whether a venue reject ends the attempt."""
 
     if TYPE_CHECKING:
         p: CycleParams
+        policy: WorkPolicy
 
         @property
         def ledger(self) -> Ledger: ...
@@ -362,7 +357,8 @@ class OrderRounds:
 
         def disarm(self, name: str) -> None: ...
 
-    def setup_rounds(self) -> None:
+    def setup_rounds(self, policy: WorkPolicy) -> None:
+        self.policy = policy
         self.orders = OrderTracker(self.ledger)
         self.round = -1
         self.hard_reason = ""
@@ -371,25 +367,27 @@ class OrderRounds:
         self.verifies = 0
         self.retry_after_s: Decimal | None = None  # the venue's hint on a refusal
         self.refusals: int = 0  # rounds the venue refused outright (429, retryable)
-        self.rungs: list[Rung] = []  # the host's ladder
+        self.rungs: list[Rung] = list(policy.ladder)
         self.rung = -1  # index into the ladder; `round` numbers every set of orders
         self.lag_since: int | None = None  # engine ns of this read's first lagging answer
         self.lag_asks = 0
         self.unhedged_since: int | None = None  # engine ns the legs went apart (tolerance)
 
     def reject_is_final(self) -> bool:
-        return False
+        """A reject of an IOC ends the attempt when the policy says so (BUILD: margin,
+        size, seed V8); a post-only may just have crossed."""
+        return self.policy.reject_ends_work and self.rungs[self.rung].tif != "post_only"
 
     def next_rung(self, skip_passive: bool) -> int:
         """The ladder's next step (past any post-only step once `skip_passive`). Past the
         last step, the last one again while each round still fills something (partial
-        fills are progress, not failure), up to ROUND_CAP x the ladder's length."""
+        fills are progress, not failure), up to the policy's round budget."""
         nxt = self.rung + 1
         if self.rung >= 0 and skip_passive:
             while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
                 nxt += 1
         last = len(self.rungs) - 1
-        more = self.round + 1 < ROUND_CAP * len(self.rungs)
+        more = self.round + 1 < self.policy.max_rounds
         last_is_ioc = last >= 0 and self.rungs[last].tif != "post_only"
         if nxt > last and last_is_ioc and more and self.round_progressed():
             return last
@@ -406,6 +404,8 @@ class OrderRounds:
 
     def watch_hedge(self) -> None:
         """Action: note when the legs went apart beyond the tolerance, or came back."""
+        if not self.policy.hedge_deadline:
+            return  # the exit: its total budget bounds it
         if abs(self.net_usd()) <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
             self.unhedged_since = None
         elif self.unhedged_since is None:
@@ -595,7 +595,7 @@ class OrderRounds:
         self.arm("verify_timeout", self.verify_wait_s())
 
     def verify_wait_s(self) -> Decimal:
-        return self.p.verify_timeout_s
+        return self.policy.verify_wait_s
 
     def recheck_later(self, ev: Any = None) -> None:
         delay = max(self.p.verify_retry_s, getattr(ev, "retry_after_s", None) or ZERO)
@@ -642,6 +642,54 @@ class OrderRounds:
     def venue_positions(self) -> dict[str, str]:
         return {leg.symbol: str(self.ledger.venue_position(leg.product_id)) for leg in self.p.legs}
 
+    # -- one round of orders ----------------------------------------------------------------------
+    def place_round(
+        self, rung: Rung, wants: Sequence[tuple[LegSpec, Decimal]], purpose: str
+    ) -> None:
+        """Place one round: for each leg the signed quantity it still wants (buy > 0),
+        priced on the rung (post-only at the touch, else through it by the rung's bps),
+        sliced by `max_slice_usd` on a sliced rung, at most `max_slices_per_step` orders
+        per leg (the rest: a later round). A leg without a usable quote places nothing."""
+        for leg, want in wants:
+            qty = leg.round_size_down(abs(want))
+            if qty < leg.size_increment:
+                continue
+            quote = self.round_quote(leg)
+            if quote is None:
+                continue
+            side = "buy" if want > 0 else "sell"
+            if rung.tif == "post_only":
+                price = touch_price(leg, side, quote)
+            else:
+                price = cross_price(leg, side, quote, rung.bps)
+            parts = slices(leg, qty, price, self.p.max_slice_usd) if rung.sliced else [qty]
+            for part in parts[: self.p.max_slices_per_step]:  # bounded work per step
+                self.place(leg, side, part, price, tif=rung.tif, purpose=purpose)
+
+    def round_quote(self, leg: LegSpec) -> Quote | None:
+        """The quote a round prices `leg` from, or None (noted) when there is none to use.
+
+        Closing (reduce-only): beyond the price band the oracle prices the exit, never the
+        skewed quote. Opening: never from a stale book (D2: repair rounds come seconds
+        after the entry check) nor from a quote beyond the band (D5)."""
+        if self.policy.reduce_only:
+            quote = band_checked(self.p, self.ledger, leg.product_id)
+            if quote is None:
+                self.note("no quote to price the leg", leg=leg.symbol)
+            return quote
+        quote = self.ledger.quote(leg.product_id)
+        if quote is None:
+            self.note("no quote to price the leg", leg=leg.symbol)
+            return None
+        age_ns = self.ledger.now_ns - quote.ts_ns
+        if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
+            self.note("stale BBO: leg not priced", leg=leg.symbol, age_ns=age_ns)
+            return None
+        if outside_band(self.p, self.ledger, leg.product_id) is not None:
+            self.note("quote outside the price band: leg not priced", leg=leg.symbol)
+            return None
+        return quote
+
     # -- intents ----------------------------------------------------------------------------------
     def place(self, leg: LegSpec, side: str, qty: Decimal, price: Decimal, **kw: Any) -> None:
         intent = PlaceOrder(
@@ -650,6 +698,7 @@ class OrderRounds:
             side=side,
             qty=qty,
             price=price,
+            reduce_only=self.policy.reduce_only,
             **kw,
         )
         self.orders.add(intent, self.round)

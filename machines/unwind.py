@@ -24,16 +24,10 @@ from machines.base import PureMachine
 from machines.base import State
 from machines.params import CycleParams
 from machines.params import LegSpec
+from machines.policy import WorkPolicy
 from machines.pricing import OrderRounds
-from machines.pricing import Rung
-from machines.pricing import band_checked
-from machines.pricing import closing_side
-from machines.pricing import cross_price
-from machines.pricing import slices
-from machines.pricing import touch_price
 
 ZERO = Decimal(0)
-MAX_REFUSALS = 4  # refused rungs retried after a back-off before the ladder moves on
 
 
 class UnwindMachine(OrderRounds, PureMachine):
@@ -142,27 +136,11 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     def setup(self, **params: Any) -> None:
         self.p: CycleParams = params["params"]
-        self.setup_rounds()
-        self.rungs = self._ladder()
+        self.setup_rounds(params.get("policy") or WorkPolicy.unwind(self.p))
         self.same_rung = False
         self.start: dict[int, Decimal] = {}  # verified venue position when the unwind began
         self.reason = ""
         self.refused_since: int | None = None  # engine ns of the first 429 in a row
-
-    def _ladder(self) -> list[Rung]:
-        p = self.p
-        rungs = []
-        if p.order_style == "post_only":
-            rungs += [Rung("post_only", label="unwind") for _ in range(p.post_only_attempts)]
-        bps = p.cross_bps
-        for k in range(p.unwind_ioc_attempts):
-            bps = p.cross_bps + k * p.repair_step_bps
-            rungs.append(Rung("ioc", bps, "unwind"))
-        if p.use_market_fallback:
-            cap = p.market_max_slippage_bps
-            market = max(p.exit_ladder_bps[0] if cap is None else cap, bps)  # never less
-            rungs.append(Rung("ioc", market, "unwind market", sliced=True))
-        return rungs
 
     # -- guards -------------------------------------------------------------------------------
     def nothing_open(self) -> bool:
@@ -176,7 +154,7 @@ class UnwindMachine(OrderRounds, PureMachine):
         return self._next_rung() < len(self.rungs)
 
     def refusals_left(self) -> bool:
-        return self.refusals < MAX_REFUSALS
+        return self.refusals < self.policy.max_refusals
 
     def refused_too_long(self) -> bool:
         """The venue has refused us (429) for at least the exit budget."""
@@ -198,27 +176,10 @@ class UnwindMachine(OrderRounds, PureMachine):
         self.round += 1
         self.watch_hedge()
         rung = self.rungs[self.rung]
-        for leg in self.p.legs:
-            open_qty = self.open_qty(leg)
-            if self._dust(leg, open_qty):
-                continue
-            # Beyond the price band the oracle prices the exit, never the skewed quote.
-            quote = band_checked(self.p, self.ledger, leg.product_id)
-            if quote is None:
-                self.note("no quote to price the leg", leg=leg.symbol)
-                continue
-            side = closing_side(open_qty)
-            qty = leg.round_size_down(abs(open_qty))
-            if rung.tif == "post_only":
-                price = touch_price(leg, side, quote)
-            else:
-                price = cross_price(leg, side, quote, rung.bps)
-            parts = slices(leg, qty, price, self.p.max_slice_usd) if rung.sliced else [qty]
-            for part in parts[: self.p.max_slices_per_step]:  # bounded work per step
-                self.place(
-                    leg, side, part, price, tif=rung.tif, reduce_only=True, purpose=rung.label
-                )
-        self.arm("fills_timeout", self.p.fill_timeout_s)
+        # Close what is still open (verified start plus verified fills), reduce-only.
+        wants = [(leg, -q) for leg in self.p.legs if not self._dust(leg, q := self.open_qty(leg))]
+        self.place_round(rung, wants, rung.label)
+        self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
 
     def on_enter_backing_off(self) -> None:
         self.watch_hedge()

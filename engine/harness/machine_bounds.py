@@ -8,9 +8,8 @@ from decimal import Decimal
 import attrs
 
 from machines.params import CycleParams
+from machines.policy import WorkPolicy
 from machines.pricing import MAX_ORDER_QUERIES
-from machines.pricing import ROUND_CAP
-from machines.unwind import MAX_REFUSALS
 
 __all__ = ["MachineBounds"]
 
@@ -39,25 +38,23 @@ class MachineBounds:
         return p.fill_timeout_s + (MAX_ORDER_QUERIES + 1) * p.cancel_timeout_s
 
     def build(self) -> Decimal:
-        p = self.p
-        rungs = (p.post_only_attempts if p.order_style == "post_only" else 0) + 1
-        rungs += p.repair_attempts
+        # The round budget of the same policy the machine reads (machines.policy).
+        rounds = WorkPolicy.build(self.p).max_rounds
         lag = self.p.position_lag_budget_s  # a verification waits out a lagging read
-        return ROUND_CAP * rungs * self._round() + self._verify() + lag + self.slack_s
+        return rounds * self._round() + self._verify() + lag + self.slack_s
 
     def unwind(self) -> Decimal:
-        p = self.p
-        rungs = (p.post_only_attempts if p.order_style == "post_only" else 0) + (
-            p.unwind_ioc_attempts + (1 if p.use_market_fallback else 0)
-        )
-        backoff = MAX_REFUSALS * max(p.exit_attempt_timeout_s, self.retry_after_s)
+        p, policy = self.p, WorkPolicy.unwind(self.p)
+        backoff = policy.max_refusals * max(p.exit_attempt_timeout_s, self.retry_after_s)
         lag = 2 * p.position_lag_budget_s  # the start read and the final verification
-        return ROUND_CAP * rungs * self._round() + 2 * self._verify() + backoff + lag + self.slack_s
+        rounds = policy.max_rounds * self._round()
+        return rounds + 2 * self._verify() + backoff + lag + self.slack_s
 
     def exit(self) -> Decimal:
         # The budget, then (orders settled, fills flat) the last read's lag budget.
-        p = self.p
-        return p.exit_budget_s + p.position_lag_budget_s + p.verify_timeout_s + self.slack_s
+        p, budget = self.p, WorkPolicy.exit(self.p).budget_s
+        assert budget is not None
+        return budget + p.position_lag_budget_s + p.verify_timeout_s + self.slack_s
 
     def restore(self) -> Decimal:
         lag = self.p.position_lag_budget_s  # a read lagging fills heard before a resume

@@ -1,0 +1,155 @@
+"""What a piece of position work is for, as data: BUILD, UNWIND or the emergency exit.
+
+The three order-working machines differ only in what they aim at and how hard they
+push; those differences are one frozen `WorkPolicy` each, derived from the cycle's
+`CycleParams` by `WorkPolicy.build`, `.unwind` and `.exit`:
+
+- `ladder`: the rungs the rounds walk (time in force, bps through the book, slicing);
+- `reduce_only` and `purpose`: opening both legs at equal notional, or closing what the
+  venue verifiably holds;
+- the round budget (`max_rounds`), the round deadline's name and length, how long a
+  verification waits, and the refused rounds retried after a back-off;
+- the hedge deadline (V1) for BUILD and UNWIND, or one total budget timer for the exit;
+- the pre-trade checks run before anything is sent (BUILD only), in order;
+- whether a venue reject of an IOC ends the attempt (BUILD) or only the round (exits).
+
+Pure: no I/O, no clock; a policy is computed once when the machine is spawned.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import attrs
+
+from machines.params import CycleParams
+
+__all__ = [
+    "ATTEMPT_CAP",
+    "MAX_REFUSALS",
+    "PRETRADE_CHECKS",
+    "ROUND_CAP",
+    "Rung",
+    "WorkPolicy",
+]
+
+ZERO = Decimal(0)
+ROUND_CAP = 3  # rounds per machine at most ROUND_CAP x the ladder's length
+MAX_REFUSALS = 4  # refused rungs retried after a back-off before the ladder moves on
+ATTEMPT_CAP = 3  # exit attempts that do make progress: at most this many x exit_attempts
+# BUILD's pre-trade checks, each a guard of the machine, taken in this order.
+PRETRADE_CHECKS = (
+    "entries_allowed",
+    "venue_verified_flat",
+    "bbo_fresh",
+    "within_price_band",
+    "within_max_position",
+    "sizes_tradable",
+)
+
+Purpose = Literal["build", "unwind", "exit"]
+
+
+@attrs.frozen
+class Rung:
+    """One step of an execution ladder: time in force and how far through the book."""
+
+    tif: str  # "post_only" | "ioc"
+    bps: Decimal = ZERO
+    label: str = ""
+    sliced: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class WorkPolicy:
+    """One purpose's targets, ladder, reduce-only flag, budgets and checks (module doc)."""
+
+    purpose: Purpose
+    ladder: tuple[Rung, ...]
+    reduce_only: bool
+    max_rounds: int  # rounds (exit: attempts that reach the venue) at most
+    round_deadline: str  # the named deadline event that ends a round's wait for fills
+    round_timeout_s: Decimal
+    verify_wait_s: Decimal  # one position query's wait
+    hedge_deadline: bool  # V1: legs apart too long ends the work (the exit has a budget)
+    budget_s: Decimal | None = None  # one total budget timer (the exit), None: none
+    max_refusals: int = 0  # refused rounds retried after a back-off
+    pretrade_checks: tuple[str, ...] = ()
+    reject_ends_work: bool = False  # an IOC reject ends the attempt (margin, size: V8)
+
+    @classmethod
+    def build(cls, p: CycleParams) -> WorkPolicy:
+        """Open both legs at equal notional: post-only at the touch (when that is the
+        order style), then IOC through the touch by `cross_bps`, then repair rungs
+        escalating by `repair_step_bps`."""
+        rungs = []
+        if p.order_style == "post_only":
+            rungs += [Rung("post_only", label="post_only") for _ in range(p.post_only_attempts)]
+        rungs.append(Rung("ioc", p.cross_bps, "ioc"))
+        for k in range(1, p.repair_attempts + 1):
+            rungs.append(Rung("ioc", p.cross_bps + k * p.repair_step_bps, "repair"))
+        return cls(
+            purpose="build",
+            ladder=tuple(rungs),
+            reduce_only=False,
+            max_rounds=ROUND_CAP * len(rungs),
+            round_deadline="fills_timeout",
+            round_timeout_s=p.fill_timeout_s,
+            verify_wait_s=p.verify_timeout_s,
+            hedge_deadline=True,
+            pretrade_checks=PRETRADE_CHECKS,
+            reject_ends_work=True,
+        )
+
+    @classmethod
+    def unwind(cls, p: CycleParams) -> WorkPolicy:
+        """Close from the verified position: post-only (when that is the order style),
+        IOC rungs escalating by `repair_step_bps`, then one sliced "market" IOC through
+        the book by `market_max_slippage_bps` (by default the first exit-ladder step,
+        never less than the last IOC rung)."""
+        rungs = []
+        if p.order_style == "post_only":
+            rungs += [Rung("post_only", label="unwind") for _ in range(p.post_only_attempts)]
+        bps = p.cross_bps
+        for k in range(p.unwind_ioc_attempts):
+            bps = p.cross_bps + k * p.repair_step_bps
+            rungs.append(Rung("ioc", bps, "unwind"))
+        if p.use_market_fallback:
+            cap = p.market_max_slippage_bps
+            market = max(p.exit_ladder_bps[0] if cap is None else cap, bps)  # never less
+            rungs.append(Rung("ioc", market, "unwind market", sliced=True))
+        return cls(
+            purpose="unwind",
+            ladder=tuple(rungs),
+            reduce_only=True,
+            max_rounds=ROUND_CAP * len(rungs),
+            round_deadline="fills_timeout",
+            round_timeout_s=p.fill_timeout_s,
+            verify_wait_s=p.verify_timeout_s,
+            hedge_deadline=True,
+            max_refusals=MAX_REFUSALS,
+        )
+
+    @classmethod
+    def exit(cls, p: CycleParams) -> WorkPolicy:
+        """Flatten fast and bounded: reduce-only IOCs sliced by `max_slice_usd`, attempt k
+        through the book by `exit_ladder_bps[k]` (the last step once past it), all under
+        one `exit_budget_s` timer; refused or silent reads are retried after back-offs."""
+        rungs = tuple(Rung("ioc", bps, "emergency", sliced=True) for bps in p.exit_ladder_bps)
+        return cls(
+            purpose="exit",
+            ladder=rungs,
+            reduce_only=True,
+            max_rounds=ATTEMPT_CAP * p.exit_attempts,
+            round_deadline="attempt_timeout",
+            round_timeout_s=p.exit_attempt_timeout_s,
+            verify_wait_s=p.exit_attempt_timeout_s,
+            hedge_deadline=False,
+            budget_s=p.exit_budget_s,
+            max_refusals=4 * p.exit_attempts + 4,  # position reads, answered or not
+        )
+
+    def rung(self, index: int) -> Rung:
+        """The ladder's step `index`, the last one once past the end."""
+        return self.ladder[min(index, len(self.ladder) - 1)]
