@@ -12,8 +12,7 @@ The contract with the engine (gen_statem-style, docs in CONTRACT.md of issue 13)
 - each deadline is its own event: `self.arm("fills_timeout", s)` on entry, and the
   class declares `fills_timeout = working.to(cancelling)`;
 - an event the current state has no transition for (or whose guards all refuse) is
-  consumed and counted (`unhandled = "consume"`, the default); `"defer"` keeps the
-  old behaviour for machines not yet converted;
+  consumed and counted (`unhandled = "consume"`, every machine's policy);
 - a state postpones event kinds only by declaring them in `postpone`;
 - answers for a finished machine's orders and requests never reach any machine, so no
   guard has to recognise a late answer.
@@ -45,9 +44,7 @@ from engine.core.intents import Intent
 if TYPE_CHECKING:
     from engine.core.ledger import Ledger
 
-__all__ = ["MachineContext", "PureMachine", "State", "Unhandled"]
-
-Unhandled = Literal["consume", "defer"]
+__all__ = ["MachineContext", "PureMachine", "State"]
 
 
 class MachineContext(Protocol):
@@ -79,10 +76,9 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
 
     # Event kinds this machine wants even though it declares no transition for them.
     extra_interests: ClassVar[frozenset[str]] = frozenset()
-    # What happens to an event the current state does not take: "consume" drops and
-    # counts it (noted in the journal); "defer" queues it until the next transition
-    # (the old contract, kept only for machines not yet converted).
-    unhandled: ClassVar[Unhandled] = "consume"
+    # What happens to an event the current state does not take: the engine drops and
+    # counts it (noted in the journal). The one policy since every machine was converted.
+    unhandled: ClassVar[Literal["consume"]] = "consume"
     # state id → the event kinds that state postpones: queued for this machine and
     # re-delivered in arrival order after its next state change.
     postpone: ClassVar[Mapping[str, frozenset[str]]] = {}

@@ -82,7 +82,6 @@ class BuildMachine(OrderRounds, PureMachine):
 
     # Fills are already in the ledger; the eventless decisions above look at it. Events
     # a state does not take are consumed (noted): no catch-all transitions.
-    unhandled = "consume"
     # `is_mine`: an order id this engine never owned is broadcast (e.g. a foreign fill).
     fill_received = placing.to(None, cond="is_mine", on="record_fill")
     order_expired = placing.to(None, cond="is_mine", on="record_end")

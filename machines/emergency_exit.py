@@ -54,7 +54,6 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
     cancelling = State()
     backing_off = State()
     exiting = State(states=[reading, working, cancelling, backing_off], initial=True)
-    unhandled = "consume"  # events a state does not take are noted, no catch-alls
     flat = State(final=True)
     exhausted = State(final=True)
 

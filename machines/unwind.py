@@ -66,7 +66,6 @@ class UnwindMachine(OrderRounds, PureMachine):
 
     # Events a state does not take are consumed (noted): no catch-all transitions.
     # `is_mine`: an order id this engine never owned is broadcast (e.g. a foreign fill).
-    unhandled = "consume"
     fill_received = placing.to(None, cond="is_mine", on="record_fill")
     order_expired = placing.to(None, cond="is_mine", on="record_end")
     order_cancelled = placing.to(None, cond="is_mine", on="record_end")

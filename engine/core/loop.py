@@ -7,10 +7,10 @@ the step's intents out. An exception in a machine is journaled, committed and re
 Dispatch follows the machine contract (machines/base.py, gen_statem-style):
 
 - a current deadline is sent to its machine as the event named like the deadline
-  (`fills_timeout`), or as `deadline_expired` to a machine that declares no such event;
+  (`fills_timeout`); a name the machine does not declare arrives as `deadline_expired`,
+  which no machine takes: consumed like any other unhandled event;
 - an event the machine's state does not take is consumed: counted in `unhandled` and
-  noted (market data only counted). Machines with `unhandled = "defer"` (not yet
-  converted) get it queued and re-delivered after their next transition, as before;
+  noted (market data only counted);
 - an event kind the state declares in `postpone` is queued and re-delivered, in arrival
   order, after the machine's next state change;
 - when a machine finishes, its order and request ids are retired (bounded): an answer
@@ -336,8 +336,7 @@ class Engine:
     def _send(self, mid: str, machine: PureMachine, ev: Event, *, redelivery: bool = False) -> bool:
         """True if the machine's state changed on the event (its queue is worth another look).
 
-        Otherwise the event was postponed or deferred (queued for this machine), or
-        consumed unhandled."""
+        Otherwise the event was postponed (queued for this machine) or consumed unhandled."""
         cls = type(machine)
         name = self._event_name(machine, ev)
         states = tuple(machine.state_ids)
@@ -358,11 +357,7 @@ class Engine:
                 if redelivery:
                     self._note(mid, "redelivered", event=name)
                 self._check_finished(mid, machine)
-                # "consume" machines re-deliver only after a state change (gen_statem);
-                # "defer" machines after any transition taken, as before.
-                return cls.unhandled == "defer" or after != states
-        if cls.unhandled == "defer":
-            return self._queue(mid, ev, name, states, redelivery=redelivery)
+                return after != states  # postponed events wait for a state change (gen_statem)
         self.unhandled[(cls.__name__, "/".join(states), name)] += 1
         if not isinstance(ev, BboUpdated):
             self._note(mid, "unhandled", event=name, state=list(states))

@@ -196,33 +196,6 @@ def test_unhandled_market_data_is_counted_but_not_journaled():
     assert notes(engine, "unhandled") == []
 
 
-class Deferring(Gate):
-    """A machine not yet converted: it defers what it cannot take, and takes its
-    deadlines as `deadline_expired`."""
-
-    unhandled = "defer"
-    postpone = {}
-    deadline_expired = Gate.waiting_fill.to(Gate.done)
-
-    def on_enter_waiting_fill(self) -> None:
-        self.arm("fills_timeout", 1)
-
-
-def test_unconverted_machines_defer_and_take_deadlines_as_deadline_expired():
-    clock = VirtualClock()
-    engine = Engine(clock)
-    engine.spawn(Deferring, "d")
-    snap = PositionSnapshot(positions=[], request_id="r")
-    engine.process(snap)
-    assert list(engine.deferred["d"]) == [snap]
-    assert not engine.unhandled
-    run_virtual(engine, clock, lambda _i: None)
-    assert engine.finished == {"d": "done"}
-    moves = [r.data for r in engine.journal.records() if r.kind == "transition"]
-    assert moves[-1] == {"event": "deadline_expired", "from": "waiting_fill", "to": "done"}
-    assert notes(engine, "undelivered after finish")
-
-
 class Asker(PureMachine):
     """Asks the venue for positions and finishes on its deadline, answer or not."""
 
