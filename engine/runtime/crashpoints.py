@@ -1,15 +1,18 @@
 """Crash points for the SIGKILL crash test (tests/crash/): `DNPAIR_CRASH_AT=POINT:N`
 kills this process with SIGKILL at the N-th time POINT is reached.
 
-Nothing here reads the environment by itself: the composition root (engine/runtime/run.py) asks
-`from_env(os.environ)` once and, when a point is armed, injects the hook's methods where
-they are called: `placing` in the runner's send, `observe` as an engine observer, `sent`
-as the Nado adapter's `on_sent` callback (the adapter imports nothing from here).
+Nothing here reads the environment by itself: the composition root
+(engine/runtime/compose.py) asks `from_env(os.environ)` and, when a point is armed, injects
+the hook's methods where they are called: `placing` in the intent router, `observe` as an
+engine observer (both from `build_session`), `sent` as the Nado adapter's `on_sent`
+callback (from `make_venue`, which may build a venue before the session exists; the two
+hooks count disjoint points, so parsing the variable twice changes nothing). The adapter
+imports nothing from here.
 Without the variable there is no hook at all. machines/ never import this module.
 
 Points:
 - `after_intent_journaled`: a PlaceOrder is committed to the journal, not yet handed
-  to the venue adapter (engine/runtime/run.py, Session.send);
+  to the venue adapter (engine/runtime/router.py, `route`);
 - `after_send_before_ack`: the venue answered a placement, the adapter has not yet
   reported the ack (the Nado adapter's `on_sent`, after the execute call returns);
 - `between_ack_and_fill`: an `order_accepted` event is being journaled (observer);
