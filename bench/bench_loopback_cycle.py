@@ -38,7 +38,7 @@ def active_ms(journal: Path) -> list[float]:
             continue
         data = rec.data
         mid = str(data.get("machine", ""))
-        if data.get("note") == "spawn" and data.get("cls") in ("BuildMachine", "UnwindMachine"):
+        if data.get("note") == "spawn" and mid.startswith(("build:", "unwind:")):
             spawned[mid] = rec.ts
         elif data.get("note") == "finished" and mid in spawned:
             cycle = re.sub(r"^(build|unwind):", "", mid)

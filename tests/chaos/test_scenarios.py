@@ -107,7 +107,12 @@ def test_S_N2_no_build_starts_while_the_stream_is_down_and_exits_go_on():
             data = r.data if r.kind in ("transition", "note", "intent") else {}
             if r.kind == "transition" and r.machine == "health" and data["to"]:
                 health = data["to"]
-            elif r.kind == "note" and data.get("cls") == "BuildMachine":
+            elif (
+                r.kind == "note"
+                and r.machine == "engine"
+                and data.get("note") == "spawn"
+                and (data.get("params") or {}).get("purpose") == "build"
+            ):
                 builds += 1
                 assert health == "normal", f"seed {seed}: BUILD spawned while {health}"
             elif r.kind == "intent" and data["kind"] == "place_order" and health != "normal":
