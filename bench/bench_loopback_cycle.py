@@ -1,7 +1,7 @@
 """(g) BUILD+UNWIND over loopback against `dnpair venue serve`: real sockets, real signing.
 
 Starts the venue server as a subprocess, runs `dnpair run --venue nado` against it for a
-few cycles, and reads each cycle's active time (BUILD spawn → built, UNWIND spawn → flat,
+few cycles, and reads each cycle's active time (BUILD spawn → done, UNWIND spawn → done,
 hold excluded) from the journal. Prints one JSON line; a measurement, not a test.
 """
 
