@@ -1,7 +1,7 @@
 """(g) BUILD+UNWIND over loopback against `dnpair venue serve`: real sockets, real signing.
 
 Starts the venue server as a subprocess, runs `dnpair run --venue nado` against it for a
-few cycles, and reads each cycle's active time (BUILD spawn → built, UNWIND spawn → flat,
+few cycles, and reads each cycle's active time (BUILD spawn → done, UNWIND spawn → done,
 hold excluded) from the journal. Prints one JSON line; a measurement, not a test.
 """
 
@@ -38,7 +38,7 @@ def active_ms(journal: Path) -> list[float]:
             continue
         data = rec.data
         mid = str(data.get("machine", ""))
-        if data.get("note") == "spawn" and data.get("cls") in ("BuildMachine", "UnwindMachine"):
+        if data.get("note") == "spawn" and mid.startswith(("build:", "unwind:")):
             spawned[mid] = rec.ts
         elif data.get("note") == "finished" and mid in spawned:
             cycle = re.sub(r"^(build|unwind):", "", mid)

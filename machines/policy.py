@@ -11,7 +11,11 @@ push; those differences are one frozen `WorkPolicy` each, derived from the cycle
   verification waits, and the refused rounds retried after a back-off;
 - the hedge deadline (V1) for BUILD and UNWIND, or one total budget timer for the exit;
 - the pre-trade checks run before anything is sent (BUILD only), in order;
-- whether a venue reject of an IOC ends the attempt (BUILD) or only the round (exits).
+- whether a venue reject of an IOC ends the attempt (BUILD) or only the round (exits);
+- whether each round is an attempt judged by its own fresh read (the exit), and how long
+  the venue may refuse rounds outright (429) before the work fails (UNWIND, N7).
+
+`machines.position_work.PositionWork` is the one machine that reads these.
 
 Pure: no I/O, no clock; a policy is computed once when the machine is spawned.
 """
@@ -77,6 +81,18 @@ class WorkPolicy:
     max_refusals: int = 0  # refused rounds retried after a back-off
     pretrade_checks: tuple[str, ...] = ()
     reject_ends_work: bool = False  # an IOC reject ends the attempt (margin, size: V8)
+    # Each round an attempt judged by a fresh read: re-read before each round, back off
+    # refused or silent reads, count attempts without progress, HALT when spent (the exit).
+    reread_each_round: bool = False
+    refusal_budget_s: Decimal | None = None  # refused (429) this long in a row: failed
+
+    @classmethod
+    def of(cls, purpose: str, p: CycleParams) -> WorkPolicy:
+        """The policy of `purpose` ("build", "unwind" or "exit") for the cycle `p`."""
+        make = {"build": cls.build, "unwind": cls.unwind, "exit": cls.exit}.get(purpose)
+        if make is None:
+            raise ValueError(f"unknown purpose {purpose!r}")
+        return make(p)
 
     @classmethod
     def build(cls, p: CycleParams) -> WorkPolicy:
@@ -129,6 +145,7 @@ class WorkPolicy:
             verify_wait_s=p.verify_timeout_s,
             hedge_deadline=True,
             max_refusals=MAX_REFUSALS,
+            refusal_budget_s=p.exit_budget_s,
         )
 
     @classmethod
@@ -148,6 +165,7 @@ class WorkPolicy:
             hedge_deadline=False,
             budget_s=p.exit_budget_s,
             max_refusals=4 * p.exit_attempts + 4,  # position reads, answered or not
+            reread_each_round=True,
         )
 
     def rung(self, index: int) -> Rung:

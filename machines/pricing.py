@@ -18,10 +18,12 @@ from the ledger's order state: python-statemachine evaluates eventless transitio
 A decision guarded on tracker state is therefore taken only after the machine has
 recorded everything the event says (e.g. a cancel ack's filled amount).
 
-`OrderRounds` is the mixin the three order-working machines share: the guards and
-actions that record what the venue says about their orders, chase what it does not
-say (cancel, then QueryOrder, each bounded), walk a ladder of rungs, and verify by
-position query. Its actions emit through the host machine; it declares no states.
+`OrderRounds` holds the round machinery of the position-work machine
+(`machines.position_work`): the guards and actions that record what the venue says about
+its orders, chase what it does not say (cancel, then QueryOrder, each bounded), walk a
+ladder of rungs, and verify by position query. Its actions emit through the host machine;
+it declares no states (the host's `cancelling` and `deciding` states call its entry
+actions).
 """
 
 from __future__ import annotations
@@ -335,10 +337,10 @@ class OrderTracker:
 class OrderRounds:
     """Shared guards and actions for machines that work orders in rounds (see module doc).
 
-    The host machine declares states named `cancelling` and `verifying` and calls
-    `setup_rounds(policy)` from its `setup`; the policy (`machines.policy`) carries what
-    differs between BUILD, UNWIND and the exit: the ladder, reduce-only, the round budget,
-    deadlines, the hedge deadline and whether a venue reject ends the attempt."""
+    The host machine (`PositionWork`) declares states named `cancelling` and `deciding`
+    and calls `setup_rounds(policy)` from its `setup`; the policy (`machines.policy`)
+    carries what differs between BUILD, UNWIND and the exit: the ladder, reduce-only, the
+    round budget, deadlines, the hedge deadline and whether a venue reject ends the attempt."""
 
     if TYPE_CHECKING:
         p: CycleParams
@@ -568,14 +570,6 @@ class OrderRounds:
             self._cancel(oid)
 
     # -- verifying by position query ------------------------------------------------------------
-    def on_enter_verifying(self) -> None:
-        self.verifies = 0
-        self.reset_lag()
-        self.query_positions()
-
-    def on_enter_flat(self) -> None:
-        self.note("flat: verified by the venue", positions=self.venue_positions())
-
     def venue_flat(self, ev: PositionSnapshot) -> bool:
         seen = self._seen(ev)
         return all(self._dust(leg, seen[leg.product_id]) for leg in self.p.legs)

@@ -1,6 +1,7 @@
 """SESSION: the supervisor. restore → idle → building → holding → unwinding → idle …
 
-It never trades itself: it spawns one child machine at a time and moves on its
+It never trades itself: it spawns one child machine at a time (RESTORE, or the
+position-work machine for BUILD, UNWIND and the emergency exit) and moves on its
 outcome. Directions alternate every cycle. Pauses happen only while flat. A failed
 cycle gets one graceful recovery (the emergency exit, verified flat), then trading
 continues; a second consecutive failure halts. HALT is sticky until an operator
@@ -25,13 +26,11 @@ from engine.core.intents import QueryPositions
 from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
-from machines.build import BuildMachine
-from machines.emergency_exit import EmergencyExitMachine
 from machines.params import CycleParams
+from machines.position_work import PositionWork
 from machines.pricing import fills_agree
 from machines.pricing import read_lags_fills
 from machines.restore import RestoreMachine
-from machines.unwind import UnwindMachine
 
 
 class SessionMachine(PureMachine):
@@ -61,20 +60,21 @@ class SessionMachine(PureMachine):
         | syncing.to(idle, cond="outcome_is_synced")
         | syncing.to(recovering, cond="outcome_is_exposed")
         | syncing.to(halted)
-        | building.to(holding, cond=["outcome_is_built"], unless="stop_requested")
+        | building.to(holding, cond=["outcome_is_done"], unless="stop_requested")
         | building.to(finishing, cond="stop_requested")
         | building.to(idle, cond="outcome_is_aborted", unless="too_many_aborts")
         | building.to(halted, cond="outcome_is_aborted")
         | building.to(recovering)
-        | unwinding.to(finishing, cond=["outcome_is_flat", "no_more_cycles"], on="count_cycle")
-        | unwinding.to(idle, cond="outcome_is_flat", on="count_cycle")
+        | unwinding.to(finishing, cond=["outcome_is_done", "no_more_cycles"], on="count_cycle")
+        | unwinding.to(idle, cond="outcome_is_done", on="count_cycle")
         | unwinding.to(recovering)
-        | recovering.to(halted, cond="outcome_is_exhausted")
+        # The exit failed: it has already emitted HALT and its critical alert.
+        | recovering.to(halted, cond="outcome_is_failed")
         | recovering.to(halted, cond="second_failure")
         | recovering.to(finishing, cond="stop_requested")
         | recovering.to(idle)
         | finishing.to(halted, cond="foreign_seen")
-        | finishing.to(done, cond="outcome_is_flat")
+        | finishing.to(done, cond="outcome_is_done")
         | finishing.to(halted)
     )
     # Each deadline is its own event (armed on entry, disarmed when its state is left).
@@ -171,17 +171,14 @@ class SessionMachine(PureMachine):
     def outcome_is_exposed(self, ev: MachineFinished) -> bool:
         return self._outcome(ev, "exposed")
 
-    def outcome_is_built(self, ev: MachineFinished) -> bool:
-        return self._outcome(ev, "built")
+    def outcome_is_done(self, ev: MachineFinished) -> bool:
+        return self._outcome(ev, "done")
 
     def outcome_is_aborted(self, ev: MachineFinished) -> bool:
         return self._outcome(ev, "aborted")
 
-    def outcome_is_flat(self, ev: MachineFinished) -> bool:
-        return self._outcome(ev, "flat")
-
-    def outcome_is_exhausted(self, ev: MachineFinished) -> bool:
-        return self._outcome(ev, "exhausted")
+    def outcome_is_failed(self, ev: MachineFinished) -> bool:
+        return self._outcome(ev, "failed")
 
     def too_many_aborts(self, ev: MachineFinished) -> bool:
         return self.aborts + 1 >= self.max_aborts
@@ -272,7 +269,7 @@ class SessionMachine(PureMachine):
     def on_enter_building(self) -> None:
         self.cycle += 1
         self.child = self.spawn(
-            BuildMachine, self._child_id("build"), params=self._params(self.cycle)
+            PositionWork, self._child_id("build"), params=self._params(self.cycle), purpose="build"
         )
 
     def on_exit_building(self, ev: Any = None) -> None:
@@ -280,7 +277,7 @@ class SessionMachine(PureMachine):
             self.outcomes.append(f"build:{ev.outcome}")
             self.aborts = self.aborts + 1 if ev.outcome == "aborted" else 0
             residual = getattr(self.child, "residual_usd", None)
-            if ev.outcome == "built" and isinstance(residual, Decimal):
+            if ev.outcome == "done" and isinstance(residual, Decimal):
                 self.carry_usd = residual
 
     def on_enter_holding(self) -> None:
@@ -367,7 +364,10 @@ class SessionMachine(PureMachine):
 
     def on_enter_unwinding(self) -> None:
         self.child = self.spawn(
-            UnwindMachine, self._child_id("unwind"), params=self._params(self.cycle)
+            PositionWork,
+            self._child_id("unwind"),
+            params=self._params(self.cycle),
+            purpose="unwind",
         )
 
     def count_cycle(self) -> None:
@@ -380,14 +380,15 @@ class SessionMachine(PureMachine):
         self.emergency_exits += 1
         reason = f"recovery after {getattr(ev, 'outcome', getattr(ev, 'kind', 'failure'))}"
         self.child = self.spawn(
-            EmergencyExitMachine,
+            PositionWork,
             self._child_id("exit"),
             params=self._params(self.cycle),
+            purpose="exit",
             reason=reason,
         )
 
     def on_exit_recovering(self, ev: Any = None) -> None:
-        if isinstance(ev, MachineFinished) and ev.outcome == "flat" and self.cycle_failed:
+        if isinstance(ev, MachineFinished) and ev.outcome == "done" and self.cycle_failed:
             self.failures += 1
 
     def on_enter_finishing(self) -> None:
@@ -395,26 +396,29 @@ class SessionMachine(PureMachine):
 
     def spawn_finishing_exit(self) -> None:
         self.child = self.spawn(
-            EmergencyExitMachine,
+            PositionWork,
             self._child_id("flatten"),
             params=self._params(self.cycle),
+            purpose="exit",
             reason="stop: flatten and verify",
             announce=False,
         )
 
     def on_enter_halted(self, ev: Any = None, source: Any = None) -> None:
-        outcome = getattr(ev, "outcome", "")
+        outcome, came_from = getattr(ev, "outcome", ""), getattr(source, "id", "")
+        # An emergency exit (recovering, or the stop's flatten) that failed is exhausted.
+        exhausted = outcome == "failed" and came_from in ("recovering", "finishing")
         self.halt_reason = (
             f"fills for orders this engine never placed ({', '.join(self.foreign_fills[:3])})"
-            if self.foreign_fills and outcome == "flat"
+            if self.foreign_fills and outcome == "done"
             else "emergency exit budget exhausted"
-            if outcome == "exhausted"
+            if exhausted
             else "two consecutive failed cycles"
-            if outcome == "flat"
-            else self._halt_cause(getattr(source, "id", ""), getattr(ev, "machine", "?"), outcome)
+            if outcome == "done"
+            else self._halt_cause(came_from, getattr(ev, "machine", "?"), outcome)
         )
         exposure = self._exposure_usd()
-        if outcome == "exhausted":
+        if exhausted:
             return  # the emergency exit already emitted Halt and its critical alert
         self.emit(Halt(reason=self.halt_reason, exposure_usd=exposure))
         self.emit(

@@ -9,7 +9,7 @@ weight/min of the 2400 budget at 5 s). How often Nado itself moves its oracle is
 documented (unverified); the age bound is ours, counted from the answer. A failed read
 keeps the last price until it is too old; then quotes go unstamped, and the engine refuses
 entries on a product whose oracle was once known and is no more (engine/core/ledger.py,
-machines/build.py `within_price_band`).
+machines/position_work.py `within_price_band`).
 """
 
 from __future__ import annotations

@@ -63,7 +63,10 @@ __all__ = [
 # The version of what this engine writes: the file layout below and the records' content
 # (machines, events, intents). Raise it when either changes so that replay of an older
 # journal says so instead of diverging. 1: every journal before versions were recorded.
-JOURNAL_SCHEMA = 2
+# 2: issue 12's storage. 3: one position-work machine (`PositionWork`, outcomes done /
+# aborted / failed) instead of BuildMachine, UnwindMachine and EmergencyExitMachine; the
+# storage is version 2's.
+JOURNAL_SCHEMA = 3
 HASH_BYTES = 16  # SHA-256 cut to 128 bits (version 1: all 32 bytes)
 GENESIS = "0" * (2 * HASH_BYTES)
 KINDS = ("event", "transition", "intent", "note")

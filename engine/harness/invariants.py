@@ -75,6 +75,7 @@ INVARIANTS = (
 )
 EXIT_PURPOSES = ("unwind", "unwind market", "emergency")
 BOUNDED = ("build", "unwind", "exit", "flatten", "restore")  # machines that must never idle
+WORK_KINDS = ("build", "unwind", "exit", "flatten")  # position-work machines (ids)
 
 
 class TruthVenue(Protocol):
@@ -209,7 +210,9 @@ class InvariantChecker:
                 self._configure(data.get("config") or {})
             elif note == "spawn":
                 self._machines[str(data["machine"])] = _Machine(rec.ts, str(data.get("cls")))
-                if data.get("cls") == "BuildMachine" and self._unknown_fill is not None:
+                params = data.get("params") or {}
+                building = isinstance(params, dict) and params.get("purpose") == "build"
+                if building and self._unknown_fill is not None:
                     self.fail("fills", "a BUILD started after a fill for an unknown order", rec)
             elif note == "finished":
                 self._on_finished(rec, data)
@@ -267,8 +270,10 @@ class InvariantChecker:
                 self.facts.cycle_s.append(Decimal(rec.ts - self._cycle_start) / NS_PER_S)
                 self._cycle_start = None
             return
-        if to in ("built", "flat"):
-            self._check_verified(rec, str(to))
+        kind = rec.machine.split(":", 1)[0]
+        if to == "done" and kind in WORK_KINDS:
+            # BUILD ends done at target; UNWIND and the exits end done flat.
+            self._check_verified(rec, "built" if kind == "build" else "flat")
 
     def _check_verified(self, rec: Record, outcome: str) -> None:
         m = self._machines.get(rec.machine)

@@ -323,7 +323,7 @@ def _wait_for_end(journal: str, wait_s: float) -> int:
 
 def _ended_done(fold: Any) -> bool:
     return any(
-        mid.startswith("flatten:") and outcome == "flat" for mid, outcome in fold.finished.items()
+        mid.startswith("flatten:") and outcome == "done" for mid, outcome in fold.finished.items()
     )
 
 

@@ -512,7 +512,7 @@ class RunFold:
             return
         kind = machine_kind(mid)
         if kind == "build":
-            if outcome == "built":
+            if outcome == "done":
                 record.built_ns = rec.ts
                 return
             if outcome == "aborted":
@@ -521,14 +521,14 @@ class RunFold:
                 record.outcome = "failed"
             return
         final = {
-            ("unwind", "flat"): "completed",
-            ("exit", "flat"): "recovered",
-            ("flatten", "flat"): "flattened",
+            ("unwind", "done"): "completed",
+            ("exit", "done"): "recovered",
+            ("flatten", "done"): "flattened",
+            ("exit", "failed"): "halted",  # an exhausted emergency exit HALTs
+            ("flatten", "failed"): "halted",
         }.get((kind, outcome))
         if final is not None:
             self._close(record, rec.ts, final)
-        elif outcome == "exhausted":
-            self._close(record, rec.ts, "halted")
         else:
             record.outcome = "failed"
 

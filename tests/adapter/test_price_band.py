@@ -16,7 +16,7 @@ from engine.core.events import Position
 from engine.core.events import PositionSnapshot
 from engine.core.intents import PlaceOrder
 from engine.core.intents import SendAlert
-from machines.build import BuildMachine
+from machines.position_work import PositionWork
 from tests.adapter.memory import engine_rig
 from tests.adapter.memory import serving
 from tests.adapter.support import ETH
@@ -59,7 +59,7 @@ async def test_build_refuses_a_skewed_quote_over_venue_serve_with_the_band_alert
 
         flat = [Position(product_id=p, qty=D(0)) for p in (ETH, SOL)]
         r.engine.process(PositionSnapshot(positions=flat, request_id="session:q"))
-        r.engine.spawn(BuildMachine, "m", params=params())
+        r.engine.spawn(PositionWork, "m", params=params(), purpose="build")
         for intent in r.engine._finish_step():
             r.send(intent)
         await r.until(lambda: "m" in r.engine.finished)

@@ -68,10 +68,24 @@ def test_ledger_ignoring_the_venues_word_on_lost_fills_is_caught_at_rest(monkeyp
     assert {"at_rest", "fills"} <= found
 
 
-def test_flat_claimed_on_a_non_flat_answer_is_caught(monkeypatch, settings):
-    from machines.unwind import UnwindMachine
+def _plant(monkeypatch, purpose, guard, answer):
+    """A bug planted in one purpose's guard of the position-work machine."""
+    from machines.position_work import PositionWork
 
-    monkeypatch.setattr(UnwindMachine, "venue_flat", lambda self, ev: True)
+    original = getattr(PositionWork, guard)
+
+    def planted(self, ev):
+        return answer if self.policy.purpose == purpose else original(self, ev)
+
+    monkeypatch.setattr(PositionWork, guard, planted)
+
+
+def _plant_unwind_flat(monkeypatch):
+    _plant(monkeypatch, "unwind", "venue_flat", True)
+
+
+def test_flat_claimed_on_a_non_flat_answer_is_caught(monkeypatch, settings):
+    _plant_unwind_flat(monkeypatch)
     result = run_one(1, QUIET, cycles=2, settings=settings)
     assert "verified" in _invariants(result)
 
@@ -79,11 +93,9 @@ def test_flat_claimed_on_a_non_flat_answer_is_caught(monkeypatch, settings):
 def test_flat_claimed_against_the_reported_fills_is_caught(monkeypatch, settings):
     # Issue 11's bug planted back: the emergency exit takes a lagging 0/0 read as flat
     # although its own ledger holds the BUILD leg that filled.
-    from machines.emergency_exit import EmergencyExitMachine
-
-    monkeypatch.setattr(EmergencyExitMachine, "read_lags", lambda self, ev: False)
-    monkeypatch.setattr(EmergencyExitMachine, "stale_suspected", lambda self, ev: False)
-    monkeypatch.setattr(EmergencyExitMachine, "read_agrees", lambda self, ev: True)
+    _plant(monkeypatch, "exit", "read_lags", False)
+    _plant(monkeypatch, "exit", "stale_suspected", False)
+    _plant(monkeypatch, "exit", "read_agrees", True)
     legging = ChaosProfile(
         "legging", "[venue]\nposition_lag_ms = 20000\n[orders]\nioc_no_fill = 0.5\n"
     )
@@ -160,12 +172,16 @@ def test_nondeterministic_machine_is_caught_by_replay(monkeypatch, settings):
 
 
 def test_machine_error_is_reported_not_hidden(monkeypatch, settings):
-    from machines.build import BuildMachine
+    from machines.position_work import PositionWork
+
+    verify = PositionWork.start_verifying
 
     def boom(self):
-        raise RuntimeError("planted")
+        if self.policy.purpose == "build":
+            raise RuntimeError("planted")
+        verify(self)
 
-    monkeypatch.setattr(BuildMachine, "on_enter_verifying", boom)
+    monkeypatch.setattr(PositionWork, "start_verifying", boom)
     result = run_one(1, QUIET, cycles=1, settings=settings)
     assert result.outcome == "error"
     assert "terminated" in _invariants(result)
@@ -207,9 +223,8 @@ def test_chaos_cli_violation_prints_seed_profile_first_record_and_exits_1(
     tmp_path, capsys, monkeypatch
 ):
     from engine.runtime.cli import main
-    from machines.unwind import UnwindMachine
 
-    monkeypatch.setattr(UnwindMachine, "venue_flat", lambda self, ev: True)
+    _plant_unwind_flat(monkeypatch)
     profile = tmp_path / "calm.toml"
     profile.write_text("[market]\nvolatility_bps_per_sqrt_s = 1.0\n")
     code = main(["chaos", "--seeds", "7", "--only", "--faults", str(profile), "--cycles", "1"])

@@ -7,7 +7,7 @@ from decimal import Decimal
 from engine.core.events import OrderAccepted
 from engine.core.intents import Halt
 from engine.core.intents import PlaceOrder
-from machines.emergency_exit import EmergencyExitMachine
+from machines.position_work import PositionWork
 from tests.unit.machines.fakes import FakeVenue
 from tests.unit.machines.fakes import outcome
 from tests.unit.machines.fakes import params
@@ -26,12 +26,13 @@ def test_S_N8_exit_halting_on_a_silent_venue_states_what_unresolved_orders_may_h
         fake.engine.process(OrderAccepted(order_id="build:o1", digest="0x1"))
 
     engine, fake = spawn(
-        EmergencyExitMachine,
+        PositionWork,
         params(),
         venue={"silent_queries": True},
         setup=accepted_build_order,
+        purpose="exit",
     )
-    assert outcome(engine) == "exhausted"
+    assert outcome(engine) == "failed"
     (halt,) = fake.of(Halt)
     assert halt.exposure_usd >= Decimal("0.3") * Decimal("3000")  # the order may have filled
 
@@ -41,10 +42,8 @@ def test_seed003_build_rides_out_a_position_feed_lagging_by_1_5_s():
     # fills, every BUILD re-asked at a fixed 0.5 s, ran out of re-asks after ~1.1 s and
     # failed; every session halted on "two consecutive failed cycles". Re-asks now back
     # off (0.5, 1 s ...), still bounded by verify_attempts.
-    from machines.build import BuildMachine
-
-    engine, _ = spawn(BuildMachine, params(), venue={"position_lag_ms": 1500})
-    assert outcome(engine) == "built"
+    engine, _ = spawn(PositionWork, params(), venue={"position_lag_ms": 1500}, purpose="build")
+    assert outcome(engine) == "done"
     queries = [r for r in engine.journal.records() if '"query_positions"' in r.payload]
     assert len(queries) <= params().verify_attempts
 
@@ -53,7 +52,6 @@ def test_S_D2_build_repair_round_never_prices_from_a_stale_book():
     # Chaos scenario S-D2 (97 % of pushes lost): a repair round seconds after the entry
     # check priced an IOC from a 2.3 s old quote. Now such a leg is not priced; the BUILD
     # fails (the session's emergency exit flattens) rather than trade on a stale book.
-    from machines.build import BuildMachine
     from tests.unit.machines.fakes import ETH
     from tests.unit.machines.fakes import notes
 
@@ -61,7 +59,7 @@ def test_S_D2_build_repair_round_never_prices_from_a_stale_book():
         fake.stream_bbo = False  # the quotes of the start, never refreshed
         fake.script([], product_id=ETH.product_id)  # accepted, then silence
 
-    engine, fake = spawn(BuildMachine, params(), setup=silent_eth)
+    engine, fake = spawn(PositionWork, params(), setup=silent_eth, purpose="build")
     eth = fake.placed(product_id=ETH.product_id)
     assert len(eth) == 1  # no repair priced from the 5 s old quote
     assert notes(engine, "stale BBO: leg not priced")
@@ -70,9 +68,9 @@ def test_S_D2_build_repair_round_never_prices_from_a_stale_book():
     def silent_eth_live_quotes(fake: FakeVenue) -> None:
         fake.script([], product_id=ETH.product_id)
 
-    engine, fake = spawn(BuildMachine, params(), setup=silent_eth_live_quotes)
+    engine, fake = spawn(PositionWork, params(), setup=silent_eth_live_quotes, purpose="build")
     assert len(fake.placed(product_id=ETH.product_id)) == 2  # repaired from a fresh book
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
 
 
 def test_S_N7_unwind_refused_past_the_exit_budget_hands_over_to_the_flagged_exit(settings):

@@ -103,6 +103,27 @@ def test_run_does_not_append_to_a_journal_of_another_version(current: Path, tmp_
     assert old.read_bytes() == before
 
 
+def test_a_version_2_journal_of_the_three_order_working_machines_is_refused_in_one_line(
+    current: Path, tmp_path: Path
+) -> None:
+    """Version 2 journals were written by BuildMachine, UnwindMachine and
+    EmergencyExitMachine, which the position-work machine replaced: their replay would
+    diverge at the first spawn, so it is refused by version (exit 2, one line)."""
+    assert JOURNAL_SCHEMA == 3
+    old = tmp_path / "v2.db"
+    old.write_bytes(current.read_bytes())
+    db = sqlite3.connect(old)
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    for args in (("replay", str(old)), ("journal", "verify", str(old))):
+        line = one_line_error(dnpair(*args))
+        assert line == (
+            f"{old}: written by journal schema version 2, this dnpair reads version 3; "
+            "replay or verify it with the dnpair that wrote it"
+        ), line
+
+
 def test_a_journal_of_a_later_version_is_refused_the_same_way(
     current: Path, tmp_path: Path
 ) -> None:

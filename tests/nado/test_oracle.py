@@ -24,7 +24,7 @@ from engine.core.intents import Intent
 from engine.core.intents import PlaceOrder
 from engine.core.intents import SendAlert
 from engine.core.loop import Engine
-from machines.build import BuildMachine
+from machines.position_work import PositionWork
 from tests.nado.offline import ETH
 from tests.nado.offline import SOL
 from tests.nado.offline import OfflineVenue
@@ -128,7 +128,7 @@ class Driven:
         self.route(self.engine.drain())
         flat = [Position(product_id=p, qty=D(0)) for p in (ETH, SOL)]
         self.engine.process(PositionSnapshot(positions=flat, request_id="session:q"))
-        self.engine.spawn(BuildMachine, "m", params=params())
+        self.engine.spawn(PositionWork, "m", params=params(), purpose="build")
         self.route(self.engine._finish_step())
         for _ in range(within_ms // 10):
             if "m" in self.engine.finished:

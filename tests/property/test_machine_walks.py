@@ -46,11 +46,9 @@ from engine.core.intents import QueryOrder
 from engine.core.intents import QueryPositions
 from engine.core.loop import Engine
 from engine.harness.machine_bounds import MachineBounds
-from machines.build import BuildMachine
-from machines.emergency_exit import EmergencyExitMachine
 from machines.params import CycleParams
 from machines.params import LegSpec
-from machines.unwind import UnwindMachine
+from machines.position_work import PositionWork
 from tests.tiers import deep
 
 D = Decimal
@@ -59,9 +57,9 @@ SOL = LegSpec(symbol="SOL-PERP", product_id=8, tick_size="0.01", size_increment=
 BOOKS = {4: (D("3000"), D("3000.5")), 8: (D("150"), D("150.02"))}
 P = CycleParams(cycle=1, long=ETH, short=SOL, notional_usd="100")
 KINDS = {
-    "build": (BuildMachine, {4: D(0), 8: D(0)}),
-    "unwind": (UnwindMachine, {4: D("0.033"), 8: D("-0.66")}),
-    "exit": (EmergencyExitMachine, {4: D("0.033"), 8: D("0")}),
+    "build": {4: D(0), 8: D(0)},
+    "unwind": {4: D("0.033"), 8: D("-0.66")},
+    "exit": {4: D("0.033"), 8: D("0")},
 }
 ERROR_CLASSES = ("retryable", "rate_limited", "permanent", "unknown_outcome")
 STATUS = ("open", "filled", "cancelled", "expired", "rejected", "not_found")
@@ -105,13 +103,13 @@ class CycleMachineWalk(RuleBasedStateMachine):
     @initialize(kind=st.sampled_from(sorted(KINDS)))
     def start(self, kind: str) -> None:
         self.kind = kind
-        cls, start = KINDS[kind]
+        start = KINDS[kind]
         for pid, (bid, ask) in BOOKS.items():
             self._feed(BboUpdated(product_id=pid, bid=bid, ask=ask, bid_qty=5, ask_qty=5))
         snap = [Position(product_id=pid, qty=qty) for pid, qty in start.items()]
         self._feed(PositionSnapshot(positions=snap, request_id="restore:q"))
         self.engine.ledger.apply_intent(AdoptVenuePositions(product_ids=(4, 8)))
-        self.engine.spawn(cls, MID, params=P)
+        self.engine.spawn(PositionWork, MID, params=P, purpose=kind)
         self._take(self.engine._finish_step())
 
     # -- the venue, in any order --------------------------------------------------------

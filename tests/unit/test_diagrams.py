@@ -82,10 +82,10 @@ def test_every_order_lifecycle_edge_is_drawn():
 def test_the_guards_the_library_renderer_dropped_are_drawn():
     # python-statemachine's Mermaid renderer drew once the transitions sharing source, target
     # and event: these safety paths were missing from the committed diagrams.
-    text = {slug: (DIAGRAMS / f"{slug}.mmd").read_text() for slug in ("session", "build")}
+    text = {slug: (DIAGRAMS / f"{slug}.mmd").read_text() for slug in ("session", "position_work")}
     assert "stop_loss_hit" in text["session"]
     assert "daily_loss_exceeded" in text["session"]
-    assert "hedge_deadline_passed" in text["build"]
+    assert "hedge_deadline_passed" in text["position_work"]
 
 
 def test_svg_is_rendered_through_dot_and_its_failure_is_reported(tmp_path, capsys):

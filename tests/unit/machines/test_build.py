@@ -16,7 +16,7 @@ from engine.core.intents import QueryOrder
 from engine.core.intents import QueryPositions
 from engine.core.intents import SendAlert
 from engine.core.loop import Engine
-from machines.build import BuildMachine
+from machines.position_work import PositionWork
 from tests.unit.machines.fakes import BOOKS
 from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import Error
@@ -41,7 +41,7 @@ ETH_QTY, SOL_QTY = D("0.333"), D("6.66")  # $1000 at mid 3000.25 / 150.01, round
 
 
 def build(p=None, **kw):
-    return spawn(BuildMachine, p or params(), **kw)
+    return spawn(PositionWork, p or params(), purpose="build", **kw)
 
 
 def kinds(fake):
@@ -58,7 +58,7 @@ def test_build_ioc_both_legs_fill_is_built_after_a_position_query():
     # Arrange / Act
     engine, fake = build()
     # Assert: both legs at once, crossing by 10 bps rounded to tick aggressively, then verify.
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     buy, sell = fake.of(PlaceOrder)
     assert (buy.product_id, buy.side, buy.qty, buy.price, buy.tif) == (
         ETH,
@@ -89,7 +89,7 @@ def test_build_residual_usd_attribute_is_what_was_noted():
     engine.process(
         PositionSnapshot(positions=[Position(product_id=4, qty=0), Position(product_id=8, qty=0)])
     )
-    machine = engine.spawn(BuildMachine, "m", params=params())
+    machine = engine.spawn(PositionWork, "m", params=params(), purpose="build")
     noted = notes(engine, "sized at equal notional")[0]["residual_usd"]
     assert machine.residual_usd == D(noted)  # type: ignore[attr-defined]
     # 1000 - (0.333 x 3000.25 + 6.66 x 150.01) / 2
@@ -136,7 +136,7 @@ def test_build_checking_closed_breaker_and_normal_health_allow_entry():
         fake.engine.ledger.machine_states.update(breaker=("closed",), health=("normal",))
 
     engine, _ = build(setup=setup)
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
 
 
 def test_build_checking_stale_bbo_is_aborted():
@@ -149,7 +149,7 @@ def test_build_checking_stale_bbo_is_aborted():
     )
     clock.advance(3 * S)  # older than bbo_max_age_s = 2
     engine.process(PositionSnapshot(positions=[], request_id="tick"))
-    engine.spawn(BuildMachine, "m", params=params())
+    engine.spawn(PositionWork, "m", params=params(), purpose="build")
     assert engine.finished == {"m": "aborted"}
     assert "stale BBO" in notes(engine, "pre-trade check refused")[0]["reason"]
 
@@ -159,7 +159,7 @@ def test_build_partial_fill_then_expiry_sizes_the_remainder_from_the_ledger():
     # Only 0.2 ETH at the touch: the first IOC fills 0.2 and expires; the repair asks 0.133.
     engine, fake = build(venue={"liquidity": {ETH: D("0.2")}})
     assert [o.qty for o in fake.placed(product_id=ETH)] == [ETH_QTY, D("0.133")]
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     assert_ledger_matches_venue(engine, fake)
 
 
@@ -173,7 +173,7 @@ def test_build_partial_then_repair_fills_is_built():
     assert eth[1].price == D("3011.1")  # 3000.5 x (1 + 35 bps) = 3011.00175 → 3011.1
     assert eth[1].purpose == "repair"
     assert len(fake.placed(product_id=SOL)) == 1
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     assert fake.positions == {ETH: ETH_QTY, SOL: -SOL_QTY}
 
 
@@ -184,7 +184,7 @@ def test_build_expiry_reports_more_than_the_ledger_has_seen_then_the_fill_arrive
 
     engine, fake = build(setup=setup)
     assert [o.qty for o in fake.placed(product_id=ETH)] == [ETH_QTY, D("0.133")]
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     assert_ledger_matches_venue(engine, fake)
 
 
@@ -197,7 +197,7 @@ def test_build_cycle6_one_leg_expired_unfilled_is_repaired_then_built():
     eth = fake.placed(product_id=ETH)
     assert [o.qty for o in eth] == [ETH_QTY, ETH_QTY]
     assert eth[1].price > eth[0].price
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     assert fake.finished_ns < 1 * S  # no fill deadline was waited out
 
 
@@ -257,7 +257,7 @@ def test_build_seed002_partial_cancel_late_fill_replacement_never_double_sells(
     sol = fake.placed(product_id=SOL)
     assert [o.qty for o in sol] == [SOL_QTY, D("3.66")]
     assert [o.tif for o in sol] == ["post_only", "ioc"]  # ETH complete: repair at once
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     assert fake.positions[SOL] == -SOL_QTY  # sold exactly once
     assert_ledger_matches_venue(engine, fake)
     if not cancel_reports_fill:
@@ -275,7 +275,7 @@ def test_build_post_only_never_fills_is_repriced_then_crosses_with_ioc():
     assert fake.placed(product_id=ETH)[0].price == D("3000")  # joins the bid
     assert fake.placed(product_id=SOL)[0].price == D("150.02")  # joins the ask
     assert len(fake.of(CancelOrder)) == 4  # two rounds x two legs
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     assert fake.finished_ns == pytest.approx(10 * S, abs=0.2 * S)
 
 
@@ -291,7 +291,7 @@ def test_build_unknown_outcome_is_queried_before_anything_is_resent():
     before = fake.sent[: fake.sent.index(resend)]
     queried = [i for i in before if isinstance(i, QueryOrder) and i.order_id == first.order_id]
     assert len(queried) >= 2  # "not found" twice, a deadline apart, before concluding
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     assert fake.finished_ns < 2 * S  # re-asked after verify_retry_s, not the fill deadline
     assert_ledger_matches_venue(engine, fake)
 
@@ -303,7 +303,7 @@ def test_build_unknown_outcome_that_the_venue_accepted_is_not_resent():
     engine, fake = build(setup=setup)
     assert len(fake.placed(product_id=ETH)) == 1
     assert any(isinstance(i, QueryOrder) for i in fake.sent)
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
 
 
 def test_build_rate_limited_placement_is_retried_under_a_new_id():
@@ -314,7 +314,7 @@ def test_build_rate_limited_placement_is_retried_under_a_new_id():
     sol = fake.placed(product_id=SOL)
     assert len(sol) == 2
     assert sol[0].order_id != sol[1].order_id
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
 
 
 def test_build_order_that_never_ends_is_failed_after_bounded_cancels_and_queries():
@@ -343,7 +343,7 @@ def test_build_verify_unanswered_is_retried_twice_then_failed():
 
 def test_build_position_lag_is_asked_again_then_built():
     engine, fake = build(venue={"position_lag_ms": 300})
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
     assert len(fake.of(QueryPositions)) == 2
     assert notes(engine, "position read lags the reported fills: asking again")
 
@@ -366,8 +366,8 @@ def test_build_venue_position_the_fills_do_not_explain_is_failed():
 # -- structure and seeded fault walks ---------------------------------------------------------
 def test_build_every_waiting_state_consumes_every_event_it_declares():
     # Consumed by the engine (noted), not by catch-all transitions (issue 13 contract).
-    assert BuildMachine.unhandled == "consume"
-    assert catch_alls(BuildMachine) == []
+    assert PositionWork.unhandled == "consume"
+    assert catch_alls(PositionWork) == []
 
 
 def test_the_gap_check_can_fail():
@@ -386,12 +386,12 @@ def test_the_gap_check_can_fail():
 
 @pytest.mark.parametrize("seed", range(40))
 def test_build_seeded_fault_walk_ends_bounded_and_never_resends_an_unknown(seed):
-    engine, fake = run_chaos(BuildMachine, params(), seed, positions={})
-    assert outcome(engine) in ("built", "failed", "aborted")
+    engine, fake = run_chaos(PositionWork, params(), seed, positions={}, purpose="build")
+    assert outcome(engine) in ("done", "failed", "aborted")
     assert fake.finished_ns <= 120 * S
     assert len(fake.placed(product_id=ETH)) <= 9  # ladder of 3; progress rounds capped 3x
     assert len(fake.of(QueryPositions)) <= 3
-    if outcome(engine) == "built":
+    if outcome(engine) == "done":
         assert abs(fake.positions.get(ETH, 0) - ETH_QTY) < D("0.001")
         assert abs(fake.positions.get(SOL, 0) + SOL_QTY) < D("0.01")
     assert_unknown_resolved_before_resend(engine, fake)
@@ -404,7 +404,7 @@ def test_build_repairs_that_keep_filling_go_on_at_the_last_step_until_complete()
     eth = fake.placed(product_id=ETH)
     assert [o.qty for o in eth] == [ETH_QTY, D("0.233"), D("0.133"), D("0.033")]
     assert [o.price for o in eth][-2:] == [D("3018.6"), D("3018.6")]  # capped at 60 bps
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
 
 
 def test_build_a_repair_round_without_any_fill_ends_it():
@@ -442,7 +442,7 @@ def test_build_refuses_a_quote_beyond_the_price_band_with_an_alert_and_sends_not
 
 def test_build_within_the_price_band_trades():
     engine, _fake = build(setup=_oracle(SOL, D("152")))  # 1.3 % off: inside 500 bps
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
 
 
 def _oracle_lost(pid, price):
@@ -471,10 +471,10 @@ def test_build_refuses_a_quote_whose_oracle_is_lost_with_the_band_alert():
 
 def test_build_with_the_band_off_trades_on_a_lost_oracle():
     engine, _fake = build(params(price_band_bps=0), setup=_oracle_lost(SOL, D("152")))
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"
 
 
 def test_a_venue_that_never_gives_an_oracle_is_not_band_checked():
     engine, _fake = build()  # the fake stamps no oracle at all
     assert not engine.ledger.oracle_lost(SOL)
-    assert outcome(engine) == "built"
+    assert outcome(engine) == "done"

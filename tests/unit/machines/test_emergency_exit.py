@@ -13,7 +13,7 @@ from engine.core.intents import PlaceOrder
 from engine.core.intents import QueryOrder
 from engine.core.intents import QueryPositions
 from engine.core.intents import SendAlert
-from machines.emergency_exit import EmergencyExitMachine
+from machines.position_work import PositionWork
 from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Fill
 from tests.unit.machines.fakes import S
@@ -38,7 +38,12 @@ def exit_(p=None, positions=None, **kw):
     kw.setdefault("query_first", False)
     kw.setdefault("adopt", True)
     return spawn(
-        EmergencyExitMachine, p or params(), venue=venue, reason=kw.pop("reason", "test"), **kw
+        PositionWork,
+        p or params(),
+        venue=venue,
+        reason=kw.pop("reason", "test"),
+        purpose="exit",
+        **kw,
     )
 
 
@@ -48,7 +53,7 @@ def kinds(fake):
 
 def test_exit_one_leg_is_flattened_reduce_only_and_verified_by_a_position_query():
     engine, fake = exit_(reason="build failed: ETH expired, SOL filled")
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert kinds(fake) == ["SendAlert", "QueryPositions", "PlaceOrder", "QueryPositions"]
     alert = fake.of(SendAlert)[0]
     assert (alert.severity, alert.event) == ("warning", "emergency_exit")
@@ -69,13 +74,13 @@ def test_exit_one_leg_is_flattened_reduce_only_and_verified_by_a_position_query(
 
 def test_exit_flat_already_is_flat_without_an_order():
     engine, fake = exit_(positions={})
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert kinds(fake) == ["SendAlert", "QueryPositions"]
 
 
 def test_exit_no_liquidity_climbs_the_ladder_and_is_exhausted_with_a_halt_stating_exposure():
     engine, fake = exit_(positions=BOTH, venue={"liquidity": {ETH: D(0), SOL: D(0)}})
-    assert outcome(engine) == "exhausted"
+    assert outcome(engine) == "failed"
     eth = fake.placed(product_id=ETH)
     # one attempt per ladder step (3), each at the step's slippage: 50, 150, 500 bps
     assert [o.price for o in eth] == [D("2985"), D("2955"), D("2850")]
@@ -96,7 +101,7 @@ def test_exit_bug003_orders_time_out_at_most_the_configured_attempts_within_budg
         fake.script([], times=10)
 
     engine, fake = exit_(positions=BOTH, setup=setup)
-    assert outcome(engine) == "exhausted"
+    assert outcome(engine) == "failed"
     assert len(fake.placed(product_id=ETH)) == 3
     assert len(fake.of(CancelOrder)) == 6  # each attempt cancels its own unfilled orders
     assert fake.finished_ns <= 30 * S
@@ -112,7 +117,7 @@ def test_exit_budget_is_armed_once_and_ends_the_exit_whatever_attempt_is_running
 
     p = params(exit_attempt_timeout_s="20", cancel_timeout_s="20")
     engine, fake = exit_(p, positions=BOTH, setup=setup)
-    assert outcome(engine) == "exhausted"
+    assert outcome(engine) == "failed"
     assert fake.finished_ns == 30 * S + 0  # exactly the budget
     assert "budget spent" in fake.of(Halt)[0].reason
     armed = [n for n in notes(engine, "deadline armed") if n["name"] == "budget_timeout"]
@@ -121,7 +126,7 @@ def test_exit_budget_is_armed_once_and_ends_the_exit_whatever_attempt_is_running
 
 def test_exit_partial_fills_are_resized_from_the_re_read_position():
     engine, fake = exit_(positions=BOTH, venue={"liquidity": {ETH: D("0.2")}})
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert [o.qty for o in fake.placed(product_id=ETH)] == [D("0.333"), D("0.133")]
     assert len(fake.placed(product_id=SOL)) == 1
 
@@ -133,7 +138,7 @@ def test_exit_late_fill_after_expiry_is_never_sold_twice():
         fake.script([Fill(D("0.2"), at_ms=10, deliver_ms=300)], product_id=ETH)
 
     engine, fake = exit_(positions={ETH: D("0.333")}, setup=setup)
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert fake.positions[ETH] == 0
     assert [o.qty for o in fake.placed(product_id=ETH)] == [D("0.333"), D("0.133")]
 
@@ -148,7 +153,7 @@ def test_exit_unknown_outcome_is_queried_before_anything_is_resent():
     queried = [i for i in before if isinstance(i, QueryOrder) and i.order_id == first.order_id]
     assert len(queried) >= 2
     assert resend.order_id != first.order_id
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
 
 
 @pytest.mark.parametrize("retry_after", [None, D("2")])
@@ -159,7 +164,7 @@ def test_exit_rate_limited_backs_off_without_spending_attempts_then_flat(retry_a
         fake.retry_after = retry_after
 
     engine, fake = exit_(setup=setup)
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert fake.positions[SOL] == 0
     assert notes(engine, "venue refused or silent; backing off")
     assert fake.finished_ns < 10 * S
@@ -168,7 +173,7 @@ def test_exit_rate_limited_backs_off_without_spending_attempts_then_flat(retry_a
 def test_exit_silent_venue_reads_are_bounded_and_end_exhausted():
     # The session's last snapshot (SOL -0.9) is all that is known when the venue goes quiet.
     engine, fake = exit_(venue={"silent_queries": True}, query_first=True)
-    assert outcome(engine) == "exhausted"
+    assert outcome(engine) == "failed"
     assert not fake.of(PlaceOrder)  # never sized from anything but a venue answer
     assert fake.finished_ns <= 30 * S
     assert fake.of(Halt)[0].exposure_usd == D("135.01")  # 0.9 x 150.01, last known
@@ -177,20 +182,22 @@ def test_exit_silent_venue_reads_are_bounded_and_end_exhausted():
 # -- structure and seeded fault walks ---------------------------------------------------------
 def test_exit_every_waiting_state_consumes_every_event_it_declares():
     # Consumed by the engine (noted), not by catch-all transitions (issue 13 contract).
-    assert EmergencyExitMachine.unhandled == "consume"
-    assert catch_alls(EmergencyExitMachine) == []
+    assert PositionWork.unhandled == "consume"
+    assert catch_alls(PositionWork) == []
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_exit_seeded_fault_walk_is_flat_or_halted_within_budget(seed):
-    engine, fake = run_chaos(EmergencyExitMachine, params(), seed, positions=BOTH, reason="t")
-    assert outcome(engine) in ("flat", "exhausted")
+    engine, fake = run_chaos(
+        PositionWork, params(), seed, positions=BOTH, reason="t", purpose="exit"
+    )
+    assert outcome(engine) in ("done", "failed")
     assert fake.finished_ns <= 30 * S  # never outlasts the budget
     attempts = notes(engine, "exit attempt")
     assert len({n["attempt"] for n in attempts}) <= 9  # hard cap: 3 x exit_attempts
     assert max((n["strikes"] for n in attempts), default=0) < 3
     assert all(o.reduce_only and o.tif == "ioc" for o in fake.of(PlaceOrder))
-    if outcome(engine) == "flat":
+    if outcome(engine) == "done":
         assert fake.positions.get(ETH, 0) == 0
         assert fake.positions.get(SOL, 0) == 0
         assert not fake.of(Halt)
@@ -207,7 +214,7 @@ def test_exit_seeded_fault_walk_is_flat_or_halted_within_budget(seed):
 def test_exit_attempts_that_reduce_the_position_go_on_up_the_ladder_within_the_budget():
     # Only 0.1 ETH per IOC: every attempt makes progress, none is a strike.
     engine, fake = exit_(positions=BOTH, venue={"liquidity": {ETH: D("0.1")}})
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     eth = fake.placed(product_id=ETH)
     assert [o.qty for o in eth] == [D("0.333"), D("0.233"), D("0.133"), D("0.033")]
     assert [o.price for o in eth] == [D("2985"), D("2955"), D("2850"), D("2850")]  # capped
@@ -240,7 +247,7 @@ def test_exit_stale_flat_answer_contradicting_our_fills_is_asked_again_never_bel
         venue={"position_lag_ms": 400},
         adopt=False,
     )
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert fake.positions[SOL] == 0  # really flat, not just said to be
     assert len(fake.placed(product_id=SOL)) == 1
     assert len(fake.of(QueryPositions)) >= 3  # stale, asked again, then after the exit
@@ -256,7 +263,7 @@ def test_exit_with_a_20s_position_lag_never_takes_the_lagged_flat_read_as_flat()
         venue={"position_lag_ms": 20_000},
         adopt=False,
     )
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert fake.positions[SOL] == 0  # really flat, not just said to be
     assert engine.ledger.position(SOL) == 0
     assert len(fake.placed(product_id=SOL)) == 1
@@ -276,7 +283,7 @@ def test_exit_read_that_stays_flat_against_reported_fills_halts_stating_both():
         venue={"position_lag_ms": 10_000_000},
         adopt=False,
     )
-    assert outcome(engine) == "exhausted"
+    assert outcome(engine) == "failed"
     (halt,) = fake.of(Halt)
     assert "contradicts its reported fills" in halt.reason
     assert "read 0, fills -0.90" in halt.reason or "read 0, fills -0.9" in halt.reason
@@ -287,7 +294,7 @@ def test_exit_absurd_position_halts_with_the_exposure_stated_and_sends_nothing()
     # Issue 11 item 6: a gateway answering 1e6 ETH: no 59 680 reduce-only orders in one
     # step; HALT stating ~3e9 USD.
     engine, fake = exit_(positions={ETH: D("1000000")})
-    assert outcome(engine) == "exhausted"
+    assert outcome(engine) == "failed"
     assert not fake.of(PlaceOrder)
     (halt,) = fake.of(Halt)
     assert "far beyond what this engine could have opened" in halt.reason
@@ -324,7 +331,7 @@ def test_exit_beyond_the_price_band_prices_from_the_oracle_not_the_skewed_quote(
     (first, *_) = fake.placed(product_id=SOL)
     assert first.side == "buy"
     assert first.price >= D("185")  # 185 x (1 + 50 bps), never 150.02 x (1 + 50 bps)
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
 
 
 def test_exit_with_a_lost_oracle_prices_from_the_quote_and_still_goes():
@@ -344,4 +351,4 @@ def test_exit_with_a_lost_oracle_prices_from_the_quote_and_still_goes():
     (first, *_) = fake.placed(product_id=SOL)
     assert first.side == "buy"
     assert first.price < D("152")  # from 150.02, never from the lost 185
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"

@@ -1,6 +1,7 @@
-"""Guards only answer (issue 13): evaluating a guard of BUILD, UNWIND or the emergency exit
-changes nothing on the machine and sends, notes, arms or spawns nothing. Checked on every
-guard call of seeded fault walks, by wrapping the declared guards."""
+"""Guards only answer (issue 13): evaluating a guard of the position-work machine (BUILD,
+UNWIND or the emergency exit) changes nothing on the machine and sends, notes, arms or
+spawns nothing. Checked on every guard call of seeded fault walks, by wrapping the declared
+guards."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ import pytest
 
 from engine.ops.diagrams import declared_edges
 from machines.base import PureMachine
-from machines.build import BuildMachine
-from machines.emergency_exit import EmergencyExitMachine
+from machines.position_work import PositionWork
 from machines.pricing import OrderTracker
-from machines.unwind import UnwindMachine
 from tests.unit.machines.fakes import ETH
 from tests.unit.machines.fakes import SOL
 from tests.unit.machines.fakes import params
@@ -23,10 +22,10 @@ from tests.unit.machines.fakes import run_chaos
 OPEN = {ETH: Decimal("0.333"), SOL: Decimal("-6.66")}
 LEGGED = {ETH: Decimal("0.333")}  # one leg open: the hedge deadline is watched
 CASES = [
-    (BuildMachine, {}, {}),
-    (UnwindMachine, OPEN, {}),
-    (UnwindMachine, LEGGED, {}),
-    (EmergencyExitMachine, OPEN, {"reason": "t"}),
+    ("build", {}, {}),
+    ("unwind", OPEN, {}),
+    ("unwind", LEGGED, {}),
+    ("exit", OPEN, {"reason": "t"}),
 ]
 
 
@@ -69,16 +68,17 @@ class Watch:
 
 
 @pytest.mark.parametrize(
-    ("cls", "positions", "extra"), CASES, ids=lambda c: getattr(c, "__name__", "")
+    ("purpose", "positions", "extra"), CASES, ids=lambda c: c if isinstance(c, str) else ""
 )
 @pytest.mark.parametrize("seed", range(6))
-def test_guards_change_nothing_and_send_nothing(monkeypatch, cls, positions, extra, seed):
+def test_guards_change_nothing_and_send_nothing(monkeypatch, purpose, positions, extra, seed):
+    cls = PositionWork
     watch = Watch()
     guards = {g for e in declared_edges(cls) for g in e.guards}
     for name in guards:
         monkeypatch.setattr(cls, name, watch.wrap_guard(getattr(cls, name)))
     for name in ("emit", "note", "arm", "disarm", "spawn", "next_id"):
         monkeypatch.setattr(PureMachine, name, watch.wrap_effect(getattr(PureMachine, name)))
-    engine, _ = run_chaos(cls, params(), seed, positions=positions, **extra)
+    engine, _ = run_chaos(cls, params(), seed, positions=positions, purpose=purpose, **extra)
     assert "m" in engine.finished
     assert watch.calls > 0  # the guards did run, wrapped

@@ -10,7 +10,7 @@ from engine.core.events import FillReceived
 from engine.core.intents import PlaceOrder
 from engine.core.intents import QueryOrder
 from engine.core.intents import QueryPositions
-from machines.unwind import UnwindMachine
+from machines.position_work import PositionWork
 from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Fill
@@ -31,7 +31,15 @@ BUILT = {ETH: D("0.333"), SOL: D("-6.66")}
 
 def unwind(p=None, positions=None, **kw):
     venue = {"positions": BUILT if positions is None else positions, **kw.pop("venue", {})}
-    return spawn(UnwindMachine, p or params(), venue=venue, query_first=False, adopt=True, **kw)
+    return spawn(
+        PositionWork,
+        p or params(),
+        venue=venue,
+        query_first=False,
+        adopt=True,
+        purpose="unwind",
+        **kw,
+    )
 
 
 def kinds(fake):
@@ -45,7 +53,7 @@ def assert_ledger_matches_venue(engine, fake):
 
 def test_unwind_ioc_reads_the_venue_first_closes_reduce_only_and_verifies_flat():
     engine, fake = unwind()
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert kinds(fake) == ["QueryPositions", "PlaceOrder", "PlaceOrder", "QueryPositions"]
     sell, buy = fake.of(PlaceOrder)
     assert (sell.product_id, sell.side, sell.qty, sell.price, sell.tif, sell.reduce_only) == (
@@ -70,12 +78,12 @@ def test_unwind_sizes_from_the_verified_position_not_the_original_order():
     # The venue holds less than the build asked for (say a fill was never reported).
     engine, fake = unwind(positions={ETH: D("0.3"), SOL: D("-6.5")})
     assert [o.qty for o in fake.of(PlaceOrder)] == [D("0.3"), D("6.5")]
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
 
 
 def test_unwind_already_flat_is_flat_on_the_first_query():
     engine, fake = unwind(positions={})
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert kinds(fake) == ["QueryPositions"]
 
 
@@ -89,7 +97,7 @@ def test_unwind_post_only_never_fills_escalates_to_ioc_and_ends_flat():
         ("ioc", D("2997")),
     ]
     assert all(o.reduce_only for o in fake.of(PlaceOrder))
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     # two post-only rungs of fill_timeout_s each, then an IOC: bounded
     assert fake.finished_ns < 2 * (5 + 1) * S
 
@@ -103,7 +111,7 @@ def test_unwind_partial_fills_size_each_rung_from_verified_fills():
         D("0.033"),
     ]
     assert fake.placed(product_id=ETH)[-1].purpose == "unwind market"
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert_ledger_matches_venue(engine, fake)
 
 
@@ -138,7 +146,7 @@ def test_unwind_seed002_partial_cancel_late_fill_replacement_never_double_sells(
     eth = fake.placed(product_id=ETH)
     assert [o.qty for o in eth] == [D("0.333"), D("0.033")]
     assert [o.tif for o in eth] == ["post_only", "ioc"]  # SOL closed: no passive waiting
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert fake.positions[ETH] == 0  # sold once, never flipped short
     assert_ledger_matches_venue(engine, fake)
 
@@ -152,7 +160,7 @@ def test_unwind_unknown_outcome_is_queried_before_anything_is_resent():
     before = fake.sent[: fake.sent.index(resend)]
     assert [i for i in before if isinstance(i, QueryOrder) and i.order_id == first.order_id]
     assert resend.order_id != first.order_id
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
 
 
 def test_unwind_rejected_reduce_only_is_not_final_for_an_exit():
@@ -182,7 +190,7 @@ def test_unwind_one_refused_order_moves_to_the_next_rung_under_a_new_id():
     assert len(eth) == 2
     assert eth[0].order_id != eth[1].order_id
     assert eth[1].price < eth[0].price  # the next rung, more aggressive
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
 
 
 def test_unwind_rung_refused_by_a_429_window_is_retried_after_back_off_not_skipped():
@@ -195,12 +203,12 @@ def test_unwind_rung_refused_by_a_429_window_is_retried_after_back_off_not_skipp
     assert [o.price for o in eth] == [D("2997")] * len(eth)  # the same rung each time
     assert 2 <= len(eth) <= 4
     assert notes(engine, "rung refused by the venue; backing off")
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
 
 
 def test_unwind_position_lag_is_asked_again_then_flat():
     engine, fake = unwind(venue={"position_lag_ms": 300})
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert len(fake.of(QueryPositions)) == 3  # the read, then verify twice
     assert notes(engine, "position read lags the reported fills: asking again")
 
@@ -215,21 +223,21 @@ def test_unwind_unanswered_read_is_retried_twice_then_failed_with_nothing_sent()
 # -- structure and seeded fault walks ---------------------------------------------------------
 def test_unwind_every_waiting_state_consumes_every_event_it_declares():
     # Consumed by the engine (noted), not by catch-all transitions (issue 13 contract).
-    assert UnwindMachine.unhandled == "consume"
-    assert catch_alls(UnwindMachine) == []
+    assert PositionWork.unhandled == "consume"
+    assert catch_alls(PositionWork) == []
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_unwind_seeded_fault_walk_ends_bounded_reduce_only_and_never_flips(seed):
-    engine, fake = run_chaos(UnwindMachine, params(), seed, positions=BUILT)
-    assert outcome(engine) in ("flat", "failed")
+    engine, fake = run_chaos(PositionWork, params(), seed, positions=BUILT, purpose="unwind")
+    assert outcome(engine) in ("done", "failed")
     assert fake.finished_ns <= 150 * S
     placed = fake.of(PlaceOrder)
     assert all(o.reduce_only for o in placed)
     assert len(placed) <= 2 * (3 * 4 + 4)  # per leg: ladder of 4 (3x with progress) + refusals
     assert fake.positions.get(ETH, 0) >= 0  # closing never flips a leg
     assert fake.positions.get(SOL, 0) <= 0
-    if outcome(engine) == "flat":
+    if outcome(engine) == "done":
         assert fake.positions.get(ETH, 0) == 0
         assert fake.positions.get(SOL, 0) == 0
     assert_unknown_resolved_before_resend(engine, fake)
@@ -255,13 +263,14 @@ def test_unwind_stale_flat_first_answer_contradicting_our_fills_is_asked_again()
             )
 
     engine, fake = spawn(
-        UnwindMachine,
+        PositionWork,
         params(),
         venue={"position_lag_ms": 400},
         setup=setup,
         query_first=False,
+        purpose="unwind",
     )
-    assert outcome(engine) == "flat"
+    assert outcome(engine) == "done"
     assert fake.positions == {ETH: 0, SOL: 0}
     assert [o.qty for o in fake.of(PlaceOrder)] == [D("0.333"), D("6.66")]
 
