@@ -254,8 +254,9 @@ def test_taker_fee_maker_fee_and_the_min_size_rule():
     assert small.fee == Decimal("0.002")
     acct = ex.position(A, ETH)
     assert acct.fees == f.fee + small.fee
-    # A maker rebate is a negative fee.
-    res = ex.place(ex.now_ns, order("sell", "1", str(ex.bbo(ETH).ask), "post_only", nonce=3))
+    # A maker rebate is a negative fee. (Inside the spread: no crowd queued ahead of it.)
+    inside = ex.bbo(ETH).ask - Decimal("0.1")
+    res = ex.place(ex.now_ns, order("sell", "1", str(inside), "post_only", nonce=3))
     ex.place(ex.now_ns, order("buy", "1", str(ex.order(res.digest).price), "ioc", pid=ETH, nonce=4))
     maker = [x for x in fills(ex.drain()) if not x.is_taker]
     assert maker[0].fee == -(maker[0].price * Decimal("0.0001")).quantize(Decimal("1e-8"))
