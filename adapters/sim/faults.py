@@ -205,8 +205,11 @@ class SimSettings:
     reorder_flush_ms: Decimal = Decimal(250)
     market_step_ms: Decimal = Decimal(100)
     bbo_interval_ms: Decimal = Decimal(100)
-    maker_fee_bps: Decimal = ZERO
-    taker_fee_bps: Decimal = Decimal(2)
+    # Nado's published entry-tier rates (docs.nado.xyz "Fees & Rebates": taker 3.5 bps,
+    # maker 1 bp at $0 30-day volume; the same in ccxt's static `nado` market data,
+    # `maker` 0.0001 / `taker` 0.00035). Served by `venue serve`'s `fee_rates` query.
+    maker_fee_bps: Decimal = Decimal(1)
+    taker_fee_bps: Decimal = Decimal("3.5")
     book_levels: int = 10
     level_usd: Decimal = Decimal(20000)
     spread_bps: Decimal = Decimal(1)

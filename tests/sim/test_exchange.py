@@ -121,8 +121,9 @@ def test_default_rests_and_fills_as_maker_when_the_market_moves_through_it():
     assert fills(ex.drain()) == []
     ex.advance_to(3 * S)  # mid drops 30 bps (~9 USD): the crowd's ask crosses our bid
     fs = fills(ex.drain())
+    maker_fee = (price * 2 * Decimal("0.0001")).quantize(Decimal("1e-8"))  # Nado's 1 bp
     assert [(f.price, f.qty, f.is_taker, f.fee, f.remaining) for f in fs] == [
-        (price, Decimal(2), False, 0, 0)
+        (price, Decimal(2), False, maker_fee, 0)
     ]
     assert ex.order(res.digest).state == "filled"
     assert ex.open_orders(A) == []

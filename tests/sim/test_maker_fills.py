@@ -249,6 +249,8 @@ def test_taker_flow_is_deterministic_per_seed_and_blind_to_how_often_anyone_look
 def test_flow_knobs_are_validated_with_their_key_path():
     p = parse_profile("[sim]\ntaker_flow_mean_usd = 250\ntaker_flow_max_usd = 900\n")
     assert (p.sim.taker_flow_mean_usd, p.sim.taker_flow_max_usd) == (250, 900)
+    # Nado's published entry tier (docs.nado.xyz "Fees & Rebates"; ccxt's nado.json).
+    assert (p.sim.maker_fee_bps, p.sim.taker_fee_bps) == (1, Decimal("3.5"))
     for bad, where in (
         ("taker_flow_mean_usd = 0", "sim.taker_flow_mean_usd: must be > 0"),
         ("taker_flow_max_usd = -1", "sim.taker_flow_max_usd: must be > 0"),

@@ -33,7 +33,7 @@ async def test_a_post_only_order_rests_then_taker_flow_fills_it_with_the_maker_f
             assert isinstance(await s.subscribe(type=kind, subaccount=me), StreamReply)
         rates = (await c.query(type="fee_rates", sender=me)).data
         maker_rate = Decimal(int(rates["maker_fee_rates_x18"][ETH])) / 10**18
-        assert maker_rate == server.exchange.maker_rate
+        assert maker_rate == server.exchange.maker_rate == Decimal("0.0001")  # Nado: 1 bp
 
         bid, _ = await c.bbo(ETH)
         price = bid + Decimal("0.1")  # inside the spread: nobody queued ahead of it
