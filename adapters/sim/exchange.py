@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
+from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 
 from adapters.sim.accounts import Account
@@ -466,7 +467,10 @@ class Exchange:
             base, order.took = max(base, spec.min_notional), True
         rate = self.taker_rate if taker else self.maker_rate
         # A builder's fee (appendix bits 38..47) is charged on top, on the fill's notional.
-        fee = tidy((base * rate + qty * price * req.builder_fee_rate).quantize(FEE_PLACES))
+        # Explicit rounding: a host that changed the decimal context (ccxt sets
+        # ROUND_HALF_UP process-wide) must not change the fees a seed gives.
+        fee = base * rate + qty * price * req.builder_fee_rate
+        fee = tidy(fee.quantize(FEE_PLACES, ROUND_HALF_EVEN))
         order.filled += qty
         order.filled_value += qty * price
         order.fees += fee

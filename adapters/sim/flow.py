@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 
 from adapters.sim.book import BookSide
@@ -113,6 +114,7 @@ class FlowStream:
         """Schedule the next arrival after the current one (two draws per arrival)."""
         rng = self._rng
         gap_s = rng.expovariate(self._rate)
-        size = Decimal(repr(rng.expovariate(1.0 / self._mean))).quantize(USD_PLACES)
+        size = Decimal(repr(rng.expovariate(1.0 / self._mean)))
+        size = size.quantize(USD_PLACES, ROUND_HALF_EVEN)
         self.next_ns += max(1, math.ceil(gap_s * 1e9))
         self.next_usd = min(size, self._max)
