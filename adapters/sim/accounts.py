@@ -6,6 +6,7 @@ A short history of each position serves position queries that lag behind fills
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 
 import attrs
@@ -33,9 +34,8 @@ class PositionState:
         self.volume += qty * price
         if old == 0 or (old > 0) == (signed > 0):
             total = abs(old) + qty
-            self.entry = tidy(
-                ((abs(old) * self.entry + qty * price) / total).quantize(ENTRY_PLACES)
-            )
+            entry = (abs(old) * self.entry + qty * price) / total
+            self.entry = tidy(entry.quantize(ENTRY_PLACES, ROUND_HALF_EVEN))
         else:
             closed = min(abs(old), qty)
             direction = 1 if old > 0 else -1

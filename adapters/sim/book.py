@@ -10,6 +10,7 @@ time), so how often anyone looks at the book never changes what it holds.
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 from typing import Literal
 
@@ -60,7 +61,8 @@ class CrowdBook:
     def _level(self, side: BookSide, i: int) -> Level | None:
         if self._frame is None:
             tick = self.spec.tick
-            step = tick * max(1, int((self.mid * self.step_bps / tick).to_integral_value()))
+            ticks = (self.mid * self.step_bps / tick).to_integral_value(ROUND_HALF_EVEN)
+            step = tick * max(1, int(ticks))
             best_bid = floor_to(self.mid * (1 - self.half_spread), tick)
             best_ask = max(ceil_to(self.mid * (1 + self.half_spread), tick), best_bid + tick)
             self._frame = (best_bid, best_ask, step)

@@ -2,17 +2,19 @@
 
 Every call takes the venue time in integer nanoseconds; the market moves on a fixed
 grid (`[sim] market_step_ms`) whatever the callers do, and all randomness comes from
-`random.Random` streams derived from the seed (market, maker flow, order faults), so a
-seed and the same calls give the same results. What happened is queued as records
-(fills, order updates, position changes) for a face to `drain()`.
+`random.Random` streams derived from the seed (market, taker flow, order faults), so a
+seed and the same calls give the same results. Resting orders fill by the maker model of
+`flow.py`: queue position behind the crowd, seeded taker flow, and trade-through. What
+happened is queued as records (fills, order updates, position changes) for a face to
+`drain()`.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
+from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 
 from adapters.sim.accounts import Account
@@ -22,6 +24,8 @@ from adapters.sim.book import CrowdBook
 from adapters.sim.book import Level
 from adapters.sim.faults import NS_PER_MS
 from adapters.sim.faults import FaultProfile
+from adapters.sim.flow import FlowStream
+from adapters.sim.flow import sweep
 from adapters.sim.market import PriceProcess
 from adapters.sim.matching import Bbo
 from adapters.sim.matching import Candidate
@@ -74,9 +78,25 @@ class Exchange:
             step_ns=self.step_ns,
         )
         self.books = {s.product_id: CrowdBook(s, sim, start_ns) for s in specs}
-        self._flow_rng = random.Random(f"{seed}/flow")
         self._fault_rng = random.Random(f"{seed}/orders")
-        self._flow_p = 1.0 - math.exp(-float(sim.maker_fill_rate_per_s) * self.step_ns / 1e9)
+        # Taker flow (model, not venue behaviour): one seeded stream per product and side.
+        self._flows: list[tuple[int, BookSide, FlowStream]] = []
+        if sim.maker_fill_rate_per_s > 0:
+            self._flows = [
+                (
+                    s.product_id,
+                    side,
+                    FlowStream(
+                        random.Random(f"{seed}/flow/{s.product_id}/{side}"),
+                        start_ns=start_ns,
+                        rate_per_s=sim.maker_fill_rate_per_s,
+                        mean_usd=sim.taker_flow_mean_usd,
+                        max_usd=sim.taker_flow_max_usd,
+                    ),
+                )
+                for s in specs
+                for side in _SIDES
+            ]
         self._quiet = tuple(
             (start_ns + w.start_ns, start_ns + w.end_ns) for w in profile.market.quiet
         )
@@ -99,12 +119,20 @@ class Exchange:
 
     # -- time -----------------------------------------------------------------------------
     def advance_to(self, now_ns: int) -> None:
-        """Run market steps and jumps up to `now_ns`; earlier times are a no-op."""
+        """Run market steps, jumps and taker-flow arrivals up to `now_ns`; earlier times
+        are a no-op. At one instant: a jump, then a step, then arrivals."""
         while True:
             t = self._next_step_ns
             is_jump = bool(self._jumps) and self._jumps[0][0] <= t
             if is_jump:
                 t = self._jumps[0][0]
+            flow = min(self._flows, key=_next_arrival) if self._flows else None
+            if flow is not None and flow[2].next_ns < t:
+                if flow[2].next_ns > now_ns:
+                    break
+                self.now_ns = max(self.now_ns, flow[2].next_ns)
+                self._arrival(*flow)
+                continue
             if t > now_ns:
                 break
             self.now_ns = max(self.now_ns, t)
@@ -118,7 +146,7 @@ class Exchange:
                 self.prices.step()
             for pid, book in self.books.items():
                 book.set_market(self.prices.mids[pid], self.prices.depth[pid])
-            self._maker_pass(self.now_ns, flow=not is_jump)
+            self._maker_pass(self.now_ns)
         self.now_ns = max(self.now_ns, now_ns)
 
     def quiet(self, t_ns: int) -> bool:
@@ -210,6 +238,8 @@ class Exchange:
             elif cap is not None and order.filled >= cap:
                 self._close(order, "cancelled", "reduce_only", now)
             else:
+                # It joins the back of its price level (price-time priority, flow.py).
+                order.queue_ahead = _shown(book, _own_side(req), req.price, now)
                 self._open[req.product_id].append(order)
                 self._update(order, "placed", now)
         return PlaceResult(digest=digest)
@@ -347,6 +377,7 @@ class Exchange:
 
     def _take(self, order: SimOrder, found: list[Candidate], qty: Decimal, now: int) -> None:
         left = qty
+        eaten: dict[Decimal, Decimal] = {}  # crowd taken per price
         for c in found:
             if left <= 0:
                 break
@@ -354,19 +385,65 @@ class Exchange:
             self._fill(order, q, c.price, True, now)
             if c.maker is None:
                 self.books[order.product_id].consume(_opposite(order.request), q, now)
+                eaten[c.price] = eaten.get(c.price, ZERO) + q
             else:
                 self._fill(c.maker, q, c.price, False, now)
             left -= q
+        if eaten:
+            self._eat_queues(order.product_id, "sell" if order.side == "buy" else "buy", eaten)
 
-    def _maker_pass(self, now: int, *, flow: bool) -> None:
+    def _eat_queues(self, pid: int, side: str, eaten: dict[Decimal, Decimal]) -> None:
+        """Crowd traded at a price was ahead of the resting orders there (time priority)."""
+        for o in self._open[pid]:
+            if o.side == side and o.price in eaten:
+                o.queue_ahead = max(ZERO, o.queue_ahead - eaten[o.price])
+
+    def _arrival(self, pid: int, side: BookSide, stream: FlowStream) -> None:
+        """A taker-flow market order arrives on `side` of `pid` (flow.py) and fills the
+        resting user orders it reaches, as makers at their own prices."""
+        now, usd = stream.next_ns, stream.next_usd
+        stream.draw()
+        maker_side = "buy" if side == "bid" else "sell"
+        resting = [o for o in self._open[pid] if o.side == maker_side and o.state == "open"]
+        if not resting or self.quiet(now):
+            return
+        book = self.books[pid]
+        crowd = book.available(side, now)
+        best = crowd[0][0] if crowd else resting[0].price
+        qty = floor_to(usd / best, self.specs[pid].size_increment)  # USD at the side's best
+        eaten: dict[Decimal, Decimal] = {}
+        for price, q, maker in sweep(side, crowd, resting, qty):
+            if maker is None:
+                eaten[price] = eaten.get(price, ZERO) + q
+                continue
+            if maker.state != "open":
+                continue
+            cap = self._reduce_cap(maker.request)
+            if cap is not None and cap <= 0:
+                self._close(maker, "cancelled", "reduce_only", now)
+                continue
+            fill = min(q, maker.remaining) if cap is None else min(q, maker.remaining, cap)
+            if fill > 0:
+                self._fill(maker, fill, maker.price, False, now)
+        if eaten:
+            self._eat_queues(pid, maker_side, eaten)
+
+    def _maker_pass(self, now: int) -> None:
         for pid, orders in self._open.items():
+            if not orders:
+                continue
+            book = self.books[pid]
             for order in list(orders):
                 if order.state == "open":
-                    self._maker_check(order, self.books[pid], now, flow)
+                    # Cancels ahead: never more ahead than the level shows now.
+                    shown = _shown(book, _own_side(order.request), order.price, now)
+                    order.queue_ahead = min(order.queue_ahead, shown)
+                    self._maker_check(order, book, now, False)
 
     def _maker_check(self, order: SimOrder, book: CrowdBook, now: int, flow: bool) -> None:
-        """A resting order fills when the crowd crosses it, or (at the touch) when taker
-        flow hits it: a Poisson arrival at `maker_fill_rate_per_s` taking a random part."""
+        """A resting order fills in full at its own price, as maker, when the market
+        trades through it: the crowd's opposite side reaches its price (the mid moved
+        through). Taker flow is `_arrival`'s; `flow` is kept for subclasses' calls."""
         cap = self._reduce_cap(order.request)
         if cap is not None and cap <= 0:
             self._close(order, "cancelled", "reduce_only", now)
@@ -374,15 +451,8 @@ class Exchange:
         buy = order.side == "buy"
         inc = self.specs[order.product_id].size_increment
         opp = book.best("ask" if buy else "bid", now)
-        same = book.best("bid" if buy else "ask", now)
         crossed = opp is not None and (opp[0] <= order.price if buy else opp[0] >= order.price)
-        touch = same is None or (order.price >= same[0] if buy else order.price <= same[0])
-        qty = ZERO
-        if crossed:
-            qty = self._partial(order.remaining, inc)
-        elif flow and touch and self._flow_p and self._flow_rng.random() < self._flow_p:
-            u = to_decimal(self._flow_rng.random(), 6)
-            qty = min(order.remaining, max(inc, floor_to(u * order.remaining, inc)))
+        qty = self._partial(order.remaining, inc) if crossed else ZERO
         if cap is not None:
             qty = min(qty, cap)
         if qty > 0:
@@ -397,7 +467,10 @@ class Exchange:
             base, order.took = max(base, spec.min_notional), True
         rate = self.taker_rate if taker else self.maker_rate
         # A builder's fee (appendix bits 38..47) is charged on top, on the fill's notional.
-        fee = tidy((base * rate + qty * price * req.builder_fee_rate).quantize(FEE_PLACES))
+        # Explicit rounding: a host that changed the decimal context (ccxt sets
+        # ROUND_HALF_UP process-wide) must not change the fees a seed gives.
+        fee = base * rate + qty * price * req.builder_fee_rate
+        fee = tidy(fee.quantize(FEE_PLACES, ROUND_HALF_EVEN))
         order.filled += qty
         order.filled_value += qty * price
         order.fees += fee
@@ -463,3 +536,24 @@ def _reject(key: str) -> PlaceResult:
 
 def _opposite(req: OrderRequest) -> BookSide:
     return "ask" if req.side == "buy" else "bid"
+
+
+def _own_side(req: OrderRequest) -> BookSide:
+    return "bid" if req.side == "buy" else "ask"
+
+
+_SIDES: tuple[BookSide, BookSide] = ("bid", "ask")
+
+
+def _next_arrival(flow: tuple[int, BookSide, FlowStream]) -> int:
+    return flow[2].next_ns
+
+
+def _shown(book: CrowdBook, side: BookSide, price: Decimal, now: int) -> Decimal:
+    """The crowd's displayed size at `price` on `side` (0 where it shows nothing)."""
+    for p, q in book.available(side, now):
+        if p == price:
+            return q
+        if (p < price) if side == "bid" else (p > price):
+            break
+    return ZERO

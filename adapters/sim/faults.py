@@ -205,14 +205,22 @@ class SimSettings:
     reorder_flush_ms: Decimal = Decimal(250)
     market_step_ms: Decimal = Decimal(100)
     bbo_interval_ms: Decimal = Decimal(100)
-    maker_fee_bps: Decimal = ZERO
-    taker_fee_bps: Decimal = Decimal(2)
+    # Nado's published entry-tier rates (docs.nado.xyz "Fees & Rebates": taker 3.5 bps,
+    # maker 1 bp at $0 30-day volume; the same in ccxt's static `nado` market data,
+    # `maker` 0.0001 / `taker` 0.00035). Served by `venue serve`'s `fee_rates` query.
+    maker_fee_bps: Decimal = Decimal(1)
+    taker_fee_bps: Decimal = Decimal("3.5")
     book_levels: int = 10
     level_usd: Decimal = Decimal(20000)
     spread_bps: Decimal = Decimal(1)
     level_step_bps: Decimal = Decimal("0.5")
     book_refill_s: Decimal = Decimal(5)
+    # Taker flow (model, not venue behaviour; adapters/sim/flow.py): market orders of
+    # others arrive on each side of each product at this Poisson rate (the name predates
+    # the queue model; 0 = none), each of an exponentially distributed USD size.
     maker_fill_rate_per_s: Decimal = Decimal(1)
+    taker_flow_mean_usd: Decimal = Decimal(5000)
+    taker_flow_max_usd: Decimal = Decimal(50000)
     oracle_band: Decimal = Decimal("0.2")
     # Nado's docs: a FOK that cannot fill is accepted, then cancelled with no fill
     # (nado-protocol.md §13). "reject" answers failure 2031 instead (the old default).
@@ -468,7 +476,9 @@ _SECTIONS: dict[str, tuple[type[Any], dict[str, Parser]]] = {
             "spread_bps": _positive,
             "level_step_bps": _positive,
             "book_refill_s": _positive,
-            "maker_fill_rate_per_s": _nonneg,
+            "maker_fill_rate_per_s": _between(ZERO, Decimal(1000)),
+            "taker_flow_mean_usd": _between(ZERO, Decimal(10**9), strict_lo=True),
+            "taker_flow_max_usd": _between(ZERO, Decimal(10**9), strict_lo=True),
             "oracle_band": _between(ZERO, Decimal(1), strict_lo=True),
             "fok_unfillable": _choice("reject", "expire"),
             "order_update_filled": _choice("cumulative", "omit"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 
 from adapters.sim.products import ProductSpec
@@ -45,11 +46,11 @@ class PriceProcess:
         for pid in self._ids:
             z = self._common * common + self._own * rng.gauss(0.0, 1.0)
             factor = to_decimal(math.exp(self._sigma * z - 0.5 * self._sigma**2))
-            self.mids[pid] = (self.mids[pid] * factor).quantize(MID_PLACES)
+            self.mids[pid] = (self.mids[pid] * factor).quantize(MID_PLACES, ROUND_HALF_EVEN)
             self.depth[pid] = (rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5))
         self.steps += 1
 
     def jump(self, product_id: int, bps: Decimal) -> None:
         if product_id in self.mids:
             mid = self.mids[product_id] * (1 + bps / 10_000)
-            self.mids[product_id] = mid.quantize(MID_PLACES)
+            self.mids[product_id] = mid.quantize(MID_PLACES, ROUND_HALF_EVEN)

@@ -8,10 +8,13 @@ from decimal import Decimal
 import attrs
 
 from adapters.sim.book import Level
+from adapters.sim.flow import level_queue
 from adapters.sim.records import OrderRequest
 from adapters.sim.records import SimOrder
 
 __all__ = ["Bbo", "Candidate", "candidates", "top_of_book"]
+
+ZERO = Decimal(0)
 
 
 @attrs.frozen
@@ -25,24 +28,29 @@ def candidates(
     req: OrderRequest, crowd: Sequence[Level], resting: Sequence[SimOrder]
 ) -> list[Candidate]:
     """Crowd levels and resting user orders on the other side that cross the limit price,
-    best price first; at one price, user orders (by arrival) come before the crowd.
+    best price first; at one price in time priority (`flow.level_queue`): the crowd's size
+    ahead of a user order first, then the order, then the crowd behind it. An order priced
+    where the crowd shows nothing has an empty queue and comes first.
     Own resting orders are included: the sim does not prevent self-trades."""
     buy = req.side == "buy"
 
     def crosses(price: Decimal) -> bool:
         return price <= req.price if buy else price >= req.price
 
-    keyed: list[tuple[Decimal, int, int, Candidate]] = [
-        (o.price if buy else -o.price, 0, o.seq, Candidate(o.price, o.remaining, o))
-        for o in resting
-        if o.side != req.side and o.state == "open" and crosses(o.price)
-    ]
-    for i, (price, qty) in enumerate(crowd):
+    users: dict[Decimal, list[SimOrder]] = {}
+    for o in resting:
+        if o.side != req.side and o.state == "open" and crosses(o.price):
+            users.setdefault(o.price, []).append(o)
+    crowd_at: dict[Decimal, Decimal] = {}
+    for price, qty in crowd:
         if not crosses(price):
             break
-        keyed.append((price if buy else -price, 1, i, Candidate(price, qty, None)))
-    keyed.sort(key=lambda k: (k[0], k[1], k[2]))
-    return [k[3] for k in keyed]
+        crowd_at[price] = qty
+    out: list[Candidate] = []
+    for price in sorted(set(crowd_at) | set(users), reverse=not buy):
+        for qty, maker in level_queue(crowd_at.get(price, ZERO), users.get(price, ())):
+            out.append(Candidate(price, qty, maker))
+    return out
 
 
 @attrs.frozen(kw_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import ROUND_CEILING
 from decimal import ROUND_FLOOR
+from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 
 import attrs
@@ -87,7 +88,7 @@ def ceil_to(value: Decimal, step: Decimal) -> Decimal:
 
 
 def round_to(value: Decimal, step: Decimal) -> Decimal:
-    return (value / step).to_integral_value() * step
+    return (value / step).to_integral_value(rounding=ROUND_HALF_EVEN) * step
 
 
 def to_decimal(x: float, places: int = 12) -> Decimal:

@@ -140,6 +140,8 @@ class SimOrder:
     fees: Decimal = ZERO
     state: OrderState = "open"
     took: bool = False  # matched as taker at least once (min-size fee rule)
+    # While it rests: the crowd's size ahead of it at its price (adapters/sim/flow.py).
+    queue_ahead: Decimal = ZERO
 
     @property
     def remaining(self) -> Decimal:

@@ -126,7 +126,7 @@ def test_markets(base: str) -> None:
     assert len(book.bids) == len(book.asks) == 3
     assert float(book.bids[0][0]) < float(book.asks[0][0])
     rates = client.get_fee_rates(sender(30))
-    assert rates.taker_fee_rates_x18[ETH] == str(2 * E18 // 10_000)
+    assert rates.taker_fee_rates_x18[ETH] == str(35 * E18 // 100_000)  # 3.5 bps
     assert EngineEdgeQueryClient(EngineClientOpts(url=f"{base}/v1")).time()["method"] == "time"
 
 

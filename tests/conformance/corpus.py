@@ -51,10 +51,18 @@ CORPUS_DIR = Path(__file__).parent / "scenarios"
 # orders moves the book: ETH-PERP's crowd quotes 2997.0 / 3003.0 (20 bps spread around
 # the 3000 start), 6.666 ETH at the touch, no maker flow, and the market held still for a
 # day (`[market] quiet`). Liquidity a scenario trades against is a resting order of a
-# second account ("maker"), so every size and price in it is exact.
+# second account ("maker"), so every size and price in it is exact. Fees are pinned at
+# taker 2 bps / maker 0, the rates the corpus's `fee` values were recorded with (the
+# sim's defaults now follow Nado's published entry tier, 3.5 / 1 bps): the corpus checks
+# the frames' shape and arithmetic, not the rate.
 BASE_PROFILE: dict[str, dict[str, Any]] = {
     "market": {"volatility_bps_per_sqrt_s": 0, "quiet": [{"at_s": 0, "for_s": 86_400}]},
-    "sim": {"maker_fill_rate_per_s": 0, "spread_bps": 20},
+    "sim": {
+        "maker_fill_rate_per_s": 0,
+        "spread_bps": 20,
+        "taker_fee_bps": 2,
+        "maker_fee_bps": 0,
+    },
 }
 
 EVENT_TYPES = ("fill", "order_update", "position_change", "best_bid_offer")

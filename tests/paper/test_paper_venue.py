@@ -38,7 +38,7 @@ async def test_market_data_and_local_fills_with_no_execute():
     async with serving(STILL) as server, paper(server) as rig:
         src = rig.source
         assert set(rig.venue.products) == {"ETH-PERP", "SOL-PERP"}
-        assert src.fees[ETH] == (D(0), D("0.0002"))  # the server's published rates
+        assert src.fees[ETH] == (D("0.0001"), D("0.00035"))  # the server's published rates
         assert src.stats["snapshots.start"] == 2
         assert not hasattr(src.gateway, "execute")
         assert isinstance(src.gateway, QueryOnlyGateway)
@@ -189,7 +189,8 @@ async def test_public_trades_work_off_the_queue_then_trade_through_fills():
             lambda: sum(f.qty for f in rig.of(FillReceived)) == D("0.05") and rig.of(FillReceived)
         )
         assert {f.price for f in fills} == {price}
-        assert fills[0].fee == 0  # the published maker rate of this venue
+        # the published maker rate of this venue (1 bp)
+        assert fills[0].fee == (price * D("0.05") * D("0.0001")).quantize(D("1e-8"))
     assert server.route_hits == 2  # the other client's two orders; none from paper
 
 

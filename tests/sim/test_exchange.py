@@ -121,8 +121,9 @@ def test_default_rests_and_fills_as_maker_when_the_market_moves_through_it():
     assert fills(ex.drain()) == []
     ex.advance_to(3 * S)  # mid drops 30 bps (~9 USD): the crowd's ask crosses our bid
     fs = fills(ex.drain())
+    maker_fee = (price * 2 * Decimal("0.0001")).quantize(Decimal("1e-8"))  # Nado's 1 bp
     assert [(f.price, f.qty, f.is_taker, f.fee, f.remaining) for f in fs] == [
-        (price, Decimal(2), False, 0, 0)
+        (price, Decimal(2), False, maker_fee, 0)
     ]
     assert ex.order(res.digest).state == "filled"
     assert ex.open_orders(A) == []
@@ -254,8 +255,9 @@ def test_taker_fee_maker_fee_and_the_min_size_rule():
     assert small.fee == Decimal("0.002")
     acct = ex.position(A, ETH)
     assert acct.fees == f.fee + small.fee
-    # A maker rebate is a negative fee.
-    res = ex.place(ex.now_ns, order("sell", "1", str(ex.bbo(ETH).ask), "post_only", nonce=3))
+    # A maker rebate is a negative fee. (Inside the spread: no crowd queued ahead of it.)
+    inside = ex.bbo(ETH).ask - Decimal("0.1")
+    res = ex.place(ex.now_ns, order("sell", "1", str(inside), "post_only", nonce=3))
     ex.place(ex.now_ns, order("buy", "1", str(ex.order(res.digest).price), "ioc", pid=ETH, nonce=4))
     maker = [x for x in fills(ex.drain()) if not x.is_taker]
     assert maker[0].fee == -(maker[0].price * Decimal("0.0001")).quantize(Decimal("1e-8"))

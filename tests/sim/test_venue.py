@@ -145,7 +145,8 @@ def test_default_rests_then_fills_as_maker_when_the_market_moves_through_it():
     h.run(1.0)
     fill = h.about(oid)[1]
     assert isinstance(fill, FillReceived)
-    assert (fill.price, fill.qty, fill.is_maker, fill.fee) == (price, 2, True, 0)
+    maker_fee = (price * 2 * Decimal("0.0001")).quantize(Decimal("1e-8"))  # Nado: 1 bp
+    assert (fill.price, fill.qty, fill.is_maker, fill.fee) == (price, 2, True, maker_fee)
     assert h.venue.open_orders() == []
     assert h.venue.position(ETH) == -2
 

@@ -170,7 +170,8 @@ async def test_engine_extra_queries_validate_their_fields() -> None:
             assert env.error_code == 2000, (params, env)
         env = await c.query(type="fee_rates", sender=me)
         assert env.ok
-        assert env.data["taker_fee_rates_x18"][ETH] == str(2 * 10**14)
+        assert env.data["taker_fee_rates_x18"][ETH] == str(35 * 10**13)  # 3.5 bps
+        assert env.data["maker_fee_rates_x18"][ETH] == str(10**14)  # 1 bp
         assert server.stats["internal_errors"] == 0
 
 
