@@ -280,7 +280,7 @@ class BuildMachine(OrderRounds, PureMachine):
             if leg.round_size_down(self.remainder(i)) >= leg.size_increment
         ]
         self.place_round(rung, wants, "build" if self.round == 0 else rung.label)
-        self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
+        self.arm(self.policy.round_deadline, self.round_wait_s())
 
     def on_enter_built(self) -> None:
         self.note("built: venue position at target", positions=self.venue_positions())

@@ -178,7 +178,7 @@ class UnwindMachine(OrderRounds, PureMachine):
         # Close what is still open (verified start plus verified fills), reduce-only.
         wants = [(leg, -q) for leg in self.p.legs if not self._dust(leg, q := self.open_qty(leg))]
         self.place_round(rung, wants, rung.label)
-        self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
+        self.arm(self.policy.round_deadline, self.round_wait_s())
 
     def on_enter_backing_off(self) -> None:
         self.watch_hedge()
