@@ -745,7 +745,7 @@ class OrderRounds:
         for oid in self.orders.unsettled():
             if self.orders.needs_query(oid):
                 self._query_order(oid)
-            else:
+            elif oid not in self.hedges:  # a hedge IOC ends by itself (else: chased)
                 self._cancel(oid)
         self.arm("settle_timeout", self.p.cancel_timeout_s)
 

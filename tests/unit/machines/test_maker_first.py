@@ -300,3 +300,20 @@ def test_unwind_maker_budget_bounds_the_unwind(fills):
     assert outcome(engine) == "flat"
     assert [o.tif for o in fake.placed(product_id=SOL)] == ["post_only", "post_only", "ioc"]
     assert fake.finished_ns < 3 * S
+
+
+def test_reprice_deadline_cancels_the_resting_order_not_a_hedge_in_flight():
+    # A maker fill just before the deadline: its hedge IOC is still on the wire when the
+    # round's deadline fires; only the resting order is cancelled, the hedge ends itself.
+    def setup(fake):
+        fake.script([Fill(D("3"), at_ms=950)], product_id=SOL, tif="post_only")
+        fake.script([Fill(at_ms=200)], product_id=ETH, tif="ioc")
+        fake.script([Fill(at_ms=100)], product_id=SOL, tif="post_only")
+
+    engine, fake = build(maker(maker_reprice_s="1"), setup=setup)
+    assert outcome(engine) == "built"
+    rest = fake.placed(product_id=SOL)
+    hedges = fake.placed(product_id=ETH)
+    assert [o.qty for o in hedges] == [D("0.15"), D("0.183")]
+    assert [c.order_id for c in fake.of(CancelOrder)] == [rest[0].order_id]
+    assert fake.positions == BUILT
