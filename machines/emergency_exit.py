@@ -203,6 +203,7 @@ class EmergencyExitMachine(OrderRounds, PureMachine):
 
     def on_enter_reading(self) -> None:
         self.reset_lag()
+        self.cancel_strays()  # a resting order a failed machine left must not fill later
         self.read_positions()
 
     def note_budget_spent(self) -> None:

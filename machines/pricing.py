@@ -102,6 +102,7 @@ ZERO = Decimal(0)
 TERMINAL_STATUS = frozenset({"filled", "cancelled", "expired", "rejected"})
 NOT_FOUND_LIMIT = 2  # "not found" twice, a deadline apart, means it never reached the venue
 MAX_ORDER_QUERIES = 3  # QueryOrder per order before the machine gives up on it
+RESTING_TIF = frozenset({"post_only", "default"})  # orders that can rest on the book
 SPREAD_TIE_BPS = Decimal("0.1")  # spreads this close count as equal (choose_maker_leg)
 MIN_WAIT_S = Decimal("0.01")  # shortest round deadline a spent-down maker budget leaves
 
@@ -459,6 +460,9 @@ class OrderRounds:
         self.maker_since: int | None = None  # engine ns the first maker order was placed
         self.maker_off = False  # a hedge fell short: no more hedged rungs
         self.round_hedged = False  # the current round rests a maker order
+        # Resting orders of finished machines this machine cancelled (True: the venue
+        # said they are not open, no cancel again).
+        self.strays_gone: dict[str, bool] = {}
 
     def reject_is_final(self, order_id: str) -> bool:
         """A reject of an IOC ends the attempt when the policy says so (BUILD: margin,
@@ -709,6 +713,8 @@ class OrderRounds:
     def record_error(self, ev: VenueError) -> None:
         oid = ev.order_id or self.order_queries.get(ev.request_id or "", "")
         self.note("venue error", request=ev.request, error_class=ev.error_class, order_id=oid)
+        if oid in self.strays_gone and ev.error_class == "permanent":
+            self.strays_gone[oid] = True  # not open at the venue: no cancel again
         if not self.orders.mine(oid):
             return
         if ev.request == "cancel_order":
@@ -762,6 +768,25 @@ class OrderRounds:
     def cancel_unsettled(self) -> None:
         for oid in self.orders.unsettled():
             self._cancel(oid)
+
+    def cancel_strays(self) -> None:
+        """Cancel every order on the pair's products the ledger holds open whose machine
+        is no longer live: a resting order (post-only, maker_first) left by a BUILD or
+        UNWIND that ended without its cancel acknowledged (rate limited, venue down) could
+        otherwise fill later, unseen by anything. Their answers now come to this machine,
+        which does not count them as its own; the ledger applies them."""
+        for rec in self.ledger.open_orders():
+            oid = rec.order_id
+            if rec.tif not in RESTING_TIF or rec.product_id not in self.p.product_ids:
+                continue  # an IOC/FOK never rests: unheard, it has ended all the same
+            if self.orders.mine(oid) or self.strays_gone.get(oid):
+                continue
+            owner = oid.rpartition(":")[0]
+            if owner and self.ledger.state_of(owner):
+                continue  # its machine is live and chases it itself
+            self.note("cancelling an order its machine left open", order_id=oid)
+            self.emit(CancelOrder(order_id=oid, product_id=rec.product_id))
+            self.strays_gone[oid] = False
 
     # -- verifying by position query ------------------------------------------------------------
     def on_enter_verifying(self) -> None:

@@ -13,6 +13,7 @@ from engine.core.intents import CancelOrder
 from engine.core.intents import PlaceOrder
 from engine.core.ledger import Quote
 from machines.build import BuildMachine
+from machines.emergency_exit import EmergencyExitMachine
 from machines.policy import WorkPolicy
 from machines.pricing import choose_maker_leg
 from machines.unwind import UnwindMachine
@@ -23,6 +24,7 @@ from tests.unit.machines.fakes import Expire
 from tests.unit.machines.fakes import Fill
 from tests.unit.machines.fakes import Reject
 from tests.unit.machines.fakes import S
+from tests.unit.machines.fakes import VOrder
 from tests.unit.machines.fakes import notes
 from tests.unit.machines.fakes import outcome
 from tests.unit.machines.fakes import params
@@ -317,3 +319,47 @@ def test_reprice_deadline_cancels_the_resting_order_not_a_hedge_in_flight():
     assert [o.qty for o in hedges] == [D("0.15"), D("0.183")]
     assert [c.order_id for c in fake.of(CancelOrder)] == [rest[0].order_id]
     assert fake.positions == BUILT
+
+
+# -- a resting order its machine left behind -------------------------------------------------
+def test_emergency_exit_cancels_a_resting_order_a_finished_machine_left_open():
+    # chaos seed 97 (rate_limit_storm, maker_first): a BUILD failed while every cancel of
+    # its resting order was refused (429); the order rested on and filled a minute later,
+    # after the HALT had stated nothing open. The exit now cancels such orders at each read,
+    # never those of a machine still live.
+    def setup(fake):
+        orders = (
+            ("build:session:7:o1", "post_only"),
+            ("build:session:9:o1", "post_only"),
+            ("unwind:session:5:o3", "ioc"),  # its end unheard; an IOC never rests
+        )
+        for oid, tif in orders:
+            intent = PlaceOrder(
+                order_id=oid,
+                product_id=SOL,
+                side="buy",
+                qty=D("0.5"),
+                price=D("149.9"),
+                tif=tif,
+                purpose="maker",
+            )
+            fake.engine.ledger.apply_intent(intent)
+            if tif == "post_only":
+                fake.orders[oid] = VOrder(intent)  # resting at the venue
+        fake.engine.ledger.machine_states["build:session:9"] = ("placing", "working")
+
+    engine, fake = spawn(
+        EmergencyExitMachine,
+        params(),
+        venue={"positions": {}},
+        setup=setup,
+        query_first=False,
+        adopt=True,
+        reason="test",
+    )
+    assert outcome(engine) == "flat"
+    assert [c.order_id for c in fake.of(CancelOrder)] == ["build:session:7:o1"]
+    assert fake.orders["build:session:7:o1"].state == "cancelled"
+    assert engine.ledger.order("build:session:7:o1").state == "cancelled"
+    assert fake.orders["build:session:9:o1"].state == "open"  # its live machine's own
+    assert notes(engine, "cancelling an order its machine left open")
