@@ -93,6 +93,16 @@ class CycleParams:
     # Entries need both quotes within this many bps of the venue's oracle price; exits
     # price from the quote clamped into the band (RELIABILITY D5). 0 disables it.
     price_band_bps: Decimal = attrs.field(default=Decimal(500), converter=dec)
+    # Execution mode (issue 14): "taker" crosses the book on both legs; "maker_first"
+    # rests one leg post-only at the touch and hedges each of its fills at once with an
+    # IOC on the other leg (machines/policy.py, machines/pricing.py). The resting order
+    # is repriced every `maker_reprice_s` and steps aside after `maker_budget_s` (the
+    # taker rungs take the rest).
+    execution: str = attrs.field(
+        default="taker", validator=attrs.validators.in_(("taker", "maker_first"))
+    )
+    maker_reprice_s: Decimal = attrs.field(default=Decimal(1), converter=dec)
+    maker_budget_s: Decimal = attrs.field(default=Decimal(10), converter=dec)
 
     @property
     def exit_attempts(self) -> int:

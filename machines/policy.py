@@ -10,6 +10,10 @@ push; those differences are one frozen `WorkPolicy` each, derived from the cycle
 - the round budget (`max_rounds`), the round deadline's name and length, how long a
   verification waits, and the refused rounds retried after a back-off;
 - the hedge deadline (V1) for BUILD and UNWIND, or one total budget timer for the exit;
+- under `execution = "maker_first"` (BUILD and UNWIND only), hedged maker rungs first:
+  one leg rests post-only at the touch and each of its fills is hedged at once by an
+  IOC on the other leg (`machines.pricing.OrderRounds`), repriced every
+  `maker_reprice_s`, for at most `maker_budget_s` in all; then today's IOC rungs;
 - the pre-trade checks run before anything is sent (BUILD only), in order;
 - whether a venue reject of an IOC ends the attempt (BUILD) or only the round (exits);
 - whether each round is an attempt judged by its own fresh read (the exit), and how long
@@ -22,6 +26,7 @@ Pure: no I/O, no clock; a policy is computed once when the machine is spawned.
 
 from __future__ import annotations
 
+from decimal import ROUND_CEILING
 from decimal import Decimal
 from typing import Literal
 
@@ -31,6 +36,7 @@ from machines.params import CycleParams
 
 __all__ = [
     "ATTEMPT_CAP",
+    "MAKER_RUNG_CAP",
     "MAX_REFUSALS",
     "PRETRADE_CHECKS",
     "ROUND_CAP",
@@ -42,6 +48,7 @@ ZERO = Decimal(0)
 ROUND_CAP = 3  # rounds per machine at most ROUND_CAP x the ladder's length
 MAX_REFUSALS = 4  # refused rungs retried after a back-off before the ladder moves on
 ATTEMPT_CAP = 3  # exit attempts that do make progress: at most this many x exit_attempts
+MAKER_RUNG_CAP = 100  # hedged maker rungs (reprices) per ladder at most
 # BUILD's pre-trade checks, each a guard of the machine, taken in this order.
 PRETRADE_CHECKS = (
     "entries_allowed",
@@ -57,12 +64,26 @@ Purpose = Literal["build", "unwind", "exit"]
 
 @attrs.frozen
 class Rung:
-    """One step of an execution ladder: time in force and how far through the book."""
+    """One step of an execution ladder: time in force and how far through the book.
+
+    A `hedged` rung (maker_first) places only one leg, post-only at the touch; each of
+    its fills is hedged on the other leg by an IOC through the touch by `bps`."""
 
     tif: str  # "post_only" | "ioc"
     bps: Decimal = ZERO
     label: str = ""
     sliced: bool = False
+    hedged: bool = False
+
+
+def maker_rungs(p: CycleParams, label: str) -> list[Rung]:
+    """maker_first: one hedged rung per reprice that fits in the budget (at least one,
+    at most MAKER_RUNG_CAP); the machine also stops them once the budget is spent."""
+    if p.execution != "maker_first":
+        return []
+    count = (p.maker_budget_s / p.maker_reprice_s).to_integral_value(ROUND_CEILING)
+    n = max(1, min(int(count), MAKER_RUNG_CAP))
+    return [Rung("post_only", p.cross_bps, label, hedged=True) for _ in range(n)]
 
 
 @attrs.frozen(kw_only=True)
@@ -94,13 +115,18 @@ class WorkPolicy:
             raise ValueError(f"unknown purpose {purpose!r}")
         return make(p)
 
+    # maker_first: a resting maker order's deadline before it is repriced, and the total
+    # resting time before the hedged rungs step aside (None: taker, no hedged rungs).
+    maker_reprice_s: Decimal | None = None
+    maker_budget_s: Decimal | None = None
+
     @classmethod
     def build(cls, p: CycleParams) -> WorkPolicy:
-        """Open both legs at equal notional: post-only at the touch (when that is the
-        order style), then IOC through the touch by `cross_bps`, then repair rungs
-        escalating by `repair_step_bps`."""
-        rungs = []
-        if p.order_style == "post_only":
+        """Open both legs at equal notional: hedged maker rungs (maker_first), or
+        post-only at the touch (when that is the order style), then IOC through the touch
+        by `cross_bps`, then repair rungs escalating by `repair_step_bps`."""
+        rungs = maker_rungs(p, "maker")
+        if p.order_style == "post_only" and not rungs:  # maker_first rests already
             rungs += [Rung("post_only", label="post_only") for _ in range(p.post_only_attempts)]
         rungs.append(Rung("ioc", p.cross_bps, "ioc"))
         for k in range(1, p.repair_attempts + 1):
@@ -116,16 +142,19 @@ class WorkPolicy:
             hedge_deadline=True,
             pretrade_checks=PRETRADE_CHECKS,
             reject_ends_work=True,
+            maker_reprice_s=_if_maker(p, p.maker_reprice_s),
+            maker_budget_s=_if_maker(p, p.maker_budget_s),
         )
 
     @classmethod
     def unwind(cls, p: CycleParams) -> WorkPolicy:
-        """Close from the verified position: post-only (when that is the order style),
-        IOC rungs escalating by `repair_step_bps`, then one sliced "market" IOC through
-        the book by `market_max_slippage_bps` (by default the first exit-ladder step,
-        never less than the last IOC rung)."""
-        rungs = []
-        if p.order_style == "post_only":
+        """Close from the verified position: hedged reduce-only maker rungs
+        (maker_first), or post-only (when that is the order style), IOC rungs escalating
+        by `repair_step_bps`, then one sliced "market" IOC through the book by
+        `market_max_slippage_bps` (by default the first exit-ladder step, never less than
+        the last IOC rung)."""
+        rungs = maker_rungs(p, "unwind maker")
+        if p.order_style == "post_only" and not rungs:  # maker_first rests already
             rungs += [Rung("post_only", label="unwind") for _ in range(p.post_only_attempts)]
         bps = p.cross_bps
         for k in range(p.unwind_ioc_attempts):
@@ -146,6 +175,8 @@ class WorkPolicy:
             hedge_deadline=True,
             max_refusals=MAX_REFUSALS,
             refusal_budget_s=p.exit_budget_s,
+            maker_reprice_s=_if_maker(p, p.maker_reprice_s),
+            maker_budget_s=_if_maker(p, p.maker_budget_s),
         )
 
     @classmethod
@@ -171,3 +202,7 @@ class WorkPolicy:
     def rung(self, index: int) -> Rung:
         """The ladder's step `index`, the last one once past the end."""
         return self.ladder[min(index, len(self.ladder) - 1)]
+
+
+def _if_maker(p: CycleParams, value: Decimal) -> Decimal | None:
+    return value if p.execution == "maker_first" else None

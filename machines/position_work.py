@@ -369,6 +369,8 @@ class PositionWork(OrderRounds, PureMachine):
     def on_enter_reading(self) -> None:
         self.verifies = 0
         self.reset_lag()
+        if self.rereads():
+            self.cancel_strays()  # a resting order a failed machine left must not fill later
         self.read_positions()
 
     def read_positions(self) -> None:
@@ -486,7 +488,7 @@ class PositionWork(OrderRounds, PureMachine):
                 return
         purpose = "build" if self.round == 0 and not self.closing() else rung.label
         self.place_round(rung, self._wants(), purpose)
-        self.arm(self.policy.round_deadline, self.policy.round_timeout_s)
+        self.arm(self.policy.round_deadline, self.round_wait_s())
 
     def on_exit_working(self) -> None:
         refused = self.orders.round_refused(self.round)

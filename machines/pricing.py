@@ -24,6 +24,21 @@ its orders, chase what it does not say (cancel, then QueryOrder, each bounded), 
 ladder of rungs, and verify by position query. Its actions emit through the host machine;
 it declares no states (the host's `cancelling` and `deciding` states call its entry
 actions).
+
+Maker-hedged rounds (`execution = "maker_first"`, a `Rung` with `hedged`): the round
+places one leg only, post-only at the touch for that leg's whole remaining size, the leg
+chosen from the book by `choose_maker_leg`. Every fill of it (partial ones included,
+and fills the venue states only on a cancel ack or a status) is hedged at once on the
+other leg by an IOC through the touch by the rung's bps, sized by that fill: the hedge
+leg's round size x the maker's cumulative fill / the maker's round size, rounded down to
+the increment, less what was already sent, so sub-increment remainders carry to the next
+hedge and the last fill hedges exactly the rest. Hedges join the round's orders, so the
+round ends when they settle too. The round's deadline is `maker_reprice_s` (the order is
+then cancelled and the next hedged rung re-places it at the new touch) within
+`maker_budget_s` in all; a hedge that does not fill in full (or cannot be priced, or is
+rejected) ends the maker rounds at once: the resting order is cancelled and the taker
+rungs repair whatever the verified fills say is missing. A remaining size worth less
+than the leg's minimum order value cannot rest: that round is placed as IOCs.
 """
 
 from __future__ import annotations
@@ -63,12 +78,15 @@ __all__ = [
     "BPS",
     "MAX_ORDER_QUERIES",
     "ROUND_CAP",
+    "SPREAD_TIE_BPS",
+    "MakerLeg",
     "OrderRounds",
     "OrderTracker",
     "Rung",
     "Tracked",
     "absurd_legs",
     "band_checked",
+    "choose_maker_leg",
     "closing_side",
     "cross_price",
     "fills_agree",
@@ -86,6 +104,9 @@ ZERO = Decimal(0)
 TERMINAL_STATUS = frozenset({"filled", "cancelled", "expired", "rejected"})
 NOT_FOUND_LIMIT = 2  # "not found" twice, a deadline apart, means it never reached the venue
 MAX_ORDER_QUERIES = 3  # QueryOrder per order before the machine gives up on it
+RESTING_TIF = frozenset({"post_only", "default"})  # orders that can rest on the book
+SPREAD_TIE_BPS = Decimal("0.1")  # spreads this close count as equal (choose_maker_leg)
+MIN_WAIT_S = Decimal("0.01")  # shortest round deadline a spent-down maker budget leaves
 
 
 def _round(value: Decimal, step: Decimal, mode: str) -> Decimal:
@@ -105,6 +126,53 @@ def touch_price(leg: LegSpec, side: str, quote: Quote) -> Decimal:
     if side == "buy":
         return max(_round(quote.bid, leg.tick_size, ROUND_DOWN), leg.tick_size)
     return _round(quote.ask, leg.tick_size, ROUND_UP)
+
+
+def spread_bps(quote: Quote) -> Decimal:
+    return (quote.ask - quote.bid) / quote.mid * BPS if quote.mid > 0 else ZERO
+
+
+def choose_maker_leg(
+    legs: Sequence[tuple[LegSpec, Decimal, Quote]],
+) -> int:
+    """Which of two legs rests in a maker-hedged round (maker_first): its index.
+
+    Each leg is (spec, signed quantity wanted: buy > 0, quote). Against the mids, a
+    hedged pair costs: minus the resting leg's half spread (it joins the touch), plus the
+    hedge leg's half spread, the taker fee (the same on both legs here, so it does not
+    decide) and any depth its IOC walks past the touch. So, in order:
+
+    1. a hedge whose size the hedge leg's touch (the side the IOC takes: the ask for a
+       buy) holds fills at the touch; if only one choice has that, take it;
+    2. rest the leg with the wider spread in bps (it earns more as maker, and the
+       tighter leg is the cheaper one to cross) — spreads within `SPREAD_TIE_BPS` are
+       equal;
+    3. rest the leg whose own touch (its bid for a buy) holds less USD: a thinner queue
+       ahead of it fills sooner;
+    4. the first leg.
+    """
+    assert len(legs) == 2
+
+    def touch_usd(quote: Quote, side: str, taking: bool) -> Decimal:
+        use_ask = (side == "buy") == taking
+        return (quote.ask_qty * quote.ask) if use_ask else (quote.bid_qty * quote.bid)
+
+    def hedge_fits(hedge: int) -> bool:
+        _, want, quote = legs[hedge]
+        side = "buy" if want > 0 else "sell"
+        held = quote.ask_qty if side == "buy" else quote.bid_qty
+        return held >= abs(want)
+
+    fits = [hedge_fits(1), hedge_fits(0)]  # fits[i]: resting leg i, its hedge fits
+    if fits[0] != fits[1]:
+        return 0 if fits[0] else 1
+    spreads = [spread_bps(q) for _, _, q in legs]
+    if abs(spreads[0] - spreads[1]) > SPREAD_TIE_BPS:
+        return 0 if spreads[0] > spreads[1] else 1
+    queues = [touch_usd(q, "buy" if w > 0 else "sell", taking=False) for _, w, q in legs]
+    if queues[0] != queues[1]:
+        return 0 if queues[0] < queues[1] else 1
+    return 0
 
 
 def size_for_notional(leg: LegSpec, usd: Decimal, mid: Decimal) -> Decimal:
@@ -225,6 +293,7 @@ class Tracked:
     not_found: int = 0
     queries: int = 0
     rejected: str = ""
+    tif: str = ""
 
     def step(self, event: str) -> None:
         self.state = lifecycle.step(self.state, event)
@@ -240,7 +309,7 @@ class OrderTracker:
     # -- recording ------------------------------------------------------------------------
     def add(self, intent: PlaceOrder, round_: int) -> None:
         self.orders[intent.order_id] = Tracked(
-            intent.order_id, intent.product_id, intent.side, round_
+            intent.order_id, intent.product_id, intent.side, round_, tif=intent.tif
         )
 
     def mine(self, order_id: str | None) -> bool:
@@ -334,6 +403,19 @@ class OrderTracker:
         return total
 
 
+@attrs.define
+class MakerLeg:
+    """A resting maker order of a hedged round and what hedging its fills needs."""
+
+    order_id: str
+    qty: Decimal  # the maker order's size
+    hedge: LegSpec
+    side: str  # the hedge's side
+    hedge_qty: Decimal  # the hedge leg's size for the whole maker order
+    bps: Decimal  # how far the hedge IOC goes through the touch
+    sent: Decimal = ZERO  # hedge quantity sent so far
+
+
 class OrderRounds:
     """Shared guards and actions for machines that work orders in rounds (see module doc).
 
@@ -374,19 +456,32 @@ class OrderRounds:
         self.lag_since: int | None = None  # engine ns of this read's first lagging answer
         self.lag_asks = 0
         self.unhedged_since: int | None = None  # engine ns the legs went apart (tolerance)
+        # maker_first: resting maker orders, hedge IOCs (id -> size), budget and state.
+        self.makers: dict[str, MakerLeg] = {}
+        self.hedges: dict[str, Decimal] = {}
+        self.maker_since: int | None = None  # engine ns the first maker order was placed
+        self.maker_off = False  # a hedge fell short: no more hedged rungs
+        self.round_hedged = False  # the current round rests a maker order
+        # Resting orders of finished machines this machine cancelled (True: the venue
+        # said they are not open, no cancel again).
+        self.strays_gone: dict[str, bool] = {}
 
-    def reject_is_final(self) -> bool:
+    def reject_is_final(self, order_id: str) -> bool:
         """A reject of an IOC ends the attempt when the policy says so (BUILD: margin,
         size, seed V8); a post-only may just have crossed."""
-        return self.policy.reject_ends_work and self.rungs[self.rung].tif != "post_only"
+        return self.policy.reject_ends_work and self.orders.orders[order_id].tif != "post_only"
 
     def next_rung(self, skip_passive: bool) -> int:
-        """The ladder's next step (past any post-only step once `skip_passive`). Past the
-        last step, the last one again while each round still fills something (partial
-        fills are progress, not failure), up to the policy's round budget."""
+        """The ladder's next step (past any post-only step once `skip_passive`, past the
+        hedged maker rungs once they stepped aside). Past the last step, the last one
+        again while each round still fills something (partial fills are progress, not
+        failure), up to the policy's round budget."""
         nxt = self.rung + 1
         if self.rung >= 0 and skip_passive:
             while nxt < len(self.rungs) and self.rungs[nxt].tif == "post_only":
+                nxt += 1
+        if not self.maker_allowed():
+            while nxt < len(self.rungs) and self.rungs[nxt].hedged:
                 nxt += 1
         last = len(self.rungs) - 1
         more = self.round + 1 < self.policy.max_rounds
@@ -397,6 +492,101 @@ class OrderRounds:
 
     def round_progressed(self) -> bool:
         return any(self.orders.signed_filled(pid, self.round) != 0 for pid in self.p.product_ids)
+
+    # -- maker_first: the resting leg and its hedges ---------------------------------------------
+    def maker_budget_left(self) -> Decimal:
+        """Resting time left of `maker_budget_s` (0 without a maker budget)."""
+        budget = self.policy.maker_budget_s
+        if budget is None:
+            return ZERO
+        if self.maker_since is None:
+            return budget
+        return budget - Decimal(self.ledger.now_ns - self.maker_since) / 1_000_000_000
+
+    def maker_allowed(self) -> bool:
+        """Hedged rungs may still be placed: neither stepped aside nor out of budget."""
+        return not self.maker_off and self.maker_budget_left() > 0
+
+    def round_wait_s(self) -> Decimal:
+        """The current round's deadline: a resting maker order's reprice interval (within
+        the budget left), else the policy's round timeout."""
+        reprice = self.policy.maker_reprice_s
+        if self.round_hedged and reprice is not None:
+            return max(min(reprice, self.maker_budget_left()), MIN_WAIT_S)
+        return self.policy.round_timeout_s
+
+    def place_maker(self, rung: Rung, wants: Sequence[tuple[LegSpec, Decimal]]) -> bool:
+        """A hedged round: rest one leg (`choose_maker_leg`) post-only at the touch for
+        its whole remaining size. False (nothing placed) when it cannot: not both legs
+        wanted and priced, budget spent, or too small to rest."""
+        if not self.maker_allowed():
+            return False
+        legs = []
+        for leg, want in wants:
+            qty = leg.round_size_down(abs(want))
+            quote = self.round_quote(leg) if qty >= leg.size_increment else None
+            if quote is None:
+                return False
+            legs.append((leg, qty if want > 0 else -qty, quote))
+        if len(legs) != 2:
+            return False
+        i = choose_maker_leg(legs)
+        (leg, want, quote), (hedge, hedge_want, _) = legs[i], legs[1 - i]
+        side = "buy" if want > 0 else "sell"
+        price = touch_price(leg, side, quote)
+        if abs(want) * price < leg.min_order_value_usd:
+            self.note("maker_first: too small to rest, taker round", leg=leg.symbol)
+            return False
+        if self.maker_since is None:
+            self.maker_since = self.ledger.now_ns
+        oid = self.place(leg, side, abs(want), price, tif="post_only", purpose=rung.label)
+        self.makers[oid] = MakerLeg(
+            oid, abs(want), hedge, "buy" if hedge_want > 0 else "sell", abs(hedge_want), rung.bps
+        )
+        self.round_hedged = True
+        return True
+
+    def hedge_fills(self, order_id: str) -> None:
+        """Hedge what the maker order filled and no hedge has covered yet (module doc)."""
+        m = self.makers[order_id]
+        covered = m.hedge.round_size_down(self.orders.filled(order_id) * m.hedge_qty / m.qty)
+        need = min(covered, m.hedge_qty) - m.sent
+        if need < m.hedge.size_increment:
+            return  # below one increment: carried to the next fill
+        quote = self.round_quote(m.hedge)
+        if quote is None:
+            self.step_aside(f"no quote to hedge {m.hedge.symbol} with")
+            return
+        m.sent += need
+        price = cross_price(m.hedge, m.side, quote, m.bps)
+        hid = self.place(m.hedge, m.side, need, price, tif="ioc", purpose="hedge")
+        self.hedges[hid] = need
+
+    def step_aside(self, reason: str) -> None:
+        """No more hedged rungs: cancel every resting maker order still working; the
+        taker rungs size what is missing from the verified fills."""
+        if not self.maker_off:
+            self.note("maker_first: stepping aside", reason=reason)
+        self.maker_off = True
+        for oid in self.makers:
+            t = self.orders.orders[oid]
+            if self.orders.settled(oid) or t.state == lifecycle.PENDING_CANCEL:
+                continue
+            if not self.orders.needs_query(oid):
+                self._cancel(oid)
+
+    def maker_word(self, order_id: str) -> None:
+        """After any word about one of our orders: hedge a maker order's new fills; a
+        hedge that ended short (or whose outcome is unknown) ends the maker rounds."""
+        if order_id in self.makers:
+            self.hedge_fills(order_id)
+        elif order_id in self.hedges:
+            state = self.orders.orders[order_id].state
+            short = self.orders.settled(order_id) and (
+                self.orders.filled(order_id) < self.hedges[order_id]
+            )
+            if short or state == lifecycle.UNKNOWN:
+                self.step_aside(f"hedge {order_id} did not fill in full")
 
     # -- the hedge deadline (V1), one implementation for every order-working machine ------------
     def net_usd(self) -> Decimal:
@@ -491,22 +681,30 @@ class OrderRounds:
     # -- recording what the venue says ------------------------------------------------------
     def record_fill(self, ev: FillReceived) -> None:
         self.orders.record_fill(ev.order_id)
+        if self.makers or self.hedges:
+            self.maker_word(ev.order_id)  # maker_first: hedge this fill at once
         self.watch_hedge()
 
     def record_end(self, ev: OrderExpired | OrderCancelled) -> None:
         if self.orders.record_end(ev.order_id, ev.filled_qty, ev.kind.removeprefix("order_")):
             self._query_order(ev.order_id)  # how much filled? never guess (seed 002)
+        if self.makers or self.hedges:
+            self.maker_word(ev.order_id)
 
     def record_reject(self, ev: OrderRejected) -> None:
         self.orders.record_reject(ev.order_id, ev.reason)
-        if self.reject_is_final():
+        if self.reject_is_final(ev.order_id):
             self.hard_reason = f"order {ev.order_id} rejected: {ev.reason}"
+        if self.makers or self.hedges:
+            self.maker_word(ev.order_id)
 
     def record_status(self, ev: OrderStatus) -> None:
         self.orders.record_status(ev)
         if ev.state == "not_found" and not self.orders.settled(ev.order_id):
             # Maybe not visible yet (V7): ask once more shortly, not at the round deadline.
             self.arm("requery_timeout", self.p.verify_retry_s)
+        if self.makers or self.hedges:
+            self.maker_word(ev.order_id)
 
     def requery_unknown(self) -> None:
         for oid in self.orders.unsettled():
@@ -517,6 +715,8 @@ class OrderRounds:
     def record_error(self, ev: VenueError) -> None:
         oid = ev.order_id or self.order_queries.get(ev.request_id or "", "")
         self.note("venue error", request=ev.request, error_class=ev.error_class, order_id=oid)
+        if oid in self.strays_gone and ev.error_class == "permanent":
+            self.strays_gone[oid] = True  # not open at the venue: no cancel again
         if not self.orders.mine(oid):
             return
         if ev.request == "cancel_order":
@@ -536,6 +736,8 @@ class OrderRounds:
             self.orders.record_refused(oid)  # provably not placed: a new id may follow
             if ev.retry_after_s is not None:
                 self.retry_after_s = ev.retry_after_s
+        if self.makers or self.hedges:
+            self.maker_word(oid)
 
     def backoff_delay(self) -> Decimal:
         """After a refusal: the venue's Retry-After, else exponential from exit_backoff_s,
@@ -551,7 +753,7 @@ class OrderRounds:
         for oid in self.orders.unsettled():
             if self.orders.needs_query(oid):
                 self._query_order(oid)
-            else:
+            elif oid not in self.hedges:  # a hedge IOC ends by itself (else: chased)
                 self._cancel(oid)
         self.arm("settle_timeout", self.p.cancel_timeout_s)
 
@@ -568,6 +770,25 @@ class OrderRounds:
     def cancel_unsettled(self) -> None:
         for oid in self.orders.unsettled():
             self._cancel(oid)
+
+    def cancel_strays(self) -> None:
+        """Cancel every order on the pair's products the ledger holds open whose machine
+        is no longer live: a resting order (post-only, maker_first) left by a BUILD or
+        UNWIND that ended without its cancel acknowledged (rate limited, venue down) could
+        otherwise fill later, unseen by anything. Their answers now come to this machine,
+        which does not count them as its own; the ledger applies them."""
+        for rec in self.ledger.open_orders():
+            oid = rec.order_id
+            if rec.tif not in RESTING_TIF or rec.product_id not in self.p.product_ids:
+                continue  # an IOC/FOK never rests: unheard, it has ended all the same
+            if self.orders.mine(oid) or self.strays_gone.get(oid):
+                continue
+            owner = oid.rpartition(":")[0]
+            if owner and self.ledger.state_of(owner):
+                continue  # its machine is live and chases it itself
+            self.note("cancelling an order its machine left open", order_id=oid)
+            self.emit(CancelOrder(order_id=oid, product_id=rec.product_id))
+            self.strays_gone[oid] = False
 
     # -- verifying by position query ------------------------------------------------------------
     def venue_flat(self, ev: PositionSnapshot) -> bool:
@@ -643,7 +864,13 @@ class OrderRounds:
         """Place one round: for each leg the signed quantity it still wants (buy > 0),
         priced on the rung (post-only at the touch, else through it by the rung's bps),
         sliced by `max_slice_usd` on a sliced rung, at most `max_slices_per_step` orders
-        per leg (the rest: a later round). A leg without a usable quote places nothing."""
+        per leg (the rest: a later round). A leg without a usable quote places nothing.
+        A hedged rung rests one leg only (`place_maker`), else is placed as IOCs."""
+        self.round_hedged = False
+        if rung.hedged:
+            if self.place_maker(rung, wants):
+                return
+            rung = Rung("ioc", rung.bps, rung.label)
         for leg, want in wants:
             qty = leg.round_size_down(abs(want))
             if qty < leg.size_increment:
@@ -685,7 +912,7 @@ class OrderRounds:
         return quote
 
     # -- intents ----------------------------------------------------------------------------------
-    def place(self, leg: LegSpec, side: str, qty: Decimal, price: Decimal, **kw: Any) -> None:
+    def place(self, leg: LegSpec, side: str, qty: Decimal, price: Decimal, **kw: Any) -> str:
         intent = PlaceOrder(
             order_id=self.next_id("o"),
             product_id=leg.product_id,
@@ -697,6 +924,7 @@ class OrderRounds:
         )
         self.orders.add(intent, self.round)
         self.emit(intent)
+        return intent.order_id
 
     def _cancel(self, oid: str) -> None:
         self.orders.record_cancel(oid)

@@ -4,12 +4,14 @@ checked against the sim venue's ground truth after every engine step and at rest
 record; the exit code is then 1.
 
     dnpair chaos --seeds 1-200 [--faults FILE.toml ...] [--only] [--cycles N] [--jobs J]
+                 [--execution taker|maker_first]
 
 Profiles: the shipped ones (tests/chaos/profiles/*.toml), `random` (a fresh profile
 drawn from the whole DESIGN.md §4 knob space for every seed; printed as TOML with any
 violation), plus every `--faults FILE`; `--only` keeps just the given files. Every seed
 runs under every profile unless `--spread`, which gives each seed one profile (round
-robin). A run reproduces from its seed and profile alone.
+robin). A run reproduces from its seed and profile alone (and the execution mode: `--execution`,
+else DN_EXECUTION, else taker).
 """
 
 from __future__ import annotations
@@ -160,6 +162,8 @@ def run_one(
     repro = profile.reproduce(seed, cycles, jitter_s)
     if venue_kind != "sim":
         repro += f" --venue {venue_kind}"
+    if settings.execution != "taker":  # before a random profile's TOML comment
+        repro = repro.replace("dnpair chaos ", f"dnpair chaos --execution {settings.execution} ", 1)
     error = ""
     try:
         asyncio.run(session.run_virtual())
@@ -472,6 +476,12 @@ def add_chaos_parser(sub: Any) -> None:
     c.add_argument("--progress", type=int, default=0, metavar="N", help="a line every N runs")
     c.add_argument("--config", metavar="FILE.toml", help="[engine] settings; DN_* env wins")
     c.add_argument(
+        "--execution",
+        choices=("taker", "maker_first"),
+        default=None,
+        help="execution mode of every session (default: DN_EXECUTION, else taker)",
+    )
+    c.add_argument(
         "--venue",
         choices=("sim", "paper"),
         default="sim",
@@ -491,7 +501,9 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
         if args.config is not None and not Path(args.config).is_file():
             raise ValueError(f"--config: no such file {args.config}")
-        settings = load_settings(config_file=args.config)
+        settings = load_settings(
+            config_file=args.config, cli={"execution": getattr(args, "execution", None)}
+        )
         given = [load_chaos_profile(f) for f in args.faults]
         if args.only and not given:
             raise ValueError("--only needs at least one --faults FILE")
@@ -505,6 +517,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"[chaos] seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), cycles {args.cycles}, "
         f"jobs {args.jobs}, jitter {args.jitter_s:g}s, venue {args.venue}, "
+        f"execution {settings.execution}, "
         f"profiles: {', '.join(names)}"
     )
     summary = chaos(

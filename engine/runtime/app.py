@@ -48,6 +48,9 @@ def cycle_template(config: Mapping[str, Any]) -> CycleParams:
         # Journals from before these settings replay with the old defaults' meaning.
         position_lag_budget_s=s.get("position_lag_budget_s", 45),
         price_band_bps=s.get("price_band_bps", 0),
+        execution=s.get("execution", "taker"),
+        maker_reprice_s=s.get("maker_reprice_s", 1),
+        maker_budget_s=s.get("maker_budget_s", 10),
     )
 
 

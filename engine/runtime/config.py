@@ -108,6 +108,25 @@ D = Decimal
 FLAGS: tuple[Flag, ...] = (
     Flag("size_usd", _decimal(D(1), D(1_000_000)), D(100), "USD notional per leg per cycle"),
     Flag("order_style", _choice("ioc", "post_only"), "ioc", "BUILD order style"),
+    Flag(
+        "execution",
+        _choice("taker", "maker_first"),
+        "taker",
+        "taker: IOC on both legs; maker_first: one leg rests post-only at the touch, "
+        "each of its fills hedged at once by an IOC on the other (BUILD and UNWIND)",
+    ),
+    Flag(
+        "maker_reprice_s",
+        _decimal(D("0.05"), D(60)),
+        D(1),
+        "maker_first: a resting order not filled this long is cancelled and re-placed at the touch",
+    ),
+    Flag(
+        "maker_budget_s",
+        _decimal(D("0.05"), D(600)),
+        D(10),
+        "maker_first: total resting time per BUILD/UNWIND before the taker rungs take over",
+    ),
     Flag("cross_bps", _decimal(D(0), D(1000)), D(10), "IOC price through the touch, bps"),
     Flag("fill_timeout_s", _decimal(D("0.1"), D(600)), D(5), "wait for BUILD fills"),
     Flag("verify_timeout_s", _decimal(D("0.1"), D(600)), D(5), "wait for a position answer"),
@@ -267,6 +286,19 @@ def check_safe(settings: Settings) -> None:
 
 def _cross_check(values: Mapping[str, Any]) -> None:
     """Settings that only make sense together."""
+    if values["execution"] == "maker_first":
+        if values["order_style"] == "post_only":
+            raise ConfigError(
+                "DN_EXECUTION=maker_first and DN_ORDER_STYLE=post_only: both choose how the "
+                "legs rest; maker_first already rests one leg post-only (use "
+                "DN_ORDER_STYLE=ioc)"
+            )
+        reprice, budget = values["maker_reprice_s"], values["maker_budget_s"]
+        if reprice > budget:
+            raise ConfigError(
+                f"DN_MAKER_REPRICE_S: {reprice} is longer than DN_MAKER_BUDGET_S {budget}: "
+                "the resting order would step aside before its first reprice"
+            )
     lag, verify = values["position_lag_budget_s"], values["verify_timeout_s"]
     if lag < verify:
         raise ConfigError(

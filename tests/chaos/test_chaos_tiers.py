@@ -16,6 +16,7 @@ from engine.harness.chaos import RunResult
 from engine.harness.chaos import random_profile
 from engine.harness.chaos import run_one
 from engine.harness.chaos import shipped_profiles
+from engine.runtime.config import load_settings
 from tests.tiers import deep
 
 PROFILES = {p.name: p for p in shipped_profiles()}
@@ -89,3 +90,39 @@ def test_chaos_deep_tier(name, settings):
         for seed in range(1000, 1200)
     ]
     _check(results)
+
+
+# -- maker_first (issue 14): the same invariants with one leg resting and hedged per fill ----
+MAKER_FAST_SEEDS = 2  # per profile in `make test`; `dnpair chaos --execution maker_first`
+# runs any number (the deep tier below: 50 per profile)
+
+
+@pytest.fixture(scope="module")
+def maker_settings():
+    return load_settings(env={"DN_EXECUTION": "maker_first"})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chaos_fast_tier_maker_first(name, maker_settings):
+    first = 500 + NAMES.index(name) * MAKER_FAST_SEEDS
+    seeds = range(first, first + MAKER_FAST_SEEDS)
+    results = [
+        run_one(seed, _profile(name, seed), cycles=3, settings=maker_settings) for seed in seeds
+    ]
+    _check(results)
+    assert all(r.outcome in ("flat", "halted") for r in results)
+    assert all("--execution maker_first" in r.reproduce for r in results)
+    if name in ("position_lag_20s", "incident_cycle6_ioc_no_fill"):
+        assert all(r.outcome == "flat" and r.cycles_completed == 3 for r in results)
+
+
+@deep
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_chaos_deep_tier_maker_first(name, maker_settings):
+    results = [
+        run_one(seed, _profile(name, seed), cycles=5, settings=maker_settings, jitter_s=20)
+        for seed in range(2000, 2050)
+    ]
+    _check(results)
+    assert all(r.outcome in ("flat", "halted") for r in results)

@@ -53,6 +53,17 @@ def test_precedence_file_then_env_then_cli(tmp_path):
         ({"DN_ORDER_STYLE": "market"}, "DN_ORDER_STYLE: must be one of ioc, post_only"),
         ({"DN_EXIT_LADDER_BPS": "150,50"}, "DN_EXIT_LADDER_BPS: steps must not decrease"),
         ({"DN_TYPO": "1"}, "DN_TYPO: unknown DN_* flag"),
+        ({"DN_EXECUTION": "maker"}, "DN_EXECUTION: must be one of taker, maker_first"),
+        ({"DN_MAKER_REPRICE_S": "0"}, "DN_MAKER_REPRICE_S: must be >= 0.05"),
+        ({"DN_MAKER_BUDGET_S": "x"}, "DN_MAKER_BUDGET_S: not a number"),
+        (
+            {"DN_EXECUTION": "maker_first", "DN_ORDER_STYLE": "post_only"},
+            "DN_EXECUTION=maker_first and DN_ORDER_STYLE=post_only",
+        ),
+        (
+            {"DN_EXECUTION": "maker_first", "DN_MAKER_REPRICE_S": "5", "DN_MAKER_BUDGET_S": "2"},
+            "DN_MAKER_REPRICE_S: 5 is longer than DN_MAKER_BUDGET_S 2",
+        ),
     ],
 )
 def test_bad_values_name_the_flag(env, message):
@@ -71,3 +82,35 @@ def test_bad_file_names_the_key(tmp_path):
     cfg.write_text("[other]\nx=1\n")
     with pytest.raises(ConfigError, match="unknown section"):
         load_settings(config_file=str(cfg), env={})
+
+
+def test_execution_mode_defaults_to_taker_and_reaches_the_cycle_params():
+    from engine.runtime.app import cycle_template
+    from tests.unit.machines.fakes import ETH
+    from tests.unit.machines.fakes import SOL
+
+    legs = [
+        {
+            "symbol": leg.symbol,
+            "product_id": leg.product_id,
+            "tick_size": leg.tick_size,
+            "size_increment": leg.size_increment,
+        }
+        for leg in (ETH, SOL)
+    ]
+    assert load_settings(env={}).execution == "taker"
+    s = load_settings(env={"DN_EXECUTION": "Maker_First", "DN_MAKER_REPRICE_S": "0.5"})
+    assert (s.execution, s.maker_reprice_s, s.maker_budget_s) == (
+        "maker_first",
+        Decimal("0.5"),
+        Decimal(10),
+    )
+    p = cycle_template({"settings": dict(s.values), "legs": legs})
+    assert (p.execution, p.maker_reprice_s, p.maker_budget_s) == (
+        "maker_first",
+        Decimal("0.5"),
+        Decimal(10),
+    )
+    # A journal written before the mode existed replays as taker.
+    old = {k: v for k, v in s.values.items() if not k.startswith(("execution", "maker_"))}
+    assert cycle_template({"settings": old, "legs": legs}).execution == "taker"
