@@ -37,9 +37,14 @@ from statemachine.dispatcher import Listener
 from statemachine.dispatcher import Listeners
 from statemachine.event import Event
 from statemachine.exceptions import InvalidDefinition
+from statemachine.exceptions import TransitionNotAllowed
 from statemachine.graph import iterate_states_and_transitions
 
 from engine.core.intents import Intent
+from machines.dispatch import TRIGGER_RESERVED
+from machines.dispatch import Callbacks
+from machines.dispatch import Plan
+from machines.dispatch import Step
 
 if TYPE_CHECKING:
     from engine.core.ledger import Ledger
@@ -82,6 +87,11 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
     # state id → the event kinds that state postpones: queued for this machine and
     # re-delivered in arrival order after its next state change.
     postpone: ClassVar[Mapping[str, frozenset[str]]] = {}
+    # Events run from the class's compiled table (machines/dispatch.py); False: through
+    # python-statemachine's own engine (the reference the table is tested against).
+    compiled_dispatch: ClassVar[bool] = True
+    _dn_pending: list[tuple[str, tuple[Any, ...], dict[str, Any]]] | None
+    _dn_events: dict[str, Any]
 
     def __init__(self, ctx: MachineContext, **params: Any) -> None:
         self.ctx = ctx
@@ -122,6 +132,221 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             _call_directly(registry)
             _REGISTRIES[cls] = registry
         self._callbacks = registry
+
+    # -- the compiled dispatch -----------------------------------------------------------
+    def send(
+        self,
+        event: str,
+        *args: Any,
+        delay: float | None = None,
+        send_id: str | None = None,
+        internal: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The library's `send`, run from the class's compiled table (machines/dispatch.py)
+        when the class fits it and the event is a plain declared one; otherwise (and for
+        an event sent while one is being processed through the library) the library's."""
+        plan = _PLANS.get(type(self), _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = _plan_for(self)
+        if (
+            plan is None
+            or delay is not None
+            or send_id is not None
+            or internal is not None
+            or event not in type(self)._events
+        ):
+            return super().send(
+                event, *args, delay=delay, send_id=send_id, internal=internal, **kwargs
+            )
+        engine = self._engine
+        if not engine.running:
+            raise TransitionNotAllowed(self._dn_event(event), self.configuration)
+        trigger = (event, args, {k: v for k, v in kwargs.items() if k not in TRIGGER_RESERVED})
+        pending = self.__dict__.get("_dn_pending")
+        if pending is not None:  # sent from a callback: after the current event, in order
+            pending.append(trigger)
+            return None
+        lock = engine._processing
+        if not lock.acquire(blocking=False):
+            return super().send(event, *args, **kwargs)
+        queue: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [trigger]
+        self._dn_pending = queue
+        first: Any = _NONE
+        try:
+            while True:
+                self._dn_macrostep(plan)
+                if not engine.running:
+                    queue.clear()
+                    break
+                if not queue:
+                    break
+                name, ev_args, ev_kwargs = queue.pop(0)
+                result = self._dn_external(plan, name, ev_args, ev_kwargs)
+                if first is _NONE:
+                    first = result
+        finally:
+            self._dn_pending = None
+            lock.release()
+        if not engine.external_queue.is_empty():  # sent through the library meanwhile
+            engine.processing_loop()
+        return None if first is _NONE else first
+
+    def _dn_event(self, name: str) -> Any:
+        events: dict[str, Any] | None = self.__dict__.get("_dn_events")
+        if events is None:
+            events = self._dn_events = {}
+        found = events.get(name)
+        if found is None:
+            found = events[name] = getattr(self, name)
+        return found
+
+    def _dn_atomic(self) -> State:
+        for state in self.configuration:
+            if state.is_atomic:
+                return state
+        raise TransitionNotAllowed(None, self.configuration)  # pragma: no cover
+
+    def _dn_macrostep(self, plan: Plan) -> None:
+        """Eventless transitions until none is enabled (the library's `_run_macrostep`)."""
+        while True:
+            state = self._dn_atomic()
+            for step in plan.eventless[state.id]:
+                kw = self._dn_kwargs(step, None, {})
+                if self._dn_enabled(step, (), kw):
+                    self._dn_microstep(step, None, (), {}, kw)
+                    break
+            else:
+                return
+
+    def _dn_external(
+        self, plan: Plan, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        event = self._dn_event(name)
+        for step in plan.for_event(self._dn_atomic(), name):
+            kw = self._dn_kwargs(step, event, kwargs)
+            if self._dn_enabled(step, args, kw):
+                return self._dn_microstep(step, event, args, kwargs, kw)
+        raise TransitionNotAllowed(event, self.configuration)
+
+    def _dn_kwargs(self, step: Step, event: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kw = dict(kwargs)
+        kw["machine"] = self
+        kw["event"] = event
+        kw["model"] = self.model
+        kw["transition"] = step.transition
+        kw["state"] = kw["source"] = step.source
+        kw["target"] = step.target
+        return kw
+
+    def _dn_enabled(self, step: Step, args: tuple[Any, ...], kw: dict[str, Any]) -> bool:
+        if step.validators:
+            self._dn_call(step.validators, args, kw)
+        for _condition, name, method, expected in step.conds:
+            value = self._dn_invoke(name, method, kw)
+            if expected is not None:
+                value = bool(value) == expected
+            if not value:
+                return False
+        return True
+
+    def _dn_invoke(self, name: str, method: bool, kw: dict[str, Any]) -> Any:
+        if not method:
+            return getattr(self, name)
+        fn = getattr(self, name)
+        key = getattr(fn, "__func__", fn)
+        wanted = _WANTED.get(key)
+        if wanted is None:
+            wanted = _wanted(fn)
+            if wanted is None:  # takes **kwargs (patched in after compiling): everything
+                return fn(**kw)
+        return fn(**{k: kw[k] for k in wanted if k in kw})
+
+    def _dn_call(
+        self, callbacks: Callbacks, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> list[Any]:
+        out = []
+        for condition, name, method, expected in callbacks:
+            if condition is not None and not condition(*args, **kw):
+                continue
+            value = self._dn_invoke(name, method, kw)
+            if expected is not None:
+                value = bool(value) == expected
+            out.append(value)
+        return out
+
+    def _dn_microstep(
+        self,
+        step: Step,
+        event: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        kw: dict[str, Any],
+    ) -> Any:
+        """One transition in the library's order (its `microstep`, non-atomic updates)."""
+        config = self._config
+        previous = self.configuration
+        try:
+            result = self._dn_call(step.before, args, kw) if step.before else []
+            if step.targeted:
+                domain = step.domain
+                leaving = [s for s in previous if domain is None or s.is_descendant(domain)]
+                leaving.sort(key=_doc_order, reverse=True)
+                exits = self.__class__._dn_plan_exits()
+                for state in leaving:
+                    callbacks = exits[state.value]
+                    if callbacks:
+                        ekw = dict(kwargs)
+                        ekw["machine"] = self
+                        ekw["event"] = event
+                        ekw["model"] = self.model
+                        ekw["transition"] = step.transition
+                        ekw["state"] = ekw["source"] = state
+                        ekw["target"] = step.target
+                        self._dn_call(callbacks, args, ekw)
+                    config.discard(state)
+            if step.on:
+                result += self._dn_call(step.on, args, kw)
+            for state, via, enter, initial_on, top_final in step.entries:
+                nkw = dict(kwargs)
+                nkw["machine"] = self
+                nkw["event"] = event
+                nkw["model"] = self.model
+                nkw["transition"] = via
+                nkw["source"] = via.source
+                nkw["state"] = nkw["target"] = state
+                config.add(state)
+                if enter:
+                    self._dn_call(enter, args, nkw)
+                if initial_on:
+                    result += self._dn_call(initial_on, args, nkw)
+                if top_final:
+                    self._engine._invoke_manager.cancel_all()
+                    self._engine.running = False
+        except Exception:
+            self.configuration = previous
+            raise
+        if step.after:
+            if step.target is not None:
+                akw = dict(kwargs)
+                akw["machine"] = self
+                akw["event"] = event
+                akw["model"] = self.model
+                akw["transition"] = step.transition
+                akw["source"] = step.source
+                akw["state"] = akw["target"] = step.target
+            else:
+                akw = kw
+            self._dn_call(step.after, args, akw)
+        if not result:
+            return None
+        return result[0] if len(result) == 1 else result
+
+    @classmethod
+    def _dn_plan_exits(cls) -> dict[Any, Callbacks]:
+        plan = _PLANS[cls]
+        assert plan is not None
+        return plan.exits
 
     def add_listener(self, *listeners: Any) -> PureMachine:
         """Not supported: the callback registry is shared by every instance of the class,
@@ -268,11 +493,13 @@ def _direct(adapter: Any) -> Any:
             machine = kwargs.pop("machine") if "machine" in kwargs else args[0] if args else None
             return invoke(machine, kwargs)
 
+        call_method._dn_target = adapter  # type: ignore[attr-defined]
         return call_method
 
     def call_value(*args: Any, **kwargs: Any) -> Any:
         return adapter(kwargs["machine"] if "machine" in kwargs else args[0] if args else None)
 
+    call_value._dn_target = adapter  # type: ignore[attr-defined]
     return call_value
 
 
@@ -304,6 +531,7 @@ def _adapter(cls: type, name: str, static: Any) -> Any:
             return invoke(machine, kwargs)
 
         method._dn_invoke = invoke  # type: ignore[attr-defined]
+        method._dn_name = name  # type: ignore[attr-defined]
         adapter = method
         more = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
     else:  # a property or a plain attribute: its value when called
@@ -311,6 +539,7 @@ def _adapter(cls: type, name: str, static: Any) -> Any:
         def value(machine: Any) -> Any:
             return getattr(machine, name)
 
+        value._dn_name = name  # type: ignore[attr-defined]
         adapter = value
         more = []
     adapter.__signature__ = inspect.Signature([machine_param, *more])
@@ -340,6 +569,34 @@ def _wanted(fn: Any) -> tuple[str, ...] | None:
 
 
 _WANTED: dict[Any, tuple[str, ...] | None] = {}
+# The compiled dispatch per class (None: the class keeps the library's engine).
+_PLANS: dict[type[PureMachine], Plan | None] = {}
+_NO_PLAN: Any = object()
+_NONE: Any = object()
+_PLAN_WHY: dict[type[PureMachine], str] = {}
+
+
+def _plan_for(machine: PureMachine) -> Plan | None:
+    cls = type(machine)
+    registry = _REGISTRIES.get(cls)
+    plan: Plan | None = None
+    if not cls.compiled_dispatch:
+        _PLAN_WHY[cls] = "compiled_dispatch is off"
+    elif registry is None or machine._callbacks is not registry or cls in _PER_INSTANCE:
+        _PLAN_WHY[cls] = "callbacks resolved per instance"
+    else:
+        plan = Plan(cls, registry)
+        if plan.unsupported:
+            _PLAN_WHY[cls] = plan.unsupported
+            plan = None
+    _PLANS[cls] = plan
+    return plan
+
+
+def _doc_order(state: State) -> int:
+    return state.document_order or 0
+
+
 _REGISTRIES: dict[type[PureMachine], CallbacksRegistry] = {}
 _PER_INSTANCE: set[type[PureMachine]] = set()
 
