@@ -35,10 +35,13 @@ from statemachine import StateChart
 from statemachine.callbacks import CallbacksRegistry
 from statemachine.dispatcher import Listener
 from statemachine.dispatcher import Listeners
+from statemachine.engines.sync import SyncEngine
+from statemachine.event import BoundEvent
 from statemachine.event import Event
 from statemachine.exceptions import InvalidDefinition
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.graph import iterate_states_and_transitions
+from statemachine.model import Model
 
 from engine.core.intents import Intent
 from machines.dispatch import TRIGGER_RESERVED
@@ -98,7 +101,23 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         self.params = params
         self._next_id = 0
         self.setup(**params)
-        super().__init__()
+        plan = _PLANS.get(type(self))
+        if plan is None:
+            super().__init__()
+            return
+        # StateChart.__init__ for a compiled class (no model, listeners or start value are
+        # passed here), then the initial entry from the table instead of the library's.
+        self.model = Model()  # type: ignore[no-untyped-call]
+        self.history_values = {}
+        self.state_field = "state"
+        self.start_configuration_values = list(type(self).start_configuration_values)
+        self._callbacks = plan.registry
+        self._config = self._build_configuration()
+        self._listeners = {}
+        self._engine = engine = SyncEngine(self)
+        lock = engine._processing
+        lock.acquire(blocking=False)
+        self._dn_run(plan, [], lock, plan.initial)
 
     # -- callbacks resolved once per class ---------------------------------------------
     def _register_callbacks(self, listeners: list[object]) -> None:
@@ -170,10 +189,24 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         lock = engine._processing
         if not lock.acquire(blocking=False):
             return super().send(event, *args, **kwargs)
-        queue: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [trigger]
+        return self._dn_run(plan, [trigger], lock)
+
+    def _dn_run(
+        self,
+        plan: Plan,
+        queue: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
+        lock: Any,
+        entries: Step | None = None,
+    ) -> Any:
+        """The library's processing loop (lock held): the eventless transitions, the next
+        queued event, until neither moves; events sent meanwhile join `queue`. `entries`:
+        the initial entry to run first (activation)."""
+        engine = self._engine
         self._dn_pending = queue
         first: Any = _NONE
         try:
+            if entries is not None:
+                self._dn_enter(entries, self._dn_event("__initial__"), (), {}, [])
             while True:
                 self._dn_macrostep(plan)
                 if not engine.running:
@@ -198,7 +231,8 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             events = self._dn_events = {}
         found = events.get(name)
         if found is None:
-            found = events[name] = getattr(self, name)
+            declared = name in type(self)._events
+            found = events[name] = getattr(self, name) if declared else BoundEvent(name, _sm=self)
         return found
 
     def _dn_atomic(self) -> State:
@@ -307,22 +341,8 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
                     config.discard(state)
             if step.on:
                 result += self._dn_call(step.on, args, kw)
-            for state, via, enter, initial_on, top_final in step.entries:
-                nkw = dict(kwargs)
-                nkw["machine"] = self
-                nkw["event"] = event
-                nkw["model"] = self.model
-                nkw["transition"] = via
-                nkw["source"] = via.source
-                nkw["state"] = nkw["target"] = state
-                config.add(state)
-                if enter:
-                    self._dn_call(enter, args, nkw)
-                if initial_on:
-                    result += self._dn_call(initial_on, args, nkw)
-                if top_final:
-                    self._engine._invoke_manager.cancel_all()
-                    self._engine.running = False
+            if step.entries:
+                self._dn_enter(step, event, args, kwargs, result)
         except Exception:
             self.configuration = previous
             raise
@@ -341,6 +361,33 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         if not result:
             return None
         return result[0] if len(result) == 1 else result
+
+    def _dn_enter(
+        self,
+        step: Step,
+        event: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: list[Any],
+    ) -> None:
+        """Enter a step's states, outermost first (the library's `_enter_states` loop)."""
+        config = self._config
+        for state, via, enter, initial_on, top_final in step.entries:
+            nkw = dict(kwargs)
+            nkw["machine"] = self
+            nkw["event"] = event
+            nkw["model"] = self.model
+            nkw["transition"] = via
+            nkw["source"] = via.source
+            nkw["state"] = nkw["target"] = state
+            config.add(state)
+            if enter:
+                self._dn_call(enter, args, nkw)
+            if initial_on:
+                result += self._dn_call(initial_on, args, nkw)
+            if top_final:
+                self._engine._invoke_manager.cancel_all()
+                self._engine.running = False
 
     @classmethod
     def _dn_plan_exits(cls) -> dict[Any, Callbacks]:

@@ -91,6 +91,7 @@ class Plan:
         self.exits: dict[Any, Callbacks] = {}
         self._steps: dict[int, Step] = {}
         self._ancestry: dict[str, tuple[State, ...]] = {}
+        self.initial: Step | None = None
         try:
             self._compile()
         except _Unsupported as why:
@@ -101,6 +102,10 @@ class Plan:
         cls = self.cls
         if self.registry._registry.get(cls.prepare.key):
             raise _Unsupported("prepare_event callbacks")
+        if self.registry.has_async_callbacks:
+            raise _Unsupported("async callbacks")
+        if cls._class_listeners:
+            raise _Unsupported("class listeners")
         states = list(cls.states_map.values())
         for state in states:
             if state.parallel or state.is_history or state.history:
@@ -116,6 +121,14 @@ class Plan:
                     raise _Unsupported(f"{state.id}: an internal targeted transition")
         for state in states:
             self.exits[state.value] = self.callbacks(state.exit.key)
+        # The library's activation: a transition from a blank state to the initial one,
+        # without callbacks of its own, entering it (and its initial descendants).
+        values = list(cls.start_configuration_values) or [cls.initial_state.value]
+        if len(values) != 1:
+            raise _Unsupported("more than one initial state")
+        initial = Transition(State(), cls.states_map[values[0]], event="__initial__")
+        initial._specs.clear()  # type: ignore[no-untyped-call]
+        self.initial = Step(self, initial)
         for state in states:
             if state.is_atomic:
                 chain = (state, *state.ancestors())
