@@ -114,10 +114,45 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         self._callbacks = plan.registry
         self._config = self._build_configuration()
         self._listeners = {}
-        self._engine = engine = SyncEngine(self)
-        lock = engine._processing
-        lock.acquire(blocking=False)
-        self._dn_run(plan, [], lock, plan.initial)
+        self.__dict__["_engine"] = None  # built when the library's paths first need it
+        self._dn_run(plan, [], None, plan.initial)
+
+    @property
+    def _engine(self) -> SyncEngine:
+        """The library's engine, built on first use: the compiled dispatch needs none."""
+        d = self.__dict__
+        engine: SyncEngine | None = d.get("_engine")
+        if engine is None:
+            engine = d["_engine"] = SyncEngine(self)
+            if d.get("_dn_stopped"):
+                engine.running = False
+            if d.get("_dn_pending") is not None:  # built inside the table's loop: held
+                engine._processing.acquire(blocking=False)
+                d["_dn_locked"] = engine._processing
+        return engine
+
+    @_engine.setter
+    def _engine(self, engine: SyncEngine) -> None:
+        self.__dict__["_engine"] = engine
+
+    @property
+    def is_terminated(self) -> bool:
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            return bool(self.__dict__.get("_dn_stopped"))
+        return not engine.running
+
+    def _dn_running(self) -> bool:
+        engine = self.__dict__.get("_engine")
+        return not self.__dict__.get("_dn_stopped") if engine is None else bool(engine.running)
+
+    def _dn_stop(self) -> None:
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            self.__dict__["_dn_stopped"] = True
+        else:
+            engine._invoke_manager.cancel_all()
+            engine.running = False
 
     # -- callbacks resolved once per class ---------------------------------------------
     def _register_callbacks(self, listeners: list[object]) -> None:
@@ -178,16 +213,16 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             return super().send(
                 event, *args, delay=delay, send_id=send_id, internal=internal, **kwargs
             )
-        engine = self._engine
-        if not engine.running:
+        if not self._dn_running():
             raise TransitionNotAllowed(self._dn_event(event), self.configuration)
         trigger = (event, args, {k: v for k, v in kwargs.items() if k not in TRIGGER_RESERVED})
         pending = self.__dict__.get("_dn_pending")
         if pending is not None:  # sent from a callback: after the current event, in order
             pending.append(trigger)
             return None
-        lock = engine._processing
-        if not lock.acquire(blocking=False):
+        engine = self.__dict__.get("_engine")
+        lock = None if engine is None else engine._processing
+        if lock is not None and not lock.acquire(blocking=False):
             return super().send(event, *args, **kwargs)
         return self._dn_run(plan, [trigger], lock)
 
@@ -201,15 +236,14 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         """The library's processing loop (lock held): the eventless transitions, the next
         queued event, until neither moves; events sent meanwhile join `queue`. `entries`:
         the initial entry to run first (activation)."""
-        engine = self._engine
-        self._dn_pending = queue
+        self.__dict__["_dn_pending"] = queue  # past StateChart.__setattr__'s check
         first: Any = _NONE
         try:
             if entries is not None:
                 self._dn_enter(entries, self._dn_event("__initial__"), (), {}, [])
             while True:
                 self._dn_macrostep(plan)
-                if not engine.running:
+                if not self._dn_running():
                     queue.clear()
                     break
                 if not queue:
@@ -219,10 +253,13 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
                 if first is _NONE:
                     first = result
         finally:
-            self._dn_pending = None
-            lock.release()
-        if not engine.external_queue.is_empty():  # sent through the library meanwhile
-            engine.processing_loop()
+            self.__dict__["_dn_pending"] = None
+            lock = lock or self.__dict__.pop("_dn_locked", None)
+            if lock is not None:
+                lock.release()
+        engine = self.__dict__.get("_engine")
+        if engine is not None and not engine.external_queue.is_empty():
+            engine.processing_loop()  # events sent through the library meanwhile
         return None if first is _NONE else first
 
     def _dn_event(self, name: str) -> Any:
@@ -235,17 +272,24 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             found = events[name] = getattr(self, name) if declared else BoundEvent(name, _sm=self)
         return found
 
-    def _dn_atomic(self) -> State:
-        for state in self.configuration:
-            if state.is_atomic:
-                return state
-        raise TransitionNotAllowed(None, self.configuration)  # pragma: no cover
+    def _dn_view(self) -> tuple[tuple[str, ...], State | None]:
+        """The active state ids and the atomic one, worked out again only when the stored
+        configuration value changes (as the library caches `configuration`)."""
+        raw = getattr(self.model, self.state_field, None)
+        d = self.__dict__
+        if raw is d.get("_dn_raw", _NONE):
+            view: tuple[tuple[str, ...], State | None] = d["_dn_seen"]
+            return view
+        conf = self.configuration
+        view = (tuple(s.id for s in conf), next((s for s in conf if s.is_atomic), None))
+        d["_dn_raw"], d["_dn_seen"] = raw, view
+        return view
 
     def _dn_macrostep(self, plan: Plan) -> None:
         """Eventless transitions until none is enabled (the library's `_run_macrostep`)."""
         while True:
-            state = self._dn_atomic()
-            for step in plan.eventless[state.id]:
+            state = self._dn_view()[1]
+            for step in plan.eventless[state.id] if state is not None else ():
                 kw = self._dn_kwargs(step, None, {})
                 if self._dn_enabled(step, (), kw):
                     self._dn_microstep(step, None, (), {}, kw)
@@ -257,7 +301,8 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         self, plan: Plan, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         event = self._dn_event(name)
-        for step in plan.for_event(self._dn_atomic(), name):
+        state = self._dn_view()[1]
+        for step in plan.for_event(state, name) if state is not None else ():
             kw = self._dn_kwargs(step, event, kwargs)
             if self._dn_enabled(step, args, kw):
                 return self._dn_microstep(step, event, args, kwargs, kw)
@@ -285,15 +330,18 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         return True
 
     def _dn_invoke(self, name: str, method: bool, kw: dict[str, Any]) -> Any:
-        if not method:
-            return getattr(self, name)
+        """Our adapter's call (`_adapter`), without its frames: the attribute looked up now,
+        given the arguments it names."""
         fn = getattr(self, name)
-        key = getattr(fn, "__func__", fn)
-        wanted = _WANTED.get(key)
-        if wanted is None:
+        if not method:
+            return fn
+        wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
+        if wanted is _NONE:
             wanted = _wanted(fn)
-            if wanted is None:  # takes **kwargs (patched in after compiling): everything
-                return fn(**kw)
+        if not wanted:
+            return fn(**kw) if wanted is None else fn()  # None: takes **kwargs
+        if wanted == _EV:
+            return fn(ev=kw["ev"]) if "ev" in kw else fn()
         return fn(**{k: kw[k] for k in wanted if k in kw})
 
     def _dn_call(
@@ -386,8 +434,7 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             if initial_on:
                 result += self._dn_call(initial_on, args, nkw)
             if top_final:
-                self._engine._invoke_manager.cancel_all()
-                self._engine.running = False
+                self._dn_stop()
 
     @classmethod
     def _dn_plan_exits(cls) -> dict[Any, Callbacks]:
@@ -447,13 +494,13 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
 
     @property
     def state_ids(self) -> list[str]:
-        return [s.id for s in self.configuration]
+        return list(self._dn_view()[0])
 
     def takes(self, event: str) -> bool:
         """Whether a current state (or an ancestor) declares a transition for `event`
         (guards not consulted). From a per-class table: cheaper than `allowed_events`."""
         table = type(self)._event_table()
-        return any(event in table.get(s.id, ()) for s in self.configuration)
+        return any(event in table.get(i, ()) for i in self._dn_view()[0])
 
     @classmethod
     def _event_table(cls) -> dict[str, frozenset[str]]:
@@ -620,6 +667,7 @@ _WANTED: dict[Any, tuple[str, ...] | None] = {}
 _PLANS: dict[type[PureMachine], Plan | None] = {}
 _NO_PLAN: Any = object()
 _NONE: Any = object()
+_EV = ("ev",)
 _PLAN_WHY: dict[type[PureMachine], str] = {}
 
 

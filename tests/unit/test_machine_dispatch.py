@@ -216,6 +216,8 @@ def _run(
         else:
             log.append(("result", result))
         log.append(("after", event, m.state_ids, m.is_terminated, list(m.configuration_values)))
+    # the library's engine, built on demand for a machine started from the table, agrees
+    log.append(("engine", m._engine.running, m.is_terminated, [e.id for e in m.allowed_events]))
     return log
 
 
@@ -224,7 +226,8 @@ def test_the_table_runs_a_chart_as_the_library_does(monkeypatch):
     compiled = _run(Chart, SCRIPT, True, monkeypatch)
     assert compiled == reference
     assert any(e[0] == "raised" for e in reference)
-    assert reference[-1][3] is True  # terminated
+    assert reference[-2][3] is True  # terminated
+    assert reference[-1][:3] == ("engine", False, True)
 
 
 @pytest.mark.parametrize(
