@@ -42,6 +42,8 @@ from engine.core.journal import JOURNAL_SCHEMA
 from engine.core.journal import Journal
 from engine.core.ledger import Ledger
 from engine.core.messages import Message
+from engine.core.messages import NotPlain
+from engine.core.messages import plain_fields
 from engine.core.messages import to_dict
 from engine.core.observed import Observed
 from engine.core.timers import Deadlines
@@ -90,7 +92,10 @@ def _jsonable(value: Any) -> Any:
         return value
     if attrs.has(type(value)):
         # structured, not repr: observers read a spawn's `cycle` as a field
-        return _jsonable(attrs.asdict(value, recurse=True))
+        try:
+            return _jsonable(plain_fields(value))  # (its tuples become lists here too)
+        except NotPlain:
+            return _jsonable(attrs.asdict(value, recurse=True))
     return repr(value)
 
 
