@@ -442,6 +442,13 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         assert plan is not None
         return plan.exits
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # StateChart.__setattr__'s check (a state's name is not an attribute to assign),
+        # without its extra call for the attributes machines set all the time.
+        if name[:1] != "_" and name in type(self).states_map:
+            super().__setattr__(name, value)  # type: ignore[no-untyped-call]  # raises
+        object.__setattr__(self, name, value)
+
     def add_listener(self, *listeners: Any) -> PureMachine:
         """Not supported: the callback registry is shared by every instance of the class,
         so a listener added to one would act on all. The engine hears of every entry,
