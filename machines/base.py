@@ -503,6 +503,11 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
     def state_ids(self) -> list[str]:
         return list(self._dn_view()[0])
 
+    @property
+    def active_ids(self) -> tuple[str, ...]:
+        """`state_ids` as a tuple, without a copy (the engine reads it around every event)."""
+        return self._dn_view()[0]
+
     def takes(self, event: str) -> bool:
         """Whether a current state (or an ancestor) declares a transition for `event`
         (guards not consulted). From a per-class table: cheaper than `allowed_events`."""

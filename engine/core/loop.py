@@ -80,8 +80,15 @@ def load_app(ref: str) -> App:
 
 
 def _jsonable(value: Any) -> Any:
-    if type(value) in _SCALARS:  # the common case, answered as below
+    kind = type(value)
+    if kind in _SCALARS:  # the common cases first, by exact type, answered as below
         return value
+    if kind is dict:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if kind is Decimal:
+        return str(value)
+    if kind is list or kind is tuple:
+        return [_jsonable(v) for v in value]
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, Mapping):
@@ -344,7 +351,7 @@ class Engine:
         Otherwise the event was postponed (queued for this machine) or consumed unhandled."""
         cls = type(machine)
         name = self._event_name(machine, ev)
-        states = tuple(machine.state_ids)
+        states = machine.active_ids
         if cls.postpone and any(name in cls.postpone.get(s, ()) for s in states):
             return self._queue(mid, ev, name, states, redelivery=redelivery)
         if machine.takes(name):
@@ -357,7 +364,7 @@ class Engine:
                 self.journal.commit()
                 raise MachineError(f"{mid} failed on {name}: {exc}") from exc
             else:
-                after = tuple(machine.state_ids)
+                after = machine.active_ids
                 self.ledger.machine_states[mid] = after
                 if redelivery:
                     self._note(mid, "redelivered", event=name)
