@@ -42,6 +42,7 @@ from statemachine.exceptions import InvalidDefinition
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.graph import iterate_states_and_transitions
 from statemachine.model import Model
+from statemachine.utils import humanize_id
 
 from engine.core.intents import Intent
 from machines.dispatch import TRIGGER_RESERVED
@@ -269,7 +270,11 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         found = events.get(name)
         if found is None:
             declared = name in type(self)._events
-            found = events[name] = getattr(self, name) if declared else BoundEvent(name, _sm=self)
+            found = events[name] = (
+                getattr(self, name)
+                if declared
+                else BoundEvent(name, name=_INITIAL_NAME if name == "__initial__" else "", _sm=self)
+            )
         return found
 
     def _dn_view(self) -> tuple[tuple[str, ...], State | None]:
@@ -342,6 +347,10 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             return fn(**kw) if wanted is None else fn()  # None: takes **kwargs
         if wanted == _EV:
             return fn(ev=kw["ev"]) if "ev" in kw else fn()
+        if wanted == _STATE:  # on_enter_state / on_exit_state (always in kw)
+            return fn(state=kw["state"])
+        if wanted == _MOVE:  # before_transition (always in kw)
+            return fn(event=kw["event"], source=kw["source"], target=kw["target"])
         return fn(**{k: kw[k] for k in wanted if k in kw})
 
     def _dn_call(
@@ -680,6 +689,9 @@ _PLANS: dict[type[PureMachine], Plan | None] = {}
 _NO_PLAN: Any = object()
 _NONE: Any = object()
 _EV = ("ev",)
+_STATE = ("state",)
+_MOVE = ("event", "source", "target")
+_INITIAL_NAME = humanize_id("__initial__")  # the library's name for its activation event
 _PLAN_WHY: dict[type[PureMachine], str] = {}
 
 

@@ -192,4 +192,9 @@ def dumps(obj: Any) -> str:
 
 
 def loads(text: str) -> Any:
+    if type(text) is str and not text.startswith("\ufeff"):  # json.loads: this decoder
+        return _DECODER.decode(text)
     return json.loads(text, parse_constant=_reject_constant)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
