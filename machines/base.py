@@ -29,10 +29,12 @@ from typing import Any
 from typing import ClassVar
 from typing import Literal
 from typing import Protocol
+from weakref import ref
 
 from statemachine import State
 from statemachine import StateChart
 from statemachine.callbacks import CallbacksRegistry
+from statemachine.configuration import Configuration
 from statemachine.dispatcher import Listener
 from statemachine.dispatcher import Listeners
 from statemachine.engines.sync import SyncEngine
@@ -42,6 +44,7 @@ from statemachine.exceptions import InvalidDefinition
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.graph import iterate_states_and_transitions
 from statemachine.model import Model
+from statemachine.state import InstanceState
 from statemachine.utils import humanize_id
 
 from engine.core.intents import Intent
@@ -451,6 +454,39 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         assert plan is not None
         return plan.exits
 
+    def _build_configuration(self) -> Configuration:
+        """StateChart._build_configuration (a per-instance proxy of every state, exposed
+        under the state's id unless an event has that name), from a per-class template:
+        the same proxies, their fields set directly rather than through __init__."""
+        cls = type(self)
+        if not cls.compiled_dispatch:
+            return super()._build_configuration()
+        template = _CONFIG_TEMPLATES.get(cls)
+        if template is None:
+            events = cls._events
+            template = _CONFIG_TEMPLATES[cls] = tuple(
+                (s.value, s, hash(s), None if s.id in events else s.id)
+                for s in cls.states_map.values()
+            )
+        instance_states: dict[Any, Any] = {}
+        me = ref(self)
+        attrs = vars(self)
+        new = object.__new__
+        for value, state, state_hash, attr in template:
+            proxy = new(InstanceState)
+            proxy.__dict__.update(
+                _state=state, _machine=me, _instance_states=instance_states, _hash=state_hash
+            )
+            instance_states[value] = proxy
+            if attr is not None:
+                attrs[attr] = proxy
+        return Configuration(
+            instance_states=instance_states,
+            model=self.model,
+            state_field=self.state_field,
+            states_map=cls.states_map,
+        )
+
     def __setattr__(self, name: str, value: Any) -> None:
         # StateChart.__setattr__'s check (a state's name is not an attribute to assign),
         # without its extra call for the attributes machines set all the time.
@@ -684,6 +720,7 @@ def _wanted(fn: Any) -> tuple[str, ...] | None:
 
 
 _WANTED: dict[Any, tuple[str, ...] | None] = {}
+_CONFIG_TEMPLATES: dict[type[PureMachine], tuple[tuple[Any, State, int, str | None], ...]] = {}
 # The compiled dispatch per class (None: the class keeps the library's engine).
 _PLANS: dict[type[PureMachine], Plan | None] = {}
 _NO_PLAN: Any = object()

@@ -27,6 +27,7 @@ or every argument (`**kwargs`), or a callback the class view could not resolve.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -234,12 +235,25 @@ def _domain(t: Transition) -> State | None:
 
 
 def _wanted_static(cls: Any, name: str) -> tuple[str, ...] | None:
+    """The keyword parameters the class's `name` takes as a bound method (None: **kwargs).
+    Not cached: `machines.base._WANTED` holds what the bound methods take, by function."""
     from machines.base import _getattr_static
-    from machines.base import _wanted
 
     static = _getattr_static(cls, name)
-    fn = static.__func__ if isinstance(static, staticmethod | classmethod) else static
-    return _wanted(fn)
+    if isinstance(static, staticmethod):
+        fn, bound = static.__func__, False
+    else:
+        fn, bound = getattr(static, "__func__", static), True
+    params = list(inspect.signature(fn).parameters.values())
+    if bound and params and params[0].kind in _POSITIONAL:
+        params = params[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in _NAMED)
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 TRIGGER_RESERVED = _event_data_kwargs

@@ -263,3 +263,18 @@ def test_a_run_journals_the_same_either_way(name, monkeypatch):
     assert [(r.kind, r.machine, r.data) for r in compiled] == [
         (r.kind, r.machine, r.data) for r in reference
     ]
+
+
+def test_the_configuration_template_builds_the_library_proxies():
+    from statemachine import StateChart
+
+    m = Chart(Ctx([]), log=[], flags={})
+    ours, theirs = m._build_configuration(), StateChart._build_configuration(m)
+    assert list(ours._instance_states) == list(theirs._instance_states)
+    for mine, lib in zip(
+        ours._instance_states.values(), theirs._instance_states.values(), strict=True
+    ):
+        assert vars(mine).keys() == vars(lib).keys()
+        assert (mine._state, mine._hash, mine._machine()) == (lib._state, lib._hash, m)
+    assert m.idle.is_active  # the proxies exposed by state id
+    assert not m.busy.is_active
