@@ -29,17 +29,29 @@ from typing import Any
 from typing import ClassVar
 from typing import Literal
 from typing import Protocol
+from weakref import ref
 
 from statemachine import State
 from statemachine import StateChart
 from statemachine.callbacks import CallbacksRegistry
+from statemachine.configuration import Configuration
 from statemachine.dispatcher import Listener
 from statemachine.dispatcher import Listeners
+from statemachine.engines.sync import SyncEngine
+from statemachine.event import BoundEvent
 from statemachine.event import Event
 from statemachine.exceptions import InvalidDefinition
+from statemachine.exceptions import TransitionNotAllowed
 from statemachine.graph import iterate_states_and_transitions
+from statemachine.model import Model
+from statemachine.state import InstanceState
+from statemachine.utils import humanize_id
 
 from engine.core.intents import Intent
+from machines.dispatch import TRIGGER_RESERVED
+from machines.dispatch import Callbacks
+from machines.dispatch import Plan
+from machines.dispatch import Step
 
 if TYPE_CHECKING:
     from engine.core.ledger import Ledger
@@ -82,13 +94,69 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
     # state id → the event kinds that state postpones: queued for this machine and
     # re-delivered in arrival order after its next state change.
     postpone: ClassVar[Mapping[str, frozenset[str]]] = {}
+    # Events run from the class's compiled table (machines/dispatch.py); False: through
+    # python-statemachine's own engine (the reference the table is tested against).
+    compiled_dispatch: ClassVar[bool] = True
+    _dn_pending: list[tuple[str, tuple[Any, ...], dict[str, Any]]] | None
+    _dn_events: dict[str, Any]
 
     def __init__(self, ctx: MachineContext, **params: Any) -> None:
         self.ctx = ctx
         self.params = params
         self._next_id = 0
         self.setup(**params)
-        super().__init__()
+        plan = _PLANS.get(type(self))
+        if plan is None:
+            super().__init__()
+            return
+        # StateChart.__init__ for a compiled class (no model, listeners or start value are
+        # passed here), then the initial entry from the table instead of the library's.
+        self.model = Model()  # type: ignore[no-untyped-call]
+        self.history_values = {}
+        self.state_field = "state"
+        self.start_configuration_values = list(type(self).start_configuration_values)
+        self._callbacks = plan.registry
+        self._config = self._build_configuration()
+        self._listeners = {}
+        self.__dict__["_engine"] = None  # built when the library's paths first need it
+        self._dn_run(plan, [], None, plan.initial)
+
+    @property
+    def _engine(self) -> SyncEngine:
+        """The library's engine, built on first use: the compiled dispatch needs none."""
+        d = self.__dict__
+        engine: SyncEngine | None = d.get("_engine")
+        if engine is None:
+            engine = d["_engine"] = SyncEngine(self)
+            if d.get("_dn_stopped"):
+                engine.running = False
+            if d.get("_dn_pending") is not None:  # built inside the table's loop: held
+                engine._processing.acquire(blocking=False)
+                d["_dn_locked"] = engine._processing
+        return engine
+
+    @_engine.setter
+    def _engine(self, engine: SyncEngine) -> None:
+        self.__dict__["_engine"] = engine
+
+    @property
+    def is_terminated(self) -> bool:
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            return bool(self.__dict__.get("_dn_stopped"))
+        return not engine.running
+
+    def _dn_running(self) -> bool:
+        engine = self.__dict__.get("_engine")
+        return not self.__dict__.get("_dn_stopped") if engine is None else bool(engine.running)
+
+    def _dn_stop(self) -> None:
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            self.__dict__["_dn_stopped"] = True
+        else:
+            engine._invoke_manager.cancel_all()
+            engine.running = False
 
     # -- callbacks resolved once per class ---------------------------------------------
     def _register_callbacks(self, listeners: list[object]) -> None:
@@ -122,6 +190,309 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             _call_directly(registry)
             _REGISTRIES[cls] = registry
         self._callbacks = registry
+
+    # -- the compiled dispatch -----------------------------------------------------------
+    def send(
+        self,
+        event: str,
+        *args: Any,
+        delay: float | None = None,
+        send_id: str | None = None,
+        internal: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The library's `send`, run from the class's compiled table (machines/dispatch.py)
+        when the class fits it and the event is a plain declared one; otherwise (and for
+        an event sent while one is being processed through the library) the library's."""
+        plan = _PLANS.get(type(self), _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = _plan_for(self)
+        if (
+            plan is None
+            or delay is not None
+            or send_id is not None
+            or internal is not None
+            or event not in type(self)._events
+        ):
+            return super().send(
+                event, *args, delay=delay, send_id=send_id, internal=internal, **kwargs
+            )
+        if not self._dn_running():
+            raise TransitionNotAllowed(self._dn_event(event), self.configuration)
+        trigger = (event, args, {k: v for k, v in kwargs.items() if k not in TRIGGER_RESERVED})
+        pending = self.__dict__.get("_dn_pending")
+        if pending is not None:  # sent from a callback: after the current event, in order
+            pending.append(trigger)
+            return None
+        engine = self.__dict__.get("_engine")
+        lock = None if engine is None else engine._processing
+        if lock is not None and not lock.acquire(blocking=False):
+            return super().send(event, *args, **kwargs)
+        return self._dn_run(plan, [trigger], lock)
+
+    def _dn_run(
+        self,
+        plan: Plan,
+        queue: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
+        lock: Any,
+        entries: Step | None = None,
+    ) -> Any:
+        """The library's processing loop (lock held): the eventless transitions, the next
+        queued event, until neither moves; events sent meanwhile join `queue`. `entries`:
+        the initial entry to run first (activation)."""
+        self.__dict__["_dn_pending"] = queue  # past StateChart.__setattr__'s check
+        first: Any = _NONE
+        try:
+            if entries is not None:
+                self._dn_enter(entries, self._dn_event("__initial__"), (), {}, [])
+            while True:
+                self._dn_macrostep(plan)
+                if not self._dn_running():
+                    queue.clear()
+                    break
+                if not queue:
+                    break
+                name, ev_args, ev_kwargs = queue.pop(0)
+                result = self._dn_external(plan, name, ev_args, ev_kwargs)
+                if first is _NONE:
+                    first = result
+        finally:
+            self.__dict__["_dn_pending"] = None
+            lock = lock or self.__dict__.pop("_dn_locked", None)
+            if lock is not None:
+                lock.release()
+        engine = self.__dict__.get("_engine")
+        if engine is not None and not engine.external_queue.is_empty():
+            engine.processing_loop()  # events sent through the library meanwhile
+        return None if first is _NONE else first
+
+    def _dn_event(self, name: str) -> Any:
+        events: dict[str, Any] | None = self.__dict__.get("_dn_events")
+        if events is None:
+            events = self._dn_events = {}
+        found = events.get(name)
+        if found is None:
+            declared = name in type(self)._events
+            found = events[name] = (
+                getattr(self, name)
+                if declared
+                else BoundEvent(name, name=_INITIAL_NAME if name == "__initial__" else "", _sm=self)
+            )
+        return found
+
+    def _dn_view(self) -> tuple[tuple[str, ...], State | None]:
+        """The active state ids and the atomic one, worked out again only when the stored
+        configuration value changes (as the library caches `configuration`)."""
+        raw = getattr(self.model, self.state_field, None)
+        d = self.__dict__
+        if raw is d.get("_dn_raw", _NONE):
+            view: tuple[tuple[str, ...], State | None] = d["_dn_seen"]
+            return view
+        conf = self.configuration
+        view = (tuple(s.id for s in conf), next((s for s in conf if s.is_atomic), None))
+        d["_dn_raw"], d["_dn_seen"] = raw, view
+        return view
+
+    def _dn_macrostep(self, plan: Plan) -> None:
+        """Eventless transitions until none is enabled (the library's `_run_macrostep`)."""
+        while True:
+            state = self._dn_view()[1]
+            for step in plan.eventless[state.id] if state is not None else ():
+                kw = self._dn_kwargs(step, None, {})
+                if self._dn_enabled(step, (), kw):
+                    self._dn_microstep(step, None, (), {}, kw)
+                    break
+            else:
+                return
+
+    def _dn_external(
+        self, plan: Plan, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        event = self._dn_event(name)
+        state = self._dn_view()[1]
+        for step in plan.for_event(state, name) if state is not None else ():
+            kw = self._dn_kwargs(step, event, kwargs)
+            if self._dn_enabled(step, args, kw):
+                return self._dn_microstep(step, event, args, kwargs, kw)
+        raise TransitionNotAllowed(event, self.configuration)
+
+    def _dn_kwargs(self, step: Step, event: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kw = dict(kwargs)
+        kw["machine"] = self
+        kw["event"] = event
+        kw["model"] = self.model
+        kw["transition"] = step.transition
+        kw["state"] = kw["source"] = step.source
+        kw["target"] = step.target
+        return kw
+
+    def _dn_enabled(self, step: Step, args: tuple[Any, ...], kw: dict[str, Any]) -> bool:
+        if step.validators:
+            self._dn_call(step.validators, args, kw)
+        for _condition, name, method, expected in step.conds:
+            value = self._dn_invoke(name, method, kw)
+            if expected is not None:
+                value = bool(value) == expected
+            if not value:
+                return False
+        return True
+
+    def _dn_invoke(self, name: str, method: bool, kw: dict[str, Any]) -> Any:
+        """Our adapter's call (`_adapter`), without its frames: the attribute looked up now,
+        given the arguments it names."""
+        fn = getattr(self, name)
+        if not method:
+            return fn
+        wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
+        if wanted is _NONE:
+            wanted = _wanted(fn)
+        if not wanted:
+            return fn(**kw) if wanted is None else fn()  # None: takes **kwargs
+        if wanted == _EV:
+            return fn(ev=kw["ev"]) if "ev" in kw else fn()
+        if wanted == _STATE:  # on_enter_state / on_exit_state (always in kw)
+            return fn(state=kw["state"])
+        if wanted == _MOVE:  # before_transition (always in kw)
+            return fn(event=kw["event"], source=kw["source"], target=kw["target"])
+        return fn(**{k: kw[k] for k in wanted if k in kw})
+
+    def _dn_call(
+        self, callbacks: Callbacks, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> list[Any]:
+        out = []
+        for condition, name, method, expected in callbacks:
+            if condition is not None and not condition(*args, **kw):
+                continue
+            value = self._dn_invoke(name, method, kw)
+            if expected is not None:
+                value = bool(value) == expected
+            out.append(value)
+        return out
+
+    def _dn_microstep(
+        self,
+        step: Step,
+        event: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        kw: dict[str, Any],
+    ) -> Any:
+        """One transition in the library's order (its `microstep`, non-atomic updates)."""
+        config = self._config
+        previous = self.configuration
+        try:
+            result = self._dn_call(step.before, args, kw) if step.before else []
+            if step.targeted:
+                domain = step.domain
+                leaving = [s for s in previous if domain is None or s.is_descendant(domain)]
+                leaving.sort(key=_doc_order, reverse=True)
+                exits = self.__class__._dn_plan_exits()
+                for state in leaving:
+                    callbacks = exits[state.value]
+                    if callbacks:
+                        ekw = dict(kwargs)
+                        ekw["machine"] = self
+                        ekw["event"] = event
+                        ekw["model"] = self.model
+                        ekw["transition"] = step.transition
+                        ekw["state"] = ekw["source"] = state
+                        ekw["target"] = step.target
+                        self._dn_call(callbacks, args, ekw)
+                    config.discard(state)
+            if step.on:
+                result += self._dn_call(step.on, args, kw)
+            if step.entries:
+                self._dn_enter(step, event, args, kwargs, result)
+        except Exception:
+            self.configuration = previous
+            raise
+        if step.after:
+            if step.target is not None:
+                akw = dict(kwargs)
+                akw["machine"] = self
+                akw["event"] = event
+                akw["model"] = self.model
+                akw["transition"] = step.transition
+                akw["source"] = step.source
+                akw["state"] = akw["target"] = step.target
+            else:
+                akw = kw
+            self._dn_call(step.after, args, akw)
+        if not result:
+            return None
+        return result[0] if len(result) == 1 else result
+
+    def _dn_enter(
+        self,
+        step: Step,
+        event: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: list[Any],
+    ) -> None:
+        """Enter a step's states, outermost first (the library's `_enter_states` loop)."""
+        config = self._config
+        for state, via, enter, initial_on, top_final in step.entries:
+            nkw = dict(kwargs)
+            nkw["machine"] = self
+            nkw["event"] = event
+            nkw["model"] = self.model
+            nkw["transition"] = via
+            nkw["source"] = via.source
+            nkw["state"] = nkw["target"] = state
+            config.add(state)
+            if enter:
+                self._dn_call(enter, args, nkw)
+            if initial_on:
+                result += self._dn_call(initial_on, args, nkw)
+            if top_final:
+                self._dn_stop()
+
+    @classmethod
+    def _dn_plan_exits(cls) -> dict[Any, Callbacks]:
+        plan = _PLANS[cls]
+        assert plan is not None
+        return plan.exits
+
+    def _build_configuration(self) -> Configuration:
+        """StateChart._build_configuration (a per-instance proxy of every state, exposed
+        under the state's id unless an event has that name), from a per-class template:
+        the same proxies, their fields set directly rather than through __init__."""
+        cls = type(self)
+        if not cls.compiled_dispatch:
+            return super()._build_configuration()
+        template = _CONFIG_TEMPLATES.get(cls)
+        if template is None:
+            events = cls._events
+            template = _CONFIG_TEMPLATES[cls] = tuple(
+                (s.value, s, hash(s), None if s.id in events else s.id)
+                for s in cls.states_map.values()
+            )
+        instance_states: dict[Any, Any] = {}
+        me = ref(self)
+        attrs = vars(self)
+        new = object.__new__
+        for value, state, state_hash, attr in template:
+            proxy = new(InstanceState)
+            proxy.__dict__.update(
+                _state=state, _machine=me, _instance_states=instance_states, _hash=state_hash
+            )
+            instance_states[value] = proxy
+            if attr is not None:
+                attrs[attr] = proxy
+        return Configuration(
+            instance_states=instance_states,
+            model=self.model,
+            state_field=self.state_field,
+            states_map=cls.states_map,
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # StateChart.__setattr__'s check (a state's name is not an attribute to assign),
+        # without its extra call for the attributes machines set all the time.
+        if name[:1] != "_" and name in type(self).states_map:
+            super().__setattr__(name, value)  # type: ignore[no-untyped-call]  # raises
+        object.__setattr__(self, name, value)
 
     def add_listener(self, *listeners: Any) -> PureMachine:
         """Not supported: the callback registry is shared by every instance of the class,
@@ -175,13 +546,18 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
 
     @property
     def state_ids(self) -> list[str]:
-        return [s.id for s in self.configuration]
+        return list(self._dn_view()[0])
+
+    @property
+    def active_ids(self) -> tuple[str, ...]:
+        """`state_ids` as a tuple, without a copy (the engine reads it around every event)."""
+        return self._dn_view()[0]
 
     def takes(self, event: str) -> bool:
         """Whether a current state (or an ancestor) declares a transition for `event`
         (guards not consulted). From a per-class table: cheaper than `allowed_events`."""
         table = type(self)._event_table()
-        return any(event in table.get(s.id, ()) for s in self.configuration)
+        return any(event in table.get(i, ()) for i in self._dn_view()[0])
 
     @classmethod
     def _event_table(cls) -> dict[str, frozenset[str]]:
@@ -268,11 +644,13 @@ def _direct(adapter: Any) -> Any:
             machine = kwargs.pop("machine") if "machine" in kwargs else args[0] if args else None
             return invoke(machine, kwargs)
 
+        call_method._dn_target = adapter  # type: ignore[attr-defined]
         return call_method
 
     def call_value(*args: Any, **kwargs: Any) -> Any:
         return adapter(kwargs["machine"] if "machine" in kwargs else args[0] if args else None)
 
+    call_value._dn_target = adapter  # type: ignore[attr-defined]
     return call_value
 
 
@@ -304,6 +682,7 @@ def _adapter(cls: type, name: str, static: Any) -> Any:
             return invoke(machine, kwargs)
 
         method._dn_invoke = invoke  # type: ignore[attr-defined]
+        method._dn_name = name  # type: ignore[attr-defined]
         adapter = method
         more = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
     else:  # a property or a plain attribute: its value when called
@@ -311,6 +690,7 @@ def _adapter(cls: type, name: str, static: Any) -> Any:
         def value(machine: Any) -> Any:
             return getattr(machine, name)
 
+        value._dn_name = name  # type: ignore[attr-defined]
         adapter = value
         more = []
     adapter.__signature__ = inspect.Signature([machine_param, *more])
@@ -340,6 +720,39 @@ def _wanted(fn: Any) -> tuple[str, ...] | None:
 
 
 _WANTED: dict[Any, tuple[str, ...] | None] = {}
+_CONFIG_TEMPLATES: dict[type[PureMachine], tuple[tuple[Any, State, int, str | None], ...]] = {}
+# The compiled dispatch per class (None: the class keeps the library's engine).
+_PLANS: dict[type[PureMachine], Plan | None] = {}
+_NO_PLAN: Any = object()
+_NONE: Any = object()
+_EV = ("ev",)
+_STATE = ("state",)
+_MOVE = ("event", "source", "target")
+_INITIAL_NAME = humanize_id("__initial__")  # the library's name for its activation event
+_PLAN_WHY: dict[type[PureMachine], str] = {}
+
+
+def _plan_for(machine: PureMachine) -> Plan | None:
+    cls = type(machine)
+    registry = _REGISTRIES.get(cls)
+    plan: Plan | None = None
+    if not cls.compiled_dispatch:
+        _PLAN_WHY[cls] = "compiled_dispatch is off"
+    elif registry is None or machine._callbacks is not registry or cls in _PER_INSTANCE:
+        _PLAN_WHY[cls] = "callbacks resolved per instance"
+    else:
+        plan = Plan(cls, registry)
+        if plan.unsupported:
+            _PLAN_WHY[cls] = plan.unsupported
+            plan = None
+    _PLANS[cls] = plan
+    return plan
+
+
+def _doc_order(state: State) -> int:
+    return state.document_order or 0
+
+
 _REGISTRIES: dict[type[PureMachine], CallbacksRegistry] = {}
 _PER_INSTANCE: set[type[PureMachine]] = set()
 

@@ -149,7 +149,10 @@ class Ledger:
 
     # -- read side -------------------------------------------------------------------
     def book(self, product_id: int) -> ProductBook:
-        return self.products.setdefault(product_id, ProductBook())
+        found = self.products.get(product_id)
+        if found is None:  # (setdefault would build a ProductBook on every read)
+            found = self.products[product_id] = ProductBook()
+        return found
 
     def position(self, product_id: int) -> Decimal:
         return self.book(product_id).position

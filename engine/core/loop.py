@@ -42,6 +42,8 @@ from engine.core.journal import JOURNAL_SCHEMA
 from engine.core.journal import Journal
 from engine.core.ledger import Ledger
 from engine.core.messages import Message
+from engine.core.messages import NotPlain
+from engine.core.messages import plain_fields
 from engine.core.messages import to_dict
 from engine.core.observed import Observed
 from engine.core.timers import Deadlines
@@ -78,8 +80,15 @@ def load_app(ref: str) -> App:
 
 
 def _jsonable(value: Any) -> Any:
-    if type(value) in _SCALARS:  # the common case, answered as below
+    kind = type(value)
+    if kind in _SCALARS:  # the common cases first, by exact type, answered as below
         return value
+    if kind is dict:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if kind is Decimal:
+        return str(value)
+    if kind is list or kind is tuple:
+        return [_jsonable(v) for v in value]
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, Mapping):
@@ -90,7 +99,10 @@ def _jsonable(value: Any) -> Any:
         return value
     if attrs.has(type(value)):
         # structured, not repr: observers read a spawn's `cycle` as a field
-        return _jsonable(attrs.asdict(value, recurse=True))
+        try:
+            return _jsonable(plain_fields(value))  # (its tuples become lists here too)
+        except NotPlain:
+            return _jsonable(attrs.asdict(value, recurse=True))
     return repr(value)
 
 
@@ -339,7 +351,7 @@ class Engine:
         Otherwise the event was postponed (queued for this machine) or consumed unhandled."""
         cls = type(machine)
         name = self._event_name(machine, ev)
-        states = tuple(machine.state_ids)
+        states = machine.active_ids
         if cls.postpone and any(name in cls.postpone.get(s, ()) for s in states):
             return self._queue(mid, ev, name, states, redelivery=redelivery)
         if machine.takes(name):
@@ -352,7 +364,7 @@ class Engine:
                 self.journal.commit()
                 raise MachineError(f"{mid} failed on {name}: {exc}") from exc
             else:
-                after = tuple(machine.state_ids)
+                after = machine.active_ids
                 self.ledger.machine_states[mid] = after
                 if redelivery:
                     self._note(mid, "redelivered", event=name)

@@ -127,8 +127,45 @@ def to_dict(msg: Message) -> dict[str, Any]:
             out[name] = value
         else:
             return out
-    body = attrs.asdict(msg, value_serializer=_serialize)  # type: ignore[arg-type]
+    try:
+        body = plain_fields(msg)
+    except NotPlain:
+        body = attrs.asdict(msg, value_serializer=_serialize)  # type: ignore[arg-type]
     return {"kind": msg.kind, **body}
+
+
+class NotPlain(Exception):
+    """A value `plain_fields` leaves to attrs.asdict (dicts, sets, floats, subclasses)."""
+
+
+_ATTRS_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def plain_fields(inst: Any) -> dict[str, Any]:
+    """What `attrs.asdict(inst)` gives, Decimals as text, for attrs instances whose fields
+    hold plain values, Decimals, attrs instances and tuples or lists of these (positions,
+    open orders, cycle parameters), tuples and lists kept as such (`attrs.asdict` retains
+    collection types). Anything else raises NotPlain (the caller then asks attrs.asdict)."""
+    cls = type(inst)
+    names = _ATTRS_NAMES.get(cls)
+    if names is None:
+        names = _ATTRS_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
+    return {name: _plain(getattr(inst, name)) for name in names}
+
+
+def _plain(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is Decimal:
+        return str(value)
+    if kind is tuple:
+        return tuple(_plain(v) for v in value)
+    if kind is list:
+        return [_plain(v) for v in value]
+    if attrs.has(kind):
+        return plain_fields(value)
+    raise NotPlain(kind.__name__)
 
 
 def from_dict(data: Mapping[str, Any]) -> Message:
@@ -155,4 +192,9 @@ def dumps(obj: Any) -> str:
 
 
 def loads(text: str) -> Any:
+    if type(text) is str and not text.startswith("\ufeff"):  # json.loads: this decoder
+        return _DECODER.decode(text)
     return json.loads(text, parse_constant=_reject_constant)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)

@@ -160,3 +160,31 @@ def test_json_refuses_nan_constants():
 def test_unknown_kind_is_an_error():
     with pytest.raises(ValueError, match="unknown message kind"):
         from_dict({"kind": "teleport"})
+
+
+def test_plain_fields_is_what_attrs_asdict_gives_or_refuses():
+    from engine.core.loop import _jsonable
+    from engine.core.messages import NotPlain
+    from engine.core.messages import plain_fields
+
+    @attrs.frozen
+    class Leg:
+        qty: Decimal
+        tags: tuple[str, ...] = ()
+
+    @attrs.frozen
+    class Params:
+        cycle: int
+        legs: tuple[Leg, ...]
+        notes: list[object]
+        extra: object = None
+
+    sample = Params(1, (Leg(Decimal("1.50"), ("a",)),), [Decimal("2"), None, (1, 2)])
+    assert plain_fields(sample) == attrs.asdict(sample, value_serializer=_serialize)
+    # what the engine journals for a structured note value: the same either way
+    assert _jsonable(sample) == _jsonable(attrs.asdict(sample))
+    assert _jsonable(sample)["legs"] == [{"qty": "1.50", "tags": ["a"]}]
+    for odd in ({"k": 1}, {1, 2}, 1.5):  # left to attrs.asdict, then _jsonable
+        with pytest.raises(NotPlain):
+            plain_fields(Params(1, (), [], odd))
+        assert _jsonable(Params(1, (), [], odd)) == _jsonable(attrs.asdict(Params(1, (), [], odd)))
