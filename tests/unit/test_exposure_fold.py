@@ -249,3 +249,4 @@ def test_a_faulty_runs_records_fold_to_the_brute_force_and_the_summary(tmp_path,
     assert out["max_unhedged_notional_usd_as_filled"] == str(usd.quantize(D("0.01")))
     assert out["max_unhedged_seconds_as_filled"] == str(seconds)
     assert out["fills_without_venue_time"] == fold.untimed()
+    assert fold.untimed() > 0  # lost pushes: some fills are placed by the venue's word
