@@ -8,7 +8,9 @@ these; `tests/unit/test_flatness.py` fails if a second definition appears.
   `dust_usd` at mid; without a mid, only a position below one increment is dust;
 - flat: every leg is dust;
 - unhedged exposure: |Σ position x mid| over the legs with a mid, in USD (the pair's
-  net delta; a leg without a quote does not count).
+  net delta; a leg without a quote does not count);
+- one leg alone: unhedged exposure above the tolerance, `TOLERANCE_SHARE` of the per-leg
+  size (the Monitor's alerts, the venue-clock timeline and the report's one-leg seconds).
 """
 
 from __future__ import annotations
@@ -20,9 +22,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from engine.core.ledger import Quote
 
-__all__ = ["is_dust", "is_flat", "mid_of", "net_usd", "unhedged_usd"]
+__all__ = [
+    "TOLERANCE_SHARE",
+    "exposure_tolerance_usd",
+    "is_dust",
+    "is_flat",
+    "mid_of",
+    "net_usd",
+    "unhedged_usd",
+]
 
 ZERO = Decimal(0)
+TOLERANCE_SHARE = Decimal("0.05")
+
+
+def exposure_tolerance_usd(size_usd: Decimal) -> Decimal:
+    """Unhedged USD above this is one leg alone (5 % of the per-leg size)."""
+    return TOLERANCE_SHARE * size_usd
 
 
 def mid_of(quote: Quote | None) -> Decimal | None:

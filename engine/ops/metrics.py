@@ -96,7 +96,7 @@ class RunMetrics:
         )
         self.slippage = Histogram(
             "dnpair_slippage_bps",
-            "Average fill price against the touch at decision time, bps (positive = worse)",
+            "Average fill price against the mid at decision time, bps (positive = worse)",
             ["side"],
             buckets=SLIPPAGE_BUCKETS,
             registry=r,

@@ -3,9 +3,12 @@
 A per-cycle table and totals from a journal (read-only: works on a running engine's
 journal too). Columns are defined in `engine.ops.trades`. Orders outside any cycle (restore
 flattening residuals, the stop flatten after the last cycle) are a row of their own so
-the totals reconcile with the run's realised PnL. The chart draws cumulative net PnL per
-cycle and the distribution of cycle times: PNG/SVG/PDF through matplotlib, HTML as a
-self-contained page with inline SVG (no scripts, no network).
+the totals reconcile with the run's realised PnL. Each cycle and the totals show what the
+volume cost: fees, slippage against the decision mid, their sum per million USD of volume,
+the share filled as maker, and how long one leg stood alone (total, and per fill that
+opened it: p99 and max). The chart draws cumulative gross PnL, fees and net PnL per cycle
+(net = gross - fees) and the distribution of cycle times: PNG/SVG/PDF through matplotlib,
+HTML as a self-contained page with inline SVG (no scripts, no network).
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from engine.core.clock import NS_PER_S
 from engine.core.journal import read_records
 from engine.ops.trades import RunFold
+from engine.ops.trades import cost_per_million
 from engine.ops.trades import fold_records
 
 __all__ = [
     "CSV_FIELDS",
     "chart_data",
     "load",
+    "pnl_series",
     "render_table",
     "rows",
     "totals",
@@ -57,6 +63,10 @@ CSV_FIELDS = (
     "fees_usd",
     "slippage_usd",
     "slippage_bps",
+    "cost_per_million_usd",
+    "maker_share",
+    "one_leg_s",
+    "hedge_max_s",
     "gross_pnl_usd",
     "net_pnl_usd",
     "pnl_bps",
@@ -102,6 +112,10 @@ def rows(fold: RunFold) -> list[dict[str, str]]:
             fees_usd=_q(c.fees, 8),
             slippage_usd=_q(c.slippage_usd, 8),
             slippage_bps=_q(c.slippage_bps, 3),
+            cost_per_million_usd=_q(c.cost_per_million_usd, 2),
+            maker_share=_q(c.maker_share, 4),
+            one_leg_s=_q(c.one_leg_s, 3),
+            hedge_max_s=_q(c.hedge_max_s, 3),
             gross_pnl_usd=_q(c.gross_pnl, 8),
             net_pnl_usd=_q(c.net_pnl, 8),
             pnl_bps=_q(c.pnl_bps, 3),
@@ -125,6 +139,8 @@ def totals(fold: RunFold) -> dict[str, Any]:
     outcomes: dict[str, int] = {}
     for c in numbered:
         outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
+    costs = fold.cost_totals()
+    p99 = costs.p99_ns()
     return {
         "runs": fold.run,
         "cycles": len(numbered),
@@ -133,6 +149,12 @@ def totals(fold: RunFold) -> dict[str, Any]:
         "volume_usd": volume,
         "fees_usd": sum((c.fees for c in cycles), ZERO),
         "slippage_usd": sum((c.slippage_usd for c in cycles), ZERO),
+        "cost_per_million_usd": cost_per_million(costs.fees, costs.slippage, costs.volume),
+        "maker_share": costs.maker_notional / costs.volume if costs.volume else None,
+        "one_leg_s": Decimal(costs.one_leg_ns) / NS_PER_S,
+        "one_leg_episodes": costs.episodes,
+        "hedge_latency_p99_s": None if p99 is None else Decimal(p99) / NS_PER_S,
+        "hedge_latency_max_s": Decimal(costs.max_ns) / NS_PER_S,
         "gross_pnl_usd": sum((c.gross_pnl for c in cycles), ZERO),
         "net_pnl_usd": net,
         "pnl_bps": net / volume * 10_000 if volume else None,
@@ -156,6 +178,9 @@ _COLUMNS = (
     ("{2} out", "leg2_out", 13),
     ("fees", "fees_usd", 9),
     ("slip bps", "slippage_bps", 8),
+    ("cost/M", "cost_per_million_usd", 8),
+    ("maker", "maker_share", 5),
+    ("1leg s", "one_leg_s", 6),
     ("gross", "gross_pnl_usd", 10),
     ("net", "net_pnl_usd", 10),
     ("bps", "pnl_bps", 7),
@@ -206,6 +231,9 @@ def render_table(fold: RunFold) -> str:
             "leg2_out": _px(exit_side.get(r["leg2_entry_side"], ""), r["leg2_exit_px"]),
             "fees_usd": _fixed(r["fees_usd"], 4),
             "slippage_bps": _fixed(r["slippage_bps"], 2),
+            "cost_per_million_usd": _fixed(r["cost_per_million_usd"], 1),
+            "maker_share": _fixed(r["maker_share"], 2),
+            "one_leg_s": _fixed(r["one_leg_s"], 3),
             "gross_pnl_usd": _fixed(r["gross_pnl_usd"], 4),
             "net_pnl_usd": _fixed(r["net_pnl_usd"], 4),
             "pnl_bps": _fixed(r["pnl_bps"], 2),
@@ -246,7 +274,12 @@ def describe_totals(t: dict[str, Any]) -> list[str]:
         f"totals: {t['cycles']} cycles ({outcomes}) in {t['runs']} run(s); "
         f"{t['orders']} orders; {halted}",
         f"  volume {_num(t['volume_usd'], 2)} USD   fees {_num(t['fees_usd'], 4)}   "
-        f"slippage {_num(t['slippage_usd'], 4)} USD",
+        f"slippage {_num(t['slippage_usd'], 4)} USD (against the decision mid)",
+        f"  cost {_num(t['cost_per_million_usd'], 2)} USD per million of volume   "
+        f"maker share {_num(t['maker_share'], 4)}",
+        f"  one leg alone {_num(t['one_leg_s'], 3)} s in {t['one_leg_episodes']} episode(s); "
+        f"per fill p99 {_num(t['hedge_latency_p99_s'], 3)} s, "
+        f"max {_num(t['hedge_latency_max_s'], 3)} s",
         f"  gross {_num(t['gross_pnl_usd'], 4)}   net {_num(t['net_pnl_usd'], 4)} USD "
         f"({_num(t['pnl_bps'], 2)} bps of volume)",
         f"  cycle time median {_num(t['cycle_s_median'], 3)} s, max {_num(t['cycle_s_max'], 3)} s"
@@ -268,15 +301,30 @@ def write_csv(fold: RunFold, path: str) -> int:
 # -- chart ----------------------------------------------------------------------------------
 def chart_data(fold: RunFold) -> tuple[list[str], list[float], list[float]]:
     """(cycle labels, cumulative net PnL after each, cycle times in s of closed cycles)."""
-    labels, cumulative, times = [], [], []
-    running = ZERO
+    labels, pnl, times = pnl_series(fold)
+    return labels, pnl["net"], times
+
+
+def pnl_series(fold: RunFold) -> tuple[list[str], dict[str, list[float]], list[float]]:
+    """(cycle labels, cumulative gross PnL / fees / net PnL after each, cycle times in s
+    of closed cycles). Fees are drawn below zero: net = gross + (-fees)."""
+    labels, times = [], []
+    series: dict[str, list[float]] = {"gross": [], "fees": [], "net": []}
+    gross = fees = ZERO
     for c in fold.traded_cycles:
-        running += c.net_pnl
+        gross += c.gross_pnl
+        fees += c.fees
         labels.append(c.label)
-        cumulative.append(float(running))
+        series["gross"].append(float(gross))
+        series["fees"].append(float(-fees))
+        series["net"].append(float(gross - fees))
         if c.cycle is not None and c.cycle_s is not None:
             times.append(float(c.cycle_s))
-    return labels, cumulative, times
+    return labels, series, times
+
+
+_SERIES_STYLE = {"gross": "#2ca02c", "fees": "#d62728", "net": "#1f77b4"}
+_SERIES_LABEL = {"gross": "gross PnL", "fees": "fees (paid, below 0)", "net": "net PnL"}
 
 
 def write_chart(fold: RunFold, path: str, title: str = "") -> None:
@@ -310,11 +358,19 @@ def _mpl_chart(fold: RunFold, path: str, title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    _labels, cumulative, times = chart_data(fold)
+    _labels, series, times = pnl_series(fold)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    ax1.plot(range(1, len(cumulative) + 1), cumulative, color="#1f77b4", linewidth=1.5)
+    for name, values in series.items():
+        ax1.plot(
+            range(1, len(values) + 1),
+            values,
+            color=_SERIES_STYLE[name],
+            linewidth=1.5,
+            label=_SERIES_LABEL[name],
+        )
     ax1.axhline(0, color="#999999", linewidth=0.8)
-    ax1.set_title("cumulative net PnL (USD, fees included)")
+    ax1.legend(loc="best", fontsize="small")
+    ax1.set_title("cumulative PnL (USD): gross, fees, net = gross - fees")
     ax1.set_xlabel("cycle")
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_ylabel("USD")
@@ -335,12 +391,13 @@ def _mpl_chart(fold: RunFold, path: str, title: str) -> None:
     plt.close(fig)
 
 
-def _svg_line(values: Sequence[float], w: int, h: int, pad: int) -> str:
-    if not values:
+def _svg_line(series: dict[str, list[float]], w: int, h: int, pad: int) -> str:
+    everything = [v for values in series.values() for v in values]
+    if not everything:
         return f'<text x="{w // 2}" y="{h // 2}" text-anchor="middle">no cycles</text>'
-    lo, hi = min([*values, 0.0]), max([*values, 0.0])
+    lo, hi = min([*everything, 0.0]), max([*everything, 0.0])
     span = (hi - lo) or 1.0
-    n = len(values)
+    n = max(len(values) for values in series.values())
 
     def x(i: int) -> float:
         return pad + (w - 2 * pad) * (i / max(n - 1, 1))
@@ -348,12 +405,20 @@ def _svg_line(values: Sequence[float], w: int, h: int, pad: int) -> str:
     def y(v: float) -> float:
         return pad + (h - 2 * pad) * (1 - (v - lo) / span)
 
-    points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+    lines = []
+    for k, (name, values) in enumerate(series.items()):
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+        lines.append(
+            f'<polyline points="{points}" class="{name}"><title>{_SERIES_LABEL[name]}'
+            f"</title></polyline>"
+            f'<text x="{w - pad}" y="{pad + 12 * k}" text-anchor="end" class="lbl" '
+            f'fill="{_SERIES_STYLE[name]}">{_SERIES_LABEL[name]}</text>'
+        )
     zero = y(0.0)
     return (
         f'<line x1="{pad}" y1="{zero:.1f}" x2="{w - pad}" y2="{zero:.1f}" class="axis"/>'
-        f'<polyline points="{points}" class="pnl"/>'
-        f'<text x="{pad}" y="{pad - 6}" class="lbl">{hi:.4f}</text>'
+        + "".join(lines)
+        + f'<text x="{pad}" y="{pad - 6}" class="lbl">{hi:.4f}</text>'
         f'<text x="{pad}" y="{h - pad + 14}" class="lbl">{lo:.4f}</text>'
         f'<text x="{w - pad}" y="{h - pad + 14}" text-anchor="end" class="lbl">cycle {n}</text>'
     )
@@ -383,11 +448,11 @@ def _svg_hist(values: Sequence[float], w: int, h: int, pad: int) -> str:
 
 
 def _html_chart(fold: RunFold, title: str) -> str:
-    _labels, cumulative, times = chart_data(fold)
+    _labels, series, times = pnl_series(fold)
     t = totals(fold)
     w, h, pad = 560, 300, 36
     summary = "<br>".join(html.escape(line) for line in describe_totals(t))
-    line_svg = _svg_line(cumulative, w, h, pad)
+    line_svg = _svg_line(series, w, h, pad)
     hist_svg = _svg_hist(times, w, h, pad)
     box = f'width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img"'
     return f"""<!doctype html>
@@ -397,14 +462,16 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 .row {{ display: flex; gap: 24px; flex-wrap: wrap; }}
 svg {{ background: #fafafa; border: 1px solid #ddd; }}
 .axis {{ stroke: #999; stroke-width: 1; }}
-.pnl {{ fill: none; stroke: #1f77b4; stroke-width: 1.8; }}
+.gross {{ fill: none; stroke: #2ca02c; stroke-width: 1.5; }}
+.fees {{ fill: none; stroke: #d62728; stroke-width: 1.5; }}
+.net {{ fill: none; stroke: #1f77b4; stroke-width: 1.8; }}
 .bar {{ fill: #ff7f0e; }}
 .lbl {{ font-size: 11px; fill: #555; }}
 p.sum {{ font-family: ui-monospace, monospace; font-size: 13px; }}
 </style></head><body>
 <h2>{html.escape(title or "dnpair report")}</h2>
 <div class="row">
-<div><h3>cumulative net PnL (USD, fees included)</h3>
+<div><h3>cumulative PnL (USD): gross, fees, net = gross - fees</h3>
 <svg {box}>{line_svg}</svg></div>
 <div><h3>cycle time distribution ({len(times)} cycles, hold included)</h3>
 <svg {box}>{hist_svg}</svg></div>

@@ -9,8 +9,29 @@ Definitions (they are also the report's column meanings):
 - a cycle starts at the session's position check that led to its BUILD (else at the
   BUILD's spawn) and ends when its UNWIND (or the emergency exit that replaced it) ends;
 - entry orders are the BUILD machine's, exit orders those of UNWIND / emergency exit;
-- slippage of an order is its average fill price against the touch it crossed at decision
-  time (ask for a buy, bid for a sell), positive = paid worse than the touch;
+- decision time of an order is its `PlaceOrder` intent's record; the decision mid is the
+  mid ((bid + ask) / 2) of the last quote the ledger held for the product then (the
+  quote the machine priced the order from);
+- volume is the filled notional (quantity x price) of the orders, a fill known only by
+  the venue's word on an order's total counted at the order's limit price (the ledger's);
+- slippage of an order is its average fill price against the decision mid times the
+  filled quantity, positive = paid worse than the mid (a taker pays half the spread and
+  more; a maker filled at the touch earns half the spread, negative);
+- cost per million is (fees + slippage) per 1 000 000 USD of volume (`cost_per_million`);
+- maker share is the volume filled as maker (`FillReceived.is_maker`) over the volume; a
+  fill known only by the venue's word has no maker flag and counts as taker;
+- one leg alone: after each engine instant with a record that moves a position (a fill,
+  a venue word on an order's total), the unhedged USD of the fills' positions at the
+  current mids (`engine.core.flatness`) against its tolerance; an episode starts at the
+  instant that takes it above and ends at the instant that brings it back, on the
+  engine's clock (when the engine learned of the fills; both legs heard at one instant
+  open none). `one_leg_s` is the episodes' total, and each
+  episode is one fill's hedge latency (the fill that opened it until it was hedged),
+  counted in the cycle of that fill's order; an episode still open when the journal ends
+  is counted up to its last record;
+- a cycle's numbers are its orders' as they stood when the cycle closed (its UNWIND or
+  exit verified flat); the run totals add every cycle, the trimmed ones of a live fold
+  included;
 - gross PnL is the cycle's cash flow (sells minus buys) plus any residual position marked
   at the last mid; net = gross - fees; bps are of the cycle's traded volume;
 - fill latency of an order is from the intent leaving the engine to the engine learning
@@ -20,6 +41,7 @@ Definitions (they are also the report's column meanings):
 from __future__ import annotations
 
 import functools
+import math
 import re
 import statistics
 from collections import deque
@@ -31,6 +53,9 @@ from typing import Any
 import attrs
 
 from engine.core.clock import NS_PER_S
+from engine.core.flatness import exposure_tolerance_usd
+from engine.core.flatness import mid_of
+from engine.core.flatness import unhedged_usd
 from engine.core.journal import Record
 from engine.core.ledger import Ledger
 from engine.core.ledger import OrderRecord
@@ -40,15 +65,28 @@ from engine.core.observed import Observed
 
 __all__ = [
     "AlertSeen",
+    "CostTotals",
     "CycleRecord",
     "OrderFacts",
     "RunFold",
+    "cost_per_million",
     "fold_records",
     "machine_kind",
 ]
 
 ZERO = Decimal(0)
 BPS = Decimal(10_000)
+MILLION = Decimal(1_000_000)
+MS = 1_000_000  # ns
+# Position-moving events: after one of these is applied, one-leg exposure is looked at.
+_MOVES = ("fill_received", "order_cancelled", "order_expired", "order_status")
+
+
+def cost_per_million(fees: Decimal, slippage: Decimal, volume: Decimal) -> Decimal | None:
+    """Fees plus slippage against the decision mid, per 1 000 000 USD of volume."""
+    return (fees + slippage) / volume * MILLION if volume else None
+
+
 ENTRY_KINDS = ("build",)
 EXIT_KINDS = ("unwind", "exit", "flatten")
 # Journals written before spawn notes carried structured params held `repr(CycleParams)`.
@@ -106,10 +144,16 @@ class OrderFacts:
     sent_ns: int
     ref_bid: Decimal | None = None  # touch at decision time
     ref_ask: Decimal | None = None
+    ref_mid: Decimal | None = None  # the decision mid
+    maker_notional: Decimal = ZERO  # filled as maker (fills heard with is_maker)
     first_fill_ns: int | None = None
     first_fill_source: str | None = None  # "stream" | "rest"
     detect_ns: int | None = None  # stream: engine ingress - venue match time
     ledger: Ledger | None = attrs.field(default=None, repr=False, eq=False)
+    # (filled, notional, fees) as they stood when the order's cycle closed: the ledger
+    # forgets old orders, a closed cycle's numbers stay.
+    frozen: tuple[Decimal, Decimal, Decimal] | None = attrs.field(default=None, repr=False)
+    in_cycle: CycleRecord | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def is_entry(self) -> bool:
@@ -119,23 +163,32 @@ class OrderFacts:
     def record(self) -> OrderRecord | None:
         return self.ledger.order(self.order_id) if self.ledger is not None else None
 
+    def freeze(self) -> None:
+        self.frozen = (self.filled, self.notional, self.fees)
+
     @property
     def filled(self) -> Decimal:
+        if self.frozen is not None:
+            return self.frozen[0]
         rec = self.record
         return rec.filled if rec is not None else ZERO
 
     @property
     def avg_price(self) -> Decimal | None:
-        rec = self.record
-        return rec.avg_price if rec is not None else None
+        filled = self.filled
+        return self.notional / filled if filled else None
 
     @property
     def fees(self) -> Decimal:
+        if self.frozen is not None:
+            return self.frozen[2]
         rec = self.record
         return rec.fees if rec is not None else ZERO
 
     @property
     def notional(self) -> Decimal:
+        if self.frozen is not None:
+            return self.frozen[1]
         rec = self.record
         return rec.notional if rec is not None else ZERO
 
@@ -146,16 +199,19 @@ class OrderFacts:
 
     @property
     def ref_price(self) -> Decimal | None:
-        ref = self.ref_ask if self.side == "buy" else self.ref_bid
+        """The decision mid (None without a quote then)."""
+        ref = self.ref_mid
         return ref if ref is not None and ref > 0 else None
 
     @property
     def slippage_usd(self) -> Decimal | None:
-        ref, avg = self.ref_price, self.avg_price
-        if ref is None or avg is None:
+        """(average fill price - decision mid) x filled, for a sell the other way round:
+        USD paid beyond the mid (negative: better than the mid)."""
+        ref, filled = self.ref_price, self.filled
+        if ref is None or not filled:
             return None
-        diff = avg - ref if self.side == "buy" else ref - avg
-        return diff * self.filled
+        at_mid = ref * filled
+        return self.notional - at_mid if self.side == "buy" else at_mid - self.notional
 
     @property
     def slippage_bps(self) -> Decimal | None:
@@ -201,6 +257,7 @@ class CycleRecord:
     ended_ns: int | None = None
     outcome: str = "open"
     last_mid: dict[int, Decimal] = attrs.field(factory=dict)
+    hedge_ns: list[int] = attrs.field(factory=list)  # one-leg episodes its fills opened
 
     @property
     def label(self) -> str:
@@ -276,6 +333,27 @@ class CycleRecord:
         return sum((s for o in self.orders if (s := o.slippage_usd) is not None), ZERO)
 
     @property
+    def maker_notional(self) -> Decimal:
+        return sum((o.maker_notional for o in self.orders), ZERO)
+
+    @property
+    def maker_share(self) -> Decimal | None:
+        vol = self.volume_usd
+        return min(self.maker_notional / vol, Decimal(1)) if vol else None
+
+    @property
+    def cost_per_million_usd(self) -> Decimal | None:
+        return cost_per_million(self.fees, self.slippage_usd, self.volume_usd)
+
+    @property
+    def one_leg_s(self) -> Decimal:
+        return Decimal(sum(self.hedge_ns)) / NS_PER_S
+
+    @property
+    def hedge_max_s(self) -> Decimal | None:
+        return Decimal(max(self.hedge_ns)) / NS_PER_S if self.hedge_ns else None
+
+    @property
     def slippage_bps(self) -> Decimal | None:
         base = sum(
             ((o.ref_price or ZERO) * o.filled for o in self.orders if o.ref_price is not None),
@@ -323,6 +401,89 @@ class AlertSeen:
     exposure_usd: Decimal | None
     state: str
     action: str
+
+
+def p99_rank(n: int) -> int:
+    """The nearest rank (1-based, ascending) of the 99th percentile of n values."""
+    return math.ceil(Decimal(99) * n / 100) if n else 0
+
+
+@attrs.define
+class CostTotals:
+    """The run's cost and one-leg numbers, added cycle by cycle (a live fold trims its
+    cycles, these stay) and episode by episode. The hedge latencies are kept as a count
+    per millisecond (memory stays flat over any number of episodes): their p99 is the
+    nearest-rank p99 rounded up to the millisecond; total and max are exact."""
+
+    volume: Decimal = ZERO
+    fees: Decimal = ZERO
+    slippage: Decimal = ZERO
+    maker_notional: Decimal = ZERO
+    one_leg_ns: int = 0
+    episodes: int = 0
+    max_ns: int = 0
+    per_ms: dict[int, int] = attrs.field(factory=dict)  # ms (rounded up) → episodes
+
+    def add_cycle(self, c: CycleRecord) -> None:
+        self.volume += c.volume_usd
+        self.fees += c.fees
+        self.slippage += c.slippage_usd
+        self.maker_notional += c.maker_notional
+
+    def add_episode(self, ns: int) -> None:
+        self.one_leg_ns += ns
+        self.episodes += 1
+        self.max_ns = max(self.max_ns, ns)
+        ms = -(-ns // MS)
+        self.per_ms[ms] = self.per_ms.get(ms, 0) + 1
+
+    def p99_ns(self) -> int | None:
+        if not self.episodes:
+            return None
+        rank, seen = p99_rank(self.episodes), 0
+        for ms in sorted(self.per_ms):
+            seen += self.per_ms[ms]
+            if seen >= rank:
+                return ms * MS
+        raise AssertionError("unreachable: the counts add up to the episodes")
+
+    def merged(self, cycles: Iterable[CycleRecord], open_ns: int | None) -> CostTotals:
+        """These totals plus cycles not yet added and an episode still open."""
+        out = CostTotals(
+            self.volume,
+            self.fees,
+            self.slippage,
+            self.maker_notional,
+            self.one_leg_ns,
+            self.episodes,
+            self.max_ns,
+            dict(self.per_ms),
+        )
+        for c in cycles:
+            out.add_cycle(c)
+        if open_ns is not None:
+            out.add_episode(open_ns)
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary JSON's cost keys (DESIGN.md §4), USD to the cent, seconds exact."""
+        cpm = cost_per_million(self.fees, self.slippage, self.volume)
+        p99 = self.p99_ns()
+        cent = Decimal("0.01")
+        return {
+            "volume_usd": str(self.volume.quantize(cent)),
+            "slippage_usd": str(self.slippage.quantize(Decimal("0.0001"))),
+            "cost_per_million_usd": None if cpm is None else str(cpm.quantize(cent)),
+            "maker_share": None
+            if not self.volume
+            else str(
+                min(self.maker_notional / self.volume, Decimal(1)).quantize(Decimal("0.0001"))
+            ),
+            "one_leg_exposure_s": str(Decimal(self.one_leg_ns) / NS_PER_S),
+            "one_leg_episodes": self.episodes,
+            "hedge_latency_p99_s": None if p99 is None else str(Decimal(p99) / NS_PER_S),
+            "hedge_latency_max_s": str(Decimal(self.max_ns) / NS_PER_S),
+        }
 
 
 @attrs.define
@@ -378,6 +539,10 @@ class RunFold:
         self.sticky_halt: str | None = None
         self.ws_connected: bool | None = None
         self.counters = Counters()
+        self.costs = CostTotals()  # closed cycles' costs, every one-leg episode
+        self.tolerance_usd = ZERO
+        self._moved: tuple[int, str] | None = None  # (ts, order) of a position move
+        self._episode: tuple[int, CycleRecord | None] | None = None  # one leg alone since
         self.last_seq = 0
         self.last_ts = 0
         self.run_started_seq = 0
@@ -391,6 +556,8 @@ class RunFold:
     def observe(self, seen: Observed) -> None:
         """A record as the engine journaled it (live: an engine observer)."""
         rec = seen.rec
+        if self._moved is not None and rec.ts != self._moved[0]:
+            self._one_leg()  # the earlier instant's moves are applied by now
         self.last_seq, self.last_ts = rec.seq, rec.ts
         data: Any = seen.data
         if rec.kind == "event":
@@ -460,6 +627,10 @@ class RunFold:
         self.symbols = {
             int(leg["product_id"]): str(leg["symbol"]) for leg in self.config.get("legs", [])
         }
+        settings = self.config.get("settings")
+        size = settings.get("size_usd") if isinstance(settings, dict) else None
+        self.tolerance_usd = exposure_tolerance_usd(Decimal(str(size))) if size else ZERO
+        self._episode = None
         self.states.clear()
         self.deadlines.clear()
         self.machine_cycle.clear()
@@ -535,6 +706,9 @@ class RunFold:
     def _close(self, record: CycleRecord, ts: int, outcome: str) -> None:
         record.ended_ns, record.outcome = ts, outcome
         self._mark(record)
+        for o in record.orders:
+            o.freeze()
+        self.costs.add_cycle(record)
         if record.cycle is not None:
             self._open.pop(record.cycle, None)
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -585,7 +759,7 @@ class RunFold:
         if kind == "place_order":
             self.counters.orders += 1
             pid = int(data["product_id"])
-            quote = self.ledger.quote(pid)
+            quote = self.ledger.quote(pid)  # the ledger's quote at decision time
             cycle = self.machine_cycle.get(rec.machine)
             facts = OrderFacts(
                 order_id=str(data["order_id"]),
@@ -599,10 +773,12 @@ class RunFold:
                 sent_ns=rec.ts,
                 ref_bid=quote.bid if quote is not None else None,
                 ref_ask=quote.ask if quote is not None else None,
+                ref_mid=mid_of(quote),
                 ledger=self.ledger,
             )
             self.orders[facts.order_id] = facts
-            self._cycle_for(cycle, rec.ts).orders.append(facts)
+            facts.in_cycle = self._cycle_for(cycle, rec.ts)
+            facts.in_cycle.orders.append(facts)
         elif kind == "halt":
             self.halted = True
             self.halt_reason = str(data.get("reason", ""))
@@ -639,9 +815,14 @@ class RunFold:
 
     def _event(self, rec: Record, data: dict[str, Any]) -> None:
         kind = data.get("kind")
+        if kind in _MOVES and (kind == "fill_received" or data.get("filled_qty")):
+            self._moved = (rec.ts, str(data.get("order_id")))
         if kind == "fill_received":
             self.counters.fills += 1
             facts = self.orders.get(str(data.get("order_id")))
+            if facts is not None and data.get("is_maker") and self._new_fill(data):
+                qty, px = Decimal(str(data["qty"])), Decimal(str(data["price"]))
+                facts.maker_notional += qty * px
             if facts is not None and facts.first_fill_ns is None:
                 facts.first_fill_ns, facts.first_fill_source = rec.ts, "stream"
                 venue_ts = data.get("ts_venue_ns")
@@ -670,9 +851,45 @@ class RunFold:
                 self.counters.disconnects += 1
             self.ws_connected = up
 
+    def _new_fill(self, data: dict[str, Any]) -> bool:
+        """Not a duplicate (the ledger applies the record after its observers)."""
+        order = self.ledger.order(str(data.get("order_id")))
+        return order is None or str(data.get("fill_id")) not in order.fill_ids
+
+    def _one_leg(self) -> None:
+        """After a position move: one leg alone starts or ends (engine time)."""
+        assert self._moved is not None
+        ts, oid = self._moved
+        self._moved = None
+        pids = list(self.symbols)
+        exposure = unhedged_usd(
+            {pid: self.ledger.position(pid) for pid in pids},
+            {pid: mid_of(self.ledger.quote(pid)) for pid in pids},
+        )
+        alone = exposure > self.tolerance_usd
+        if alone and self._episode is None:
+            facts = self.orders.get(oid)
+            self._episode = (ts, facts.in_cycle if facts is not None else None)
+        elif not alone and self._episode is not None:
+            since, record = self._episode
+            self._episode = None
+            self.costs.add_episode(ts - since)
+            if record is not None:
+                record.hedge_ns.append(ts - since)
+
+    def cost_totals(self) -> CostTotals:
+        """The run's costs: closed cycles, plus the cycles still open (and orders outside
+        any cycle) as they stand, plus a one-leg episode still open up to the last record."""
+        if self._moved is not None:
+            self._one_leg()
+        open_ns = None if self._episode is None else self.last_ts - self._episode[0]
+        return self.costs.merged([c for c in self.cycles if not c.closed], open_ns)
+
     # -- reading ------------------------------------------------------------------------------
     def finish(self) -> RunFold:
         """Mark still-open cycles with the last known mids (offline reports)."""
+        if self._moved is not None:
+            self._one_leg()
         for record in self.cycles:
             if not record.closed or not record.last_mid:
                 self._mark(record)

@@ -14,6 +14,7 @@ from engine.core.events import FillReceived
 from engine.core.events import OrderAccepted
 from engine.core.events import OrderCancelled
 from engine.core.events import OrderExpired
+from engine.core.events import OrderRejected
 from engine.core.events import OrderStatus
 from engine.core.events import VenueError
 from engine.core.exposure import FillTimeline
@@ -32,8 +33,15 @@ __all__ = ["STORM_DISCONNECTS", "STORM_WINDOW_S", "Monitor"]
 
 STORM_DISCONNECTS, STORM_WINDOW_S = 3, 60  # stream disconnects in a window = a storm
 # What the fill timeline reads: fills, acks, and every answer that states an order's
-# filled total (a cancel ack, an order status, an expiry).
-_TIMELINE_EVENTS = (FillReceived, OrderAccepted, OrderCancelled, OrderStatus, OrderExpired)
+# filled total (a cancel ack, an order status, an expiry), and rejections (an order over).
+_TIMELINE_EVENTS = (
+    FillReceived,
+    OrderAccepted,
+    OrderCancelled,
+    OrderStatus,
+    OrderExpired,
+    OrderRejected,
+)
 
 
 class Monitor:

@@ -17,6 +17,7 @@ from engine.core.clock import NS_PER_S
 from engine.core.clock import Clock
 from engine.core.clock import VirtualClock
 from engine.core.events import PositionSnapshot
+from engine.core.flatness import exposure_tolerance_usd
 from engine.core.intents import Intent
 from engine.core.intents import QueryPositions
 from engine.core.loop import Engine
@@ -234,7 +235,7 @@ class Session:
         await drive_wall(self)
 
     def arm_monitor(self, products: list[ProductInfo]) -> None:
-        tolerance = Decimal("0.05") * self.settings.size_usd
+        tolerance = exposure_tolerance_usd(self.settings.size_usd)
         self.monitor = Monitor(
             self.engine,
             products,

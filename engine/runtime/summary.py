@@ -23,7 +23,14 @@ from engine.core.ledger import Ledger
 if TYPE_CHECKING:
     from engine.runtime.run_session import Session
 
-__all__ = ["FinalBook", "startup_summary", "summary", "summary_line", "write_summary"]
+__all__ = [
+    "FinalBook",
+    "cost_keys",
+    "startup_summary",
+    "summary",
+    "summary_line",
+    "write_summary",
+]
 
 
 @attrs.frozen
@@ -123,6 +130,10 @@ def summary(s: Session) -> dict[str, Any]:
         "rate_limited": monitor.rate_limited,
         "realized_pnl_usd": str(s.engine.ledger.realized_pnl),
         "fees_usd": str(s.engine.ledger.fees),
+        # What the volume cost (engine/ops/trades.py defines each): volume, slippage
+        # against the decision mid, (fees + slippage) per million USD of volume, the
+        # volume filled as maker, and one leg alone as the engine learned of the fills.
+        **cost_keys(s),
         "alerts": [a.event for a in monitor.alerts],
         "journal": s.engine.journal.path,
         "alerts_raised": [a.event for a in s.alerter.history],
@@ -132,6 +143,15 @@ def summary(s: Session) -> dict[str, Any]:
             "deduped": s.alerter.stats.deduped,
         },
     }
+
+
+def cost_keys(s: Session) -> dict[str, Any]:
+    """volume_usd, slippage_usd, cost_per_million_usd, maker_share, one_leg_exposure_s,
+    one_leg_episodes, hedge_latency_p99_s, hedge_latency_max_s: the run fold's totals,
+    the cost per million taken with the ledger's fees (the `fees_usd` key)."""
+    costs = s.fold.cost_totals()
+    costs.fees = s.engine.ledger.fees
+    return costs.as_json()
 
 
 def startup_summary(s: Session, reason: str) -> dict[str, Any]:

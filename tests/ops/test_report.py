@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 from decimal import Decimal
 
-import pytest
-
 from engine.ops import report
-from engine.ops.trades import OrderFacts
 from engine.ops.trades import fold_records
 from engine.runtime.cli import main
 from tests.ops.support import FAULTY
@@ -35,36 +32,6 @@ def test_cycles_reconcile_with_the_summary_of_a_clean_run():
     assert first.hold_s == Decimal(2)
     assert first.fill_latency_ms == Decimal(50)
     assert first.slippage_bps is not None
-
-
-@pytest.mark.parametrize(
-    ("side", "avg", "expected"),
-    [("buy", "101", Decimal(100)), ("sell", "99", Decimal(100)), ("buy", "99", Decimal(-100))],
-)
-def test_slippage_is_against_the_touch_positive_when_worse(side, avg, expected):
-    class _Rec:
-        filled, notional, fees = Decimal(1), Decimal(avg), Decimal(0)
-        avg_price = Decimal(avg)
-
-    class _Ledger:
-        def order(self, _oid):
-            return _Rec()
-
-    o = OrderFacts(
-        order_id="o",
-        machine="build:session:1",
-        cycle=1,
-        product_id=4,
-        side=side,
-        qty=Decimal(1),
-        limit_price=Decimal(100),
-        purpose="build",
-        sent_ns=0,
-        ref_bid=Decimal(100),
-        ref_ask=Decimal(100),
-        ledger=_Ledger(),  # type: ignore[arg-type]
-    )
-    assert o.slippage_bps == expected
 
 
 def test_report_of_a_faulty_run_table_csv_and_charts(tmp_path, capsys):
