@@ -30,9 +30,13 @@ places one leg only, post-only at the touch for that leg's whole remaining size,
 chosen from the book by `choose_maker_leg`. Every fill of it (partial ones included,
 and fills the venue states only on a cancel ack or a status) is hedged at once on the
 other leg by an IOC through the touch by the rung's bps, sized by that fill: the hedge
-leg's round size x the maker's cumulative fill / the maker's round size, rounded down to
-the increment, less what was already sent, so sub-increment remainders carry to the next
-hedge and the last fill hedges exactly the rest. Hedges join the round's orders, so the
+leg's round size x the maker's cumulative fill / the maker's round size, rounded to the
+NEAREST increment (a half down), capped at the hedge leg's round size, less what was
+already sent. So after each hedge the legs are apart by at most half a hedge increment
+either way (rounding down left up to a whole increment unhedged until a later fill, a
+round trip or more), never over-hedged by more than half an increment, a remainder
+under half an increment carries to the next hedge, and the last fill hedges exactly the
+rest. Hedges join the round's orders, so the
 round ends when they settle too. The round's deadline is `maker_reprice_s` (the order is
 then cancelled and the next hedged rung re-places it at the new touch) within
 `maker_budget_s` in all; a hedge that does not fill in full (or cannot be priced, or is
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import ROUND_DOWN
+from decimal import ROUND_HALF_DOWN
 from decimal import ROUND_UP
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -549,10 +554,11 @@ class OrderRounds:
     def hedge_fills(self, order_id: str) -> None:
         """Hedge what the maker order filled and no hedge has covered yet (module doc)."""
         m = self.makers[order_id]
-        covered = m.hedge.round_size_down(self.orders.filled(order_id) * m.hedge_qty / m.qty)
-        need = min(covered, m.hedge_qty) - m.sent
-        if need < m.hedge.size_increment:
-            return  # below one increment: carried to the next fill
+        inc = m.hedge.size_increment
+        exact = self.orders.filled(order_id) * m.hedge_qty / m.qty
+        need = min(_round(exact, inc, ROUND_HALF_DOWN), m.hedge_qty) - m.sent
+        if need < inc:
+            return  # under half an increment apart: carried to the next fill
         quote = self.round_quote(m.hedge)
         if quote is None:
             self.step_aside(f"no quote to hedge {m.hedge.symbol} with")
