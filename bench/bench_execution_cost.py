@@ -84,9 +84,23 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(mode: str, seed: int, cycles: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+def profile_text(fees: tuple[Decimal, Decimal] | None = None) -> str:
+    """The bench's fault profile; `fees` = (maker, taker) bps instead of the sim's
+    defaults (Nado's published entry tier: 1 and 3.5)."""
+    if fees is None:
+        return PROFILE
+    return PROFILE + f"maker_fee_bps = {fees[0]}\ntaker_fee_bps = {fees[1]}\n"
+
+
+def run(
+    mode: str,
+    seed: int,
+    cycles: int,
+    env: dict[str, str] | None = None,
+    fees: tuple[Decimal, Decimal] | None = None,
+) -> dict[str, Any]:
     clock = VirtualClock()
-    venue = SimVenue(clock, seed, parse_profile(PROFILE), PAIR)
+    venue = SimVenue(clock, seed, parse_profile(profile_text(fees)), PAIR)
     opts = RunOptions(pair=PAIR, cycles=cycles, clock="virtual", seed=seed, quiet=True)
     settings = load_settings(env={**(env or {}), "DN_EXECUTION": mode})
     session = build_session(
@@ -247,13 +261,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1", help="comma-separated seeds (default 1)")
     ap.add_argument("--modes", default="taker,maker_first")
     ap.add_argument("--set", action="append", default=[], metavar="DN_X=V", help="a DN_* flag")
+    ap.add_argument(
+        "--fees",
+        metavar="MAKER,TAKER",
+        help="the sim's maker and taker fees in bps (default: Nado's entry tier, 1,3.5)",
+    )
     args = ap.parse_args(argv)
+    fees = None
+    if args.fees is not None:
+        try:
+            maker_bps, taker_bps = (Decimal(x) for x in args.fees.split(","))
+        except (ValueError, ArithmeticError):
+            ap.error("--fees: expected MAKER,TAKER in bps, e.g. 0,2")
+        if not all(f.is_finite() and 0 <= f <= 100 for f in (maker_bps, taker_bps)):
+            ap.error("--fees: each fee must be between 0 and 100 bps")
+        fees = (maker_bps, taker_bps)
     env = dict(item.split("=", 1) for item in args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for seed in seeds:
         for mode in args.modes.split(","):
-            row = run(mode, seed, args.cycles, env)
+            row = run(mode, seed, args.cycles, env, fees)
             rows[mode].append(row)
             print(json.dumps(row), flush=True)
     if {"taker", "maker_first"} <= set(rows):
@@ -267,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                     "bench": "execution_cost_comparison",
                     "seeds": seeds,
                     "cycles": args.cycles,
+                    "fees_bps": [str(f) for f in fees] if fees else ["1", "3.5"],
                     "taker_cost_per_million_usd": round(taker, 2),
                     "maker_first_cost_per_million_usd": round(maker, 2),
                     "ratio": round(maker / taker, 3) if taker else None,
