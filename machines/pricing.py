@@ -41,8 +41,12 @@ round ends when they settle too. The round's deadline is `maker_reprice_s` (the 
 then cancelled and the next hedged rung re-places it at the new touch) within
 `maker_budget_s` in all; a hedge that does not fill in full (or cannot be priced, or is
 rejected) ends the maker rounds at once: the resting order is cancelled and the taker
-rungs repair whatever the verified fills say is missing. A remaining size worth less
-than the leg's minimum order value cannot rest: that round is placed as IOCs.
+rungs repair whatever the verified fills say is missing. So does any order the venue
+refuses outright (a 429 storm): while the venue refuses requests a resting leg's fills
+could not be hedged (`dnpair chaos`, rate_limit_storm: legs apart for a whole
+Retry-After, about 12 s), so the rounds after the backoff place both legs as IOCs. A
+remaining size worth less than the leg's minimum order value cannot rest: that round is
+placed as IOCs.
 """
 
 from __future__ import annotations
@@ -742,6 +746,10 @@ class OrderRounds:
             self.orders.record_refused(oid)  # provably not placed: a new id may follow
             if ev.retry_after_s is not None:
                 self.retry_after_s = ev.retry_after_s
+            if any(r.hedged for r in self.rungs):
+                # A venue that refuses orders (429) may refuse the hedge of a fill: no
+                # leg rests again in this work (the rounds after the backoff send both).
+                self.step_aside(f"the venue refused order {oid} ({ev.error_class})")
         if self.makers or self.hedges:
             self.maker_word(oid)
 

@@ -18,6 +18,7 @@ from machines.pricing import choose_maker_leg
 from tests.unit.machines.fakes import ETH as ETH_LEG
 from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import SOL as SOL_LEG
+from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Expire
 from tests.unit.machines.fakes import Fill
 from tests.unit.machines.fakes import Reject
@@ -257,6 +258,21 @@ def test_build_maker_steps_aside_after_its_budget_to_the_taker_rungs():
     # three resting rounds (the last cut to the 0.5 s left), each with its cancel round trip
     assert 2.5 * S <= taker - first < 2.5 * S + 3 * 100 * MS
     assert len(fake.of(CancelOrder)) == 3
+
+
+def test_build_maker_refused_by_a_rate_limit_is_retried_as_taker_on_both_legs():
+    # The venue refuses the resting order (429): while it refuses requests a resting
+    # leg's fill could not be hedged, so after the backoff both legs go as IOCs.
+    def setup(fake):
+        fake.script([Error("rate_limited")], product_id=SOL, tif="post_only")
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "done"
+    assert [o.tif for o in fake.placed(product_id=SOL)] == ["post_only", "ioc"]
+    assert [o.tif for o in fake.placed(product_id=ETH)] == ["ioc"]
+    (aside,) = notes(engine, "maker_first: stepping aside")
+    assert "refused" in aside["reason"]
+    assert fake.positions == BUILT
 
 
 def test_build_hedge_that_does_not_fill_steps_aside_at_once():
