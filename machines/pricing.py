@@ -30,21 +30,30 @@ places one leg only, post-only at the touch for that leg's whole remaining size,
 chosen from the book by `choose_maker_leg`. Every fill of it (partial ones included,
 and fills the venue states only on a cancel ack or a status) is hedged at once on the
 other leg by an IOC through the touch by the rung's bps, sized by that fill: the hedge
-leg's round size x the maker's cumulative fill / the maker's round size, rounded down to
-the increment, less what was already sent, so sub-increment remainders carry to the next
-hedge and the last fill hedges exactly the rest. Hedges join the round's orders, so the
+leg's round size x the maker's cumulative fill / the maker's round size, rounded to the
+NEAREST increment (a half down), capped at the hedge leg's round size, less what was
+already sent. So after each hedge the legs are apart by at most half a hedge increment
+either way (rounding down left up to a whole increment unhedged until a later fill, a
+round trip or more), never over-hedged by more than half an increment, a remainder
+under half an increment carries to the next hedge, and the last fill hedges exactly the
+rest. Hedges join the round's orders, so the
 round ends when they settle too. The round's deadline is `maker_reprice_s` (the order is
 then cancelled and the next hedged rung re-places it at the new touch) within
 `maker_budget_s` in all; a hedge that does not fill in full (or cannot be priced, or is
 rejected) ends the maker rounds at once: the resting order is cancelled and the taker
-rungs repair whatever the verified fills say is missing. A remaining size worth less
-than the leg's minimum order value cannot rest: that round is placed as IOCs.
+rungs repair whatever the verified fills say is missing. So does any order the venue
+refuses outright (a 429 storm): while the venue refuses requests a resting leg's fills
+could not be hedged (`dnpair chaos`, rate_limit_storm: legs apart for a whole
+Retry-After, about 12 s), so the rounds after the backoff place both legs as IOCs. A
+remaining size worth less than the leg's minimum order value cannot rest: that round is
+placed as IOCs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import ROUND_DOWN
+from decimal import ROUND_HALF_DOWN
 from decimal import ROUND_UP
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -549,10 +558,11 @@ class OrderRounds:
     def hedge_fills(self, order_id: str) -> None:
         """Hedge what the maker order filled and no hedge has covered yet (module doc)."""
         m = self.makers[order_id]
-        covered = m.hedge.round_size_down(self.orders.filled(order_id) * m.hedge_qty / m.qty)
-        need = min(covered, m.hedge_qty) - m.sent
-        if need < m.hedge.size_increment:
-            return  # below one increment: carried to the next fill
+        inc = m.hedge.size_increment
+        exact = self.orders.filled(order_id) * m.hedge_qty / m.qty
+        need = min(_round(exact, inc, ROUND_HALF_DOWN), m.hedge_qty) - m.sent
+        if need < inc:
+            return  # under half an increment apart: carried to the next fill
         quote = self.round_quote(m.hedge)
         if quote is None:
             self.step_aside(f"no quote to hedge {m.hedge.symbol} with")
@@ -736,6 +746,10 @@ class OrderRounds:
             self.orders.record_refused(oid)  # provably not placed: a new id may follow
             if ev.retry_after_s is not None:
                 self.retry_after_s = ev.retry_after_s
+            if any(r.hedged for r in self.rungs):
+                # A venue that refuses orders (429) may refuse the hedge of a fill: no
+                # leg rests again in this work (the rounds after the backoff send both).
+                self.step_aside(f"the venue refused order {oid} ({ev.error_class})")
         if self.makers or self.hedges:
             self.maker_word(oid)
 

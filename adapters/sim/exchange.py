@@ -149,6 +149,16 @@ class Exchange:
             self._maker_pass(self.now_ns)
         self.now_ns = max(self.now_ns, now_ns)
 
+    def next_arrival_ns(self) -> int | None:
+        """When the next taker-flow market order arrives (any product and side), or None
+        without taker flow: the feed runs the exchange to that instant so the fills it
+        makes are pushed when they match, not at the next market step."""
+        return min(f[2].next_ns for f in self._flows) if self._flows else None
+
+    def has_records(self) -> bool:
+        """Records are waiting for `drain()`."""
+        return bool(self._records)
+
     def quiet(self, t_ns: int) -> bool:
         """Inside a `[market] quiet` stretch: the market does not move."""
         return any(a <= t_ns < b for a, b in self._quiet)

@@ -72,6 +72,22 @@ class Feed:
             self.sched.at(self._origin + w.end_ns, lambda: self._set_down(-1))
         self._schedule_disconnect()
         self.sched.later(0, self._tick)
+        self._schedule_arrival()
+
+    def _schedule_arrival(self) -> None:
+        due = self.exchange.next_arrival_ns()
+        if due is not None:
+            self.sched.at(due, self._arrival)
+
+    def _arrival(self) -> None:
+        """A taker-flow arrival is due: run the exchange to it and push what it filled at
+        once (one `fill` event per match, nado-protocol.md §9.2; the market steps
+        and BBO pushes keep their own timer (`_tick`), and an arrival that filled nothing
+        pushes nothing."""
+        self.exchange.advance_to(self.sched.now())
+        if self.exchange.has_records():
+            self.flush()
+        self._schedule_arrival()
 
     def flush(self) -> None:
         """Push what the exchange recorded for our subaccount since the last flush."""

@@ -227,6 +227,24 @@ def test_the_engine_hears_taker_flow_fills_as_maker_fills_with_the_maker_fee():
     h.close()
 
 
+def test_taker_flow_fills_are_pushed_when_they_match_not_at_the_next_market_step():
+    # A fill is one `fill` event per match (nado-protocol.md §9.2): the engine hears a
+    # taker-flow fill one push latency (25 ms) after the match, wherever the arrival
+    # falls between the 100 ms market steps (it used to wait for the next step: up to
+    # 100 ms more, which the maker_first hedge latency paid; bench_execution_cost).
+    h = Harness(STILL + "[sim]\nmaker_fill_rate_per_s = 5\ntaker_flow_mean_usd = 1000\n")
+    h.run(0.5)
+    price = h.bbo().bid + TICK
+    oid = h.place("buy", "2", price, "post_only")
+    h.run(5.0)
+    got = [(t, e) for t, e in h.timed(FillReceived) if e.order_id == oid]
+    assert len(got) >= 2
+    step = 100 * MS
+    assert any((e.ts_venue_ns or 0) % step for _, e in got)  # some matched between steps
+    assert all(t - (e.ts_venue_ns or 0) == 25 * MS for t, e in got)
+    h.close()
+
+
 def _run(seed: int, hops: int) -> list[tuple[int, Decimal, Decimal]]:
     ex = make("maker_fill_rate_per_s = 3\ntaker_flow_mean_usd = 1500\n", seed=seed)
     for n, side in enumerate(("buy", "sell")):

@@ -18,6 +18,7 @@ from machines.pricing import choose_maker_leg
 from tests.unit.machines.fakes import ETH as ETH_LEG
 from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import SOL as SOL_LEG
+from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Expire
 from tests.unit.machines.fakes import Fill
 from tests.unit.machines.fakes import Reject
@@ -162,6 +163,48 @@ def test_build_every_partial_fill_is_hedged_carrying_sub_increment_remainders():
     assert hedge_ts == fill_ts
 
 
+def test_build_partial_fill_hedge_rounds_to_the_nearest_increment_never_half_over():
+    # $1200: ETH 0.399, SOL 7.99 (ratio 0.04994). A 0.3 SOL fill is worth 0.014981 ETH:
+    # rounding down hedged 0.014 and left 0.00098 ETH (a whole increment, nearly) apart
+    # until a later fill; the nearest increment hedges 0.015 now, 0.00002 over.
+    fills = [D("0.3"), None]
+
+    def setup(fake):
+        steps = [Fill(qty, at_ms=100 * (n + 1)) for n, qty in enumerate(fills)]
+        fake.script(steps, product_id=SOL, tif="post_only")
+
+    engine, fake = build(maker(notional_usd="1200"), setup=setup)
+    assert outcome(engine) == "done"
+    assert [o.qty for o in fake.placed(product_id=SOL)] == [D("7.99")]
+    hedges = [o.qty for o in fake.placed(product_id=ETH)]
+    assert hedges == [D("0.015"), D("0.384")]
+    exact = D("0.3") * D("0.399") / D("7.99")
+    assert abs(hedges[0] - exact) <= ETH_LEG.size_increment / 2
+    assert fake.positions == {ETH: D("0.399"), SOL: D("-7.99")}
+    fill_ts = [
+        r.ts
+        for r in engine.journal.records()
+        if r.kind == "event" and r.data.get("kind") == "fill_received" and r.data["product_id"] == 8
+    ]
+    assert [ts for ts, d in intent_times(engine) if d["purpose"] == "hedge"] == fill_ts
+
+
+def test_build_fill_worth_under_half_a_hedge_increment_waits_for_the_next_fill():
+    # 0.01 SOL is worth 0.0005 ETH, half an increment: nothing sent (a half stays down);
+    # the next fill's hedge covers the cumulative fill, the last one exactly the rest.
+    fills = [D("0.01"), D("0.02"), None]
+
+    def setup(fake):
+        steps = [Fill(qty, at_ms=100 * (n + 1)) for n, qty in enumerate(fills)]
+        fake.script(steps, product_id=SOL, tif="post_only")
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "done"
+    # 0.01 → 0.0005 → 0; 0.03 → 0.0015 → 0.001; 6.66 → 0.333 → +0.332
+    assert [o.qty for o in fake.placed(product_id=ETH)] == [D("0.001"), D("0.332")]
+    assert fake.positions == BUILT
+
+
 def test_build_maker_fill_known_only_from_the_cancel_ack_is_hedged_once():
     # 3 SOL fill at 0.5 s but the fill push is late (after the reprice cancel's ack): the
     # ack's filled amount is hedged; the late push hedges nothing more.
@@ -215,6 +258,21 @@ def test_build_maker_steps_aside_after_its_budget_to_the_taker_rungs():
     # three resting rounds (the last cut to the 0.5 s left), each with its cancel round trip
     assert 2.5 * S <= taker - first < 2.5 * S + 3 * 100 * MS
     assert len(fake.of(CancelOrder)) == 3
+
+
+def test_build_maker_refused_by_a_rate_limit_is_retried_as_taker_on_both_legs():
+    # The venue refuses the resting order (429): while it refuses requests a resting
+    # leg's fill could not be hedged, so after the backoff both legs go as IOCs.
+    def setup(fake):
+        fake.script([Error("rate_limited")], product_id=SOL, tif="post_only")
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "done"
+    assert [o.tif for o in fake.placed(product_id=SOL)] == ["post_only", "ioc"]
+    assert [o.tif for o in fake.placed(product_id=ETH)] == ["ioc"]
+    (aside,) = notes(engine, "maker_first: stepping aside")
+    assert "refused" in aside["reason"]
+    assert fake.positions == BUILT
 
 
 def test_build_hedge_that_does_not_fill_steps_aside_at_once():
