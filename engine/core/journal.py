@@ -523,9 +523,12 @@ class Journal:
         return self._seq == 0
 
     def append(self, kind: str, machine: str, payload: Any, ts: int) -> Record:
+        return self.append_text(kind, machine, dumps(payload), ts)
+
+    def append_text(self, kind: str, machine: str, text: str, ts: int) -> Record:
+        """`append` of a payload already in canonical JSON (`dumps`' text)."""
         if kind not in KINDS:
             raise ValueError(f"unknown record kind {kind!r}")
-        text = dumps(payload)
         seq = self._seq + 1
         digest = record_hash(seq, ts, kind, machine, text, self._hash) if self._hashed else ""
         rec = Record(seq, ts, kind, machine, text, self._hash, digest)

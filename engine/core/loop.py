@@ -250,8 +250,12 @@ class Engine:
             out.extend(self.process(ev, origin))
         return out
 
-    def process(self, ev: Event, origin: str = "venue") -> list[Intent]:
-        """Run one event to completion; returns the intents committed for sending."""
+    def process(self, ev: Event, origin: str = "venue", *, text: str | None = None) -> list[Intent]:
+        """Run one event to completion; returns the intents committed for sending.
+
+        `text`: the event's canonical JSON when the caller has it (replay: the recorded
+        payload the event was decoded from, which decoding round-trips exactly, as
+        tests/unit/test_messages.py checks), journaled as it is instead of encoded again."""
         self.events_processed += 1
         if self.coalesce_quotes and isinstance(ev, BboUpdated) and not self._quote_readers():
             # Nothing reads a quote as an event: it matters only through the ledger at the
@@ -262,7 +266,8 @@ class Engine:
             return []
         self._release_quotes()
         self.now_ns = self.clock.now_ns()
-        self._ingest(ev, origin)
+        # observers take the event's structured payload: for them, it is built as usual
+        self._ingest(ev, origin, None if self.observers else text)
         while self._internal:
             self._ingest(self._internal.popleft(), "engine")
         return self._finish_step()
@@ -281,8 +286,11 @@ class Engine:
             self._ingest(quote, origin)
 
     # -- the step -----------------------------------------------------------------------
-    def _ingest(self, ev: Event, origin: str) -> None:
-        self._record("event", origin, to_dict(ev), ev)
+    def _ingest(self, ev: Event, origin: str, text: str | None = None) -> None:
+        if text is None:
+            self._record("event", origin, to_dict(ev), ev)
+        else:
+            self.journal.append_text("event", origin, text, self.now_ns)
         for text in self.ledger.apply_event(ev, self.now_ns):
             self._note("ledger", text)
         if isinstance(ev, DeadlineExpired) and not self.deadlines.take(ev):
