@@ -640,10 +640,27 @@ def read_segment(p: Path) -> Iterator[Record]:
             "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
         )
         before: str | None = None
-        for row in cur:
-            rec = Record.from_row(row, codec, before)
-            before = rec.hash
-            yield rec
+        if codec.names is None:  # version 1: text kinds and machines
+            for row in cur:
+                rec = Record.from_row(row, codec, before)
+                before = rec.hash
+                yield rec
+            return
+        # `Record.from_row` inlined for version 2 rows (the replay and report read path)
+        kinds, names, decode = KINDS, codec.names, codec.decode
+        kind_of, machine_of = codec.kind_of, codec.machine_of
+        for seq, ts, kind, machine, payload, prev_hash, digest in cur:
+            digest = digest.hex() if type(digest) is bytes else str(digest)
+            yield Record(
+                seq,
+                ts,
+                kinds[kind] if type(kind) is int and 0 <= kind < len(kinds) else kind_of(kind),
+                names.get(machine) or machine_of(machine),
+                decode(payload),
+                _hex(prev_hash) if prev_hash else (before or ""),
+                digest,
+            )
+            before = digest
     finally:
         db.close()
 

@@ -466,7 +466,10 @@ class Engine:
         self.journal.commit()
 
     def _note(self, source: str, text: str, **data: Any) -> None:
-        self._record("note", source, {"note": text, **_jsonable(data)})
+        payload: dict[str, Any] = {"note": text}
+        for key, value in data.items():  # `_jsonable(data)`, the plain values as they are
+            payload[key] = value if type(value) in _SCALARS else _jsonable(value)
+        self._record("note", source, payload)
 
     def _record(self, kind: str, machine: str, payload: Any, msg: Message | None = None) -> None:
         rec = self.journal.append(kind, machine, payload, self.now_ns)
