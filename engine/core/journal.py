@@ -299,9 +299,21 @@ def stored_rows(
     """Rows for one transaction appended after a stored row whose hash is `before`
     (None: none, or unknown). A prev_hash equal to the hash of the row stored just before
     is left empty; the first row of a file always holds its own."""
-    rows = []
-    for r in records:
-        rows.append(r.to_row(codec, linked=before is not None and r.prev_hash == before))
+    rows: list[Row] = []
+    kind_code, machine_code, encode = codec.kind_code, codec.machine_code, codec.encode
+    for r in records:  # `Record.to_row`, inlined (the commit path)
+        linked = before is not None and r.prev_hash == before
+        rows.append(
+            (
+                r.seq,
+                r.ts,
+                kind_code(r.kind),
+                machine_code(r.machine),
+                encode(r.payload),
+                b"" if linked else _raw(r.prev_hash),
+                _raw(r.hash),
+            )
+        )
         before = r.hash
     return rows
 
