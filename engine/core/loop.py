@@ -55,6 +55,7 @@ MAX_DEFERRED = 10_000
 RUNNER = "runner"  # journal source of annotations made outside the machines
 MAX_FINISHED = 1_000  # outcomes of finished machines kept for inspection
 MAX_RETIRED = 4_096  # correlation ids of finished machines remembered (LRU)
+MAX_OWNED = 256  # correlation ids a live machine owns (its newest; older ones retire)
 # Steps that send nothing may share a commit; a step that sends always commits first.
 COMMIT_EVERY_RECORDS = 256
 COMMIT_EVERY_NS = 1_000_000_000
@@ -180,7 +181,10 @@ class Engine:
         # order ids and request ids → the live machine that emitted them, so answers go
         # to their owner instead of being broadcast to every machine.
         self.owners: dict[str, str] = {}
-        self._owned: dict[str, list[str]] = {}
+        # per machine, its ids, least recently emitted first; a long-lived machine (the
+        # session asks for positions every cycle) keeps its newest MAX_OWNED, older ones
+        # retire as a finished machine's do (memory flat over any number of cycles)
+        self._owned: dict[str, OrderedDict[str, None]] = {}
         # ids whose owner finished: late answers for them reach no machine (bounded LRU).
         self.retired: OrderedDict[str, str] = OrderedDict()
         # events consumed unhandled: (machine class, state ids, event kind) → count
@@ -319,9 +323,11 @@ class Engine:
                 return
             if key in self.retired:
                 self.retired.move_to_end(key)
-                self._note(
-                    "engine", "answer for a finished machine", machine=self.retired[key], id=key
-                )
+                was = self.retired[key]
+                if was in self.machines:  # a live machine's id older than its MAX_OWNED
+                    self._note("engine", "answer for a retired id", machine=was, id=key)
+                else:
+                    self._note("engine", "answer for a finished machine", machine=was, id=key)
                 return
         for mid, machine in list(self.machines.items()):
             if mid in self.machines and ev.kind in type(machine).interests():
@@ -405,12 +411,9 @@ class Engine:
         self.finished[mid] = outcome
         for armed in self.deadlines.disarm_all(mid):
             self._note(mid, "deadline disarmed", name=armed.name)
-        for key in self._owned.pop(mid, []):
+        for key in self._owned.pop(mid, ()):
             self.owners.pop(key, None)
-            self.retired[key] = mid
-            self.retired.move_to_end(key)
-        while len(self.retired) > MAX_RETIRED:
-            self.retired.popitem(last=False)
+            self._retire(key, mid)
         for left in self.deferred.pop(mid, deque()):
             self._note(mid, "undelivered after finish", event=to_dict(left))
         parent = self.parents.pop(mid, None)
@@ -435,6 +438,12 @@ class Engine:
             self._last_commit_ns = self.now_ns
         return out
 
+    def _retire(self, key: str, mid: str) -> None:
+        self.retired[key] = mid
+        self.retired.move_to_end(key)
+        while len(self.retired) > MAX_RETIRED:
+            self.retired.popitem(last=False)
+
     # -- services for machine contexts -------------------------------------------------------
     def _emit(self, mid: str, intent: Intent) -> None:
         self._record("intent", mid, to_dict(intent), intent)
@@ -444,7 +453,16 @@ class Engine:
         key = _correlation(intent)
         if key is not None:
             self.owners[key] = mid
-            self._owned.setdefault(mid, []).append(key)
+            owned = self._owned.get(mid)
+            if owned is None:
+                owned = self._owned[mid] = OrderedDict()
+            owned[key] = None
+            owned.move_to_end(key)
+            if len(owned) > MAX_OWNED:
+                old = owned.popitem(last=False)[0]
+                if self.owners.get(old) == mid:
+                    del self.owners[old]
+                    self._retire(old, mid)
         self._step_intents.append(intent)
 
     def _arm(self, mid: str, name: str, seconds: Decimal | int | str, owner: str | None) -> None:
