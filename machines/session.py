@@ -155,7 +155,8 @@ class SessionMachine(PureMachine):
         self.carry_usd = Decimal(0)
         self.request_id = ""
         self.child: PureMachine | None = None
-        self.outcomes: list[str] = []
+        # build outcomes counted by kind (done / aborted / failed): bounded over any run
+        self.outcomes: dict[str, int] = {}
         self.cycle_failed = False
         self.lag_since: int | None = None  # engine ns the entry check's read began to lag
         self.foreign_fills: list[str] = []  # fill ids for orders the engine never placed
@@ -274,7 +275,7 @@ class SessionMachine(PureMachine):
 
     def on_exit_building(self, ev: Any = None) -> None:
         if isinstance(ev, MachineFinished):
-            self.outcomes.append(f"build:{ev.outcome}")
+            self.outcomes[ev.outcome] = self.outcomes.get(ev.outcome, 0) + 1
             self.aborts = self.aborts + 1 if ev.outcome == "aborted" else 0
             residual = getattr(self.child, "residual_usd", None)
             if ev.outcome == "done" and isinstance(residual, Decimal):

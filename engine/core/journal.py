@@ -30,6 +30,7 @@ import json
 import os
 import sqlite3
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,9 @@ JOURNAL_SCHEMA = 3
 HASH_BYTES = 16  # SHA-256 cut to 128 bits (version 1: all 32 bytes)
 GENESIS = "0" * (2 * HASH_BYTES)
 KINDS = ("event", "transition", "intent", "note")
+# Machine-name ids a writer keeps (least recently used dropped): memory stays flat over
+# any number of cycles, each of which names new machines.
+MACHINE_IDS = 256
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 
 # Version 2: kind and machine are small integers (declared without a type: no text
@@ -108,10 +112,23 @@ class PayloadCodec:
     names; `new_machines` are the names allocated and not yet stored), text in older ones.
     """
 
-    def __init__(self, zdict: bytes | None, machines: dict[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        zdict: bytes | None,
+        machines: dict[int, str] | None = None,
+        *,
+        next_id: int | None = None,
+    ) -> None:
         self.zdict = zdict
         self.names = machines  # None: kinds and machines are stored as text (version 1)
-        self.ids = {name: i for i, name in (machines or {}).items()}
+        # Writing (issue 13, bounded memory): the ids of the machines named most recently,
+        # at most `MACHINE_IDS`. A name used again after it was dropped gets a new id (the
+        # `machines` table may name one machine under several ids; reading maps each id
+        # to its name, so records read back exactly).
+        self.ids: OrderedDict[str, int] = OrderedDict(
+            (name, i) for i, name in sorted((machines or {}).items())[-MACHINE_IDS:]
+        )
+        self._next_id = next_id if next_id is not None else max(machines or {0: ""}) + 1
         self.new_machines: list[tuple[int, str]] = []
         # A 16 KB window (the dictionary fits) and a small hash table: each record copies
         # this primed state, and a small state keeps that copy to a few microseconds on
@@ -137,12 +154,17 @@ class PayloadCodec:
     def machine_code(self, machine: str) -> int | str:
         if self.names is None:
             return machine
-        mid = self.ids.get(machine)
-        if mid is None:
-            mid = len(self.ids) + 1
-            self.ids[machine] = mid
-            self.names[mid] = machine
-            self.new_machines.append((mid, machine))
+        ids = self.ids
+        mid = ids.get(machine)
+        if mid is not None:
+            ids.move_to_end(machine)
+            return mid
+        mid = self._next_id
+        self._next_id += 1
+        ids[machine] = mid
+        if len(ids) > MACHINE_IDS:
+            ids.popitem(last=False)
+        self.new_machines.append((mid, machine))
         return mid
 
     def kind_of(self, value: Any) -> str:
@@ -169,7 +191,13 @@ class PayloadCodec:
             return "\ufffd" + value.hex()  # never valid JSON: the hash check fails
 
     @classmethod
-    def of(cls, db: sqlite3.Connection) -> PayloadCodec:
+    def for_writing(cls, db: sqlite3.Connection) -> PayloadCodec:
+        """The codec a writer appends to a stored journal with: its dictionary, and only
+        the ids of its most recent machine names (reading is `of`)."""
+        return cls.of(db, recent=MACHINE_IDS)
+
+    @classmethod
+    def of(cls, db: sqlite3.Connection, recent: int | None = None) -> PayloadCodec:
         """The codec a stored journal was written with (no dictionary, text kinds and
         machines for older files; an unreadable machines table leaves ids unnamed)."""
         version = _schema_of_db(db) or JOURNAL_SCHEMA
@@ -182,11 +210,26 @@ class PayloadCodec:
         machines: dict[int, str] | None = None
         if version >= 2:
             machines = {}
+            next_id = None
             try:
-                for mid, name in db.execute("SELECT id, name FROM machines"):
+                if recent is None:
+                    rows = db.execute("SELECT id, name FROM machines")
+                else:  # a writer: the last names allocated, and the next free id
+                    rows = db.execute(
+                        "SELECT id, name FROM machines ORDER BY id DESC LIMIT ?", (recent,)
+                    )
+                for mid, name in rows:
                     machines[int(mid)] = str(name)
+                if recent is not None:
+                    top = db.execute("SELECT max(id) FROM machines").fetchone()[0]
+                    next_id = int(top or 0) + 1
             except sqlite3.DatabaseError:
                 pass
+            if recent is not None:
+                # a writer keeps ids only (bounded); names are for reading
+                codec = cls(zdict, machines, next_id=next_id)
+                codec.names = {}
+                return codec
         return cls(zdict, machines)
 
 
@@ -256,9 +299,21 @@ def stored_rows(
     """Rows for one transaction appended after a stored row whose hash is `before`
     (None: none, or unknown). A prev_hash equal to the hash of the row stored just before
     is left empty; the first row of a file always holds its own."""
-    rows = []
-    for r in records:
-        rows.append(r.to_row(codec, linked=before is not None and r.prev_hash == before))
+    rows: list[Row] = []
+    kind_code, machine_code, encode = codec.kind_code, codec.machine_code, codec.encode
+    for r in records:  # `Record.to_row`, inlined (the commit path)
+        linked = before is not None and r.prev_hash == before
+        rows.append(
+            (
+                r.seq,
+                r.ts,
+                kind_code(r.kind),
+                machine_code(r.machine),
+                encode(r.payload),
+                b"" if linked else _raw(r.prev_hash),
+                _raw(r.hash),
+            )
+        )
         before = r.hash
     return rows
 
@@ -448,7 +503,7 @@ class Journal:
             row = self._db.execute(
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
             ).fetchone()
-            self.codec = PayloadCodec.of(self._db)
+            self.codec = PayloadCodec.for_writing(self._db)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         # the hash of the last row stored in this file (None: the file has none yet)
@@ -480,9 +535,12 @@ class Journal:
         return self._seq == 0
 
     def append(self, kind: str, machine: str, payload: Any, ts: int) -> Record:
+        return self.append_text(kind, machine, dumps(payload), ts)
+
+    def append_text(self, kind: str, machine: str, text: str, ts: int) -> Record:
+        """`append` of a payload already in canonical JSON (`dumps`' text)."""
         if kind not in KINDS:
             raise ValueError(f"unknown record kind {kind!r}")
-        text = dumps(payload)
         seq = self._seq + 1
         digest = record_hash(seq, ts, kind, machine, text, self._hash) if self._hashed else ""
         rec = Record(seq, ts, kind, machine, text, self._hash, digest)
@@ -594,10 +652,27 @@ def read_segment(p: Path) -> Iterator[Record]:
             "SELECT seq, ts, kind, machine, payload, prev_hash, hash FROM journal ORDER BY seq"
         )
         before: str | None = None
-        for row in cur:
-            rec = Record.from_row(row, codec, before)
-            before = rec.hash
-            yield rec
+        if codec.names is None:  # version 1: text kinds and machines
+            for row in cur:
+                rec = Record.from_row(row, codec, before)
+                before = rec.hash
+                yield rec
+            return
+        # `Record.from_row` inlined for version 2 rows (the replay and report read path)
+        kinds, names, decode = KINDS, codec.names, codec.decode
+        kind_of, machine_of = codec.kind_of, codec.machine_of
+        for seq, ts, kind, machine, payload, prev_hash, digest in cur:
+            digest = digest.hex() if type(digest) is bytes else str(digest)
+            yield Record(
+                seq,
+                ts,
+                kinds[kind] if type(kind) is int and 0 <= kind < len(kinds) else kind_of(kind),
+                names.get(machine) or machine_of(machine),
+                decode(payload),
+                _hex(prev_hash) if prev_hash else (before or ""),
+                digest,
+            )
+            before = digest
     finally:
         db.close()
 

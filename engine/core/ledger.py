@@ -34,7 +34,10 @@ ZERO = Decimal(0)
 # Long runs keep memory flat: finished orders beyond this many are forgotten (their fill
 # ids stay in a larger window, so a late duplicate of their fills is still recognised).
 MAX_ORDERS = 1_000
-MAX_FILL_IDS = 20_000
+# 4 096 fill ids (as the exposure fold's FILL_IDS_KEPT): about a thousand cycles of fills,
+# reached early in a long run (20 000 took ~5 000 cycles to fill, growing ~0.4 KB a cycle
+# until then: issue 13, memory flat)
+MAX_FILL_IDS = 4_096
 # A read equal to a position the fills held within this window lags them (issue 11).
 LAG_WINDOW_NS = 120 * 1_000_000_000
 TINY = Decimal("1e-12")

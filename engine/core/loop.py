@@ -55,6 +55,7 @@ MAX_DEFERRED = 10_000
 RUNNER = "runner"  # journal source of annotations made outside the machines
 MAX_FINISHED = 1_000  # outcomes of finished machines kept for inspection
 MAX_RETIRED = 4_096  # correlation ids of finished machines remembered (LRU)
+MAX_OWNED = 256  # correlation ids a live machine owns (its newest; older ones retire)
 # Steps that send nothing may share a commit; a step that sends always commits first.
 COMMIT_EVERY_RECORDS = 256
 COMMIT_EVERY_NS = 1_000_000_000
@@ -180,7 +181,10 @@ class Engine:
         # order ids and request ids → the live machine that emitted them, so answers go
         # to their owner instead of being broadcast to every machine.
         self.owners: dict[str, str] = {}
-        self._owned: dict[str, list[str]] = {}
+        # per machine, its ids, least recently emitted first; a long-lived machine (the
+        # session asks for positions every cycle) keeps its newest MAX_OWNED, older ones
+        # retire as a finished machine's do (memory flat over any number of cycles)
+        self._owned: dict[str, OrderedDict[str, None]] = {}
         # ids whose owner finished: late answers for them reach no machine (bounded LRU).
         self.retired: OrderedDict[str, str] = OrderedDict()
         # events consumed unhandled: (machine class, state ids, event kind) → count
@@ -250,8 +254,12 @@ class Engine:
             out.extend(self.process(ev, origin))
         return out
 
-    def process(self, ev: Event, origin: str = "venue") -> list[Intent]:
-        """Run one event to completion; returns the intents committed for sending."""
+    def process(self, ev: Event, origin: str = "venue", *, text: str | None = None) -> list[Intent]:
+        """Run one event to completion; returns the intents committed for sending.
+
+        `text`: the event's canonical JSON when the caller has it (replay: the recorded
+        payload the event was decoded from, which decoding round-trips exactly, as
+        tests/unit/test_messages.py checks), journaled as it is instead of encoded again."""
         self.events_processed += 1
         if self.coalesce_quotes and isinstance(ev, BboUpdated) and not self._quote_readers():
             # Nothing reads a quote as an event: it matters only through the ledger at the
@@ -262,7 +270,8 @@ class Engine:
             return []
         self._release_quotes()
         self.now_ns = self.clock.now_ns()
-        self._ingest(ev, origin)
+        # observers take the event's structured payload: for them, it is built as usual
+        self._ingest(ev, origin, None if self.observers else text)
         while self._internal:
             self._ingest(self._internal.popleft(), "engine")
         return self._finish_step()
@@ -281,8 +290,11 @@ class Engine:
             self._ingest(quote, origin)
 
     # -- the step -----------------------------------------------------------------------
-    def _ingest(self, ev: Event, origin: str) -> None:
-        self._record("event", origin, to_dict(ev), ev)
+    def _ingest(self, ev: Event, origin: str, text: str | None = None) -> None:
+        if text is None:
+            self._record("event", origin, to_dict(ev), ev)
+        else:
+            self.journal.append_text("event", origin, text, self.now_ns)
         for text in self.ledger.apply_event(ev, self.now_ns):
             self._note("ledger", text)
         if isinstance(ev, DeadlineExpired) and not self.deadlines.take(ev):
@@ -311,9 +323,11 @@ class Engine:
                 return
             if key in self.retired:
                 self.retired.move_to_end(key)
-                self._note(
-                    "engine", "answer for a finished machine", machine=self.retired[key], id=key
-                )
+                was = self.retired[key]
+                if was in self.machines:  # a live machine's id older than its MAX_OWNED
+                    self._note("engine", "answer for a retired id", machine=was, id=key)
+                else:
+                    self._note("engine", "answer for a finished machine", machine=was, id=key)
                 return
         for mid, machine in list(self.machines.items()):
             if mid in self.machines and ev.kind in type(machine).interests():
@@ -397,12 +411,9 @@ class Engine:
         self.finished[mid] = outcome
         for armed in self.deadlines.disarm_all(mid):
             self._note(mid, "deadline disarmed", name=armed.name)
-        for key in self._owned.pop(mid, []):
+        for key in self._owned.pop(mid, ()):
             self.owners.pop(key, None)
-            self.retired[key] = mid
-            self.retired.move_to_end(key)
-        while len(self.retired) > MAX_RETIRED:
-            self.retired.popitem(last=False)
+            self._retire(key, mid)
         for left in self.deferred.pop(mid, deque()):
             self._note(mid, "undelivered after finish", event=to_dict(left))
         parent = self.parents.pop(mid, None)
@@ -427,6 +438,12 @@ class Engine:
             self._last_commit_ns = self.now_ns
         return out
 
+    def _retire(self, key: str, mid: str) -> None:
+        self.retired[key] = mid
+        self.retired.move_to_end(key)
+        while len(self.retired) > MAX_RETIRED:
+            self.retired.popitem(last=False)
+
     # -- services for machine contexts -------------------------------------------------------
     def _emit(self, mid: str, intent: Intent) -> None:
         self._record("intent", mid, to_dict(intent), intent)
@@ -436,7 +453,16 @@ class Engine:
         key = _correlation(intent)
         if key is not None:
             self.owners[key] = mid
-            self._owned.setdefault(mid, []).append(key)
+            owned = self._owned.get(mid)
+            if owned is None:
+                owned = self._owned[mid] = OrderedDict()
+            owned[key] = None
+            owned.move_to_end(key)
+            if len(owned) > MAX_OWNED:
+                old = owned.popitem(last=False)[0]
+                if self.owners.get(old) == mid:
+                    del self.owners[old]
+                    self._retire(old, mid)
         self._step_intents.append(intent)
 
     def _arm(self, mid: str, name: str, seconds: Decimal | int | str, owner: str | None) -> None:
@@ -458,7 +484,10 @@ class Engine:
         self.journal.commit()
 
     def _note(self, source: str, text: str, **data: Any) -> None:
-        self._record("note", source, {"note": text, **_jsonable(data)})
+        payload: dict[str, Any] = {"note": text}
+        for key, value in data.items():  # `_jsonable(data)`, the plain values as they are
+            payload[key] = value if type(value) in _SCALARS else _jsonable(value)
+        self._record("note", source, payload)
 
     def _record(self, kind: str, machine: str, payload: Any, msg: Message | None = None) -> None:
         rec = self.journal.append(kind, machine, payload, self.now_ns)

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from decimal import Decimal
 from decimal import InvalidOperation
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any
 from typing import ClassVar
 from typing import TypeVar
@@ -186,9 +188,31 @@ def _reject_constant(name: str) -> Any:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+# Its C encoder made once (JSONEncoder.encode makes one per call): the same text, without
+# the per-call set-up (about half the cost of encoding a journal record). No circularity
+# check: journaled values are trees (a cycle would raise RecursionError, not ValueError).
+_C_CANONICAL = (
+    c_make_encoder(
+        None,
+        _CANONICAL.default,
+        encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        True,  # sort_keys
+        False,  # skipkeys
+        False,  # allow_nan
+    )
+    if c_make_encoder is not None
+    else None
+)
+
+
 def dumps(obj: Any) -> str:
     """Canonical JSON: sorted keys, no spaces, no NaN; the journal hashes exactly this text."""
-    return _CANONICAL.encode(obj)
+    if _C_CANONICAL is None:
+        return _CANONICAL.encode(obj)
+    return "".join(_C_CANONICAL(obj, 0))
 
 
 def loads(text: str) -> Any:

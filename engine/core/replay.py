@@ -131,7 +131,8 @@ def _replay_segment(recorded: Sequence[Record], *, torn_tail_allowed: bool) -> R
             if not isinstance(ev, Event):
                 error = f"record {rec.seq} is not an event: {rec.data.get('kind')}"
                 break
-            engine.process(ev, origin=rec.machine)
+            # journaled as recorded: the event was decoded from exactly that text
+            engine.process(ev, origin=rec.machine, text=rec.payload)
             fed += 1
     except MachineError as exc:
         error = str(exc)  # the recorded run may have failed the same way: compare

@@ -37,6 +37,29 @@ def test_records_chain_and_survive_reopen(tmp_path):
     assert verify(path).status == "ok"
 
 
+def test_a_writer_keeps_a_bounded_set_of_machine_ids_and_records_read_back_exactly(
+    tmp_path, monkeypatch
+):
+    # issue 13, memory flat: every cycle names new machines; the writer keeps only the
+    # most recent ids (a name used again after it was dropped gets a new one), the file's
+    # `machines` table names every id, and reading gives back every record's machine
+    monkeypatch.setattr("engine.core.journal.MACHINE_IDS", 8)
+    path = tmp_path / "j.db"
+    names = [f"cycle-{i}.build" if i % 3 else f"connection-{i % 5}" for i in range(300)]
+    for part in (0, 1):  # the second half through a reopened writer
+        j = Journal(path)
+        for i, name in enumerate(names):
+            j.append("event", name, {"i": i}, ts=part * 10**6 + i)
+            if i % 7 == 6:
+                j.commit()
+            assert len(j.codec.ids) <= 8
+        assert not j.codec.names  # a writer holds no names
+        j.close()
+    recs = list(read_records(path))
+    assert [r.machine for r in recs] == names + names
+    assert verify(path).status == "ok"
+
+
 def test_verify_cli_reports_intact(tmp_path, capsys):
     path = tmp_path / "j.db"
     write_journal(path, n=30)

@@ -243,6 +243,37 @@ def test_retired_ids_are_bounded():
     assert f"a{MAX_RETIRED + 9}:q1" in engine.retired
 
 
+class Poller(PureMachine):
+    """A long-lived machine asking again on every `position_snapshot` (the session's shape)."""
+
+    polling = State(initial=True)
+    position_snapshot = polling.to.itself()
+
+    def on_enter_polling(self) -> None:
+        self.emit(QueryPositions(request_id=self.next_id("q"), product_ids=(4,)))
+
+
+def test_a_long_lived_machine_owns_only_its_newest_ids_and_older_answers_are_noted():
+    # issue 13, memory flat: a machine that lives for the whole run keeps MAX_OWNED ids;
+    # an answer to an older one reaches no machine and is noted
+    from engine.core.loop import MAX_OWNED
+
+    engine = Engine(VirtualClock())
+    engine.spawn(Poller, "p")
+    for n in range(1, MAX_OWNED + 20):
+        engine.process(PositionSnapshot(positions=[], request_id=f"p:q{n}"))
+    newest = f"p:q{MAX_OWNED + 20}"
+    assert len(engine._owned["p"]) == MAX_OWNED
+    assert engine.owners[newest] == "p"
+    assert "p:q1" not in engine.owners
+    assert engine.retired["p:q1"] == "p"
+    engine.process(PositionSnapshot(positions=[], request_id="p:q1"))
+    assert notes(engine, "answer for a retired id") == [
+        {"note": "answer for a retired id", "machine": "p", "id": "p:q1"}
+    ]
+    assert len(engine._owned["p"]) == MAX_OWNED  # the late answer asked nothing new
+
+
 class Exploding(PureMachine):
     idle = State(initial=True)
     done = State(final=True)
