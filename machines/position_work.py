@@ -120,8 +120,10 @@ class PositionWork(OrderRounds, PureMachine):
     order_expired = work.to(None, cond="is_mine", on="record_end")
     order_cancelled = work.to(None, cond="is_mine", on="record_end")
     order_rejected = work.to(None, cond="is_mine", on="record_reject")
-    order_status = cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again") | (
-        work.to(None, cond="is_mine", on="record_status")
+    order_status = (
+        cancelling.to(None, cond=["is_mine", "says_open"], on="cancel_again")
+        | work.to(None, cond="is_mine", on="record_status")
+        | work.to(None, cond="answers_stray", on="stray_status")
     )
     # `answers_me`: the answer to this machine's latest position query, not an earlier one.
     venue_error = (
@@ -132,8 +134,11 @@ class PositionWork(OrderRounds, PureMachine):
         | work.to(None, cond="is_mine", on="record_error")
     )
     position_snapshot = (
+        # A stray cancelled on entry may still fill: no read is judged until the venue
+        # said how each ended (seed 1261); the exit budget bounds the wait.
+        reading.to(None, cond=["answers_me", "strays_open"], on="chase_strays")
         # Far beyond anything the engine could have opened: never traded; HALT (exit).
-        reading.to(failed, cond=["answers_me", "absurd_position"], on="take_absurd")
+        | reading.to(failed, cond=["answers_me", "absurd_position"], on="take_absurd")
         # A read lacking reported fills lags (issue 11): asked again within the lag budget;
         # the exit meanwhile works the legs whose read agrees with their fills.
         | reading.to(
@@ -260,7 +265,7 @@ class PositionWork(OrderRounds, PureMachine):
         return self.reads < self.max_reads
 
     def only_lag_left(self, ev: DeadlineExpired) -> bool:
-        if self.lag_since is None or self.orders.unsettled():
+        if self.lag_since is None or self.orders.unsettled() or self.strays_unsettled():
             return False
         waited = Decimal(self.ledger.now_ns - self.lag_since) / 1_000_000_000
         return waited < self.p.position_lag_budget_s and all(
@@ -790,6 +795,8 @@ class PositionWork(OrderRounds, PureMachine):
             fills = self.ledger.position(pid)
             if worst_case and leg.symbol in self.contradiction and abs(fills) > abs(pos):
                 pos = fills  # a read that contradicts the reported fills never lowers it
+            if worst_case:
+                pos = abs(pos) + self.stray_exposure(pid)  # a stray that may still fill
             total += notional(pos, self.ledger.quote(pid))
         return total.quantize(USD)
 

@@ -474,6 +474,9 @@ class OrderRounds:
         # Resting orders of finished machines this machine cancelled (True: the venue
         # said they are not open, no cancel again).
         self.strays_gone: dict[str, bool] = {}
+        self.stray_queries: dict[str, str] = {}  # request id -> stray order id
+        self.stray_not_found: dict[str, int] = {}  # stray -> "not found" answers
+        self.strays_ended: set[str] = set()  # strays a status said ended (or never placed)
 
     def reject_is_final(self, order_id: str) -> bool:
         """A reject of an IOC ends the attempt when the policy says so (BUILD: margin,
@@ -795,7 +798,7 @@ class OrderRounds:
             oid = rec.order_id
             if rec.tif not in RESTING_TIF or rec.product_id not in self.p.product_ids:
                 continue  # an IOC/FOK never rests: unheard, it has ended all the same
-            if self.orders.mine(oid) or self.strays_gone.get(oid):
+            if self.orders.mine(oid) or self.strays_gone.get(oid) or oid in self.strays_ended:
                 continue
             owner = oid.rpartition(":")[0]
             if owner and self.ledger.state_of(owner):
@@ -803,6 +806,63 @@ class OrderRounds:
             self.note("cancelling an order its machine left open", order_id=oid)
             self.emit(CancelOrder(order_id=oid, product_id=rec.product_id))
             self.strays_gone[oid] = False
+
+    def strays_unsettled(self) -> list[str]:
+        """Strays this machine cancelled that the ledger still holds open: neither a cancel
+        ack nor a status saying how they ended has come (seed 1261: a rate-limited cancel,
+        the order filled unheard, and the exit read flat before the venue said so)."""
+        open_ids = {rec.order_id for rec in self.ledger.open_orders()}
+        return [oid for oid in self.strays_gone if oid in open_ids and oid not in self.strays_ended]
+
+    def strays_open(self, ev: Any = None) -> bool:
+        return bool(self.strays_unsettled())
+
+    def answers_stray(self, ev: OrderStatus) -> bool:
+        return self.stray_queries.get(ev.request_id or "") == ev.order_id
+
+    def chase_strays(self, ev: PositionSnapshot) -> None:
+        """A read taken while a stray may still fill judges nothing: ask the venue how
+        each unsettled stray stands (the ledger applies what filled) and read again."""
+        open_recs = {rec.order_id: rec for rec in self.ledger.open_orders()}
+        for oid in self.strays_unsettled():
+            rec = open_recs[oid]
+            rid = self.next_id("s")
+            self.stray_queries[rid] = oid
+            self.emit(QueryOrder(request_id=rid, order_id=oid, product_id=rec.product_id))
+        self.note(
+            "orders left open by a finished machine not settled yet", orders=self.strays_unsettled()
+        )
+        self.recheck_later()
+
+    def stray_status(self, ev: OrderStatus) -> None:
+        """The ledger has applied the status (and any fill it states). Ended: settled;
+        "not found" twice with nothing filled: it never reached the venue (its place was
+        refused, e.g. 429); still open: cancel it again."""
+        oid = ev.order_id
+        if ev.state in TERMINAL_STATUS:
+            self.strays_ended.add(oid)
+        elif ev.state == "not_found":
+            self.stray_not_found[oid] = self.stray_not_found.get(oid, 0) + 1
+            rec = self.ledger.order(oid)
+            filled = rec.filled if rec is not None else ZERO
+            if self.stray_not_found[oid] >= NOT_FOUND_LIMIT and filled == 0:
+                self.strays_ended.add(oid)
+        elif ev.state == "open":
+            for rec in self.ledger.open_orders():
+                if rec.order_id == oid:
+                    self.emit(CancelOrder(order_id=oid, product_id=rec.product_id))
+
+    def stray_exposure(self, pid: int) -> Decimal:
+        """What unsettled strays on `pid` may still fill (their unfilled remainders)."""
+        unsettled = set(self.strays_unsettled())
+        return sum(
+            (
+                o.remaining
+                for o in self.ledger.open_orders()
+                if o.order_id in unsettled and o.product_id == pid
+            ),
+            ZERO,
+        )
 
     # -- verifying by position query ------------------------------------------------------------
     def venue_flat(self, ev: PositionSnapshot) -> bool:

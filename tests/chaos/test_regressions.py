@@ -168,3 +168,19 @@ def test_unwind_stops_at_the_hedge_deadline_when_its_rungs_keep_timing_out(setti
         result = run_one(seed, lossy, cycles=4, settings=settings, jitter_s=20)
         assert not [v for v in result.violations if v.startswith("[exposure]")], result.violations
         assert result.max_unflagged_s <= 31
+
+
+def test_seed1261_maker_first_exit_never_reads_flat_before_its_strays_are_settled():
+    # dnpair chaos --execution maker_first (everything, seed 1261, jitter 20 s): a BUILD
+    # failed with its resting sell's cancel refused (429); the exit cancelled it and read
+    # at once; the order had filled unheard, the read said flat and the HALT stated 0 USD
+    # open while the venue held -0.69 SOL. The exit now judges no read until the venue
+    # said how each order it cancelled ended.
+    from engine.harness.chaos import run_one
+    from engine.harness.chaos import shipped_profiles
+    from engine.runtime.config import load_settings
+
+    (everything,) = [p for p in shipped_profiles() if p.name == "everything"]
+    maker = load_settings(env={"DN_EXECUTION": "maker_first"})
+    result = run_one(1261, everything, cycles=4, settings=maker, jitter_s=20)
+    assert result.violations == (), result.violations

@@ -428,3 +428,89 @@ def test_emergency_exit_cancels_a_resting_order_a_finished_machine_left_open():
     assert engine.ledger.order("build:session:7:o1").state == "cancelled"
     assert fake.orders["build:session:9:o1"].state == "open"  # its live machine's own
     assert notes(engine, "cancelling an order its machine left open")
+
+
+def test_emergency_exit_judges_no_read_before_a_cancelled_stray_is_settled():
+    # chaos seed 1261 (everything, maker_first): a BUILD failed with its resting sell's
+    # cancel refused (429); the exit cancelled it as a stray and read the position at
+    # once. The order had filled, its fill push lost and the read lagging: the read said
+    # flat, the exit ended done, the HALT stated 0 USD open while the venue held -0.69
+    # SOL. A read is now judged only once the venue said how each stray ended (here a
+    # status query: filled); the exit then works the leg back to flat.
+    oid = "build:session:10:o9"
+
+    def setup(fake):
+        intent = PlaceOrder(
+            order_id=oid,
+            product_id=SOL,
+            side="sell",
+            qty=D("0.69"),
+            price=D("150.1"),
+            tif="post_only",
+            purpose="maker",
+        )
+        fake.engine.ledger.apply_intent(intent)
+        # Filled at the venue, its fill never heard; the position feed lags 1.5 s.
+        fake.orders[oid] = VOrder(intent, filled=D("0.69"), state="filled")
+        fake.positions[SOL] = D("-0.69")
+        fake.history.append((fake.clock.now_ns(), dict(fake.positions)))
+
+    engine, fake = spawn(
+        PositionWork,
+        params(),
+        purpose="exit",
+        venue={"positions": {}, "position_lag_ms": 1500},
+        setup=setup,
+        query_first=False,
+        reason="test",
+    )
+    assert [c.order_id for c in fake.of(CancelOrder)][:1] == [oid]
+    assert notes(engine, "orders left open by a finished machine not settled yet")
+    assert engine.ledger.order(oid).filled == D("0.69")  # the status said so
+    assert fake.positions.get(SOL, D(0)) == 0  # really flat at the venue ...
+    assert outcome(engine) == "done"  # ... before the exit says so
+
+
+def test_exit_halting_with_an_unsettled_stray_states_what_it_may_fill():
+    # The venue never answers for the stray (cancels and status queries lost): the exit
+    # may not end flat; its budget runs out and the HALT states the stray's remainder.
+    from engine.core.intents import Halt
+    from engine.core.intents import QueryOrder
+
+    oid = "build:session:10:o9"
+
+    def setup(fake):
+        intent = PlaceOrder(
+            order_id=oid,
+            product_id=SOL,
+            side="sell",
+            qty=D("0.69"),
+            price=D("150.1"),
+            tif="post_only",
+            purpose="maker",
+        )
+        fake.engine.ledger.apply_intent(intent)
+        fake.orders[oid] = VOrder(intent)  # resting
+        fake.ignore_cancels = True
+        real_send = fake.send
+
+        def send(intent):  # status queries unanswered
+            if isinstance(intent, QueryOrder):
+                fake.sent.append(intent)
+                return
+            real_send(intent)
+
+        fake.send = send
+
+    engine, fake = spawn(
+        PositionWork,
+        params(),
+        purpose="exit",
+        venue={"positions": {}},
+        setup=setup,
+        query_first=False,
+        reason="test",
+    )
+    assert outcome(engine) == "failed"
+    (halt,) = fake.of(Halt)
+    assert halt.exposure_usd >= D("0.69") * D("149")
