@@ -493,7 +493,7 @@ class PositionWork(OrderRounds, PureMachine):
                 return
         purpose = "build" if self.round == 0 and not self.closing() else rung.label
         self.place_round(rung, self._wants(), purpose)
-        self.arm(self.policy.round_deadline, self.round_wait_s())
+        self.arm_wait(self.policy.round_deadline, self.round_wait_s())
 
     def on_exit_working(self) -> None:
         refused = self.orders.round_refused(self.round)
@@ -514,7 +514,7 @@ class PositionWork(OrderRounds, PureMachine):
             self.note("venue refused or silent; backing off", seconds=str(delay), reads=self.reads)
         else:
             self.note("rung refused by the venue; backing off", seconds=str(delay))
-        self.arm("backoff_timeout", delay)
+        self.arm_wait("backoff_timeout", delay)
 
     def retry_rung(self) -> None:
         self.same_rung = True
@@ -642,15 +642,26 @@ class PositionWork(OrderRounds, PureMachine):
         one_done = any(self._leg_done(i, leg) for i, leg in enumerate(self.p.legs))
         return self.next_rung(skip_passive=one_done)
 
+    def _held(self) -> dict[int, Decimal]:
+        if self.closing():
+            return {leg.product_id: self.open_qty(leg) for leg in self.p.legs}
+        return {
+            leg.product_id: (self.targets[i] - self.remainder(i)) * (1 if i == 0 else -1)
+            for i, leg in enumerate(self.p.legs)
+        }
+
+    def hedge_known(self) -> bool:
+        """Every leg held is priced from a quote no older than `bbo_max_age_s`."""
+        max_age_ns = self.p.bbo_max_age_s * 1_000_000_000
+        for pid, qty in self._held().items():
+            quote = self.ledger.quote(pid)
+            if qty and (quote is None or self.ledger.now_ns - quote.ts_ns > max_age_ns):
+                return False
+        return True
+
     def net_usd(self) -> Decimal:
         """Signed notional the legs are apart by, from verified fills (the hedge deadline)."""
-        if self.closing():
-            qty = {leg.product_id: self.open_qty(leg) for leg in self.p.legs}
-        else:
-            qty = {
-                leg.product_id: (self.targets[i] - self.remainder(i)) * (1 if i == 0 else -1)
-                for i, leg in enumerate(self.p.legs)
-            }
+        qty = self._held()
         mids = {
             leg.product_id: flatness.mid_of(self.ledger.quote(leg.product_id))
             for leg in self.p.legs

@@ -465,6 +465,7 @@ class OrderRounds:
         self.lag_since: int | None = None  # engine ns of this read's first lagging answer
         self.lag_asks = 0
         self.unhedged_since: int | None = None  # engine ns the legs went apart (tolerance)
+        self.together_ns: int | None = None  # engine ns the legs were last seen together
         # maker_first: resting maker orders, hedge IOCs (id -> size), budget and state.
         self.makers: dict[str, MakerLeg] = {}
         self.hedges: dict[str, Decimal] = {}
@@ -607,14 +608,27 @@ class OrderRounds:
         emergency exit keeps the default: its total budget bounds it, not this deadline."""
         return ZERO
 
+    def hedge_known(self) -> bool:
+        """`net_usd` is priced from fresh quotes (the default's zero always is)."""
+        return True
+
     def watch_hedge(self) -> None:
-        """Action: note when the legs went apart beyond the tolerance, or came back."""
+        """Action: note when the legs went apart beyond the tolerance, or came back.
+
+        Apart (or not known to be together: a leg's quote is stale) counts from the last
+        time they were seen together, not from when it is first seen: the venue's
+        imbalance began in between (chaos maker_first seed 952: a price move during a
+        25 s backoff with no quotes was seen only after it, and UNWIND failed 37 s after
+        the imbalance began)."""
         if not self.policy.hedge_deadline:
             return  # the exit: its total budget bounds it
-        if abs(self.net_usd()) <= self.p.notional_usd * self.p.exposure_tolerance_pct / 100:
+        now = self.ledger.now_ns
+        tolerance = self.p.notional_usd * self.p.exposure_tolerance_pct / 100
+        if self.hedge_known() and abs(self.net_usd()) <= tolerance:
             self.unhedged_since = None
+            self.together_ns = now
         elif self.unhedged_since is None:
-            self.unhedged_since = self.ledger.now_ns
+            self.unhedged_since = now if self.together_ns is None else self.together_ns
 
     def apart_s(self) -> Decimal:
         """Seconds the legs have been apart beyond the tolerance, as last watched (0 if not)."""
@@ -632,6 +646,16 @@ class OrderRounds:
 
     def hedge_budget_spent(self, ev: Any = None) -> bool:
         return self.apart_s() >= self.p.exit_budget_s
+
+    def arm_wait(self, name: str, seconds: Decimal | int | str) -> None:
+        """Arm a wait that ends no later than the hedge budget: legs apart, every wait's
+        deadline comes when the budget is spent at the latest, and its guard
+        (`hedge_budget_spent`) then fails the work. The bound holds by construction, not
+        at whichever deadline happens to come next."""
+        wait = Decimal(seconds)
+        if self.policy.hedge_deadline and self.unhedged_since is not None:
+            wait = max(min(wait, self.p.exit_budget_s - self.apart_s()), ZERO)
+        self.arm(name, wait)
 
     def on_enter_deciding(self) -> None:
         self.watch_hedge()
@@ -715,7 +739,7 @@ class OrderRounds:
         self.orders.record_status(ev)
         if ev.state == "not_found" and not self.orders.settled(ev.order_id):
             # Maybe not visible yet (V7): ask once more shortly, not at the round deadline.
-            self.arm("requery_timeout", self.p.verify_retry_s)
+            self.arm_wait("requery_timeout", self.p.verify_retry_s)
         if self.makers or self.hedges:
             self.maker_word(ev.order_id)
 
@@ -772,13 +796,13 @@ class OrderRounds:
                 self._query_order(oid)
             elif oid not in self.hedges:  # a hedge IOC ends by itself (else: chased)
                 self._cancel(oid)
-        self.arm("settle_timeout", self.p.cancel_timeout_s)
+        self.arm_wait("settle_timeout", self.p.cancel_timeout_s)
 
     def chase_unsettled(self) -> None:
         """The cancel acks did not all come: ask the venue about each unsettled order."""
         for oid in self.orders.unsettled():
             self._query_order(oid)
-        self.arm("settle_timeout", self.p.cancel_timeout_s)
+        self.arm_wait("settle_timeout", self.p.cancel_timeout_s)
 
     def cancel_again(self, ev: OrderStatus) -> None:
         self.orders.record_status(ev)
@@ -881,7 +905,7 @@ class OrderRounds:
         self.verifies += 1
         self.query_id = self.next_id("q")
         self.emit(QueryPositions(request_id=self.query_id, product_ids=self.p.product_ids))
-        self.arm("verify_timeout", self.verify_wait_s())
+        self.arm_wait("verify_timeout", self.verify_wait_s())
 
     def verify_wait_s(self) -> Decimal:
         return self.policy.verify_wait_s
@@ -899,7 +923,7 @@ class OrderRounds:
             delay = min(delay, cap)
         self.note("venue position not as expected yet; asking again", attempt=self.verifies)
         self.disarm("verify_timeout")
-        self.arm("recheck_timeout", delay)
+        self.arm_wait("recheck_timeout", delay)
 
     def wait_for_lag(self, ev: PositionSnapshot) -> None:
         """A read lagging the fills: ask again, each wait twice the last (from
@@ -919,7 +943,7 @@ class OrderRounds:
         grown = self.p.verify_retry_s * 2 ** min(self.lag_asks - 1, 16)
         delay = max(min(grown, self.p.verify_timeout_s, left), self.p.verify_retry_s)
         self.disarm("verify_timeout")
-        self.arm("recheck_timeout", delay)
+        self.arm_wait("recheck_timeout", delay)
 
     def reset_lag(self) -> None:
         self.lag_since, self.lag_asks = None, 0

@@ -184,3 +184,20 @@ def test_seed1261_maker_first_exit_never_reads_flat_before_its_strays_are_settle
     maker = load_settings(env={"DN_EXECUTION": "maker_first"})
     result = run_one(1261, everything, cycles=4, settings=maker, jitter_s=20)
     assert result.violations == (), result.violations
+
+
+def test_seed952_maker_first_unwind_counts_legs_apart_from_when_last_seen_together():
+    # dnpair chaos --execution maker_first (random profile, seed 952, jitter 20 s): UNWIND
+    # backed off 25 s under a 429 storm with no quotes; the price moved and both open legs
+    # drifted 8 USD apart in value. UNWIND counted "apart" from when it next saw a quote
+    # and failed 39 s after the venue's imbalance began, unflagged for 37.4 s (limit 37).
+    # Apart now counts from the last time the legs were seen together, and no wait
+    # outlasts what is left of the exit budget.
+    from engine.harness.chaos import random_profile
+    from engine.harness.chaos import run_one
+    from engine.runtime.config import load_settings
+
+    maker = load_settings(env={"DN_EXECUTION": "maker_first"})
+    result = run_one(952, random_profile(952), cycles=4, settings=maker, jitter_s=20)
+    assert result.violations == (), result.violations
+    assert result.max_unflagged_s <= 31

@@ -290,3 +290,24 @@ def test_unwind_ladder_ends_with_the_configured_market_fallback(kw, rungs):
     if "market_max_slippage_bps" in kw:
         assert eth[-1].price == D("2940")  # bid 3000 x (1 - 200 bps)
     assert outcome(engine) == "failed"
+
+
+def test_unwind_legs_apart_counts_from_when_they_were_last_seen_together():
+    # Chaos maker_first seed 952: a 429 backoff of 25 s with no quotes; the price moved
+    # meanwhile and the legs (both still open) drifted apart in value. UNWIND saw it only
+    # after the backoff and counted "apart" from then: it failed 39 s after the venue's
+    # imbalance began. Apart now counts from the last time the legs were seen together
+    # (a stale quote is not "together"), and no wait outlasts what is left of the budget.
+    def setup(fake):
+        fake.stream_bbo = False  # no quotes during the backoff
+        fake.retry_after = D("25")
+        fake.rate_limited.append((15, 1000))  # the first rung is refused: back off 25 s
+        fake._at(5_000, lambda: fake.books.update({ETH: (D("2700"), D("2700.5"))}))
+        fake._at(24_000, lambda: setattr(fake, "stream_bbo", True))
+        fake.script([], times=20, product_id=ETH)  # accepted, then silence
+        fake.script([], times=20, product_id=SOL)
+
+    engine, fake = unwind(setup=setup)
+    assert notes(engine, "rung refused by the venue; backing off")
+    assert outcome(engine) == "failed"
+    assert fake.finished_ns <= params().exit_budget_s * S + S  # from the last together
