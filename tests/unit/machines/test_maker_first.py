@@ -430,6 +430,21 @@ def test_emergency_exit_cancels_a_resting_order_a_finished_machine_left_open():
     assert notes(engine, "cancelling an order its machine left open")
 
 
+def stray_sell(fake, oid):
+    """A failed BUILD's resting 0.69 SOL sell the ledger still holds open (chaos 1261)."""
+    intent = PlaceOrder(
+        order_id=oid,
+        product_id=SOL,
+        side="sell",
+        qty=D("0.69"),
+        price=D("150.1"),
+        tif="post_only",
+        purpose="maker",
+    )
+    fake.engine.ledger.apply_intent(intent)
+    return intent
+
+
 def test_emergency_exit_judges_no_read_before_a_cancelled_stray_is_settled():
     # chaos seed 1261 (everything, maker_first): a BUILD failed with its resting sell's
     # cancel refused (429); the exit cancelled it as a stray and read the position at
@@ -440,16 +455,7 @@ def test_emergency_exit_judges_no_read_before_a_cancelled_stray_is_settled():
     oid = "build:session:10:o9"
 
     def setup(fake):
-        intent = PlaceOrder(
-            order_id=oid,
-            product_id=SOL,
-            side="sell",
-            qty=D("0.69"),
-            price=D("150.1"),
-            tif="post_only",
-            purpose="maker",
-        )
-        fake.engine.ledger.apply_intent(intent)
+        intent = stray_sell(fake, oid)
         # Filled at the venue, its fill never heard; the position feed lags 1.5 s.
         fake.orders[oid] = VOrder(intent, filled=D("0.69"), state="filled")
         fake.positions[SOL] = D("-0.69")
@@ -480,16 +486,7 @@ def test_exit_halting_with_an_unsettled_stray_states_what_it_may_fill():
     oid = "build:session:10:o9"
 
     def setup(fake):
-        intent = PlaceOrder(
-            order_id=oid,
-            product_id=SOL,
-            side="sell",
-            qty=D("0.69"),
-            price=D("150.1"),
-            tif="post_only",
-            purpose="maker",
-        )
-        fake.engine.ledger.apply_intent(intent)
+        intent = stray_sell(fake, oid)
         fake.orders[oid] = VOrder(intent)  # resting
         fake.ignore_cancels = True
         real_send = fake.send
