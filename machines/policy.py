@@ -76,14 +76,20 @@ class Rung:
     hedged: bool = False
 
 
-def maker_rungs(p: CycleParams, label: str) -> list[Rung]:
-    """maker_first: one hedged rung per reprice that fits in the budget (at least one,
-    at most MAKER_RUNG_CAP); the machine also stops them once the budget is spent."""
-    if p.execution != "maker_first":
-        return []
-    count = (p.maker_budget_s / p.maker_reprice_s).to_integral_value(ROUND_CEILING)
-    n = max(1, min(int(count), MAKER_RUNG_CAP))
-    return [Rung("post_only", p.cross_bps, label, hedged=True) for _ in range(n)]
+def resting_rungs(p: CycleParams, maker_label: str, post_only_label: str) -> list[Rung]:
+    """The ladder's resting start, shared by BUILD and UNWIND.
+
+    maker_first: one hedged rung per reprice that fits in the budget (at least one, at
+    most MAKER_RUNG_CAP; the machine also stops them once the budget is spent). Else,
+    with the post_only order style, `post_only_attempts` plain post-only rungs; else none.
+    """
+    if p.execution == "maker_first":
+        count = (p.maker_budget_s / p.maker_reprice_s).to_integral_value(ROUND_CEILING)
+        n = max(1, min(int(count), MAKER_RUNG_CAP))
+        return [Rung("post_only", p.cross_bps, maker_label, hedged=True) for _ in range(n)]
+    if p.order_style == "post_only":
+        return [Rung("post_only", label=post_only_label) for _ in range(p.post_only_attempts)]
+    return []
 
 
 @attrs.frozen(kw_only=True)
@@ -125,9 +131,7 @@ class WorkPolicy:
         """Open both legs at equal notional: hedged maker rungs (maker_first), or
         post-only at the touch (when that is the order style), then IOC through the touch
         by `cross_bps`, then repair rungs escalating by `repair_step_bps`."""
-        rungs = maker_rungs(p, "maker")
-        if p.order_style == "post_only" and not rungs:  # maker_first rests already
-            rungs += [Rung("post_only", label="post_only") for _ in range(p.post_only_attempts)]
+        rungs = resting_rungs(p, "maker", "post_only")
         rungs.append(Rung("ioc", p.cross_bps, "ioc"))
         for k in range(1, p.repair_attempts + 1):
             rungs.append(Rung("ioc", p.cross_bps + k * p.repair_step_bps, "repair"))
@@ -153,9 +157,7 @@ class WorkPolicy:
         by `repair_step_bps`, then one sliced "market" IOC through the book by
         `market_max_slippage_bps` (by default the first exit-ladder step, never less than
         the last IOC rung)."""
-        rungs = maker_rungs(p, "unwind maker")
-        if p.order_style == "post_only" and not rungs:  # maker_first rests already
-            rungs += [Rung("post_only", label="unwind") for _ in range(p.post_only_attempts)]
+        rungs = resting_rungs(p, "unwind maker", "unwind")
         bps = p.cross_bps
         for k in range(p.unwind_ioc_attempts):
             bps = p.cross_bps + k * p.repair_step_bps
