@@ -109,6 +109,12 @@ class CycleParams:
         return self.exit_max_attempts or len(self.exit_ladder_bps)
 
     @property
+    def exposure_tolerance_usd(self) -> Decimal:
+        """Legs apart by more than this much USD are one leg alone (seed 002: 5 % of the
+        cycle's notional); the session, the hedge deadline and the chaos checker read it."""
+        return self.notional_usd * self.exposure_tolerance_pct / 100
+
+    @property
     def legs(self) -> tuple[LegSpec, LegSpec]:
         return (self.long, self.short)
 

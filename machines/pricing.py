@@ -623,8 +623,7 @@ class OrderRounds:
         if not self.policy.hedge_deadline:
             return  # the exit: its total budget bounds it
         now = self.ledger.now_ns
-        tolerance = self.p.notional_usd * self.p.exposure_tolerance_pct / 100
-        if self.hedge_known() and abs(self.net_usd()) <= tolerance:
+        if self.hedge_known() and abs(self.net_usd()) <= self.p.exposure_tolerance_usd:
             self.unhedged_since = None
             self.together_ns = now
         elif self.unhedged_since is None:

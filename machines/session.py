@@ -529,8 +529,7 @@ class SessionMachine(PureMachine):
         return pnl
 
     def tolerance_usd(self) -> Decimal:
-        # Seed 002: 5 % of the cycle's notional.
-        return self.template.notional_usd * self.template.exposure_tolerance_pct / 100
+        return self.template.exposure_tolerance_usd
 
     def unhedged_usd(self) -> Decimal:
         """|net USD delta| of the two legs from the venue's last answer."""

@@ -226,7 +226,7 @@ class InvariantChecker:
     def _configure(self, config: dict[str, Any]) -> None:
         p = cycle_template(config)
         self.products = list(p.product_ids)
-        self.tolerance = p.notional_usd * p.exposure_tolerance_pct / 100
+        self.tolerance = p.exposure_tolerance_usd
         self.dust = p.dust_usd
         self.bounds = MachineBounds(p, retry_after_s=self.retry_after_s)
 
