@@ -109,7 +109,6 @@ def test_a_version_2_journal_of_the_three_order_working_machines_is_refused_in_o
     """Version 2 journals were written by BuildMachine, UnwindMachine and
     EmergencyExitMachine, which the position-work machine replaced: their replay would
     diverge at the first spawn, so it is refused by version (exit 2, one line)."""
-    assert JOURNAL_SCHEMA == 3
     old = tmp_path / "v2.db"
     old.write_bytes(current.read_bytes())
     db = sqlite3.connect(old)
@@ -119,9 +118,35 @@ def test_a_version_2_journal_of_the_three_order_working_machines_is_refused_in_o
     for args in (("replay", str(old)), ("journal", "verify", str(old))):
         line = one_line_error(dnpair(*args))
         assert line == (
-            f"{old}: written by journal schema version 2, this dnpair reads version 3; "
+            f"{old}: written by journal schema version 2, this dnpair reads version "
+            f"{JOURNAL_SCHEMA}; replay or verify it with the dnpair that wrote it"
+        ), line
+
+
+def test_a_version_3_journal_of_one_note_per_deadline_is_refused_in_one_line(
+    current: Path, tmp_path: Path
+) -> None:
+    """Version 3 journals wrote a note for every deadline armed or disarmed and an engine
+    `finished` note beside each `machine_finished` event; version 4 folds the deadlines
+    into the transition (or spawn) that armed or disarmed them. Replaying a version 3
+    journal would diverge at its first deadline note, so it is refused by version."""
+    assert JOURNAL_SCHEMA == 4
+    old = tmp_path / "v3.db"
+    old.write_bytes(current.read_bytes())
+    db = sqlite3.connect(old)
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    for args in (("replay", str(old)), ("journal", "verify", str(old))):
+        proc = dnpair(*args)
+        line = one_line_error(proc)
+        assert proc.returncode == 2
+        assert line == (
+            f"{old}: written by journal schema version 3, this dnpair reads version 4; "
             "replay or verify it with the dnpair that wrote it"
         ), line
+    line = one_line_error(virtual_run(old, "--cycles", "1"))
+    assert "written by journal schema version 3" in line
 
 
 def test_a_journal_of_a_later_version_is_refused_the_same_way(
