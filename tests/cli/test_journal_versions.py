@@ -182,3 +182,25 @@ def test_a_run_header_of_another_version_is_not_replayed(current: Path, tmp_path
             fh.write(json.dumps(obj) + "\n")
     line = one_line_error(dnpair("replay", str(out)))
     assert f"written by journal schema version {JOURNAL_SCHEMA + 1}" in line
+
+
+def test_report_status_and_export_still_read_a_journal_of_another_version(
+    current: Path, tmp_path: Path
+) -> None:
+    """Only replay and verify need this engine's version; the operator's views of an older
+    journal keep working (they read version 3's deadline notes and `finished` notes too:
+    tests/unit/test_journal_records.py)."""
+    old = tmp_path / "v3.db"
+    old.write_bytes(current.read_bytes())
+    db = sqlite3.connect(old)
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    report = dnpair("report", str(old))
+    assert report.returncode == 0, report.stderr
+    assert "completed" in report.stdout
+    status = dnpair("status", "--json", str(old))
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["cycles_closed"] == 1
+    export = dnpair("journal", "export", str(old), "--jsonl", str(tmp_path / "v3.jsonl"))
+    assert export.returncode == 0, export.stderr

@@ -15,6 +15,7 @@ from engine.core.clock import VirtualClock
 from engine.core.events import OperatorCommand
 from engine.core.journal import Record
 from engine.core.loop import Engine
+from engine.core.messages import dumps
 from engine.core.replay import replay_records
 from engine.ops.trades import RunFold
 from engine.runtime.runner import run_virtual
@@ -162,3 +163,44 @@ def test_the_journal_fold_knows_exactly_the_deadlines_the_engine_has_armed(execu
     assert steps > 50
     expired = [r for r in engine.journal.records() if r.machine == "clock"]
     assert expired  # the fold also saw deadlines consumed by their expiry
+
+
+def as_schema_3(records: list[Record]) -> list[Record]:
+    """The same run as schema 3 journaled it: a note for each deadline armed or disarmed
+    (after its transition or spawn) and an engine `finished` note before each
+    `machine_finished` event."""
+    out: list[Record] = []
+
+    def add(ts: int, kind: str, machine: str, data: dict[str, Any]) -> None:
+        out.append(Record(len(out) + 1, ts, kind, machine, dumps(data), "", ""))
+
+    for r in records:
+        data = dict(r.data)
+        armed, disarmed = data.pop("armed", []), data.pop("disarmed", [])
+        if r.kind == "event" and data.get("kind") == "machine_finished":
+            add(r.ts, "note", "engine", {"note": "finished", "machine": data["machine"],
+                                         "outcome": data["outcome"]})  # fmt: skip
+        add(r.ts, r.kind, r.machine, data)
+        owner = data["machine"] if data.get("note") == "spawn" else r.machine
+        for name in disarmed:
+            add(r.ts, "note", owner, {"note": "deadline disarmed", "name": name})
+        for a in armed:
+            add(r.ts, "note", owner, {"note": "deadline armed", **a, "state": "x"})
+    return out
+
+
+def test_reports_and_status_read_a_schema_3_journal_as_they_did():
+    s = session(cycles=2, env={"DN_EXECUTION": "maker_first"})
+    asyncio.run(s.run_virtual())
+    now = s.engine.journal.records()
+    cut = len(now) * 2 // 3  # mid-run: deadlines still armed
+    for records in (now, now[:cut]):
+        new, old = RunFold().feed_all(records).finish(), RunFold()
+        old.feed_all(as_schema_3(records)).finish()
+        assert old.deadlines == new.deadlines
+        assert old.finished == new.finished
+        assert old.outcomes == new.outcomes
+        assert [(c.cycle, c.outcome, c.ended_ns) for c in old.cycles] == [
+            (c.cycle, c.outcome, c.ended_ns) for c in new.cycles
+        ]
+    assert RunFold().feed_all(now[:cut]).deadlines  # the cut is mid-run
