@@ -17,7 +17,10 @@ push; those differences are one frozen `WorkPolicy` each, derived from the cycle
 - the pre-trade checks run before anything is sent (BUILD only), in order;
 - whether a venue reject of an IOC ends the attempt (BUILD) or only the round (exits);
 - whether each round is an attempt judged by its own fresh read (the exit), and how long
-  the venue may refuse rounds outright (429) before the work fails (UNWIND, N7).
+  the venue may refuse rounds outright (429) before the work fails (UNWIND, N7);
+- whether UNWIND may place its first round from the position this cycle's BUILD verified
+  while its opening read is in flight (`overlap_read`, taker execution only: one round
+  trip less a cycle; `machines.position_work` says when the ledger's belief qualifies).
 
 `machines.position_work.PositionWork` is the one machine that reads these.
 
@@ -112,6 +115,9 @@ class WorkPolicy:
     # refused or silent reads, count attempts without progress, HALT when spent (the exit).
     reread_each_round: bool = False
     refusal_budget_s: Decimal | None = None  # refused (429) this long in a row: failed
+    # UNWIND: place the first round from the venue-verified belief and send the opening
+    # read alongside (both reduce-only: a wrong belief can close too little, never open).
+    overlap_read: bool = False
 
     @classmethod
     def of(cls, purpose: str, p: CycleParams) -> WorkPolicy:
@@ -177,6 +183,9 @@ class WorkPolicy:
             hedge_deadline=True,
             max_refusals=MAX_REFUSALS,
             refusal_budget_s=p.exit_budget_s,
+            # maker_first reads first: its resting leg's fills are hedged in the ratio of
+            # the sizes it rests from, for seconds before a read could correct them.
+            overlap_read=p.execution != "maker_first",
             maker_reprice_s=_if_maker(p, p.maker_reprice_s),
             maker_budget_s=_if_maker(p, p.maker_budget_s),
         )
