@@ -5,6 +5,10 @@ Virtual-clock figures are exact simulated time (what the protocol costs in round
 wall-clock figures add the engine's own overhead and asyncio scheduling. Prints JSON
 lines; a measurement, not a test. DESIGN.md §5: BUILD+UNWIND ≤ 6 round trips + hold;
 one leg filled and the other not → verified flat ≤ 3 s; seeds: fill detection < 100 ms.
+
+Measured (100 cycles, taker): active time 5.0 round trips at p50 and p99 (6.0 before UNWIND
+sent its opening read together with its reduce-only orders, issue 14); wall clock about
+261 ms active per cycle against 315 ms before.
 """
 
 from __future__ import annotations
