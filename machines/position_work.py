@@ -219,6 +219,7 @@ class PositionWork(OrderRounds, PureMachine):
         self.belief_query = ""  # the opening read sent alongside the first round
         self.belief_read: dict[int, Decimal] | None = None  # its answer, not judged yet
         self.belief_wrong = ""  # the answer refuted the belief: why
+        self.done_ns: int | None = None  # engine ns of the read that verified the work
         self.refused_since: int | None = None  # engine ns of the first 429 in a row
         # EXIT
         self.attempt: int = 0  # attempts that reached the venue (the ladder index)
@@ -642,6 +643,7 @@ class PositionWork(OrderRounds, PureMachine):
 
     # -- actions: the ends ------------------------------------------------------------------------
     def on_enter_done(self) -> None:
+        self.done_ns = self.ledger.now_ns  # the engine time of the read that verified it
         if self.closing():
             self.note("flat: verified by the venue", positions=self.venue_positions())
         else:

@@ -281,7 +281,8 @@ class SessionMachine(PureMachine):
             self.outcomes[ev.outcome] = self.outcomes.get(ev.outcome, 0) + 1
             self.aborts = self.aborts + 1 if ev.outcome == "aborted" else 0
             residual = getattr(self.child, "residual_usd", None)
-            self.build_verified_ns = self.ledger.now_ns if ev.outcome == "done" else None
+            verified = getattr(self.child, "done_ns", None)
+            self.build_verified_ns = verified if ev.outcome == "done" else None
             if ev.outcome == "done" and isinstance(residual, Decimal):
                 self.carry_usd = residual
 
