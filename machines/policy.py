@@ -19,8 +19,8 @@ push; those differences are one frozen `WorkPolicy` each, derived from the cycle
 - whether each round is an attempt judged by its own fresh read (the exit), and how long
   the venue may refuse rounds outright (429) before the work fails (UNWIND, N7);
 - whether UNWIND may place its first round from the position this cycle's BUILD verified
-  while its opening read is in flight (`overlap_read`, taker execution only: one round
-  trip less a cycle; `machines.position_work` says when the ledger's belief qualifies).
+  while its opening read is in flight (`overlap_read`: only when that round is IOCs, one
+  round trip less a cycle; `machines.position_work` says when the ledger's belief qualifies).
 
 `machines.position_work.PositionWork` is the one machine that reads these.
 
@@ -183,9 +183,12 @@ class WorkPolicy:
             hedge_deadline=True,
             max_refusals=MAX_REFUSALS,
             refusal_budget_s=p.exit_budget_s,
-            # maker_first reads first: its resting leg's fills are hedged in the ratio of
-            # the sizes it rests from, for seconds before a read could correct them.
-            overlap_read=p.execution != "maker_first",
+            # Only a first round of IOCs overlaps its read: it settles in one round trip,
+            # so a refuted belief is re-read at once. A resting first round (post-only
+            # style, maker_first) reads first: it would work sizes from the belief for
+            # seconds before the read could be judged, and maker_first hedges each fill in
+            # the ratio of those sizes.
+            overlap_read=bool(rungs) and rungs[0].tif == "ioc",
             maker_reprice_s=_if_maker(p, p.maker_reprice_s),
             maker_budget_s=_if_maker(p, p.maker_budget_s),
         )

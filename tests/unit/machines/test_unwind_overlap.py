@@ -294,6 +294,9 @@ def _stream_lost_and_back(engine, clock):
         pytest.param(
             {"p": params(execution="maker_first")}, "the policy reads first", id="maker-first"
         ),
+        pytest.param(
+            {"p": params(order_style="post_only")}, "the policy reads first", id="post-only"
+        ),
     ],
 )
 def test_no_overlap_when_a_precondition_is_missing(kw, reason):
@@ -312,6 +315,7 @@ def test_no_overlap_in_the_exit_or_build():
     assert not WorkPolicy.exit(p).overlap_read
     assert not WorkPolicy.build(p).overlap_read
     assert not WorkPolicy.unwind(params(execution="maker_first")).overlap_read
+    assert not WorkPolicy.unwind(params(order_style="post_only")).overlap_read
 
 
 def test_ledger_tracks_the_venue_after_an_overlapped_unwind():
