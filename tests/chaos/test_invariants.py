@@ -81,7 +81,14 @@ def _plant(monkeypatch, purpose, guard, answer):
 
 
 def _plant_unwind_flat(monkeypatch):
+    """UNWIND takes its opening read as flat whatever it says. Planted on the read-first
+    path: placing from BUILD's verified belief, UNWIND judges no opening read for flatness
+    (its orders go out with the read), so the planted guard would meet only the final read,
+    taken once the legs are closed, and claim nothing wrong."""
+    from machines.position_work import PositionWork
+
     _plant(monkeypatch, "unwind", "venue_flat", True)
+    monkeypatch.setattr(PositionWork, "belief_verified", lambda self: False)
 
 
 def test_flat_claimed_on_a_non_flat_answer_is_caught(monkeypatch, settings):
