@@ -10,7 +10,7 @@ each shape, the most common first, then of finer shapes (string values kept) whi
 cheapest). Prints the samples' stored
 bytes with the current dictionary and with the new one; `--write` rewrites the module.
 
-    .venv/bin/python bench/build_journal_dict.py [--write]
+    .venv/bin/python bench/build_journal_dict.py [--write [--force]]
 
 A journal reads its payloads with the dictionary stored in its own file, so a new
 dictionary never affects existing journals (raise JOURNAL_SCHEMA only if the records'
@@ -136,6 +136,9 @@ def main() -> None:
     print(f"stored with the current dictionary ({len(PAYLOAD_DICT)} B): {now}")
     print(f"stored with the new dictionary ({len(new)} B): {stored(payloads, new)}")
     if "--write" in sys.argv:
+        if stored(payloads, new) >= now and "--force" not in sys.argv:
+            print("kept the current dictionary: the new one stores no less (--force writes it)")
+            return
         MODULE.write_text(module_text(new), encoding="utf-8")
         print(f"wrote {MODULE.relative_to(ROOT)}")
 
