@@ -150,6 +150,8 @@ def test_machine_outliving_its_bound_is_caught(monkeypatch, settings):
     monkeypatch.setattr(MachineBounds, "unwind", lambda self: Decimal("0.001"))
     result = run_one(1, QUIET, cycles=1, settings=settings)
     assert "duration" in _invariants(result)
+    # seen when it ended: the UNWIND's machine_finished event (journal schema 4)
+    assert any("took" in v and '"machine_finished"' in v for v in result.violations)
 
 
 def test_wait_without_a_deadline_is_caught(monkeypatch, settings):
