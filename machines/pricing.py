@@ -45,6 +45,10 @@ rungs repair whatever the verified fills say is missing. So does any order the v
 refuses outright (a 429 storm): while the venue refuses requests a resting leg's fills
 could not be hedged (`dnpair chaos`, rate_limit_storm: legs apart for a whole
 Retry-After, about 12 s), so the rounds after the backoff place both legs as IOCs. A
+refusal while the legs are apart beyond the exposure tolerance (`refused_apart`: the
+hedge of a fill, or the round after a short one) is not waited out: the host fails the
+work at once with an alert stating the exposure, and the session's emergency exit takes
+over, flagged (the same storm, after: the longest unflagged stretch about 1.6 s). A
 remaining size worth less than the leg's minimum order value cannot rest: that round is
 placed as IOCs.
 """
@@ -472,6 +476,7 @@ class OrderRounds:
         self.maker_since: int | None = None  # engine ns the first maker order was placed
         self.maker_off = False  # a hedge fell short: no more hedged rungs
         self.round_hedged = False  # the current round rests a maker order
+        self.refused_apart = ""  # an order the venue refused (429) while the legs were apart
         # Resting orders of finished machines this machine cancelled (True: the venue
         # said they are not open, no cancel again).
         self.strays_gone: dict[str, bool] = {}
@@ -776,6 +781,11 @@ class OrderRounds:
                 # A venue that refuses orders (429) may refuse the hedge of a fill: no
                 # leg rests again in this work (the rounds after the backoff send both).
                 self.step_aside(f"the venue refused order {oid} ({ev.error_class})")
+                self.watch_hedge()
+                if self.unhedged_since is not None and not self.refused_apart:
+                    # One leg alone and the order that would close it refused: not
+                    # waited out unflagged (`refused_while_apart` ends the work).
+                    self.refused_apart = oid
         if self.makers or self.hedges:
             self.maker_word(oid)
 
