@@ -162,8 +162,8 @@ def run_one(
     repro = profile.reproduce(seed, cycles, jitter_s)
     if venue_kind != "sim":
         repro += f" --venue {venue_kind}"
-    if settings.execution != "taker":  # before a random profile's TOML comment
-        repro = repro.replace("dnpair chaos ", f"dnpair chaos --execution {settings.execution} ", 1)
+    # Always named (a default may change): before a random profile's TOML comment.
+    repro = repro.replace("dnpair chaos ", f"dnpair chaos --execution {settings.execution} ", 1)
     error = ""
     try:
         asyncio.run(session.run_virtual())

@@ -57,7 +57,9 @@ def test_the_private_key_never_reaches_a_log_line(tmp_path, monkeypatch):
 
 def test_journal_lines_keep_the_seeds_grep_tags(tmp_path):
     lines: list[str] = []
-    s = session(tmp_path, cycles=12, seed=4, faults=FAULTY, lines=lines)
+    # taker: seed 4 under FAULTY runs an emergency exit in this mode (its [EMERGENCY] line)
+    taker = {"DN_EXECUTION": "taker"}
+    s = session(tmp_path, cycles=12, seed=4, faults=FAULTY, lines=lines, env=taker)
     path = tmp_path / "run.log.jsonl"
     setup = configure(s.logger, json_path=str(path))
     run_session(s)
