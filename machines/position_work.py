@@ -530,10 +530,18 @@ class PositionWork(OrderRounds, PureMachine):
         self.same_rung = True
 
     def stop_for_refusal(self) -> None:
-        usd = abs(self.net_usd()).quantize(USD)
-        self.hard_reason = (
-            f"order {self.refused_apart} refused by the venue with the legs {usd} USD apart"
-        )
+        oid = self.refused_apart
+        apart = abs(self.net_usd()).quantize(USD)
+        if oid in self.makers:  # its cancel refused: it may still fill, unhedged
+            resting = self._maker_open_usd(oid).quantize(USD)
+            usd = apart + resting
+            self.hard_reason = (
+                f"cancel of resting order {oid} refused by the venue: legs {apart} USD apart,"
+                f" {resting} USD more may fill unhedged"
+            )
+        else:
+            usd = apart
+            self.hard_reason = f"order {oid} refused by the venue with the legs {usd} USD apart"
         self.emit(
             SendAlert(
                 event="hedge_refused",

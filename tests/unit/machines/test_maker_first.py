@@ -312,6 +312,24 @@ def test_unwind_hedge_refused_with_one_leg_alone_fails_at_once_flagged():
     assert len(fake.placed(product_id=ETH)) == 1
 
 
+def test_resting_order_whose_cancel_is_refused_fails_at_once_flagged():
+    # chaos venue_down / rate_limit_storm (maker_first): the reprice cancel of the resting
+    # order was refused, the order filled unseen while the venue was unreachable and one
+    # leg stood alone, unflagged, until a status answered about 5 s later. A resting order
+    # the venue will not cancel may fill unhedged: the work fails at once, an alert
+    # states what may fill, and the emergency exit (which cancels and chases such orders
+    # before it judges a read) takes over.
+    def setup(fake):
+        fake.cancel_errors = ["retryable"]
+
+    engine, fake = build(maker(maker_reprice_s="1"), setup=setup)
+    assert outcome(engine) == "failed"
+    (alert,) = [a for a in fake.of(SendAlert) if a.event == "hedge_refused"]
+    assert alert.exposure_usd == (SOL_QTY * D("150.01")).quantize(D("0.01"))
+    assert "may fill unhedged" in notes(engine, "build failed")[0]["reason"]
+    assert fake.finished_ns < 1 * S + 3 * fake.rtt_ms * MS  # the reprice deadline + its cancel
+
+
 def test_hedge_refused_within_the_tolerance_only_steps_aside():
     # A fill worth less than the exposure tolerance (5 % of the notional): the legs are
     # not apart by the tolerance, so a refused hedge only ends the resting rounds; the
