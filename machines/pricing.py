@@ -773,7 +773,8 @@ class OrderRounds:
             # e.g. "order not open": it ended and the news is lost or late; ask now.
             if not self.orders.settled(oid) and self.orders.orders[oid].queries < 1:
                 self._query_order(oid)
-            if ev.error_class != "permanent" and oid in self.makers and not self.refused_apart:
+            refused = ev.error_class in ("rate_limited", "retryable")  # provably not done
+            if refused and oid in self.makers and not self.refused_apart:
                 # A resting order the venue will not cancel may fill unseen, unhedged.
                 self.watch_hedge()
                 if self.unhedged_since is not None or self._maker_open_usd(oid) > (
