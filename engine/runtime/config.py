@@ -111,9 +111,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "execution",
         _choice("taker", "maker_first"),
-        "taker",
-        "taker: IOC on both legs; maker_first: one leg rests post-only at the touch, "
-        "each of its fills hedged at once by an IOC on the other (BUILD and UNWIND)",
+        "maker_first",
+        "maker_first (default): one leg rests post-only at the touch, each of its fills "
+        "hedged at once by an IOC on the other (BUILD and UNWIND); taker: IOC on both legs",
     ),
     Flag(
         "maker_reprice_s",
