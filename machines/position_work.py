@@ -105,6 +105,13 @@ class PositionWork(OrderRounds, PureMachine):
     checking.to(reading, cond="closing")
     checking.to(placing, cond=list(PRETRADE_CHECKS), on="size_legs")
     checking.to(aborted)
+    # maker_first: the venue refused (429) an order while one leg was alone (the hedge of
+    # a fill, or the round after it): not waited out for a Retry-After unflagged; failed
+    # at once with an alert stating the exposure, and the session's emergency exit
+    # flattens both legs reduce-only within its budget (flagged).
+    working.to(failed, cond="refused_while_apart", on="stop_for_refusal")
+    cancelling.to(failed, cond="refused_while_apart", on="stop_for_refusal")
+    backing_off.to(failed, cond="refused_while_apart", on="stop_for_refusal")
     # A round ends when its orders are settled. Refused outright (429) or without a quote
     # it is backed off, not counted; refused for longer than the policy allows: failed.
     working.to(backing_off, cond="waiting_for_quote")
@@ -278,6 +285,9 @@ class PositionWork(OrderRounds, PureMachine):
 
     def hedge_deadline_passed(self) -> bool:
         return self.policy.hedge_deadline and super().hedge_deadline_passed()
+
+    def refused_while_apart(self) -> bool:
+        return bool(self.refused_apart)
 
     def work_done(self) -> bool:
         """Nothing left to trade by the verified fills: every leg at target (or closed)."""
@@ -640,6 +650,30 @@ class PositionWork(OrderRounds, PureMachine):
 
     def retry_rung(self) -> None:
         self.same_rung = True
+
+    def stop_for_refusal(self) -> None:
+        oid = self.refused_apart
+        apart = abs(self.net_usd()).quantize(USD)
+        if oid in self.makers:  # its cancel refused: it may still fill, unhedged
+            resting = self._maker_open_usd(oid).quantize(USD)
+            usd = apart + resting
+            self.hard_reason = (
+                f"cancel of resting order {oid} refused by the venue: legs {apart} USD apart,"
+                f" {resting} USD more may fill unhedged"
+            )
+        else:
+            usd = apart
+            self.hard_reason = f"order {oid} refused by the venue with the legs {usd} USD apart"
+        self.emit(
+            SendAlert(
+                event="hedge_refused",
+                severity="warning",
+                message=f"[HEDGE] {self.policy.purpose}: {self.hard_reason}",
+                exposure_usd=usd,
+                state="failed",
+                action="resting order cancelled; the emergency exit flattens both legs",
+            )
+        )
 
     # -- actions: the ends ------------------------------------------------------------------------
     def on_enter_done(self) -> None:

@@ -45,6 +45,12 @@ rungs repair whatever the verified fills say is missing. So does any order the v
 refuses outright (a 429 storm): while the venue refuses requests a resting leg's fills
 could not be hedged (`dnpair chaos`, rate_limit_storm: legs apart for a whole
 Retry-After, about 12 s), so the rounds after the backoff place both legs as IOCs. A
+refusal while the legs are apart beyond the exposure tolerance (`refused_apart`: the
+hedge of a fill, or the round after a short one), or a refused cancel of a resting order
+whose remainder is worth more than the tolerance (it may fill unseen: venue down, 429),
+is not waited out: the host fails the work at once with an alert stating the exposure,
+and the session's emergency exit takes over, flagged (the same storm, after: the longest
+unflagged stretch about 1.1 s). A
 remaining size worth less than the leg's minimum order value cannot rest: that round is
 placed as IOCs.
 """
@@ -472,6 +478,7 @@ class OrderRounds:
         self.maker_since: int | None = None  # engine ns the first maker order was placed
         self.maker_off = False  # a hedge fell short: no more hedged rungs
         self.round_hedged = False  # the current round rests a maker order
+        self.refused_apart = ""  # an order the venue refused (429) while the legs were apart
         # Resting orders of finished machines this machine cancelled (True: the venue
         # said they are not open, no cancel again).
         self.strays_gone: dict[str, bool] = {}
@@ -558,6 +565,13 @@ class OrderRounds:
         )
         self.round_hedged = True
         return True
+
+    def _maker_open_usd(self, order_id: str) -> Decimal:
+        """What a resting maker order may still fill, in USD at the leg's mid."""
+        rec = self.ledger.order(order_id)
+        if rec is None:
+            return ZERO
+        return notional(rec.remaining, self.ledger.quote(rec.product_id))
 
     def hedge_fills(self, order_id: str) -> None:
         """Hedge what the maker order filled and no hedge has covered yet (module doc)."""
@@ -759,6 +773,14 @@ class OrderRounds:
             # e.g. "order not open": it ended and the news is lost or late; ask now.
             if not self.orders.settled(oid) and self.orders.orders[oid].queries < 1:
                 self._query_order(oid)
+            refused = ev.error_class in ("rate_limited", "retryable")  # provably not done
+            if refused and oid in self.makers and not self.refused_apart:
+                # A resting order the venue will not cancel may fill unseen, unhedged.
+                self.watch_hedge()
+                if self.unhedged_since is not None or self._maker_open_usd(oid) > (
+                    self.p.exposure_tolerance_usd
+                ):
+                    self.refused_apart = oid
             return
         if ev.request != "place_order":
             return  # a failed query: the settle deadline chases it
@@ -776,6 +798,11 @@ class OrderRounds:
                 # A venue that refuses orders (429) may refuse the hedge of a fill: no
                 # leg rests again in this work (the rounds after the backoff send both).
                 self.step_aside(f"the venue refused order {oid} ({ev.error_class})")
+                self.watch_hedge()
+                if self.unhedged_since is not None and not self.refused_apart:
+                    # One leg alone and the order that would close it refused: not
+                    # waited out unflagged (`refused_while_apart` ends the work).
+                    self.refused_apart = oid
         if self.makers or self.hedges:
             self.maker_word(oid)
 

@@ -11,7 +11,7 @@ drawn from the whole DESIGN.md §4 knob space for every seed; printed as TOML wi
 violation), plus every `--faults FILE`; `--only` keeps just the given files. Every seed
 runs under every profile unless `--spread`, which gives each seed one profile (round
 robin). A run reproduces from its seed and profile alone (and the execution mode: `--execution`,
-else DN_EXECUTION, else taker).
+else DN_EXECUTION, else maker_first).
 """
 
 from __future__ import annotations
@@ -162,8 +162,8 @@ def run_one(
     repro = profile.reproduce(seed, cycles, jitter_s)
     if venue_kind != "sim":
         repro += f" --venue {venue_kind}"
-    if settings.execution != "taker":  # before a random profile's TOML comment
-        repro = repro.replace("dnpair chaos ", f"dnpair chaos --execution {settings.execution} ", 1)
+    # Always named (a default may change): before a random profile's TOML comment.
+    repro = repro.replace("dnpair chaos ", f"dnpair chaos --execution {settings.execution} ", 1)
     error = ""
     try:
         asyncio.run(session.run_virtual())
@@ -479,7 +479,7 @@ def add_chaos_parser(sub: Any) -> None:
         "--execution",
         choices=("taker", "maker_first"),
         default=None,
-        help="execution mode of every session (default: DN_EXECUTION, else taker)",
+        help="execution mode of every session (default: DN_EXECUTION, else maker_first)",
     )
     c.add_argument(
         "--venue",

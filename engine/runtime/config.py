@@ -111,9 +111,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "execution",
         _choice("taker", "maker_first"),
-        "taker",
-        "taker: IOC on both legs; maker_first: one leg rests post-only at the touch, "
-        "each of its fills hedged at once by an IOC on the other (BUILD and UNWIND)",
+        "maker_first",
+        "maker_first (default): one leg rests post-only at the touch, each of its fills "
+        "hedged at once by an IOC on the other (BUILD and UNWIND); taker: IOC on both legs",
     ),
     Flag(
         "maker_reprice_s",
@@ -291,7 +291,7 @@ def _cross_check(values: Mapping[str, Any]) -> None:
             raise ConfigError(
                 "DN_EXECUTION=maker_first and DN_ORDER_STYLE=post_only: both choose how the "
                 "legs rest; maker_first already rests one leg post-only (use "
-                "DN_ORDER_STYLE=ioc)"
+                "DN_ORDER_STYLE=ioc, or DN_EXECUTION=taker for post-only on both legs)"
             )
         reprice, budget = values["maker_reprice_s"], values["maker_budget_s"]
         if reprice > budget:

@@ -241,4 +241,6 @@ def test_chaos_cli_violation_prints_seed_profile_first_record_and_exits_1(
     assert code == 1
     assert "VIOLATION seed=7 profile=calm" in out
     assert "first bad record: seq=" in out
-    assert f"reproduce: dnpair chaos --seeds 7-7 --cycles 1 --only --faults {profile}" in out
+    mode = load_settings().execution  # the reproduce line names the mode, default or not
+    repro = f"dnpair chaos --execution {mode} --seeds 7-7 --cycles 1 --only --faults {profile}"
+    assert f"reproduce: {repro}" in out

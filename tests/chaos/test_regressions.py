@@ -116,7 +116,7 @@ def test_halt_states_our_own_fills_when_a_lagging_venue_answer_says_flat(setting
     assert not [v for v in result.violations if "halted stating" in v], result.violations
 
 
-def test_run_that_cannot_read_the_venue_at_the_end_says_why_it_exits_3(tmp_path):
+def test_run_that_cannot_read_the_venue_at_the_end_says_why_it_exits_3(tmp_path, monkeypatch):
     # Chaos deep tier (venue_down, seed 1000): the session ended flat just before a 45 s
     # outage; the final position query went unanswered and `dnpair run` exited 3 with
     # halted=false and no reason. The summary now says why.
@@ -131,6 +131,9 @@ def test_run_that_cannot_read_the_venue_at_the_end_says_why_it_exits_3(tmp_path)
     summary = tmp_path / "s.json"
     args = ["run", "--pair", "ETH-SOL", "--cycles", "1", "--clock", "virtual", "--seed", "1"]
     args += ["--faults", str(profile), "--journal", str(tmp_path / "j.db")]
+    # taker: its one cycle ends flat at about 2.9 s, just before the outage (a
+    # maker_first cycle rests longer and is caught by it: a HALT, not this case)
+    monkeypatch.setenv("DN_EXECUTION", "taker")
     code = main([*args, "--summary-json", str(summary), "--quiet"])
     data = json.loads(summary.read_text())
     assert code == 3

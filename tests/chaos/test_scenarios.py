@@ -210,7 +210,7 @@ def _sign(q: Decimal) -> int:
 
 
 def test_S_V5_post_only_that_never_fills_escalates_and_never_loops():
-    settings = load_settings(env={"DN_ORDER_STYLE": "post_only"})
+    settings = load_settings(env={"DN_EXECUTION": "taker", "DN_ORDER_STYLE": "post_only"})
     toml = "[sim]\nmaker_fill_rate_per_s = 0\n[market]\nvolatility_bps_per_sqrt_s = 0.5\n"
     for seed in range(1, 5):
         result, rec = run(seed, toml, settings=settings)
@@ -278,7 +278,9 @@ def test_S_V9_position_changed_outside_the_engine_is_detected_and_flagged():
             seed,
             ChaosProfile("manual", ""),
             cycles=2,
-            settings=load_settings(env={}),
+            # taker: the trade lands at 1.2 s, while cycle 1 holds (a maker_first BUILD
+            # still rests then, and an in-flight BUILD finishes its hedge by design)
+            settings=load_settings(env={"DN_EXECUTION": "taker"}),
             attach=attach,
         )
         # Issue 11 item 5 (RELIABILITY D6/V9): the fill of an order the engine never placed

@@ -32,6 +32,7 @@ def test_daily_loss_parks_until_midnight_and_cycles_n_finishes(tmp_path: Path) -
         str(summary),
         DN_MAX_DAILY_LOSS_USD="0",  # any fee trips it
         DN_BBO_MAX_AGE_SECONDS="600",
+        DN_EXECUTION="taker",  # the transition count below is a taker cycle's
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(summary.read_text())

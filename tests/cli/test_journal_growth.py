@@ -19,7 +19,8 @@ from tests.cli.support import virtual_run
 
 def test_quotes_are_journaled_only_before_a_step_and_replay_is_exact(tmp_path: Path) -> None:
     journal = tmp_path / "g.db"
-    proc = virtual_run(journal, "--cycles", "3", DN_HOLD_S="30")
+    # taker: the quote bound below counts a taker cycle's steps (a resting order adds some)
+    proc = virtual_run(journal, "--cycles", "3", DN_HOLD_S="30", DN_EXECUTION="taker")
     assert proc.returncode == 0, proc.stderr
     records = list(read_records(journal))
     events = [r for r in records if r.kind == "event"]

@@ -136,9 +136,11 @@ def _run_args(url: str, journal: Path, summary: Path, cycles: int) -> list[str]:
     )
 
 
-def _crash_run(url: str, journal: Path, cycles: int, *, at: str | None, delay_s: float) -> str:
+def _crash_run(
+    url: str, journal: Path, cycles: int, *, at: str | None, delay_s: float, **extra: str
+) -> str:
     """Run the engine until it dies; 'sigkill' or 'exit N'."""
-    env = _env(**({ENV: at} if at else {}))
+    env = _env(**({ENV: at} if at else {}), **extra)
     log = journal.with_suffix(".crash.log").open("a")
     proc = subprocess.Popen(
         _run_args(url, journal, journal.with_suffix(".crash.json"), cycles),
@@ -277,7 +279,12 @@ def _run_point(url: str, workdir: Path, point: Point, tag: str, cycles: int) -> 
             old.unlink()
     out = Outcome(point=point, ok=False, died="")
     if point.name in NEEDS_RESIDUAL:
-        pre = _crash_run(url, journal, cycles, at="between_ack_and_fill:1", delay_s=0)
+        # taker: the first order is an IOC that fills after the ack, so the crash leaves
+        # one leg open (a maker_first first order rests unfilled: its restore only
+        # cancels it, and no emergency exit follows to crash in)
+        pre = _crash_run(
+            url, journal, cycles, at="between_ack_and_fill:1", delay_s=0, DN_EXECUTION="taker"
+        )
         if pre != "sigkill":
             out.problems.append(f"setup crash did not happen ({pre})")
     if point.name == "random":

@@ -57,7 +57,9 @@ def test_the_private_key_never_reaches_a_log_line(tmp_path, monkeypatch):
 
 def test_journal_lines_keep_the_seeds_grep_tags(tmp_path):
     lines: list[str] = []
-    s = session(tmp_path, cycles=12, seed=4, faults=FAULTY, lines=lines)
+    # taker: seed 4 under FAULTY runs an emergency exit in this mode (its [EMERGENCY] line)
+    taker = {"DN_EXECUTION": "taker"}
+    s = session(tmp_path, cycles=12, seed=4, faults=FAULTY, lines=lines, env=taker)
     path = tmp_path / "run.log.jsonl"
     setup = configure(s.logger, json_path=str(path))
     run_session(s)
@@ -95,7 +97,8 @@ def test_routine_lines_are_debug_in_the_json_log_and_still_on_the_console(tmp_pa
     are in the journal; in the JSON log they are DEBUG (left out of an INFO file). Fills
     and each cycle's end stay INFO; the console shows transitions as before."""
     lines: list[str] = []
-    s = session(tmp_path, cycles=2, lines=lines)
+    # taker: its UNWIND places from BUILD's verified position (a routine note checked below)
+    s = session(tmp_path, cycles=2, lines=lines, env={"DN_EXECUTION": "taker"})
     info, debug = tmp_path / "info.log.jsonl", tmp_path / "debug.log.jsonl"
     setups = [
         configure(s.logger, json_path=str(info)),

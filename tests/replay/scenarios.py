@@ -135,7 +135,9 @@ def run_scenario(sc: Scenario) -> Outcome:
             sc.prelude(venue, clock)
             venue = SimVenue(clock, sc.seed, profile, PAIR, exchange=venue.exchange)
     opts = RunOptions(pair=parse_pair("ETH-SOL"), cycles=sc.cycles, clock="virtual", seed=sc.seed)
-    settings = load_settings(env=sc.env)
+    # The golden journals and their incident assertions are taker runs: pinned, whatever
+    # the default execution mode (a scenario may still set its own).
+    settings = load_settings(env={"DN_EXECUTION": "taker", **sc.env})
     session = build_session(
         opts, settings, venue=venue, clock=clock, journal=Journal(":memory:"), out=lambda _: None
     )

@@ -60,7 +60,9 @@ def run(
     opts = RunOptions(pair=parse_pair("ETH-SOL"), cycles=cycles, clock="virtual", seed=5)
     # Each cycle's own IOCs change the top (a push, as on Nado), so the next BUILD waits
     # DN_PAUSE_S (10 s) > DN_BBO_MAX_AGE_SECONDS (2 s) after the last change.
+    # taker: a resting maker_first order moves the top itself (pushes this test counts)
     env = {"DN_HOLD_S": str(hold_s), "DN_PAUSE_S": "10", "DN_MAX_ABORTS": "2"}
+    env["DN_EXECUTION"] = "taker"
     settings = load_settings(env=env)
     session = build_session(
         opts, settings, venue=venue, clock=clock, journal=Journal(":memory:"), out=lambda _: None

@@ -174,12 +174,16 @@ def test_sigint_on_the_wall_clock_flattens_and_exits_0(tmp_path):
     assert "finishing → done" in rest
 
 
-def test_summary_states_exposure_as_believed_and_as_filled_apart(tmp_path):
+def test_summary_states_exposure_as_believed_and_as_filled_apart(tmp_path, monkeypatch):
     # Issue 11 item 8: half the pushes lost. The engine believed a leg naked until the
     # fill timeout; the venue's fill times show the legs hedged at once. No
     # exposure_above_tolerance for that, and the summary names both.
     faults = tmp_path / "drop.toml"
     faults.write_text("[ws]\ndrop = 0.5\n")
+    # taker: both legs' IOCs fill at once. A resting maker_first order whose fill push is
+    # lost is hedged when its reprice cancel says it filled (about maker_reprice_s, 1.1 s
+    # here as filled): the bound below is the taker's.
+    monkeypatch.setenv("DN_EXECUTION", "taker")
     code, _journal, summary = run(tmp_path, "--cycles", "3", "--seed", "2", "--faults", str(faults))
     assert code == 0
     assert summary["flat"] is True

@@ -112,7 +112,8 @@ def test_a_cycle_with_every_push_lost_takes_round_trips_not_the_fill_timeout() -
 
     venue = SimVenue(clock, 3, parse_profile(STILL + DROP_ALL), ("ETH-PERP", "SOL-PERP"))
     opts = RunOptions(pair=parse_pair("ETH-SOL"), cycles=3, clock="virtual", seed=3)
-    settings = load_settings(env={"DN_HOLD_S": "0"})
+    # taker: four IOCs a cycle, each end asked (a resting order's end is its cancel's)
+    settings = load_settings(env={"DN_HOLD_S": "0", "DN_EXECUTION": "taker"})
     session = build_session(
         opts, settings, venue=venue, clock=clock, journal=Journal(":memory:"), out=lambda _: None
     )

@@ -84,7 +84,7 @@ def test_bad_file_names_the_key(tmp_path):
         load_settings(config_file=str(cfg), env={})
 
 
-def test_execution_mode_defaults_to_taker_and_reaches_the_cycle_params():
+def test_execution_mode_defaults_to_maker_first_and_reaches_the_cycle_params():
     from engine.runtime.app import cycle_template
     from tests.unit.machines.fakes import ETH
     from tests.unit.machines.fakes import SOL
@@ -98,7 +98,9 @@ def test_execution_mode_defaults_to_taker_and_reaches_the_cycle_params():
         }
         for leg in (ETH, SOL)
     ]
-    assert load_settings(env={}).execution == "taker"
+    assert load_settings(env={}).execution == "maker_first"
+    taker = load_settings(env={"DN_EXECUTION": "taker"})
+    assert cycle_template({"settings": dict(taker.values), "legs": legs}).execution == "taker"
     s = load_settings(env={"DN_EXECUTION": "Maker_First", "DN_MAKER_REPRICE_S": "0.5"})
     assert (s.execution, s.maker_reprice_s, s.maker_budget_s) == (
         "maker_first",

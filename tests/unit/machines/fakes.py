@@ -124,6 +124,7 @@ class FakeVenue:
         self.scripts: list[tuple[Callable[[PlaceOrder], bool], list[Step]]] = []
         self.rate_limited: list[tuple[int, int]] = []  # [from_ms, to_ms) windows
         self.ignore_cancels = False
+        self.cancel_errors: list[str] = []  # error classes answering the next cancels
         self.policy: Callable[[PlaceOrder], list[Step] | None] | None = None
         self.retry_after: Decimal | None = None  # sent with rate_limited errors
         self.finished_ns = 0
@@ -163,7 +164,11 @@ class FakeVenue:
             else:
                 self._place(intent)
         elif isinstance(intent, CancelOrder):
-            self._later(self.rtt_ms, lambda: self._cancel(intent.order_id))
+            if self.cancel_errors:  # refused: the order stays as it is
+                error = self._error(intent.kind, self.cancel_errors.pop(0), intent.order_id)
+                self._later(self.rtt_ms, error)
+            else:
+                self._later(self.rtt_ms, lambda: self._cancel(intent.order_id))
         elif isinstance(intent, QueryPositions):
             if limited:
                 ev = VenueError(

@@ -11,6 +11,7 @@ import pytest
 
 from engine.core.intents import CancelOrder
 from engine.core.intents import PlaceOrder
+from engine.core.intents import SendAlert
 from engine.core.ledger import Quote
 from machines.policy import WorkPolicy
 from machines.position_work import PositionWork
@@ -272,6 +273,75 @@ def test_build_maker_refused_by_a_rate_limit_is_retried_as_taker_on_both_legs():
     assert [o.tif for o in fake.placed(product_id=ETH)] == ["ioc"]
     (aside,) = notes(engine, "maker_first: stepping aside")
     assert "refused" in aside["reason"]
+    assert fake.positions == BUILT
+
+
+def test_build_hedge_refused_with_one_leg_alone_fails_at_once_flagged():
+    # chaos rate_limit_storm (maker_first): a maker fill arrived, the venue refused its
+    # hedge (429) and the work backed off for the Retry-After with one leg alone, unflagged
+    # for about 12 s. Now: the resting remainder is cancelled, an alert states the
+    # exposure, and the work fails at once (the session's emergency exit takes over).
+    def setup(fake):
+        fake.script([Fill(D("3.33"), at_ms=100)], product_id=SOL, tif="post_only")
+        fake.script([Error("rate_limited")], product_id=ETH, tif="ioc")
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "failed"
+    (alert,) = [a for a in fake.of(SendAlert) if a.event == "hedge_refused"]
+    assert alert.severity == "warning"
+    # 3.33 SOL short against nothing: 3.33 x 150.01 apart
+    assert alert.exposure_usd == (D("3.33") * D("150.01")).quantize(D("0.01"))
+    (rest,) = fake.placed(product_id=SOL)
+    assert [c.order_id for c in fake.of(CancelOrder)][:1] == [rest.order_id]
+    assert [o.tif for o in fake.placed(product_id=ETH)] == ["ioc"]  # no round after it
+    assert "refused by the venue" in notes(engine, "build failed")[0]["reason"]
+    hedge_sent = next(ts for ts, d in intent_times(engine) if d["purpose"] == "hedge")
+    assert fake.finished_ns - hedge_sent <= 2 * fake.rtt_ms * MS  # one round trip, no wait
+
+
+def test_unwind_hedge_refused_with_one_leg_alone_fails_at_once_flagged():
+    def setup(fake):
+        fake.script([Fill(D("4"), at_ms=100)], product_id=SOL, tif="post_only")
+        fake.script([Error("rate_limited")], product_id=ETH, tif="ioc")
+
+    engine, fake = unwind(setup=setup)
+    assert outcome(engine) == "failed"
+    (alert,) = [a for a in fake.of(SendAlert) if a.event == "hedge_refused"]
+    assert alert.exposure_usd > 0
+    assert notes(engine, "unwind failed")
+    assert len(fake.placed(product_id=ETH)) == 1
+
+
+def test_resting_order_whose_cancel_is_refused_fails_at_once_flagged():
+    # chaos venue_down / rate_limit_storm (maker_first): the reprice cancel of the resting
+    # order was refused, the order filled unseen while the venue was unreachable and one
+    # leg stood alone, unflagged, until a status answered about 5 s later. A resting order
+    # the venue will not cancel may fill unhedged: the work fails at once, an alert
+    # states what may fill, and the emergency exit (which cancels and chases such orders
+    # before it judges a read) takes over.
+    def setup(fake):
+        fake.cancel_errors = ["retryable"]
+
+    engine, fake = build(maker(maker_reprice_s="1"), setup=setup)
+    assert outcome(engine) == "failed"
+    (alert,) = [a for a in fake.of(SendAlert) if a.event == "hedge_refused"]
+    assert alert.exposure_usd == (SOL_QTY * D("150.01")).quantize(D("0.01"))
+    assert "may fill unhedged" in notes(engine, "build failed")[0]["reason"]
+    assert fake.finished_ns < 1 * S + 3 * fake.rtt_ms * MS  # the reprice deadline + its cancel
+
+
+def test_hedge_refused_within_the_tolerance_only_steps_aside():
+    # A fill worth less than the exposure tolerance (5 % of the notional): the legs are
+    # not apart by the tolerance, so a refused hedge only ends the resting rounds; the
+    # taker rounds after the backoff finish the build.
+    def setup(fake):
+        fake.script([Fill(D("0.2"), at_ms=100)], product_id=SOL, tif="post_only")
+        fake.script([Error("rate_limited")], product_id=ETH, tif="ioc")
+
+    engine, fake = build(setup=setup)
+    assert outcome(engine) == "done"
+    assert not [a for a in fake.of(SendAlert) if a.event == "hedge_refused"]
+    assert notes(engine, "maker_first: stepping aside")
     assert fake.positions == BUILT
 
 
