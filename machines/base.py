@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from collections.abc import MutableSet
 from decimal import Decimal
 from types import FunctionType
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from weakref import ref
 from statemachine import State
 from statemachine import StateChart
 from statemachine.callbacks import CallbacksRegistry
+from statemachine.configuration import _SENTINEL as _CONFIG_UNSET
 from statemachine.configuration import Configuration
 from statemachine.dispatcher import Listener
 from statemachine.dispatcher import Listeners
@@ -44,6 +46,7 @@ from statemachine.exceptions import InvalidDefinition
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.graph import iterate_states_and_transitions
 from statemachine.model import Model
+from statemachine.orderedset import OrderedSet
 from statemachine.state import InstanceState
 from statemachine.utils import humanize_id
 
@@ -280,18 +283,77 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             )
         return found
 
-    def _dn_view(self) -> tuple[tuple[str, ...], State | None]:
-        """The active state ids and the atomic one, worked out again only when the stored
-        configuration value changes (as the library caches `configuration`)."""
+    def _dn_view(self) -> tuple[tuple[str, ...], State | None, tuple[State, ...]]:
+        """The active state ids, the atomic one and the active states (the library's
+        proxies, in its configuration order), worked out again only when the stored
+        configuration value changes (as the library caches `configuration`). A single
+        active state (every machine without compound states) straight from its value."""
         raw = getattr(self.model, self.state_field, None)
         d = self.__dict__
         if raw is d.get("_dn_raw", _NONE):
-            view: tuple[tuple[str, ...], State | None] = d["_dn_seen"]
+            view: tuple[tuple[str, ...], State | None, tuple[State, ...]] = d["_dn_seen"]
             return view
-        conf = self.configuration
-        view = (tuple(s.id for s in conf), next((s for s in conf if s.is_atomic), None))
+        if raw is None:
+            conf: tuple[State, ...] = ()
+        elif type(raw) is OrderedSet:  # as `Configuration.states` resolves the values
+            states = self._config._instance_states
+            conf = tuple(states[v] for v in raw)
+        elif isinstance(raw, MutableSet):
+            conf = tuple(self.configuration)
+        else:
+            conf = (self._config._instance_states[raw],)
+        view = (tuple(s.id for s in conf), next((s for s in conf if s.is_atomic), None), conf)
         d["_dn_raw"], d["_dn_seen"] = raw, view
         return view
+
+    def _dn_set(self, raw: Any) -> None:
+        """Store a configuration value as the library's `Configuration` writes one (its
+        cache goes with the value it was worked out from)."""
+        config = self._config
+        config._cached = None
+        config._cached_value = _CONFIG_UNSET
+        setattr(self.model, self.state_field, raw)
+
+    def _dn_values(self) -> dict[Any, None] | None:
+        """A copy of the active values in order (None: a value this does not read)."""
+        raw = getattr(self.model, self.state_field, None)
+        if raw is None:
+            return {}
+        if type(raw) is OrderedSet:
+            return dict(raw._d)
+        if isinstance(raw, MutableSet):
+            return None
+        return {raw: None}
+
+    def _dn_write(self, values: dict[Any, None]) -> None:
+        """`Configuration._write_to_model`: none is None, one is that value, more are an
+        OrderedSet (the values are declared states': nothing to validate)."""
+        if not values:
+            self._dn_set(None)
+        elif len(values) == 1:
+            self._dn_set(next(iter(values)))
+        else:
+            ordered = object.__new__(OrderedSet)
+            ordered._d = values
+            self._dn_set(ordered)
+
+    def _dn_add(self, state: State) -> None:
+        """`Configuration.add` (copy-on-write)."""
+        values = self._dn_values()
+        if values is None:
+            self._config.add(state)
+        else:
+            values[state.value] = None
+            self._dn_write(values)
+
+    def _dn_discard(self, state: State) -> None:
+        """`Configuration.discard` (copy-on-write)."""
+        values = self._dn_values()
+        if values is None:
+            self._config.discard(state)
+        else:
+            values.pop(state.value, None)
+            self._dn_write(values)
 
     def _dn_macrostep(self, plan: Plan) -> None:
         """Eventless transitions until none is enabled (the library's `_run_macrostep`)."""
@@ -378,14 +440,24 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         kw: dict[str, Any],
     ) -> Any:
         """One transition in the library's order (its `microstep`, non-atomic updates)."""
-        config = self._config
-        previous = self.configuration
+        previous = getattr(self.model, self.state_field, None)
+        leaving: list[State] = []
+        if step.targeted:
+            ids, _atomic, active = self._dn_view()
+            # the states it leaves, deepest first: the same for every instance of the class
+            # in the same configuration, so worked out once per configuration
+            order = step.leaving.get(ids)
+            if order is None:
+                domain = step.domain
+                found = [
+                    i for i, s in enumerate(active) if domain is None or s.is_descendant(domain)
+                ]
+                found.sort(key=lambda i: _doc_order(active[i]), reverse=True)
+                order = step.leaving[ids] = tuple(found)
+            leaving = [active[i] for i in order]
         try:
             result = self._dn_call(step.before, args, kw) if step.before else []
             if step.targeted:
-                domain = step.domain
-                leaving = [s for s in previous if domain is None or s.is_descendant(domain)]
-                leaving.sort(key=_doc_order, reverse=True)
                 exits = self.__class__._dn_plan_exits()
                 for state in leaving:
                     callbacks = exits[state.value]
@@ -398,13 +470,13 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
                         ekw["state"] = ekw["source"] = state
                         ekw["target"] = step.target
                         self._dn_call(callbacks, args, ekw)
-                    config.discard(state)
+                    self._dn_discard(state)
             if step.on:
                 result += self._dn_call(step.on, args, kw)
             if step.entries:
                 self._dn_enter(step, event, args, kwargs, result)
         except Exception:
-            self.configuration = previous
+            self._dn_set(previous)  # `self.configuration = previous`
             raise
         if step.after:
             if step.target is not None:
@@ -431,7 +503,6 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         result: list[Any],
     ) -> None:
         """Enter a step's states, outermost first (the library's `_enter_states` loop)."""
-        config = self._config
         for state, via, enter, initial_on, top_final in step.entries:
             nkw = dict(kwargs)
             nkw["machine"] = self
@@ -440,7 +511,7 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             nkw["transition"] = via
             nkw["source"] = via.source
             nkw["state"] = nkw["target"] = state
-            config.add(state)
+            self._dn_add(state)
             if enter:
                 self._dn_call(enter, args, nkw)
             if initial_on:
