@@ -360,9 +360,8 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         while True:
             state = self._dn_view()[1]
             for step in plan.eventless[state.id] if state is not None else ():
-                kw = self._dn_kwargs(step, None, {})
-                if self._dn_enabled(step, (), kw):
-                    self._dn_microstep(step, None, (), {}, kw)
+                if self._dn_enabled(step, None, (), _NO_KWARGS):
+                    self._dn_microstep(step, None, (), {})
                     break
             else:
                 return
@@ -373,12 +372,12 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         event = self._dn_event(name)
         state = self._dn_view()[1]
         for step in plan.for_event(state, name) if state is not None else ():
-            kw = self._dn_kwargs(step, event, kwargs)
-            if self._dn_enabled(step, args, kw):
-                return self._dn_microstep(step, event, args, kwargs, kw)
+            if self._dn_enabled(step, event, args, kwargs):
+                return self._dn_microstep(step, event, args, kwargs)
         raise TransitionNotAllowed(event, self.configuration)
 
     def _dn_kwargs(self, step: Step, event: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Every argument the library offers a transition's callbacks."""
         kw = dict(kwargs)
         kw["machine"] = self
         kw["event"] = event
@@ -388,11 +387,31 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         kw["target"] = step.target
         return kw
 
-    def _dn_enabled(self, step: Step, args: tuple[Any, ...], kw: dict[str, Any]) -> bool:
+    def _dn_enabled(
+        self, step: Step, event: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """The step's validators and guards, in order. A guard that names no argument or
+        only `ev` (nearly all) is called without the full set of arguments being built."""
+        kw: dict[str, Any] | None = None
         if step.validators:
+            kw = self._dn_kwargs(step, event, kwargs)
             self._dn_call(step.validators, args, kw)
         for _condition, name, method, expected in step.conds:
-            value = self._dn_invoke(name, method, kw)
+            fn = getattr(self, name)
+            if not method:
+                value = fn
+            else:
+                wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
+                if wanted is _NONE:
+                    wanted = _wanted(fn)
+                if wanted is _NO_ARGS:
+                    value = fn()
+                elif wanted is _EV:
+                    value = fn(ev=kwargs["ev"]) if "ev" in kwargs else fn()
+                else:
+                    if kw is None:
+                        kw = self._dn_kwargs(step, event, kwargs)
+                    value = self._dn_invoke(name, method, kw)
             if expected is not None:
                 value = bool(value) == expected
             if not value:
@@ -408,14 +427,16 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
         if wanted is _NONE:
             wanted = _wanted(fn)
-        if not wanted:
-            return fn(**kw) if wanted is None else fn()  # None: takes **kwargs
-        if wanted == _EV:
+        if wanted is _NO_ARGS:
+            return fn()
+        if wanted is _EV:
             return fn(ev=kw["ev"]) if "ev" in kw else fn()
-        if wanted == _STATE:  # on_enter_state / on_exit_state (always in kw)
+        if wanted is _STATE:  # on_enter_state / on_exit_state (always in kw)
             return fn(state=kw["state"])
-        if wanted == _MOVE:  # before_transition (always in kw)
+        if wanted is _MOVE:  # before_transition (always in kw)
             return fn(event=kw["event"], source=kw["source"], target=kw["target"])
+        if wanted is None:  # takes **kwargs
+            return fn(**kw)
         return fn(**{k: kw[k] for k in wanted if k in kw})
 
     def _dn_call(
@@ -437,9 +458,9 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         event: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        kw: dict[str, Any],
     ) -> Any:
         """One transition in the library's order (its `microstep`, non-atomic updates)."""
+        kw = self._dn_kwargs(step, event, kwargs)
         previous = getattr(self.model, self.state_field, None)
         leaving: list[State] = []
         if step.targeted:
@@ -786,6 +807,7 @@ def _wanted(fn: Any) -> tuple[str, ...] | None:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
         else tuple(p.name for p in params if p.kind in kinds)
     )
+    found = _CANONICAL_WANTED.get(found, found) if found is not None else None
     _WANTED[key] = found
     return found
 
@@ -796,9 +818,13 @@ _CONFIG_TEMPLATES: dict[type[PureMachine], tuple[tuple[Any, State, int, str | No
 _PLANS: dict[type[PureMachine], Plan | None] = {}
 _NO_PLAN: Any = object()
 _NONE: Any = object()
+# What callbacks name, each one object (`_wanted` answers these): compared by identity.
+_NO_ARGS: tuple[str, ...] = ()
 _EV = ("ev",)
 _STATE = ("state",)
 _MOVE = ("event", "source", "target")
+_CANONICAL_WANTED = {w: w for w in (_NO_ARGS, _EV, _STATE, _MOVE)}
+_NO_KWARGS: dict[str, Any] = {}  # an eventless transition's (read, never written)
 _INITIAL_NAME = humanize_id("__initial__")  # the library's name for its activation event
 _PLAN_WHY: dict[type[PureMachine], str] = {}
 
