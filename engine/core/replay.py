@@ -84,11 +84,12 @@ def header_version(rec: Record) -> int | None:
 
 def replay_records(recorded: Sequence[Record]) -> ReplayResult:
     """Replay every run in the journal; a restart appends a new run with its own header."""
-    for rec in recorded:
-        version = header_version(rec)
+    starts = [i for i, r in enumerate(recorded) if _is_header(r)]
+    for i in starts:
+        version = header_version(recorded[i])
         if version is not None and version != JOURNAL_SCHEMA:
             return ReplayResult(len(recorded), 0, None, None, other_version=version)
-    starts = [i for i, r in enumerate(recorded) if _is_header(r)] or [0]
+    starts = starts or [0]
     if starts[0] != 0:
         starts.insert(0, 0)
     total_fed = 0
