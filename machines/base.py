@@ -452,6 +452,77 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             out.append(value)
         return out
 
+    def _dn_fire(
+        self,
+        callbacks: Callbacks,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        event: Any,
+        transition: Any,
+        source: Any,
+        state: Any,
+        target: Any,
+        entering: bool = False,
+    ) -> list[Any]:
+        """`_dn_call` with the arguments the library offers given one by one (`state` is
+        the source, or the target when `entering`: a state entered, `after` of a targeted
+        transition): the dict of all of them is built only for a callback that names more
+        than the usual ones (`state`; `event, source, target`; `ev`; nothing)."""
+        out = []
+        kw: dict[str, Any] | None = None
+        for condition, name, method, expected in callbacks:
+            if condition is not None:
+                if kw is None:
+                    kw = self._dn_all(kwargs, event, transition, source, target, entering)
+                if not condition(*args, **kw):
+                    continue
+            fn = getattr(self, name)
+            if not method:
+                value = fn
+            else:
+                wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
+                if wanted is _NONE:
+                    wanted = _wanted(fn)
+                if wanted is _STATE:
+                    value = fn(state=state)
+                elif wanted is _MOVE:
+                    value = fn(event=event, source=source, target=target)
+                elif wanted is _NO_ARGS:
+                    value = fn()
+                elif wanted is _EV:
+                    value = fn(ev=kwargs["ev"]) if "ev" in kwargs else fn()
+                else:
+                    if kw is None:
+                        kw = self._dn_all(kwargs, event, transition, source, target, entering)
+                    value = self._dn_invoke(name, method, kw)
+            if expected is not None:
+                value = bool(value) == expected
+            out.append(value)
+        return out
+
+    def _dn_all(
+        self,
+        kwargs: dict[str, Any],
+        event: Any,
+        transition: Any,
+        source: Any,
+        target: Any,
+        entering: bool,
+    ) -> dict[str, Any]:
+        """Every argument the library offers a callback, in its order."""
+        kw = dict(kwargs)
+        kw["machine"] = self
+        kw["event"] = event
+        kw["model"] = self.model
+        kw["transition"] = transition
+        if entering:  # a state it enters, or `after` of a targeted transition
+            kw["source"] = source
+            kw["state"] = kw["target"] = target
+        else:  # a transition's own callbacks, or a state it exits
+            kw["state"] = kw["source"] = source
+            kw["target"] = target
+        return kw
+
     def _dn_microstep(
         self,
         step: Step,
@@ -460,8 +531,8 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         kwargs: dict[str, Any],
     ) -> Any:
         """One transition in the library's order (its `microstep`, non-atomic updates)."""
-        kw = self._dn_kwargs(step, event, kwargs)
         previous = getattr(self.model, self.state_field, None)
+        transition, source, target = step.transition, step.source, step.target
         leaving: list[State] = []
         if step.targeted:
             ids, _atomic, active = self._dn_view()
@@ -476,41 +547,32 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
                 found.sort(key=lambda i: _doc_order(active[i]), reverse=True)
                 order = step.leaving[ids] = tuple(found)
             leaving = [active[i] for i in order]
+        fire = self._dn_fire
         try:
-            result = self._dn_call(step.before, args, kw) if step.before else []
-            if step.targeted:
+            result = (
+                fire(step.before, args, kwargs, event, transition, source, source, target)
+                if step.before
+                else []
+            )
+            if leaving:
                 exits = self.__class__._dn_plan_exits()
                 for state in leaving:
                     callbacks = exits[state.value]
                     if callbacks:
-                        ekw = dict(kwargs)
-                        ekw["machine"] = self
-                        ekw["event"] = event
-                        ekw["model"] = self.model
-                        ekw["transition"] = step.transition
-                        ekw["state"] = ekw["source"] = state
-                        ekw["target"] = step.target
-                        self._dn_call(callbacks, args, ekw)
+                        fire(callbacks, args, kwargs, event, transition, state, state, target)
                     self._dn_discard(state)
             if step.on:
-                result += self._dn_call(step.on, args, kw)
+                result += fire(step.on, args, kwargs, event, transition, source, source, target)
             if step.entries:
                 self._dn_enter(step, event, args, kwargs, result)
         except Exception:
             self._dn_set(previous)  # `self.configuration = previous`
             raise
         if step.after:
-            if step.target is not None:
-                akw = dict(kwargs)
-                akw["machine"] = self
-                akw["event"] = event
-                akw["model"] = self.model
-                akw["transition"] = step.transition
-                akw["source"] = step.source
-                akw["state"] = akw["target"] = step.target
+            if target is not None:
+                fire(step.after, args, kwargs, event, transition, source, target, target, True)
             else:
-                akw = kw
-            self._dn_call(step.after, args, akw)
+                fire(step.after, args, kwargs, event, transition, source, source, target)
         if not result:
             return None
         return result[0] if len(result) == 1 else result
@@ -524,19 +586,13 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         result: list[Any],
     ) -> None:
         """Enter a step's states, outermost first (the library's `_enter_states` loop)."""
+        fire = self._dn_fire
         for state, via, enter, initial_on, top_final in step.entries:
-            nkw = dict(kwargs)
-            nkw["machine"] = self
-            nkw["event"] = event
-            nkw["model"] = self.model
-            nkw["transition"] = via
-            nkw["source"] = via.source
-            nkw["state"] = nkw["target"] = state
             self._dn_add(state)
             if enter:
-                self._dn_call(enter, args, nkw)
+                fire(enter, args, kwargs, event, via, via.source, state, state, True)
             if initial_on:
-                result += self._dn_call(initial_on, args, nkw)
+                result += fire(initial_on, args, kwargs, event, via, via.source, state, state, True)
             if top_final:
                 self._dn_stop()
 
