@@ -704,8 +704,13 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
     def takes(self, event: str) -> bool:
         """Whether a current state (or an ancestor) declares a transition for `event`
         (guards not consulted). From a per-class table: cheaper than `allowed_events`."""
-        table = type(self)._event_table()
-        return any(event in table.get(i, ()) for i in self._dn_view()[0])
+        ids = self._dn_view()[0]
+        cls = type(self)
+        taken = _TAKEN.get((cls, ids))
+        if taken is None:  # what the active states take together, once per configuration
+            table = cls._event_table()
+            taken = _TAKEN[(cls, ids)] = frozenset().union(*(table.get(i, ()) for i in ids))
+        return event in taken
 
     @classmethod
     def _event_table(cls) -> dict[str, frozenset[str]]:
@@ -911,5 +916,6 @@ _PER_INSTANCE: set[type[PureMachine]] = set()
 
 # Per-class tables computed once (the declarations never change after class creation).
 _EVENT_TABLES: dict[type[PureMachine], dict[str, frozenset[str]]] = {}
+_TAKEN: dict[tuple[type[PureMachine], tuple[str, ...]], frozenset[str]] = {}
 _DECLARED: dict[type[PureMachine], frozenset[str]] = {}
 _INTERESTS: dict[type[PureMachine], frozenset[str]] = {}
