@@ -24,6 +24,8 @@ import inspect
 from collections.abc import Mapping
 from collections.abc import MutableSet
 from decimal import Decimal
+from itertools import repeat
+from operator import is_
 from types import FunctionType
 from typing import TYPE_CHECKING
 from typing import Any
@@ -43,6 +45,7 @@ from statemachine.engines.sync import SyncEngine
 from statemachine.event import BoundEvent
 from statemachine.event import Event
 from statemachine.exceptions import InvalidDefinition
+from statemachine.exceptions import StateMachineError
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.graph import iterate_states_and_transitions
 from statemachine.model import Model
@@ -111,6 +114,7 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         plan = _PLANS.get(type(self))
         if plan is None:
             super().__init__()
+            self._dn_check_states()
             return
         # StateChart.__init__ for a compiled class (no model, listeners or start value are
         # passed here), then the initial entry from the table instead of the library's.
@@ -123,6 +127,7 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         self._listeners = {}
         self.__dict__["_engine"] = None  # built when the library's paths first need it
         self._dn_run(plan, [], None, plan.initial)
+        self._dn_check_states()
 
     @property
     def _engine(self) -> SyncEngine:
@@ -217,9 +222,11 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             or internal is not None
             or event not in type(self)._events
         ):
-            return super().send(
+            result = super().send(
                 event, *args, delay=delay, send_id=send_id, internal=internal, **kwargs
             )
+            self._dn_check_states()
+            return result
         if not self._dn_running():
             raise TransitionNotAllowed(self._dn_event(event), self.configuration)
         trigger = (event, args, {k: v for k, v in kwargs.items() if k not in TRIGGER_RESERVED})
@@ -230,8 +237,35 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         engine = self.__dict__.get("_engine")
         lock = None if engine is None else engine._processing
         if lock is not None and not lock.acquire(blocking=False):
-            return super().send(event, *args, **kwargs)
-        return self._dn_run(plan, [trigger], lock)
+            result = super().send(event, *args, **kwargs)
+        else:
+            result = self._dn_run(plan, [trigger], lock)
+        self._dn_check_states()
+        return result
+
+    def _dn_check_states(self) -> None:
+        """StateChart.__setattr__'s check (a state's name is not an attribute to assign),
+        made once a machine has started and after each event it was sent, rather than on
+        every assignment: a Python `__setattr__` costs every attribute a machine sets (a
+        tenth of a replay). The same error, at the end of the step that assigned."""
+        d = self.__dict__
+        guard = d.get("_dn_guard")
+        if guard is None:  # the names, and what the instance holds under each
+            states = self._config._instance_states
+            named = _guarded_names(type(self))
+            guard = d["_dn_guard"] = (
+                tuple(name for name, _ in named),
+                tuple(_NONE if value is None else states[value] for _, value in named),
+            )
+        names, held = guard
+        if all(map(is_, map(d.get, names, repeat(_NONE)), held)):
+            return
+        for name, want in zip(names, held, strict=True):
+            got = d.get(name, _NONE)
+            if got is not want:
+                raise StateMachineError(
+                    f"State overriding is not allowed. Trying to add {got!r} to {name}"
+                )
 
     def _dn_run(
         self,
@@ -635,12 +669,9 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             states_map=cls.states_map,
         )
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # StateChart.__setattr__'s check (a state's name is not an attribute to assign),
-        # without its extra call for the attributes machines set all the time.
-        if name[:1] != "_" and name in type(self).states_map:
-            super().__setattr__(name, value)  # type: ignore[no-untyped-call]  # raises
-        object.__setattr__(self, name, value)
+    # StateChart.__setattr__ checks every assignment in Python; `_dn_check_states` makes
+    # its check after each step instead.
+    __setattr__ = object.__setattr__
 
     def add_listener(self, *listeners: Any) -> PureMachine:
         """Not supported: the callback registry is shared by every instance of the class,
@@ -905,6 +936,25 @@ def _plan_for(machine: PureMachine) -> Plan | None:
             plan = None
     _PLANS[cls] = plan
     return plan
+
+
+def _guarded_names(cls: type[PureMachine]) -> tuple[tuple[str, Any], ...]:
+    """The names StateChart.__setattr__ refuses to assign (the states' values), each with
+    the value of the state whose proxy the instance holds under it, or None: no attribute
+    by that name (a state named like an event has no proxy attribute)."""
+    found = _GUARDED.get(cls)
+    if found is None:
+        events = cls._events
+        by_id = {s.id: s for s in cls.states_map.values() if s.id not in events}
+        found = _GUARDED[cls] = tuple(
+            (str(name), by_id[name].value if name in by_id else None)
+            for name in cls.states_map
+            if isinstance(name, str)
+        )
+    return found
+
+
+_GUARDED: dict[type[PureMachine], tuple[tuple[str, Any], ...]] = {}
 
 
 def _doc_order(state: State) -> int:
