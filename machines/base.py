@@ -229,7 +229,9 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             return result
         if not self._dn_running():
             raise TransitionNotAllowed(self._dn_event(event), self.configuration)
-        trigger = (event, args, {k: v for k, v in kwargs.items() if k not in TRIGGER_RESERVED})
+        if not kwargs.keys().isdisjoint(TRIGGER_RESERVED):
+            kwargs = {k: v for k, v in kwargs.items() if k not in TRIGGER_RESERVED}
+        trigger = (event, args, kwargs)
         pending = self.__dict__.get("_dn_pending")
         if pending is not None:  # sent from a callback: after the current event, in order
             pending.append(trigger)
@@ -394,7 +396,32 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         while True:
             state = self._dn_view()[1]
             for step in plan.eventless[state.id] if state is not None else ():
-                if self._dn_enabled(step, None, (), _NO_KWARGS):
+                # `_dn_enabled(step, None, (), {})`, inline for the plain guards (named
+                # methods taking nothing or `ev`: none is offered here) of the transitions
+                # tried on every event
+                if step.validators:
+                    enabled = self._dn_enabled(step, None, (), _NO_KWARGS)
+                else:
+                    enabled = True
+                    kw: dict[str, Any] | None = None
+                    for _condition, name, method, expected in step.conds:
+                        fn = getattr(self, name)
+                        if not method:
+                            value = fn
+                        else:
+                            wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
+                            if wanted is _NO_ARGS or wanted is _EV:
+                                value = fn()
+                            else:
+                                if kw is None:
+                                    kw = self._dn_kwargs(step, None, {})
+                                value = self._dn_invoke(name, method, kw)
+                        if expected is not None:
+                            value = bool(value) == expected
+                        if not value:
+                            enabled = False
+                            break
+                if enabled:
                     self._dn_microstep(step, None, (), {})
                     break
             else:
