@@ -26,6 +26,7 @@ __all__ = [
     "dec",
     "dumps",
     "from_dict",
+    "from_own_dict",
     "json_fields",
     "loads",
     "message",
@@ -203,7 +204,11 @@ def _plain(value: Any) -> Any:
 
 
 def from_dict(data: Mapping[str, Any]) -> Message:
-    fields = dict(data)
+    return from_own_dict(dict(data))
+
+
+def from_own_dict(fields: dict[str, Any]) -> Message:
+    """`from_dict` of a dict the caller hands over (just decoded): its `kind` is popped."""
     kind = fields.pop("kind", None)
     cls = REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:
