@@ -25,13 +25,13 @@ Per mode, one JSON line:
   `maker_fills_not_hedged_by_ioc`, not in the percentiles.
 
 Measured (seeds 1,2,3, 100 cycles each; README "Execution modes" has the table):
-- Nado's published fees (the sim's default, maker 1 / taker 3.5 bps): taker 422.9 / 426.7
-  / 423.0 USD per million (fees 350.0), maker_first 290.1 / 289.2 / 292.0 (fees 224.8):
-  ratio 0.685. The cost target cannot be met at these fees in this design: one leg pays
+- Nado's published fees (the sim's default, maker 1 / taker 3.5 bps): taker 423.1 / 428.7
+  / 422.0 USD per million (fees 350.0), maker_first 290.1 / 289.2 / 292.0 (fees 224.8):
+  ratio 0.684. The cost target cannot be met at these fees in this design: one leg pays
   the maker fee and its hedge the taker fee, (1 + 3.5) / 2 = 2.25 bps against 3.5 bps,
   0.643x on fees alone (measured 224.8 / 350.0 = 0.642 at a 0.50 maker share), and half
-  of taker's measured cost (212.1) is below maker_first's fees alone.
-- `--fees 0,2` (the issue's comparison): taker 272.9 / 276.7 / 273.0 (fees 200.0),
+  of taker's measured cost (212.3) is below maker_first's fees alone.
+- `--fees 0,2` (the issue's comparison): taker 273.1 / 278.7 / 272.0 (fees 200.0),
   maker_first 165.1 / 164.2 / 167.1 (fees 99.9): ratio 0.603. The fee floor is 0.5x here;
   the target needs maker_first's slippage <= 37 USD per million, it is 65.6 (the resting
   leg earns 0.83-0.86 bps, the hedges pay 2.12-2.20: the sim fills a resting order mostly

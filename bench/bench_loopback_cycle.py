@@ -34,13 +34,13 @@ def active_ms(journal: Path) -> list[float]:
     spawned: dict[str, int] = {}
     per_cycle: dict[str, float] = {}
     for rec in read_records(journal):
-        if rec.kind != "note" or rec.machine != "engine":
+        if rec.machine != "engine" or rec.kind not in ("note", "event"):
             continue
         data = rec.data
         mid = str(data.get("machine", ""))
         if data.get("note") == "spawn" and mid.startswith(("build:", "unwind:")):
             spawned[mid] = rec.ts
-        elif data.get("note") == "finished" and mid in spawned:
+        elif data.get("kind") == "machine_finished" and mid in spawned:
             cycle = re.sub(r"^(build|unwind):", "", mid)
             per_cycle[cycle] = (rec.ts - spawned.pop(mid)) / 1e6
     # build and unwind ids differ; pair them in order: (b1, u1), (b2, u2), ...

@@ -17,7 +17,10 @@ push; those differences are one frozen `WorkPolicy` each, derived from the cycle
 - the pre-trade checks run before anything is sent (BUILD only), in order;
 - whether a venue reject of an IOC ends the attempt (BUILD) or only the round (exits);
 - whether each round is an attempt judged by its own fresh read (the exit), and how long
-  the venue may refuse rounds outright (429) before the work fails (UNWIND, N7).
+  the venue may refuse rounds outright (429) before the work fails (UNWIND, N7);
+- whether UNWIND may place its first round from the position this cycle's BUILD verified
+  while its opening read is in flight (`overlap_read`: only when that round is IOCs, one
+  round trip less a cycle; `machines.position_work` says when the ledger's belief qualifies).
 
 `machines.position_work.PositionWork` is the one machine that reads these.
 
@@ -112,6 +115,9 @@ class WorkPolicy:
     # refused or silent reads, count attempts without progress, HALT when spent (the exit).
     reread_each_round: bool = False
     refusal_budget_s: Decimal | None = None  # refused (429) this long in a row: failed
+    # UNWIND: place the first round from the venue-verified belief and send the opening
+    # read alongside (both reduce-only: a wrong belief can close too little, never open).
+    overlap_read: bool = False
 
     @classmethod
     def of(cls, purpose: str, p: CycleParams) -> WorkPolicy:
@@ -177,6 +183,12 @@ class WorkPolicy:
             hedge_deadline=True,
             max_refusals=MAX_REFUSALS,
             refusal_budget_s=p.exit_budget_s,
+            # Only a first round of IOCs overlaps its read: it settles in one round trip,
+            # so a refuted belief is re-read at once. A resting first round (post-only
+            # style, maker_first) reads first: it would work sizes from the belief for
+            # seconds before the read could be judged, and maker_first hedges each fill in
+            # the ratio of those sizes.
+            overlap_read=bool(rungs) and rungs[0].tif == "ioc",
             maker_reprice_s=_if_maker(p, p.maker_reprice_s),
             maker_budget_s=_if_maker(p, p.maker_budget_s),
         )

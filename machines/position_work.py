@@ -10,7 +10,17 @@ one total budget, and whether each round is an attempt judged by its own read.
   at once, later rounds repair what is missing with escalating aggression); `done` only
   after a position query, answered after the last order, shows both legs at target.
 - UNWIND (`WorkPolicy.unwind`): first a position read (rule 5: exits are sized from the
-  verified position, never from the original order); then reduce-only rounds up the
+  verified position, never from the original order) — or, when the policy overlaps it
+  (`overlap_read`) and the ledger's belief is the venue's verified word from this cycle's
+  BUILD (`belief_gap` is empty: a read since BUILD verified agreeing with the fills, no
+  fill since, no order in flight or of unknown outcome on the pair, the stream not lost
+  since), the first round is placed from that belief with the read sent in the same
+  step. Its orders are reduce-only: a wrong belief can close too little, never open. The
+  read is judged once the orders placed before it are settled (all their fills known):
+  each leg must show what the fills say now or held within the lag budget (a lagging read
+  is not news); else the belief is refuted and, after the round, the position is read
+  again and worked from that read as if it were the opening one. `done` needs the final
+  read as always. Then reduce-only rounds up the
   ladder, once one leg is closed skipping any post-only rung; a rung the venue refused
   outright (429) is retried after a back-off, a bounded number of times and never past
   the exit budget (N7); `done` when a position query shows both legs within dust.
@@ -35,8 +45,10 @@ from typing import Any
 from engine.core import flatness
 from engine.core.events import DeadlineExpired
 from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
 from engine.core.intents import Halt
 from engine.core.intents import QueryMarketPrices
+from engine.core.intents import QueryPositions
 from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
@@ -89,6 +101,7 @@ class PositionWork(OrderRounds, PureMachine):
 
     # Closing work reads the verified position first; opening work runs the pre-trade
     # checks, in the policy's order (pure: a refusal is journaled on entry to aborted).
+    checking.to(placing, cond=["closing", "belief_verified"], on="take_belief")
     checking.to(reading, cond="closing")
     checking.to(placing, cond=list(PRETRADE_CHECKS), on="size_legs")
     checking.to(aborted)
@@ -101,6 +114,8 @@ class PositionWork(OrderRounds, PureMachine):
     working.to(deciding, cond="round_settled")
     cancelling.to(deciding, cond="round_settled")
     deciding.to(reading, cond="rereads")  # each exit attempt is judged by a fresh read
+    # UNWIND placed from its belief and the opening read refuted it: read again, as the start.
+    deciding.to(reading, cond="belief_refuted", on="reread_start")
     deciding.to(reading, cond="work_done", on="start_verifying")
     deciding.to(failed, cond="hard_rejected")
     deciding.to(failed, cond="hedge_deadline_passed", on="stop_for_hedge")  # V1
@@ -131,6 +146,7 @@ class PositionWork(OrderRounds, PureMachine):
         | reading.to(failed, cond=["answers_me", "refused_too_long"])
         | reading.to(None, cond=["answers_me", "verify_left"], on="recheck_later")
         | reading.to(failed, cond="answers_me")
+        | work.to(None, cond="answers_belief", on="lose_belief_read")
         | work.to(None, cond="is_mine", on="record_error")
     )
     position_snapshot = (
@@ -153,6 +169,8 @@ class PositionWork(OrderRounds, PureMachine):
         | reading.to(failed, cond=["answers_me", "at_target"], on="take_contradiction")
         | reading.to(placing, cond=["answers_me", "rounds_ahead"], on="take_start")
         | reading.to(failed, cond="answers_me", on="take_positions")
+        # The read sent alongside a round placed from the belief: judged once settled.
+        | work.to(None, cond="answers_belief", on="take_belief_read")
     )
     # Named deadlines, each armed on entry to the state that waits.
     fills_timeout = working.to(cancelling)
@@ -195,6 +213,13 @@ class PositionWork(OrderRounds, PureMachine):
         self.refusal_reason = ""
         # UNWIND
         self.same_rung = False
+        # Engine ns this cycle's BUILD was verified at (the session's word), None: unknown.
+        verified = params.get("verified_ns")
+        self.verified_ns: int | None = None if verified is None else int(verified)
+        self.belief_query = ""  # the opening read sent alongside the first round
+        self.belief_read: dict[int, Decimal] | None = None  # its answer, not judged yet
+        self.belief_wrong = ""  # the answer refuted the belief: why
+        self.done_ns: int | None = None  # engine ns of the read that verified the work
         self.refused_since: int | None = None  # engine ns of the first 429 in a row
         # EXIT
         self.attempt: int = 0  # attempts that reached the venue (the ladder index)
@@ -271,6 +296,16 @@ class PositionWork(OrderRounds, PureMachine):
         return waited < self.p.position_lag_budget_s and all(
             self._dust(leg, self.ledger.position(leg.product_id)) for leg in self.p.legs
         )
+
+    # -- guards: placing from the belief (UNWIND) --------------------------------------------
+    def belief_verified(self) -> bool:
+        return not self.belief_gap()
+
+    def belief_refuted(self) -> bool:
+        return bool(self.belief_wrong)
+
+    def answers_belief(self, ev: PositionSnapshot | VenueError) -> bool:
+        return bool(self.belief_query) and ev.request_id == self.belief_query
 
     # -- guards: judging a position read ----------------------------------------------------
     def absurd_position(self, ev: PositionSnapshot) -> bool:
@@ -370,10 +405,97 @@ class PositionWork(OrderRounds, PureMachine):
             residual_usd=str(self.residual_usd),
         )
 
+    # -- actions: placing from the belief (UNWIND) ---------------------------------------------
+    def take_belief(self) -> None:
+        """Work from the position this cycle's BUILD verified; ask the venue alongside."""
+        self.seen = {
+            leg.product_id: self.ledger.venue_position(leg.product_id) or ZERO
+            for leg in self.p.legs
+        }
+        self.read_round = self.round + 1
+        self.belief_query = self.next_id("q")
+        self.emit(QueryPositions(request_id=self.belief_query, product_ids=self.p.product_ids))
+        self.watch_hedge()
+        self.note(
+            "unwinding from the position BUILD verified, reading the venue alongside",
+            positions=_strs(self.seen),
+        )
+
+    def take_belief_read(self, ev: PositionSnapshot) -> None:
+        self.belief_query = ""
+        self.belief_read = self._seen(ev)
+        self.judge_belief()
+        if self.belief_wrong and "reading" in self.active_ids:
+            # Everything is settled and a read is in flight: it is the start read now.
+            self.belief_wrong = ""
+            self.final_read = False
+
+    def lose_belief_read(self, ev: VenueError) -> None:
+        """The opening read failed: nothing refutes the belief; the final read decides."""
+        self.belief_query = ""
+        self.note("opening read not answered: the final read decides", error=ev.error_class)
+
+    def judge_belief(self) -> None:
+        """Judge the opening read once every order placed so far is settled (their fills
+        are all known): each leg shows what its fills say now or held within the lag budget."""
+        if self.belief_read is None or self.orders.unsettled():
+            return
+        read, self.belief_read = self.belief_read, None
+        since = self.ledger.now_ns - int(self.p.position_lag_budget_s * 1_000_000_000)
+        wrong = {}
+        for leg in self.p.legs:
+            pid, got = leg.product_id, read[leg.product_id]
+            fills = self.ledger.position(pid)
+            book = self.ledger.book(pid)
+            if abs(got - fills) >= leg.size_increment and not book.held_since(
+                got, since, leg.size_increment
+            ):
+                wrong[leg.symbol] = f"read {got}, fills {fills}"
+        if wrong:
+            self.belief_wrong = str(wrong)
+            self.note("the opening read refutes the verified belief: reading again", legs=wrong)
+
+    def reread_start(self) -> None:
+        self.belief_wrong = ""
+        self.final_read = False
+
+    def on_enter_deciding(self) -> None:
+        super().on_enter_deciding()
+        self.judge_belief()
+
+    def belief_gap(self) -> str:
+        """Why UNWIND may not place from the ledger's belief (empty: it may): the policy
+        says no, or the belief is not the venue's verified word from this cycle's BUILD."""
+        if not self.policy.overlap_read:
+            return "the policy reads first"
+        if self.verified_ns is None:
+            return "no BUILD verified this cycle"
+        read_ns = []
+        for leg in self.p.legs:
+            book = self.ledger.book(leg.product_id)
+            if book.venue_position is None or book.venue_position_ts is None:
+                return f"no venue position for {leg.symbol}"
+            if book.venue_position_ts < self.verified_ns:
+                return f"{leg.symbol} not read since BUILD verified"
+            if book.last_fill_ts is not None and book.last_fill_ts > book.venue_position_ts:
+                return f"{leg.symbol} filled since its last read"
+            if abs(book.venue_position - book.position) >= leg.size_increment:
+                return f"{leg.symbol} read {book.venue_position}, fills {book.position}"
+            read_ns.append(book.venue_position_ts)
+        pids = self.p.product_ids
+        if any(o.product_id in pids for o in self.ledger.open_orders()):
+            return "an order on the pair is in flight or of unknown outcome"
+        lost = self.ledger.stream_lost_ns
+        if self.ledger.stream_up is False or (lost is not None and lost >= min(read_ns)):
+            return "the venue stream was lost since the read"
+        return ""
+
     # -- actions: reading ---------------------------------------------------------------------
     def on_enter_reading(self) -> None:
         self.verifies = 0
         self.reset_lag()
+        if self.closing() and self.round < 0 and not self.rereads():
+            self.note("unwind reads first", reason=self.belief_gap())
         if self.rereads():
             self.cancel_strays()  # a resting order a failed machine left must not fill later
         self.read_positions()
@@ -521,6 +643,7 @@ class PositionWork(OrderRounds, PureMachine):
 
     # -- actions: the ends ------------------------------------------------------------------------
     def on_enter_done(self) -> None:
+        self.done_ns = self.ledger.now_ns  # the engine time of the read that verified it
         if self.closing():
             self.note("flat: verified by the venue", positions=self.venue_positions())
         else:

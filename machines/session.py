@@ -161,6 +161,9 @@ class SessionMachine(PureMachine):
         self.lag_since: int | None = None  # engine ns the entry check's read began to lag
         self.foreign_fills: list[str] = []  # fill ids for orders the engine never placed
         self.lag_asks = 0
+        # Engine ns this cycle's BUILD ended verified at target (its final read): UNWIND
+        # may place from that belief alongside its read (`PositionWork.belief_gap`).
+        self.build_verified_ns: int | None = None
 
     # -- guards -------------------------------------------------------------------------
     def _outcome(self, ev: MachineFinished, want: str) -> bool:
@@ -278,6 +281,8 @@ class SessionMachine(PureMachine):
             self.outcomes[ev.outcome] = self.outcomes.get(ev.outcome, 0) + 1
             self.aborts = self.aborts + 1 if ev.outcome == "aborted" else 0
             residual = getattr(self.child, "residual_usd", None)
+            verified = getattr(self.child, "done_ns", None)
+            self.build_verified_ns = verified if ev.outcome == "done" else None
             if ev.outcome == "done" and isinstance(residual, Decimal):
                 self.carry_usd = residual
 
@@ -369,7 +374,9 @@ class SessionMachine(PureMachine):
             self._child_id("unwind"),
             params=self._params(self.cycle),
             purpose="unwind",
+            verified_ns=self.build_verified_ns,
         )
+        self.build_verified_ns = None  # one UNWIND per BUILD
 
     def count_cycle(self) -> None:
         self.cycles_completed += 1

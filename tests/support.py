@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from engine.core.clock import VirtualClock
 from engine.core.events import FillReceived
@@ -13,9 +15,32 @@ from engine.core.events import PositionSnapshot
 from engine.core.intents import Intent
 from engine.core.intents import PlaceOrder
 from engine.core.intents import QueryPositions
+from engine.core.journal import Record
 from engine.core.loop import Engine
+from engine.core.timers import journaled_deadlines
 
 MS = 1_000_000
+
+
+def deadlines_armed(records: Iterable[Record]) -> list[tuple[str, dict[str, Any]]]:
+    """(machine, {"name", "due_ns", "generation"}) for every deadline the journal says was
+    armed, in order (transitions and spawn notes carry them, journal schema 4)."""
+    out = []
+    for r in records:
+        changed = journaled_deadlines(r.kind, r.machine, r.data)
+        if changed is not None:
+            out.extend((changed.machine, dict(a)) for a in changed.armed)
+    return out
+
+
+def deadlines_disarmed(records: Iterable[Record]) -> list[tuple[str, str]]:
+    """(machine, name) for every deadline the journal says was disarmed, in order."""
+    out = []
+    for r in records:
+        changed = journaled_deadlines(r.kind, r.machine, r.data)
+        if changed is not None:
+            out.extend((changed.machine, n) for n in changed.disarmed)
+    return out
 
 
 class ScriptedVenue:

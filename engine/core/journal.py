@@ -66,8 +66,12 @@ __all__ = [
 # journal says so instead of diverging. 1: every journal before versions were recorded.
 # 2: issue 12's storage. 3: one position-work machine (`PositionWork`, outcomes done /
 # aborted / failed) instead of BuildMachine, UnwindMachine and EmergencyExitMachine; the
-# storage is version 2's.
-JOURNAL_SCHEMA = 3
+# storage is version 2's. 4: fewer records per step, same facts (engine/core/loop.py):
+# the deadlines a step arms and disarms are in its transition's payload (`armed`,
+# `disarmed`), or its spawn note's, instead of one note each; a machine with a parent
+# ends with its `machine_finished` event only (the engine's `finished` note is kept for
+# root machines); the payload dictionary is rebuilt for these shapes.
+JOURNAL_SCHEMA = 4
 HASH_BYTES = 16  # SHA-256 cut to 128 bits (version 1: all 32 bytes)
 GENESIS = "0" * (2 * HASH_BYTES)
 KINDS = ("event", "transition", "intent", "note")

@@ -15,6 +15,7 @@ from decimal import Decimal
 import attrs
 
 from engine.core.events import BboUpdated
+from engine.core.events import ConnectionChanged
 from engine.core.events import Event
 from engine.core.events import FillReceived
 from engine.core.events import OrderAccepted
@@ -149,6 +150,11 @@ class Ledger:
         # something from the ledger after every step (the Monitor's exposure) recomputes
         # it only when this moved.
         self.revision = 0
+        # The venue stream as the adapter last reported it (channel "ws"): None never
+        # reported, and the engine time it was last reported anything but `connected`
+        # (dropped, failed, silent): pushes (fills) may have been lost from then on.
+        self.stream_up: bool | None = None
+        self.stream_lost_ns: int | None = None
 
     # -- read side -------------------------------------------------------------------
     def book(self, product_id: int) -> ProductBook:
@@ -249,6 +255,12 @@ class Ledger:
             for pos in ev.positions:
                 book = self.book(pos.product_id)
                 book.venue_position, book.venue_position_ts = pos.qty, now_ns
+            return []
+        if isinstance(ev, ConnectionChanged):
+            if ev.channel == "ws":
+                self.stream_up = ev.state == "connected"
+                if not self.stream_up:
+                    self.stream_lost_ns = now_ns
             return []
         order = self.orders.get(getattr(ev, "order_id", "") or "")
         if order is None:

@@ -15,6 +15,16 @@ Dispatch follows the machine contract (machines/base.py, gen_statem-style):
   order, after the machine's next state change;
 - when a machine finishes, its order and request ids are retired (bounded): an answer
   for one is journaled and applied to the ledger, and reaches no machine.
+
+Deadlines are journaled in the record of the step that armed or disarmed them (journal
+schema 4): a transition's payload gains `"armed": [{"name", "due_ns", "generation"}]` (in
+arming order) and `"disarmed": [names]` when the transition armed or disarmed any (a
+reader applies `disarmed`, then `armed`); the deadlines a machine arms on its initial
+entry are in the engine's `spawn` note, the same way. The records a step writes while a
+transition (or a spawn) is open are held and journaled right after it, so the transition
+still comes first. A machine that finishes is journaled by its `machine_finished` event
+(to its parent); only a root machine, which has no parent to tell, gets an engine
+`finished` note.
 """
 
 from __future__ import annotations
@@ -119,6 +129,23 @@ def _correlation(msg: object) -> str | None:
     return str(order_id) if order_id else None
 
 
+class _Open:
+    """A record being written: a transition (or a spawn note) whose payload takes the
+    deadlines its step arms and disarms, and the records the step writes meanwhile (held,
+    journaled right after it)."""
+
+    __slots__ = ("armed", "disarmed", "held", "kind", "machine", "payload", "source")
+
+    def __init__(self, kind: str, source: str, payload: dict[str, Any], machine: str) -> None:
+        self.kind = kind
+        self.source = source  # the record's machine field
+        self.payload = payload
+        self.machine = machine  # whose deadlines it takes
+        self.armed: list[dict[str, Any]] = []
+        self.disarmed: list[str] = []
+        self.held: list[tuple[str, str, Any, Message | None]] = []
+
+
 class _Context:
     """The engine as one machine sees it (implements machines.base.MachineContext)."""
 
@@ -138,7 +165,7 @@ class _Context:
     def disarm(self, name: str) -> None:
         armed = self.engine.deadlines.disarm(self.machine_id, name)
         if armed is not None:
-            self.engine._note(self.machine_id, "deadline disarmed", name=name)
+            self.engine._disarmed(self.machine_id, name, None)
 
     def spawn(self, cls: type[PureMachine], machine_id: str, **params: Any) -> PureMachine:
         return self.engine.spawn(cls, machine_id, parent=self.machine_id, **params)
@@ -152,13 +179,15 @@ class _Context:
     def exiting(self, state_id: str) -> None:
         # The engine, not the machine, disarms a state's deadlines when it is left.
         for armed in self.engine.deadlines.disarm_owned(self.machine_id, state_id):
-            self.engine._note(self.machine_id, "deadline disarmed", name=armed.name, state=state_id)
+            self.engine._disarmed(self.machine_id, armed.name, state_id)
 
     def transitioned(self, event: str, source: str, target: str | None) -> None:
         self.transitions += 1
-        self.engine._record(
-            "transition", self.machine_id, {"event": event, "from": source, "to": target}
-        )
+        engine, mid = self.engine, self.machine_id
+        stack = engine._open
+        if stack and stack[-1].machine == mid and stack[-1].kind == "transition":
+            engine._close_to(len(stack) - 1)  # this machine's previous microstep
+        stack.append(_Open("transition", mid, {"event": event, "from": source, "to": target}, mid))
 
 
 class Engine:
@@ -204,6 +233,9 @@ class Engine:
         self.quotes_coalesced = 0
         self.now_ns = clock.now_ns()  # frozen for the whole step: every record shares it
         self._last_commit_ns = self.now_ns
+        # Records being written (innermost last): each takes its step's deadlines, and
+        # holds the records written meanwhile until it is closed and journaled.
+        self._open: list[_Open] = []
 
     # -- starting ---------------------------------------------------------------------
     def start(self, app_ref: str, config: Mapping[str, Any]) -> list[Intent]:
@@ -219,22 +251,27 @@ class Engine:
     ) -> PureMachine:
         if machine_id in self.machines or machine_id in self.finished:
             raise ValueError(f"machine id {machine_id!r} already used")
-        self._note(
-            "engine",
-            "spawn",
-            machine=machine_id,
-            cls=cls.__name__,
-            parent=parent,
-            params=_jsonable(params),
-        )
-        ctx = _Context(self, machine_id)
-        self.contexts[machine_id] = ctx
-        self.parents[machine_id] = parent
-        self.deferred[machine_id] = deque()
-        machine = cls(ctx, **params)  # entering the initial state may emit and arm
-        self.machines[machine_id] = machine
-        self.ledger.machine_states[machine_id] = tuple(machine.state_ids)
-        self._check_finished(machine_id, machine)
+        payload = {
+            "note": "spawn",
+            "machine": machine_id,
+            "cls": cls.__name__,
+            "parent": parent,
+            "params": _jsonable(params),
+        }
+        depth = len(self._open)
+        # the spawn note takes the deadlines the initial entry arms
+        self._open.append(_Open("note", "engine", payload, machine_id))
+        try:
+            ctx = _Context(self, machine_id)
+            self.contexts[machine_id] = ctx
+            self.parents[machine_id] = parent
+            self.deferred[machine_id] = deque()
+            machine = cls(ctx, **params)  # entering the initial state may emit and arm
+            self.machines[machine_id] = machine
+            self.ledger.machine_states[machine_id] = tuple(machine.state_ids)
+            self._check_finished(machine_id, machine)
+        finally:
+            self._close_to(depth)
         return machine
 
     # -- input ------------------------------------------------------------------------
@@ -369,11 +406,13 @@ class Engine:
         if cls.postpone and any(name in cls.postpone.get(s, ()) for s in states):
             return self._queue(mid, ev, name, states, redelivery=redelivery)
         if machine.takes(name):
+            depth = len(self._open)
             try:
                 machine.send(name, ev=ev)
             except machine.TransitionNotAllowed:
-                pass  # declared here, but every guard refused: unhandled like any other
+                self._close_to(depth)  # declared here, but every guard refused: unhandled
             except Exception as exc:
+                self._close_to(depth)
                 self._note(mid, "machine error", error=f"{type(exc).__name__}: {exc}")
                 self.journal.commit()
                 raise MachineError(f"{mid} failed on {name}: {exc}") from exc
@@ -382,7 +421,9 @@ class Engine:
                 self.ledger.machine_states[mid] = after
                 if redelivery:
                     self._note(mid, "redelivered", event=name)
+                # before closing: a finished machine's last deadlines go to its transition
                 self._check_finished(mid, machine)
+                self._close_to(depth)
                 return after != states  # postponed events wait for a state change (gen_statem)
         self.unhandled[(cls.__name__, "/".join(states), name)] += 1
         if not isinstance(ev, BboUpdated):
@@ -394,6 +435,7 @@ class Engine:
     ) -> bool:
         queue = self.deferred[mid]
         if len(queue) >= MAX_DEFERRED:
+            self._close_to(0)
             self._note(mid, "deferred queue overflow", event=name)
             self.journal.commit()
             raise MachineError(f"{mid}: more than {MAX_DEFERRED} deferred events")
@@ -410,7 +452,7 @@ class Engine:
         self.ledger.machine_states.pop(mid, None)
         self.finished[mid] = outcome
         for armed in self.deadlines.disarm_all(mid):
-            self._note(mid, "deadline disarmed", name=armed.name)
+            self._disarmed(mid, armed.name, None)
         for key in self._owned.pop(mid, ()):
             self.owners.pop(key, None)
             self._retire(key, mid)
@@ -420,11 +462,13 @@ class Engine:
         self.contexts.pop(mid, None)
         while len(self.finished) > MAX_FINISHED:  # long runs: memory stays flat
             del self.finished[next(iter(self.finished))]
-        self._note("engine", "finished", machine=mid, outcome=outcome)
-        if parent is not None:
+        if parent is None:  # a root machine: no `machine_finished` event says it
+            self._note("engine", "finished", machine=mid, outcome=outcome)
+        else:
             self._internal.append(MachineFinished(machine=mid, outcome=outcome, target=parent))
 
     def _finish_step(self) -> list[Intent]:
+        self._close_to(0)  # (every step closes what it opened; this is the backstop)
         out, self._step_intents = self._step_intents, []
         # Durable before anything leaves the process. A step that sends nothing (most are
         # market data) may wait for the next commit: any committed prefix is a whole
@@ -467,14 +511,52 @@ class Engine:
 
     def _arm(self, mid: str, name: str, seconds: Decimal | int | str, owner: str | None) -> None:
         armed = self.deadlines.arm(mid, name, self.now_ns, seconds_to_ns(seconds), owner)
-        self._note(
-            mid,
-            "deadline armed",
-            name=name,
-            generation=armed.generation,
-            due_ns=armed.due_ns,
-            state=owner,
-        )
+        entry = {"due_ns": armed.due_ns, "generation": armed.generation, "name": name}
+        record = self._open_for(mid)
+        if record is not None:
+            record.armed.append(entry)
+        else:  # armed outside any transition or spawn of its machine (none does today)
+            self._note(mid, "deadline armed", **entry, state=owner)
+
+    def _disarmed(self, mid: str, name: str, owner: str | None) -> None:
+        record = self._open_for(mid)
+        if record is not None:
+            if any(a["name"] == name for a in record.armed):
+                # armed and disarmed by the same step: no expiry of it can ever be current,
+                # and a reader applies `disarmed` before `armed`
+                record.armed = [a for a in record.armed if a["name"] != name]
+            if name not in record.disarmed:
+                record.disarmed.append(name)
+        else:
+            self._note(mid, "deadline disarmed", name=name, state=owner)
+
+    def _open_for(self, mid: str) -> _Open | None:
+        """The innermost record being written for `mid`'s step (its transition or spawn)."""
+        for record in reversed(self._open):
+            if record.machine == mid:
+                return record
+        return None
+
+    def _close_to(self, depth: int) -> None:
+        """Journal the open records above `depth`, innermost first: each with the deadlines
+        its step armed and disarmed, followed by the records it held (into the enclosing
+        open record, if any, else the journal)."""
+        stack = self._open
+        while len(stack) > depth:
+            top = stack.pop()
+            payload = top.payload
+            if top.disarmed:
+                payload["disarmed"] = top.disarmed
+            if top.armed:
+                payload["armed"] = top.armed
+            if stack:
+                held = stack[-1].held
+                held.append((top.kind, top.source, payload, None))
+                held.extend(top.held)
+            else:
+                self._write(top.kind, top.source, payload, None)
+                for kind, source, data, msg in top.held:
+                    self._write(kind, source, data, msg)
 
     def annotate(self, text: str, **data: Any) -> None:
         """A note from the code driving the engine (not from a machine). Replay skips these:
@@ -490,6 +572,12 @@ class Engine:
         self._record("note", source, payload)
 
     def _record(self, kind: str, machine: str, payload: Any, msg: Message | None = None) -> None:
+        if self._open:  # written after the record being written
+            self._open[-1].held.append((kind, machine, payload, msg))
+        else:
+            self._write(kind, machine, payload, msg)
+
+    def _write(self, kind: str, machine: str, payload: Any, msg: Message | None) -> None:
         rec = self.journal.append(kind, machine, payload, self.now_ns)
         if self.observers:
             seen = Observed(rec, payload, msg)

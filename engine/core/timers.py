@@ -4,11 +4,17 @@ A state arms a deadline on entry; the engine disarms it when that state is left.
 Expiry arrives through the inbox as an ordinary `DeadlineExpired` event. If the
 deadline was disarmed or re-armed in the meantime, its generation no longer
 matches and the expiry is stale: the loop ignores it and journals a note.
+
+The journal keeps them in the record of the step that armed or disarmed them (journal
+schema 4, engine/core/loop.py): `journaled_deadlines` reads them back from a record,
+and from the `deadline armed` / `deadline disarmed` notes older journals hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -16,7 +22,7 @@ from engine.core.clock import Clock
 from engine.core.clock import TimerHandle
 from engine.core.events import DeadlineExpired
 
-__all__ = ["Armed", "Deadlines"]
+__all__ = ["Armed", "Deadlines", "JournaledDeadlines", "journaled_deadlines"]
 
 
 @attrs.define
@@ -92,3 +98,39 @@ class Deadlines:
 
     def __len__(self) -> int:
         return len(self._armed)
+
+
+@attrs.frozen
+class JournaledDeadlines:
+    """What one journal record says about one machine's deadlines: apply `disarmed`
+    (names), then `armed` (each {"name", "due_ns", "generation"}), in order."""
+
+    machine: str
+    disarmed: tuple[str, ...]
+    armed: tuple[Mapping[str, Any], ...]
+
+
+def journaled_deadlines(kind: str, machine: str, data: Any) -> JournaledDeadlines | None:
+    """The deadlines a record (kind, machine field, decoded payload) arms or disarms; None
+    when it touches none. A transition's deadlines are its machine's; a `spawn` note's are
+    the spawned machine's (armed on its initial entry); older journals' notes one each."""
+    if not isinstance(data, Mapping):
+        return None
+    if kind == "transition" or (kind == "note" and data.get("note") == "spawn"):
+        armed, disarmed = data.get("armed"), data.get("disarmed")
+        if not armed and not disarmed:
+            return None
+        owner = machine if kind == "transition" else str(data.get("machine"))
+        return JournaledDeadlines(
+            owner,
+            tuple(str(n) for n in disarmed or ()),
+            tuple(a for a in armed or () if isinstance(a, Mapping)),
+        )
+    if kind != "note":
+        return None
+    note = data.get("note")
+    if note == "deadline armed":  # journal schema 3 and older
+        return JournaledDeadlines(machine, (), (data,))
+    if note == "deadline disarmed":
+        return JournaledDeadlines(machine, (str(data.get("name")),), ())
+    return None

@@ -198,6 +198,8 @@ class InvariantChecker:
                 self._on_fill(rec, rec.data)
             elif '"filled_qty"' in rec.payload:
                 self._on_word(rec.data)
+            elif rec.machine == "engine" and '"machine_finished"' in rec.payload:
+                self._on_finished(rec, rec.data)
             return
         if kind == "intent":
             self._on_intent(rec, rec.data)
@@ -214,7 +216,7 @@ class InvariantChecker:
                 building = isinstance(params, dict) and params.get("purpose") == "build"
                 if building and self._unknown_fill is not None:
                     self.fail("fills", "a BUILD started after a fill for an unknown order", rec)
-            elif note == "finished":
+            elif note == "finished":  # a root machine (a child's is its machine_finished)
                 self._on_finished(rec, data)
         elif kind == "note" and rec.machine == "ledger":
             text = str(rec.data.get("note", ""))

@@ -66,8 +66,12 @@ ROUTINE_NOTES = (
     "sized at equal notional",
     "built: venue position at target",
     "unwinding from the verified position",
+    "unwinding from the position BUILD verified",
     "flat: verified by the venue",
 )
+# Notes routine only for the reason an ordinary cycle gives: with resting first rounds
+# (maker_first, post_only) every UNWIND reads before it places; any other reason stays INFO.
+ROUTINE_NOTE_REASONS = {"unwind reads first": "the policy reads first"}
 MASK = "********"
 _SECRETS: set[str] = set()
 KEY_ENV = "NADO_PRIVATE_KEY"
@@ -480,5 +484,6 @@ class JournalLogger:
                 tag=tag,
                 console=False,
                 fields=fields,
-                routine=text.startswith(ROUTINE_NOTES),
+                routine=text.startswith(ROUTINE_NOTES)
+                or (text in ROUTINE_NOTE_REASONS and d.get("reason") == ROUTINE_NOTE_REASONS[text]),
             )

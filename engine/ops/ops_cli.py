@@ -129,6 +129,8 @@ def _readable(path: str) -> tuple[int | None, str]:
     if path.endswith((".jsonl", ".ndjson")):
         return (None, "") if Path(path).is_file() else (0, f"no journal at {path}")
     report = verify(path)
+    if report.status == "other_version":
+        return None, ""  # another engine's chain: read as it is (report and status only)
     if report.status in ("missing", "corrupt"):
         return 0, report.describe(path)
     note = report.describe(path) if report.status == "torn_tail" else ""

@@ -62,6 +62,7 @@ from engine.core.ledger import OrderRecord
 from engine.core.messages import Message
 from engine.core.messages import from_dict
 from engine.core.observed import Observed
+from engine.core.timers import journaled_deadlines
 
 __all__ = [
     "AlertSeen",
@@ -520,6 +521,7 @@ class RunFold:
         self.states: dict[str, str] = {}  # live machines → last state entered
         self.finished: dict[str, str] = {}  # machine → outcome
         self.deadlines: dict[str, dict[str, int]] = {}  # machine → name → due ns
+        self._generations: dict[tuple[str, str], int] = {}  # of the armed ones
         self.machine_cycle: dict[str, int | None] = {}
         # Offline (report) keeps every cycle; a live fold keeps the last `keep_cycles`
         # closed ones (memory stays flat over a long run) and counts outcomes.
@@ -602,14 +604,13 @@ class RunFold:
             self._new_run(rec, data)
         elif rec.machine == "engine" and text == "spawn":
             self._spawn(rec, data)
+            self._deadlines(rec, data)
         elif rec.machine == "engine" and text == "finished":
+            # a root machine (journal schema 4), or any machine in older journals (whose
+            # `machine_finished` event then says it again: `_finished` is idempotent)
             self._finished(rec, str(data.get("machine")), str(data.get("outcome")))
-        elif text == "deadline armed":
-            due = data.get("due_ns")
-            if isinstance(due, int):
-                self.deadlines.setdefault(rec.machine, {})[str(data.get("name"))] = due
-        elif text == "deadline disarmed":
-            self.deadlines.get(rec.machine, {}).pop(str(data.get("name")), None)
+        elif text in ("deadline armed", "deadline disarmed"):
+            self._deadlines(rec, data)
         elif text == "operator resumed after halt":
             self.halted, self.halt_reason, self.resumed = False, None, True
             self.sticky_halt = None
@@ -618,6 +619,37 @@ class RunFold:
                 self.counters.bbo_rejected += 1
             elif text.startswith("duplicate fill"):
                 self.counters.duplicate_fills += 1
+
+    def _deadlines(self, rec: Record, data: dict[str, Any]) -> None:
+        """Deadlines armed and disarmed: by a transition or a spawn (journal schema 4), or
+        one per note (older journals)."""
+        changed = journaled_deadlines(rec.kind, rec.machine, data)
+        if changed is None:
+            return
+        mid = changed.machine
+        armed = self.deadlines.setdefault(mid, {})
+        for name in changed.disarmed:
+            armed.pop(name, None)
+            self._generations.pop((mid, name), None)
+        for entry in changed.armed:
+            due, name = entry.get("due_ns"), str(entry.get("name"))
+            if isinstance(due, int):
+                armed[name] = due
+                self._generations[(mid, name)] = int(entry.get("generation") or 0)
+        if not armed:
+            del self.deadlines[mid]
+
+    def _expired(self, data: dict[str, Any]) -> None:
+        """A current expiry consumes its deadline (as the engine's `Deadlines.take`); a
+        stale one, of a deadline re-armed or disarmed since, changes nothing."""
+        mid, name = str(data.get("target")), str(data.get("name"))
+        if self._generations.get((mid, name)) != data.get("generation"):
+            return
+        del self._generations[(mid, name)]
+        armed = self.deadlines.get(mid, {})
+        armed.pop(name, None)
+        if not armed:
+            self.deadlines.pop(mid, None)
 
     def _new_run(self, rec: Record, data: dict[str, Any]) -> None:
         self._close_run()
@@ -633,6 +665,7 @@ class RunFold:
         self._episode = None
         self.states.clear()
         self.deadlines.clear()
+        self._generations.clear()
         self.machine_cycle.clear()
         self.halted, self.halt_reason, self.resumed = False, None, False
         self.ws_connected = None
@@ -675,7 +708,8 @@ class RunFold:
 
     def _finished(self, rec: Record, mid: str, outcome: str) -> None:
         self.states.pop(mid, None)
-        self.deadlines.pop(mid, None)
+        for name in self.deadlines.pop(mid, {}):
+            self._generations.pop((mid, name), None)
         self.finished[mid] = outcome
         cycle = self.machine_cycle.get(mid)
         record = self._open.get(cycle) if cycle is not None else None
@@ -741,6 +775,8 @@ class RunFold:
                 record.last_mid[pid] = quote.mid
 
     def _transition(self, rec: Record, data: dict[str, Any]) -> None:
+        if "armed" in data or "disarmed" in data:
+            self._deadlines(rec, data)
         to = data.get("to")
         if to is None:
             return
@@ -815,6 +851,12 @@ class RunFold:
 
     def _event(self, rec: Record, data: dict[str, Any]) -> None:
         kind = data.get("kind")
+        if kind == "machine_finished":  # the engine's: a machine ended (to its parent)
+            self._finished(rec, str(data.get("machine")), str(data.get("outcome")))
+            return
+        if kind == "deadline_expired":
+            self._expired(data)
+            return
         if kind in _MOVES and (kind == "fill_received" or data.get("filled_qty")):
             self._moved = (rec.ts, str(data.get("order_id")))
         if kind == "fill_received":

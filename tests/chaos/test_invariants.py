@@ -81,7 +81,14 @@ def _plant(monkeypatch, purpose, guard, answer):
 
 
 def _plant_unwind_flat(monkeypatch):
+    """UNWIND takes its opening read as flat whatever it says. Planted on the read-first
+    path: placing from BUILD's verified belief, UNWIND judges no opening read for flatness
+    (its orders go out with the read), so the planted guard would meet only the final read,
+    taken once the legs are closed, and claim nothing wrong."""
+    from machines.position_work import PositionWork
+
     _plant(monkeypatch, "unwind", "venue_flat", True)
+    monkeypatch.setattr(PositionWork, "belief_verified", lambda self: False)
 
 
 def test_flat_claimed_on_a_non_flat_answer_is_caught(monkeypatch, settings):
@@ -143,6 +150,8 @@ def test_machine_outliving_its_bound_is_caught(monkeypatch, settings):
     monkeypatch.setattr(MachineBounds, "unwind", lambda self: Decimal("0.001"))
     result = run_one(1, QUIET, cycles=1, settings=settings)
     assert "duration" in _invariants(result)
+    # seen when it ended: the UNWIND's machine_finished event (journal schema 4)
+    assert any("took" in v and '"machine_finished"' in v for v in result.violations)
 
 
 def test_wait_without_a_deadline_is_caught(monkeypatch, settings):

@@ -125,7 +125,9 @@ def test_run_that_cannot_read_the_venue_at_the_end_says_why_it_exits_3(tmp_path)
     from engine.runtime.cli import main
 
     profile = tmp_path / "down_at_the_end.toml"
-    profile.write_text("[venue]\ndown = [{ at_s = 2.96, for_s = 120 }]\n")
+    # Down just after the final query leaves (2.90 s; 2.95 s before UNWIND sent its
+    # opening read with its orders, one round trip sooner) and before it is answered.
+    profile.write_text("[venue]\ndown = [{ at_s = 2.91, for_s = 120 }]\n")
     summary = tmp_path / "s.json"
     args = ["run", "--pair", "ETH-SOL", "--cycles", "1", "--clock", "virtual", "--seed", "1"]
     args += ["--faults", str(profile), "--journal", str(tmp_path / "j.db")]

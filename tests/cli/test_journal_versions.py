@@ -109,7 +109,6 @@ def test_a_version_2_journal_of_the_three_order_working_machines_is_refused_in_o
     """Version 2 journals were written by BuildMachine, UnwindMachine and
     EmergencyExitMachine, which the position-work machine replaced: their replay would
     diverge at the first spawn, so it is refused by version (exit 2, one line)."""
-    assert JOURNAL_SCHEMA == 3
     old = tmp_path / "v2.db"
     old.write_bytes(current.read_bytes())
     db = sqlite3.connect(old)
@@ -119,9 +118,35 @@ def test_a_version_2_journal_of_the_three_order_working_machines_is_refused_in_o
     for args in (("replay", str(old)), ("journal", "verify", str(old))):
         line = one_line_error(dnpair(*args))
         assert line == (
-            f"{old}: written by journal schema version 2, this dnpair reads version 3; "
+            f"{old}: written by journal schema version 2, this dnpair reads version "
+            f"{JOURNAL_SCHEMA}; replay or verify it with the dnpair that wrote it"
+        ), line
+
+
+def test_a_version_3_journal_of_one_note_per_deadline_is_refused_in_one_line(
+    current: Path, tmp_path: Path
+) -> None:
+    """Version 3 journals wrote a note for every deadline armed or disarmed and an engine
+    `finished` note beside each `machine_finished` event; version 4 folds the deadlines
+    into the transition (or spawn) that armed or disarmed them. Replaying a version 3
+    journal would diverge at its first deadline note, so it is refused by version."""
+    assert JOURNAL_SCHEMA == 4
+    old = tmp_path / "v3.db"
+    old.write_bytes(current.read_bytes())
+    db = sqlite3.connect(old)
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    for args in (("replay", str(old)), ("journal", "verify", str(old))):
+        proc = dnpair(*args)
+        line = one_line_error(proc)
+        assert proc.returncode == 2
+        assert line == (
+            f"{old}: written by journal schema version 3, this dnpair reads version 4; "
             "replay or verify it with the dnpair that wrote it"
         ), line
+    line = one_line_error(virtual_run(old, "--cycles", "1"))
+    assert "written by journal schema version 3" in line
 
 
 def test_a_journal_of_a_later_version_is_refused_the_same_way(
@@ -157,3 +182,25 @@ def test_a_run_header_of_another_version_is_not_replayed(current: Path, tmp_path
             fh.write(json.dumps(obj) + "\n")
     line = one_line_error(dnpair("replay", str(out)))
     assert f"written by journal schema version {JOURNAL_SCHEMA + 1}" in line
+
+
+def test_report_status_and_export_still_read_a_journal_of_another_version(
+    current: Path, tmp_path: Path
+) -> None:
+    """Only replay and verify need this engine's version; the operator's views of an older
+    journal keep working (they read version 3's deadline notes and `finished` notes too:
+    tests/unit/test_journal_records.py)."""
+    old = tmp_path / "v3.db"
+    old.write_bytes(current.read_bytes())
+    db = sqlite3.connect(old)
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    report = dnpair("report", str(old))
+    assert report.returncode == 0, report.stderr
+    assert "completed" in report.stdout
+    status = dnpair("status", "--json", str(old))
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["cycles_closed"] == 1
+    export = dnpair("journal", "export", str(old), "--jsonl", str(tmp_path / "v3.jsonl"))
+    assert export.returncode == 0, export.stderr

@@ -18,6 +18,7 @@ from tests.cli.support import DNPAIR
 from tests.cli.support import env
 from tests.crash.harness import KEY
 from tests.crash.harness import venue_serve
+from tests.support import deadlines_armed
 
 HOLD_S = 3.0
 
@@ -26,10 +27,9 @@ def _until_committed(journal: Path, deadline: str) -> None:
     """Wait (bounded) until the hold deadline's arming is durable in the journal."""
     give_up = time.monotonic() + 30
     while time.monotonic() < give_up:
-        for rec in read_records(journal):
-            armed = rec.machine == "session" and '"deadline armed"' in rec.payload
-            if armed and rec.data.get("name") == deadline:
-                return
+        armed = deadlines_armed(read_records(journal))
+        if any(m == "session" and a["name"] == deadline for m, a in armed):
+            return
         time.sleep(0.05)
     raise AssertionError(f"deadline {deadline!r} never committed to {journal}")
 

@@ -23,7 +23,7 @@ def original(tmp_path_factory) -> tuple[bytes, list[Record]]:
             "--cycles",
             # enough cycles that the cut window of the deep tier (the last 12 pages)
             # stays clear of the first pages (schema, payload dictionary)
-            "9",
+            "13",
             "--clock",
             "virtual",
             "--seed",

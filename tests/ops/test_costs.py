@@ -47,6 +47,10 @@ class Feed:
     def note(self, ts: int, text: str, **data: Any) -> None:
         self(ts, "note", "engine", {"note": text, **data})
 
+    def finished(self, ts: int, machine: str, outcome: str) -> None:
+        data = {"kind": "machine_finished", "machine": machine, "outcome": outcome}
+        self(ts, "event", "engine", {**data, "target": "session"})
+
     def bbo(self, ts: int, pid: int, bid: str, ask: str) -> None:
         data = {"kind": "bbo_updated", "product_id": pid, "bid": bid, "ask": ask}
         self(ts, "event", "venue", {**data, "bid_qty": "10", "ask_qty": "10"})
@@ -82,14 +86,14 @@ def one_cycle() -> RunFold:
     f.fill(1 * S, "o1", 4, "buy", "0.033", "3001", fee="0.04")
     f.fill(1 * S + 50 * MS, "o2", 8, "sell", "0.66", "150.05", is_maker=True)
     f.fill(1 * S + 50 * MS, "o2", 8, "sell", "0.66", "150.05", is_maker=True)  # duplicate
-    f.note(1 * S + 60 * MS, "finished", machine="build:session:1", outcome="done")
+    f.finished(1 * S + 60 * MS, "build:session:1", "done")
     f.note(2 * S, "spawn", machine="unwind:session:2", cls="X", params={"params": {"cycle": 1}})
     f.place(2 * S, "unwind:session:2", "o3", 4, "sell", "0.033", "2997")
     f.place(2 * S, "unwind:session:2", "o4", 8, "buy", "0.66", "150.2")
     f.fill(3 * S, "o4", 8, "buy", "0.66", "150.1", fee="0.04")
     f.bbo(3 * S + 100 * MS, 4, "2998", "3000")  # a quote move alone does not end it
     f.fill(3 * S + 200 * MS, "o3", 4, "sell", "0.033", "2999", is_maker=True)
-    f.note(3 * S + 300 * MS, "finished", machine="unwind:session:2", outcome="done")
+    f.finished(3 * S + 300 * MS, "unwind:session:2", "done")
     return f.fold.finish()
 
 

@@ -115,5 +115,35 @@ def test_routine_lines_are_debug_in_the_json_log_and_still_on_the_console(tmp_pa
     routine = [o for o in at_debug if o["level"] == "debug"]
     assert any("working → deciding" in o["msg"] for o in routine)
     assert any("built: venue position at target" in o["msg"] for o in routine)
+    # taker: UNWIND places from BUILD's verified position every cycle (routine too)
+    assert any("unwinding from the position BUILD verified" in o["msg"] for o in routine)
+    assert not any("unwinding from the position BUILD verified" in o["msg"] for o in at_info)
     assert len(at_debug) == len(at_info) + len(routine)
     assert any("working → deciding" in line for line in lines)  # console unchanged
+
+
+def test_maker_firsts_routine_read_first_is_debug_in_the_json_log(tmp_path):
+    """With resting first rounds every UNWIND reads before it places ("the policy reads
+    first"): routine, DEBUG in the JSON log (it kept maker_first's journal and log over
+    10 KB per cycle); the note is still in the journal."""
+    s = session(tmp_path, cycles=2, env={"DN_EXECUTION": "maker_first"})
+    info, debug = tmp_path / "info.log.jsonl", tmp_path / "debug.log.jsonl"
+    setups = [
+        configure(s.logger, json_path=str(info)),
+        configure(s.logger, json_path=str(debug), level=logging.DEBUG),
+    ]
+    run_session(s)
+    for setup in setups:
+        setup.close()
+    noted = [
+        r
+        for r in s.engine.journal.records()
+        if r.kind == "note" and r.data["note"] == "unwind reads first"
+    ]
+    assert len(noted) == 2
+    assert all(r.data["reason"] == "the policy reads first" for r in noted)
+    assert "unwind reads first" not in info.read_text()
+    at_debug = [json.loads(x) for x in debug.read_text().splitlines()]
+    firsts = [o for o in at_debug if "unwind reads first" in o["msg"]]
+    assert len(firsts) == 2
+    assert all(o["level"] == "debug" for o in firsts)

@@ -27,8 +27,9 @@ def test_cycles_reconcile_with_the_summary_of_a_clean_run():
     assert legs["ETH-PERP"].entry_side == "buy"  # odd cycles: long the first symbol
     assert legs["SOL-PERP"].entry_side == "sell"
     assert legs["ETH-PERP"].entry_qty == legs["ETH-PERP"].exit_qty > 0
-    # Sim round trip is 50 ms: check, place+fill, verify, read, place+fill, verify = 6 RTT.
-    assert first.active_s == Decimal("0.3")
+    # Sim round trip is 50 ms: check, place+fill, verify, then UNWIND's place+fill with its
+    # opening read alongside, verify = 5 RTT (6 while UNWIND read before placing).
+    assert first.active_s == Decimal("0.25")
     assert first.hold_s == Decimal(2)
     assert first.fill_latency_ms == Decimal(50)
     assert first.slippage_bps is not None

@@ -16,6 +16,7 @@ from engine.runtime.runner import run_virtual
 from machines.base import PureMachine
 from machines.base import State
 from tests.support import ScriptedVenue
+from tests.support import deadlines_disarmed
 
 S = 1_000_000_000
 
@@ -62,8 +63,12 @@ def test_deadline_is_disarmed_when_its_state_is_left():
     run_virtual(engine, clock, venue.send, initial=first)
     # The 5 s "fill" deadline was left behind at 0.05 s: no expiry ever arrives.
     assert not [r for r in engine.journal.records() if r.machine == "clock"]
-    disarmed = notes(engine, "deadline disarmed")
-    assert {d["name"] for d in disarmed} == {"fill_timeout", "verify_timeout"}
+    # ... and the transitions that left those states say so (journal schema 4)
+    disarmed = deadlines_disarmed(engine.journal.records())
+    assert disarmed == [("probe0", "fill_timeout"), ("probe0", "verify_timeout")]
+    moves = [r.data for r in engine.journal.records() if r.kind == "transition"]
+    assert [m.get("disarmed") for m in moves] == [["fill_timeout"], ["verify_timeout"]]
+    assert not notes(engine, "deadline disarmed")
     assert len(engine.deadlines) == 0
     assert clock.pending() == 0
 

@@ -14,6 +14,7 @@ from engine.core.intents import QueryOrder
 from engine.core.intents import QueryPositions
 from engine.core.intents import SendAlert
 from machines.position_work import PositionWork
+from tests.support import deadlines_armed
 from tests.unit.machines.fakes import Error
 from tests.unit.machines.fakes import Fill
 from tests.unit.machines.fakes import S
@@ -120,7 +121,8 @@ def test_exit_budget_is_armed_once_and_ends_the_exit_whatever_attempt_is_running
     assert outcome(engine) == "failed"
     assert fake.finished_ns == 30 * S + 0  # exactly the budget
     assert "budget spent" in fake.of(Halt)[0].reason
-    armed = [n for n in notes(engine, "deadline armed") if n["name"] == "budget_timeout"]
+    records = engine.journal.records()
+    armed = [a for _m, a in deadlines_armed(records) if a["name"] == "budget_timeout"]
     assert len(armed) == 1
 
 
