@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from collections.abc import MutableSet
 from decimal import Decimal
+from itertools import repeat
+from operator import is_
 from types import FunctionType
 from typing import TYPE_CHECKING
 from typing import Any
@@ -34,6 +37,7 @@ from weakref import ref
 from statemachine import State
 from statemachine import StateChart
 from statemachine.callbacks import CallbacksRegistry
+from statemachine.configuration import _SENTINEL as _CONFIG_UNSET
 from statemachine.configuration import Configuration
 from statemachine.dispatcher import Listener
 from statemachine.dispatcher import Listeners
@@ -41,9 +45,11 @@ from statemachine.engines.sync import SyncEngine
 from statemachine.event import BoundEvent
 from statemachine.event import Event
 from statemachine.exceptions import InvalidDefinition
+from statemachine.exceptions import StateMachineError
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.graph import iterate_states_and_transitions
 from statemachine.model import Model
+from statemachine.orderedset import OrderedSet
 from statemachine.state import InstanceState
 from statemachine.utils import humanize_id
 
@@ -108,6 +114,7 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         plan = _PLANS.get(type(self))
         if plan is None:
             super().__init__()
+            self._dn_check_states()
             return
         # StateChart.__init__ for a compiled class (no model, listeners or start value are
         # passed here), then the initial entry from the table instead of the library's.
@@ -120,6 +127,7 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         self._listeners = {}
         self.__dict__["_engine"] = None  # built when the library's paths first need it
         self._dn_run(plan, [], None, plan.initial)
+        self._dn_check_states()
 
     @property
     def _engine(self) -> SyncEngine:
@@ -214,12 +222,16 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             or internal is not None
             or event not in type(self)._events
         ):
-            return super().send(
+            result = super().send(
                 event, *args, delay=delay, send_id=send_id, internal=internal, **kwargs
             )
+            self._dn_check_states()
+            return result
         if not self._dn_running():
             raise TransitionNotAllowed(self._dn_event(event), self.configuration)
-        trigger = (event, args, {k: v for k, v in kwargs.items() if k not in TRIGGER_RESERVED})
+        if not kwargs.keys().isdisjoint(TRIGGER_RESERVED):
+            kwargs = {k: v for k, v in kwargs.items() if k not in TRIGGER_RESERVED}
+        trigger = (event, args, kwargs)
         pending = self.__dict__.get("_dn_pending")
         if pending is not None:  # sent from a callback: after the current event, in order
             pending.append(trigger)
@@ -227,8 +239,35 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         engine = self.__dict__.get("_engine")
         lock = None if engine is None else engine._processing
         if lock is not None and not lock.acquire(blocking=False):
-            return super().send(event, *args, **kwargs)
-        return self._dn_run(plan, [trigger], lock)
+            result = super().send(event, *args, **kwargs)
+        else:
+            result = self._dn_run(plan, [trigger], lock)
+        self._dn_check_states()
+        return result
+
+    def _dn_check_states(self) -> None:
+        """StateChart.__setattr__'s check (a state's name is not an attribute to assign),
+        made once a machine has started and after each event it was sent, rather than on
+        every assignment: a Python `__setattr__` costs every attribute a machine sets (a
+        tenth of a replay). The same error, at the end of the step that assigned."""
+        d = self.__dict__
+        guard = d.get("_dn_guard")
+        if guard is None:  # the names, and what the instance holds under each
+            states = self._config._instance_states
+            named = _guarded_names(type(self))
+            guard = d["_dn_guard"] = (
+                tuple(name for name, _ in named),
+                tuple(_NONE if value is None else states[value] for _, value in named),
+            )
+        names, held = guard
+        if all(map(is_, map(d.get, names, repeat(_NONE)), held)):
+            return
+        for name, want in zip(names, held, strict=True):
+            got = d.get(name, _NONE)
+            if got is not want:
+                raise StateMachineError(
+                    f"State overriding is not allowed. Trying to add {got!r} to {name}"
+                )
 
     def _dn_run(
         self,
@@ -280,27 +319,110 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             )
         return found
 
-    def _dn_view(self) -> tuple[tuple[str, ...], State | None]:
-        """The active state ids and the atomic one, worked out again only when the stored
-        configuration value changes (as the library caches `configuration`)."""
+    def _dn_view(self) -> tuple[tuple[str, ...], State | None, tuple[State, ...]]:
+        """The active state ids, the atomic one and the active states (the library's
+        proxies, in its configuration order), worked out again only when the stored
+        configuration value changes (as the library caches `configuration`). A single
+        active state (every machine without compound states) straight from its value."""
         raw = getattr(self.model, self.state_field, None)
         d = self.__dict__
         if raw is d.get("_dn_raw", _NONE):
-            view: tuple[tuple[str, ...], State | None] = d["_dn_seen"]
+            view: tuple[tuple[str, ...], State | None, tuple[State, ...]] = d["_dn_seen"]
             return view
-        conf = self.configuration
-        view = (tuple(s.id for s in conf), next((s for s in conf if s.is_atomic), None))
+        if raw is None:
+            conf: tuple[State, ...] = ()
+        elif type(raw) is OrderedSet:  # as `Configuration.states` resolves the values
+            states = self._config._instance_states
+            conf = tuple(states[v] for v in raw)
+        elif isinstance(raw, MutableSet):
+            conf = tuple(self.configuration)
+        else:
+            conf = (self._config._instance_states[raw],)
+        view = (tuple(s.id for s in conf), next((s for s in conf if s.is_atomic), None), conf)
         d["_dn_raw"], d["_dn_seen"] = raw, view
         return view
+
+    def _dn_set(self, raw: Any) -> None:
+        """Store a configuration value as the library's `Configuration` writes one (its
+        cache goes with the value it was worked out from)."""
+        config = self._config
+        config._cached = None
+        config._cached_value = _CONFIG_UNSET
+        setattr(self.model, self.state_field, raw)
+
+    def _dn_values(self) -> dict[Any, None] | None:
+        """A copy of the active values in order (None: a value this does not read)."""
+        raw = getattr(self.model, self.state_field, None)
+        if raw is None:
+            return {}
+        if type(raw) is OrderedSet:
+            return dict(raw._d)
+        if isinstance(raw, MutableSet):
+            return None
+        return {raw: None}
+
+    def _dn_write(self, values: dict[Any, None]) -> None:
+        """`Configuration._write_to_model`: none is None, one is that value, more are an
+        OrderedSet (the values are declared states': nothing to validate)."""
+        if not values:
+            self._dn_set(None)
+        elif len(values) == 1:
+            self._dn_set(next(iter(values)))
+        else:
+            ordered = object.__new__(OrderedSet)
+            ordered._d = values
+            self._dn_set(ordered)
+
+    def _dn_add(self, state: State) -> None:
+        """`Configuration.add` (copy-on-write)."""
+        values = self._dn_values()
+        if values is None:
+            self._config.add(state)
+        else:
+            values[state.value] = None
+            self._dn_write(values)
+
+    def _dn_discard(self, state: State) -> None:
+        """`Configuration.discard` (copy-on-write)."""
+        values = self._dn_values()
+        if values is None:
+            self._config.discard(state)
+        else:
+            values.pop(state.value, None)
+            self._dn_write(values)
 
     def _dn_macrostep(self, plan: Plan) -> None:
         """Eventless transitions until none is enabled (the library's `_run_macrostep`)."""
         while True:
             state = self._dn_view()[1]
             for step in plan.eventless[state.id] if state is not None else ():
-                kw = self._dn_kwargs(step, None, {})
-                if self._dn_enabled(step, (), kw):
-                    self._dn_microstep(step, None, (), {}, kw)
+                # `_dn_enabled(step, None, (), {})`, inline for the plain guards (named
+                # methods taking nothing or `ev`: none is offered here) of the transitions
+                # tried on every event
+                if step.validators:
+                    enabled = self._dn_enabled(step, None, (), _NO_KWARGS)
+                else:
+                    enabled = True
+                    kw: dict[str, Any] | None = None
+                    for _condition, name, method, expected in step.conds:
+                        fn = getattr(self, name)
+                        if not method:
+                            value = fn
+                        else:
+                            wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
+                            if wanted is _NO_ARGS or wanted is _EV:
+                                value = fn()
+                            else:
+                                if kw is None:
+                                    kw = self._dn_kwargs(step, None, {})
+                                value = self._dn_invoke(name, method, kw)
+                        if expected is not None:
+                            value = bool(value) == expected
+                        if not value:
+                            enabled = False
+                            break
+                if enabled:
+                    self._dn_microstep(step, None, (), {})
                     break
             else:
                 return
@@ -311,12 +433,12 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         event = self._dn_event(name)
         state = self._dn_view()[1]
         for step in plan.for_event(state, name) if state is not None else ():
-            kw = self._dn_kwargs(step, event, kwargs)
-            if self._dn_enabled(step, args, kw):
-                return self._dn_microstep(step, event, args, kwargs, kw)
+            if self._dn_enabled(step, event, args, kwargs):
+                return self._dn_microstep(step, event, args, kwargs)
         raise TransitionNotAllowed(event, self.configuration)
 
     def _dn_kwargs(self, step: Step, event: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Every argument the library offers a transition's callbacks."""
         kw = dict(kwargs)
         kw["machine"] = self
         kw["event"] = event
@@ -326,11 +448,31 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         kw["target"] = step.target
         return kw
 
-    def _dn_enabled(self, step: Step, args: tuple[Any, ...], kw: dict[str, Any]) -> bool:
+    def _dn_enabled(
+        self, step: Step, event: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """The step's validators and guards, in order. A guard that names no argument or
+        only `ev` (nearly all) is called without the full set of arguments being built."""
+        kw: dict[str, Any] | None = None
         if step.validators:
+            kw = self._dn_kwargs(step, event, kwargs)
             self._dn_call(step.validators, args, kw)
         for _condition, name, method, expected in step.conds:
-            value = self._dn_invoke(name, method, kw)
+            fn = getattr(self, name)
+            if not method:
+                value = fn
+            else:
+                wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
+                if wanted is _NONE:
+                    wanted = _wanted(fn)
+                if wanted is _NO_ARGS:
+                    value = fn()
+                elif wanted is _EV:
+                    value = fn(ev=kwargs["ev"]) if "ev" in kwargs else fn()
+                else:
+                    if kw is None:
+                        kw = self._dn_kwargs(step, event, kwargs)
+                    value = self._dn_invoke(name, method, kw)
             if expected is not None:
                 value = bool(value) == expected
             if not value:
@@ -346,14 +488,16 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
         if wanted is _NONE:
             wanted = _wanted(fn)
-        if not wanted:
-            return fn(**kw) if wanted is None else fn()  # None: takes **kwargs
-        if wanted == _EV:
+        if wanted is _NO_ARGS:
+            return fn()
+        if wanted is _EV:
             return fn(ev=kw["ev"]) if "ev" in kw else fn()
-        if wanted == _STATE:  # on_enter_state / on_exit_state (always in kw)
+        if wanted is _STATE:  # on_enter_state / on_exit_state (always in kw)
             return fn(state=kw["state"])
-        if wanted == _MOVE:  # before_transition (always in kw)
+        if wanted is _MOVE:  # before_transition (always in kw)
             return fn(event=kw["event"], source=kw["source"], target=kw["target"])
+        if wanted is None:  # takes **kwargs
+            return fn(**kw)
         return fn(**{k: kw[k] for k in wanted if k in kw})
 
     def _dn_call(
@@ -369,55 +513,127 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             out.append(value)
         return out
 
+    def _dn_fire(
+        self,
+        callbacks: Callbacks,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        event: Any,
+        transition: Any,
+        source: Any,
+        state: Any,
+        target: Any,
+        entering: bool = False,
+    ) -> list[Any]:
+        """`_dn_call` with the arguments the library offers given one by one (`state` is
+        the source, or the target when `entering`: a state entered, `after` of a targeted
+        transition): the dict of all of them is built only for a callback that names more
+        than the usual ones (`state`; `event, source, target`; `ev`; nothing)."""
+        out = []
+        kw: dict[str, Any] | None = None
+        for condition, name, method, expected in callbacks:
+            if condition is not None:
+                if kw is None:
+                    kw = self._dn_all(kwargs, event, transition, source, target, entering)
+                if not condition(*args, **kw):
+                    continue
+            fn = getattr(self, name)
+            if not method:
+                value = fn
+            else:
+                wanted = _WANTED.get(getattr(fn, "__func__", fn), _NONE)
+                if wanted is _NONE:
+                    wanted = _wanted(fn)
+                if wanted is _STATE:
+                    value = fn(state=state)
+                elif wanted is _MOVE:
+                    value = fn(event=event, source=source, target=target)
+                elif wanted is _NO_ARGS:
+                    value = fn()
+                elif wanted is _EV:
+                    value = fn(ev=kwargs["ev"]) if "ev" in kwargs else fn()
+                else:
+                    if kw is None:
+                        kw = self._dn_all(kwargs, event, transition, source, target, entering)
+                    value = self._dn_invoke(name, method, kw)
+            if expected is not None:
+                value = bool(value) == expected
+            out.append(value)
+        return out
+
+    def _dn_all(
+        self,
+        kwargs: dict[str, Any],
+        event: Any,
+        transition: Any,
+        source: Any,
+        target: Any,
+        entering: bool,
+    ) -> dict[str, Any]:
+        """Every argument the library offers a callback, in its order."""
+        kw = dict(kwargs)
+        kw["machine"] = self
+        kw["event"] = event
+        kw["model"] = self.model
+        kw["transition"] = transition
+        if entering:  # a state it enters, or `after` of a targeted transition
+            kw["source"] = source
+            kw["state"] = kw["target"] = target
+        else:  # a transition's own callbacks, or a state it exits
+            kw["state"] = kw["source"] = source
+            kw["target"] = target
+        return kw
+
     def _dn_microstep(
         self,
         step: Step,
         event: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        kw: dict[str, Any],
     ) -> Any:
         """One transition in the library's order (its `microstep`, non-atomic updates)."""
-        config = self._config
-        previous = self.configuration
-        try:
-            result = self._dn_call(step.before, args, kw) if step.before else []
-            if step.targeted:
+        previous = getattr(self.model, self.state_field, None)
+        transition, source, target = step.transition, step.source, step.target
+        leaving: list[State] = []
+        if step.targeted:
+            ids, _atomic, active = self._dn_view()
+            # the states it leaves, deepest first: the same for every instance of the class
+            # in the same configuration, so worked out once per configuration
+            order = step.leaving.get(ids)
+            if order is None:
                 domain = step.domain
-                leaving = [s for s in previous if domain is None or s.is_descendant(domain)]
-                leaving.sort(key=_doc_order, reverse=True)
+                found = [
+                    i for i, s in enumerate(active) if domain is None or s.is_descendant(domain)
+                ]
+                found.sort(key=lambda i: _doc_order(active[i]), reverse=True)
+                order = step.leaving[ids] = tuple(found)
+            leaving = [active[i] for i in order]
+        fire = self._dn_fire
+        try:
+            result = (
+                fire(step.before, args, kwargs, event, transition, source, source, target)
+                if step.before
+                else []
+            )
+            if leaving:
                 exits = self.__class__._dn_plan_exits()
                 for state in leaving:
                     callbacks = exits[state.value]
                     if callbacks:
-                        ekw = dict(kwargs)
-                        ekw["machine"] = self
-                        ekw["event"] = event
-                        ekw["model"] = self.model
-                        ekw["transition"] = step.transition
-                        ekw["state"] = ekw["source"] = state
-                        ekw["target"] = step.target
-                        self._dn_call(callbacks, args, ekw)
-                    config.discard(state)
+                        fire(callbacks, args, kwargs, event, transition, state, state, target)
+                    self._dn_discard(state)
             if step.on:
-                result += self._dn_call(step.on, args, kw)
+                result += fire(step.on, args, kwargs, event, transition, source, source, target)
             if step.entries:
                 self._dn_enter(step, event, args, kwargs, result)
         except Exception:
-            self.configuration = previous
+            self._dn_set(previous)  # `self.configuration = previous`
             raise
         if step.after:
-            if step.target is not None:
-                akw = dict(kwargs)
-                akw["machine"] = self
-                akw["event"] = event
-                akw["model"] = self.model
-                akw["transition"] = step.transition
-                akw["source"] = step.source
-                akw["state"] = akw["target"] = step.target
+            if target is not None:
+                fire(step.after, args, kwargs, event, transition, source, target, target, True)
             else:
-                akw = kw
-            self._dn_call(step.after, args, akw)
+                fire(step.after, args, kwargs, event, transition, source, source, target)
         if not result:
             return None
         return result[0] if len(result) == 1 else result
@@ -431,20 +647,13 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         result: list[Any],
     ) -> None:
         """Enter a step's states, outermost first (the library's `_enter_states` loop)."""
-        config = self._config
+        fire = self._dn_fire
         for state, via, enter, initial_on, top_final in step.entries:
-            nkw = dict(kwargs)
-            nkw["machine"] = self
-            nkw["event"] = event
-            nkw["model"] = self.model
-            nkw["transition"] = via
-            nkw["source"] = via.source
-            nkw["state"] = nkw["target"] = state
-            config.add(state)
+            self._dn_add(state)
             if enter:
-                self._dn_call(enter, args, nkw)
+                fire(enter, args, kwargs, event, via, via.source, state, state, True)
             if initial_on:
-                result += self._dn_call(initial_on, args, nkw)
+                result += fire(initial_on, args, kwargs, event, via, via.source, state, state, True)
             if top_final:
                 self._dn_stop()
 
@@ -487,12 +696,9 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             states_map=cls.states_map,
         )
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # StateChart.__setattr__'s check (a state's name is not an attribute to assign),
-        # without its extra call for the attributes machines set all the time.
-        if name[:1] != "_" and name in type(self).states_map:
-            super().__setattr__(name, value)  # type: ignore[no-untyped-call]  # raises
-        object.__setattr__(self, name, value)
+    # StateChart.__setattr__ checks every assignment in Python; `_dn_check_states` makes
+    # its check after each step instead.
+    __setattr__ = object.__setattr__
 
     def add_listener(self, *listeners: Any) -> PureMachine:
         """Not supported: the callback registry is shared by every instance of the class,
@@ -556,8 +762,13 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
     def takes(self, event: str) -> bool:
         """Whether a current state (or an ancestor) declares a transition for `event`
         (guards not consulted). From a per-class table: cheaper than `allowed_events`."""
-        table = type(self)._event_table()
-        return any(event in table.get(i, ()) for i in self._dn_view()[0])
+        ids = self._dn_view()[0]
+        cls = type(self)
+        taken = _TAKEN.get((cls, ids))
+        if taken is None:  # what the active states take together, once per configuration
+            table = cls._event_table()
+            taken = _TAKEN[(cls, ids)] = frozenset().union(*(table.get(i, ()) for i in ids))
+        return event in taken
 
     @classmethod
     def _event_table(cls) -> dict[str, frozenset[str]]:
@@ -715,6 +926,7 @@ def _wanted(fn: Any) -> tuple[str, ...] | None:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
         else tuple(p.name for p in params if p.kind in kinds)
     )
+    found = _CANONICAL_WANTED.get(found, found) if found is not None else None
     _WANTED[key] = found
     return found
 
@@ -725,9 +937,13 @@ _CONFIG_TEMPLATES: dict[type[PureMachine], tuple[tuple[Any, State, int, str | No
 _PLANS: dict[type[PureMachine], Plan | None] = {}
 _NO_PLAN: Any = object()
 _NONE: Any = object()
+# What callbacks name, each one object (`_wanted` answers these): compared by identity.
+_NO_ARGS: tuple[str, ...] = ()
 _EV = ("ev",)
 _STATE = ("state",)
 _MOVE = ("event", "source", "target")
+_CANONICAL_WANTED = {w: w for w in (_NO_ARGS, _EV, _STATE, _MOVE)}
+_NO_KWARGS: dict[str, Any] = {}  # an eventless transition's (read, never written)
 _INITIAL_NAME = humanize_id("__initial__")  # the library's name for its activation event
 _PLAN_WHY: dict[type[PureMachine], str] = {}
 
@@ -749,6 +965,25 @@ def _plan_for(machine: PureMachine) -> Plan | None:
     return plan
 
 
+def _guarded_names(cls: type[PureMachine]) -> tuple[tuple[str, Any], ...]:
+    """The names StateChart.__setattr__ refuses to assign (the states' values), each with
+    the value of the state whose proxy the instance holds under it, or None: no attribute
+    by that name (a state named like an event has no proxy attribute)."""
+    found = _GUARDED.get(cls)
+    if found is None:
+        events = cls._events
+        by_id = {s.id: s for s in cls.states_map.values() if s.id not in events}
+        found = _GUARDED[cls] = tuple(
+            (str(name), by_id[name].value if name in by_id else None)
+            for name in cls.states_map
+            if isinstance(name, str)
+        )
+    return found
+
+
+_GUARDED: dict[type[PureMachine], tuple[tuple[str, Any], ...]] = {}
+
+
 def _doc_order(state: State) -> int:
     return state.document_order or 0
 
@@ -758,5 +993,6 @@ _PER_INSTANCE: set[type[PureMachine]] = set()
 
 # Per-class tables computed once (the declarations never change after class creation).
 _EVENT_TABLES: dict[type[PureMachine], dict[str, frozenset[str]]] = {}
+_TAKEN: dict[tuple[type[PureMachine], tuple[str, ...]], frozenset[str]] = {}
 _DECLARED: dict[type[PureMachine], frozenset[str]] = {}
 _INTERESTS: dict[type[PureMachine], frozenset[str]] = {}

@@ -54,6 +54,7 @@ class Step:
         "conds",
         "domain",
         "entries",
+        "leaving",
         "on",
         "source",
         "target",
@@ -73,6 +74,9 @@ class Step:
         self.on = plan.callbacks(t.on.key)
         self.after = plan.callbacks(t.after.key)
         self.domain = _domain(t) if self.targeted else None
+        # active state ids → the indexes of those the transition exits, deepest first
+        # (filled by the dispatch as configurations occur; a class has finitely many)
+        self.leaving: dict[tuple[str, ...], tuple[int, ...]] = {}
         # (state, the transition its kwargs name, its enter callbacks, the initial
         # transition's `on` callbacks when entered by default, top-level final)
         self.entries: tuple[tuple[State, Transition, Callbacks, Callbacks | None, bool], ...] = ()

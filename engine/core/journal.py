@@ -79,6 +79,7 @@ KINDS = ("event", "transition", "intent", "note")
 # any number of cycles, each of which names new machines.
 MACHINE_IDS = 256
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+PAYLOAD_MEMO = 4096  # stored payloads a reader keeps inflated (see read_segment)
 
 # Version 2: kind and machine are small integers (declared without a type: no text
 # affinity converts them); payload text or deflated bytes; hashes raw bytes.
@@ -187,9 +188,11 @@ class PayloadCodec:
             return str(value)
         try:
             d = zlib.decompressobj(-15, zdict=self.zdict or b"")
-            text = d.decompress(value) + d.flush()
-            if not d.eof:
-                raise zlib.error("truncated payload")
+            text = d.decompress(value)
+            if not d.eof:  # (a whole stream ends within decompress: nothing to flush)
+                text += d.flush()
+                if not d.eof:
+                    raise zlib.error("truncated payload")
             return text.decode()
         except (zlib.error, UnicodeDecodeError):
             return "\ufffd" + value.hex()  # never valid JSON: the hash check fails
@@ -665,14 +668,26 @@ def read_segment(p: Path) -> Iterator[Record]:
         # `Record.from_row` inlined for version 2 rows (the replay and report read path)
         kinds, names, decode = KINDS, codec.names, codec.decode
         kind_of, machine_of = codec.kind_of, codec.machine_of
+        # Payloads stored alike read alike: each distinct one is inflated once (a bounded
+        # memo; many notes and answers repeat word for word).
+        texts: dict[bytes, str] = {}
         for seq, ts, kind, machine, payload, prev_hash, digest in cur:
             digest = digest.hex() if type(digest) is bytes else str(digest)
+            if type(payload) is bytes:
+                text = texts.get(payload)
+                if text is None:
+                    text = decode(payload)
+                    if len(texts) >= PAYLOAD_MEMO:
+                        texts.clear()
+                    texts[payload] = text
+            else:
+                text = str(payload)
             yield Record(
                 seq,
                 ts,
                 kinds[kind] if type(kind) is int and 0 <= kind < len(kinds) else kind_of(kind),
                 names.get(machine) or machine_of(machine),
-                decode(payload),
+                text,
                 _hex(prev_hash) if prev_hash else (before or ""),
                 digest,
             )

@@ -53,7 +53,7 @@ from engine.core.journal import Journal
 from engine.core.ledger import Ledger
 from engine.core.messages import Message
 from engine.core.messages import NotPlain
-from engine.core.messages import plain_fields
+from engine.core.messages import json_fields
 from engine.core.messages import to_dict
 from engine.core.observed import Observed
 from engine.core.timers import Deadlines
@@ -111,7 +111,7 @@ def _jsonable(value: Any) -> Any:
     if attrs.has(type(value)):
         # structured, not repr: observers read a spawn's `cycle` as a field
         try:
-            return _jsonable(plain_fields(value))  # (its tuples become lists here too)
+            return json_fields(value)  # `_jsonable(plain_fields(value))`, in one pass
         except NotPlain:
             return _jsonable(attrs.asdict(value, recurse=True))
     return repr(value)

@@ -26,6 +26,8 @@ __all__ = [
     "dec",
     "dumps",
     "from_dict",
+    "from_own_dict",
+    "json_fields",
     "loads",
     "message",
     "opt_dec",
@@ -62,6 +64,14 @@ def dec(value: object) -> Decimal:
         if not value.is_finite():
             raise ValueError(f"non-finite number: {value!r}")
         return value
+    if type(value) is str:  # the other common one: JSON text (a journaled event)
+        try:
+            d = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"not a decimal number: {value!r}") from None
+        if not d.is_finite():
+            raise ValueError(f"non-finite number: {value!r}")
+        return d
     if isinstance(value, (bool, float)):
         raise TypeError(f"expected Decimal, int or str, got {type(value).__name__} {value!r}")
     if isinstance(value, Decimal):
@@ -155,6 +165,29 @@ def plain_fields(inst: Any) -> dict[str, Any]:
     return {name: _plain(getattr(inst, name)) for name in names}
 
 
+def json_fields(inst: Any) -> dict[str, Any]:
+    """What `plain_fields(inst)` gives, with its tuples as lists: the JSON form, in one
+    pass (the engine journals a spawn's parameters this way). Raises NotPlain likewise."""
+    cls = type(inst)
+    names = _ATTRS_NAMES.get(cls)
+    if names is None:
+        names = _ATTRS_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
+    return {name: _json(getattr(inst, name)) for name in names}
+
+
+def _json(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is Decimal:
+        return str(value)
+    if kind is tuple or kind is list:
+        return [_json(v) for v in value]
+    if attrs.has(kind):
+        return json_fields(value)
+    raise NotPlain(kind.__name__)
+
+
 def _plain(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:
@@ -171,7 +204,11 @@ def _plain(value: Any) -> Any:
 
 
 def from_dict(data: Mapping[str, Any]) -> Message:
-    fields = dict(data)
+    return from_own_dict(dict(data))
+
+
+def from_own_dict(fields: dict[str, Any]) -> Message:
+    """`from_dict` of a dict the caller hands over (just decoded): its `kind` is popped."""
     kind = fields.pop("kind", None)
     cls = REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:

@@ -11,18 +11,23 @@ another journal schema version (`journal_schema`, 1 when absent) is not replayed
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
 from engine.core.clock import VirtualClock
 from engine.core.events import Event
+from engine.core.journal import GENESIS
 from engine.core.journal import JOURNAL_SCHEMA
+from engine.core.journal import KINDS
 from engine.core.journal import Journal
 from engine.core.journal import Record
 from engine.core.loop import RUNNER
 from engine.core.loop import Engine
 from engine.core.loop import MachineError
-from engine.core.messages import from_dict
+from engine.core.messages import dumps
+from engine.core.messages import from_own_dict
+from engine.core.messages import loads
 
 __all__ = ["Divergence", "ReplayResult", "replay_records"]
 
@@ -63,10 +68,6 @@ class ReplayResult:
         return self.divergence is None and self.other_version is None
 
 
-def _key(r: Record) -> tuple[int, str, str, str]:
-    return (r.ts, r.kind, r.machine, r.payload)
-
-
 def _is_header(rec: Record) -> bool:
     return rec.kind == "note" and '"run_started"' in rec.payload
 
@@ -84,11 +85,12 @@ def header_version(rec: Record) -> int | None:
 
 def replay_records(recorded: Sequence[Record]) -> ReplayResult:
     """Replay every run in the journal; a restart appends a new run with its own header."""
-    for rec in recorded:
-        version = header_version(rec)
+    starts = [i for i, r in enumerate(recorded) if _is_header(r)]
+    for i in starts:
+        version = header_version(recorded[i])
         if version is not None and version != JOURNAL_SCHEMA:
             return ReplayResult(len(recorded), 0, None, None, other_version=version)
-    starts = [i for i, r in enumerate(recorded) if _is_header(r)] or [0]
+    starts = starts or [0]
     if starts[0] != 0:
         starts.insert(0, 0)
     total_fed = 0
@@ -106,6 +108,79 @@ def replay_records(recorded: Sequence[Record]) -> ReplayResult:
     return ReplayResult(len(recorded), total_fed, None, None, tail_missing)
 
 
+class _Comparing(Journal):
+    """The fresh engine's journal during replay: each record it writes is compared, as it
+    is written, with the next recorded one (time, kind, machine, payload; the driving
+    code's annotations skipped on both sides) instead of being kept for a comparison at
+    the end. A record that matches is not built again (`append` answers the recorded one:
+    nothing in replay reads a fresh record's seq or hashes); the first that differs, and
+    every record beyond the recorded ones, are built as the in-memory journal builds them.
+    """
+
+    def __init__(self, recorded: Sequence[Record]) -> None:
+        super().__init__(":memory:", durable=False, hashed=False)
+        self.expected = recorded
+        self.matched = 0  # recorded records matched so far, in order
+        self.first_differing: Record | None = None  # the fresh record at `matched`
+        self.extra: list[Record] = []  # fresh records beyond the recorded ones
+        self._n = 0  # fresh records written (their seq)
+
+    def append(self, kind: str, machine: str, payload: Any, ts: int) -> Record:
+        text = dumps(payload)
+        # `append_text`, inline: the record the engine writes matches the next one recorded
+        self._n += 1
+        i = self.matched
+        if machine != RUNNER and self.first_differing is None and i < len(self.expected):
+            want = self.expected[i]
+            if (
+                want.payload == text
+                and want.ts == ts
+                and want.machine == machine
+                and want.kind == kind
+            ):
+                self.matched = i + 1
+                return want
+        self._n -= 1
+        return self.append_text(kind, machine, text, ts)
+
+    def append_text(self, kind: str, machine: str, text: str, ts: int) -> Record:
+        self._n += 1
+        if machine != RUNNER and self.first_differing is None:
+            i = self.matched
+            if i < len(self.expected):
+                want = self.expected[i]
+                if (
+                    want.payload == text
+                    and want.ts == ts
+                    and want.machine == machine
+                    and want.kind == kind
+                ):
+                    self.matched = i + 1
+                    return want
+            if kind not in KINDS:
+                raise ValueError(f"unknown record kind {kind!r}")
+            rec = self._fresh(kind, machine, text, ts)
+            if i < len(self.expected):
+                self.first_differing = rec
+            else:
+                self.extra.append(rec)
+            return rec
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}")
+        return self._fresh(kind, machine, text, ts)
+
+    def _fresh(self, kind: str, machine: str, text: str, ts: int) -> Record:
+        # as Journal(":memory:", hashed=False) builds it: no hash, GENESIS before the first
+        return Record(self._n, ts, kind, machine, text, GENESIS if self._n == 1 else "", "")
+
+    @property
+    def pending(self) -> int:
+        return 0
+
+    def commit(self) -> None:
+        return None
+
+
 def _replay_segment(recorded: Sequence[Record], *, torn_tail_allowed: bool) -> ReplayResult:
     if not recorded:
         return ReplayResult(0, 0, Divergence(0, None, None), "empty journal")
@@ -114,8 +189,10 @@ def _replay_segment(recorded: Sequence[Record], *, torn_tail_allowed: bool) -> R
     if header.kind != "note" or not isinstance(data, dict) or data.get("note") != "run_started":
         return ReplayResult(0, 0, Divergence(0, header, None), "journal has no run header")
     clock = VirtualClock(start_ns=header.ts)
-    # Only time, kind, machine and payload are compared: the fresh records need no hashes.
-    engine = Engine(clock, Journal(":memory:", durable=False, hashed=False), replaying=True)
+    # Annotations by the driving code are commentary, not machine output.
+    recorded_out = [r for r in recorded if r.machine != RUNNER]
+    journal = _Comparing(recorded_out)
+    engine = Engine(clock, journal, replaying=True)
     error: str | None = None
     fed = 0
     try:
@@ -127,7 +204,7 @@ def _replay_segment(recorded: Sequence[Record], *, torn_tail_allowed: bool) -> R
                 error = f"record {rec.seq} goes back in time"
                 break
             clock.set_time(rec.ts)
-            ev = from_dict(rec.data)
+            ev = from_own_dict(loads(rec.payload))  # `from_dict(rec.data)`, without a copy
             if not isinstance(ev, Event):
                 error = f"record {rec.seq} is not an event: {rec.data.get('kind')}"
                 break
@@ -138,20 +215,18 @@ def _replay_segment(recorded: Sequence[Record], *, torn_tail_allowed: bool) -> R
         error = str(exc)  # the recorded run may have failed the same way: compare
     except (ValueError, TypeError, KeyError) as exc:
         error = f"cannot replay: {exc}"
-    # Annotations by the driving code are commentary, not machine output.
-    recorded = [r for r in recorded if r.machine != RUNNER]
-    actual = [r for r in engine.journal.records() if r.machine != RUNNER]
-    for i, (want, got) in enumerate(zip(recorded, actual, strict=False)):
-        if _key(want) != _key(got):
-            return ReplayResult(len(recorded), fed, Divergence(i, want, got), error)
-    extra = actual[len(recorded) :]
+    recorded = recorded_out
+    n = journal.matched
+    if journal.first_differing is not None:
+        got = journal.first_differing
+        return ReplayResult(len(recorded), fed, Divergence(n, recorded[n], got), error)
+    extra = journal.extra
     if torn_tail_allowed and recorded and extra and all(r.ts == recorded[-1].ts for r in extra):
         # The journal stops inside its last step (a torn tail, truncated): the records the
         # replay derived beyond it belong to that step. Everything recorded matched.
         return ReplayResult(len(recorded), fed, None, error, tail_missing=len(extra))
-    if len(actual) != len(recorded):
-        i = min(len(actual), len(recorded))
-        want_r = recorded[i] if i < len(recorded) else None
-        got_r = actual[i] if i < len(actual) else None
-        return ReplayResult(len(recorded), fed, Divergence(i, want_r, got_r), error)
+    if n != len(recorded) or extra:
+        want_r = recorded[n] if n < len(recorded) else None
+        got_r = extra[0] if extra else None
+        return ReplayResult(len(recorded), fed, Divergence(n, want_r, got_r), error)
     return ReplayResult(len(recorded), fed, None, error)

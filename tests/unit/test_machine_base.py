@@ -3,6 +3,8 @@ each instance's callbacks still act on that instance."""
 
 from __future__ import annotations
 
+import pytest
+
 from engine.core.clock import VirtualClock
 from engine.core.events import FillReceived
 from engine.core.loop import Engine
@@ -154,3 +156,37 @@ def test_shared_callbacks_skip_the_library_binding_and_bind_as_it_would():
             calls.clear()
             _direct(adapter)(*args, **kw)
             assert calls == library, (name, args, kw)
+
+
+class Overrides(PureMachine):
+    """Assigns an attribute named like one of its states (a bug the library refuses)."""
+
+    idle = State(initial=True)
+    done = State(final=True)
+    fill_received = idle.to(done, on="clobber")
+
+    def setup(self, **params: object) -> None:
+        self.at_start = bool(params.get("at_start"))
+        self.counted = 0
+
+    def on_enter_idle(self) -> None:
+        self.counted += 1  # any other attribute: assigned as usual
+        if self.at_start:
+            self.done = "oops"  # type: ignore[assignment]
+
+    def clobber(self) -> None:
+        self.idle = "oops"  # type: ignore[assignment]
+
+
+def test_an_attribute_named_like_a_state_is_refused_by_the_end_of_the_step():
+    from statemachine.exceptions import StateMachineError
+
+    engine = Engine(VirtualClock())
+    machine = engine.spawn(Overrides, "a", at_start=False)
+    assert isinstance(machine, Overrides)
+    assert machine.counted == 1
+    assert machine.idle.is_active  # the state, not an attribute
+    with pytest.raises(StateMachineError, match="State overriding is not allowed"):
+        machine.send("fill_received", ev=_fill(1))
+    with pytest.raises(StateMachineError, match="State overriding is not allowed"):
+        engine.spawn(Overrides, "b", at_start=True)

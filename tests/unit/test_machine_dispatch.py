@@ -78,6 +78,7 @@ class Chart(PureMachine):
     finish = idle.to(done) | busy.to(done) | other.to(done)
 
     a3.to(b2, cond="leave_now")  # eventless, from a child
+    a2.to(a3, cond=["ok", "reset_now"])  # eventless: a plain guard, then one with arguments
     busy.to(idle, cond="reset_now")  # eventless, from the parent
 
     def setup(self, **params: Any) -> None:

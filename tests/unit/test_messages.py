@@ -165,6 +165,7 @@ def test_unknown_kind_is_an_error():
 def test_plain_fields_is_what_attrs_asdict_gives_or_refuses():
     from engine.core.loop import _jsonable
     from engine.core.messages import NotPlain
+    from engine.core.messages import json_fields
     from engine.core.messages import plain_fields
 
     @attrs.frozen
@@ -184,7 +185,10 @@ def test_plain_fields_is_what_attrs_asdict_gives_or_refuses():
     # what the engine journals for a structured note value: the same either way
     assert _jsonable(sample) == _jsonable(attrs.asdict(sample))
     assert _jsonable(sample)["legs"] == [{"qty": "1.50", "tags": ["a"]}]
+    assert json_fields(sample) == _jsonable(plain_fields(sample))  # in one pass
     for odd in ({"k": 1}, {1, 2}, 1.5):  # left to attrs.asdict, then _jsonable
         with pytest.raises(NotPlain):
             plain_fields(Params(1, (), [], odd))
+        with pytest.raises(NotPlain):
+            json_fields(Params(1, (), [], odd))
         assert _jsonable(Params(1, (), [], odd)) == _jsonable(attrs.asdict(Params(1, (), [], odd)))

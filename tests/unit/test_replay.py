@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import attrs
+
 from engine.core.clock import VirtualClock
 from engine.core.journal import GENESIS
 from engine.core.journal import Journal
@@ -9,6 +11,7 @@ from engine.core.journal import read_records
 from engine.core.journal import record_hash
 from engine.core.loop import Engine
 from engine.core.messages import dumps
+from engine.core.replay import replay_records
 from engine.runtime.cli import main
 from engine.runtime.runner import run_virtual
 from tests.support import ScriptedVenue
@@ -110,3 +113,30 @@ def test_a_restarted_run_appends_a_segment_that_replays_on_its_own(tmp_path, cap
     assert len(headers) == 2
     assert main(["journal", "verify", str(path)]) == 0
     assert main(["replay", str(path)]) == 0
+
+
+def test_replay_names_the_first_record_it_does_not_make_again(tmp_path):
+    path = tmp_path / "run.db"
+    record_run(path)
+    records = list(read_records(path))
+    assert replay_records(records).ok
+    i = next(i for i, r in enumerate(records) if r.kind == "transition")
+    want = records[i]
+    changed = attrs.evolve(want, payload=want.payload.replace('"to":', '"to":"x",  "y":'))
+    d = replay_records([*records[:i], changed, *records[i + 1 :]]).divergence
+    assert d is not None
+    assert (d.index, d.expected) == (i, changed)
+    assert d.actual is not None
+    assert d.actual.payload == want.payload  # what it made
+    # a record beyond what the replay makes, at another time: it is the divergence
+    after = attrs.evolve(want, seq=records[-1].seq + 1, ts=records[-1].ts + 1)
+    d = replay_records([*records, after]).divergence
+    assert d is not None
+    assert (d.index, d.expected, d.actual) == (len(records), after, None)
+    # a record the replay makes that was not recorded: a torn tail only in the last run
+    assert replay_records(records[:i]).tail_missing > 0
+    d = replay_records([*records[:i], *records]).divergence
+    assert d is not None
+    assert (d.index, d.expected) == (i, None)
+    assert d.actual is not None
+    assert d.actual.payload == want.payload
