@@ -2,8 +2,8 @@
 default settings, for `dnpair run --clock virtual --cycles N` (a subprocess, exactly what
 a user runs). Issue 12 item 6: the goal is at most 10 KB per cycle (it was ~33 KB, mostly
 market-data events nobody read; 18 KB before the journal's version 2 layout and the routine
-log lines at DEBUG); tests/cli/test_journal_growth.py holds it, for `DN_EXECUTION=maker_first`
-too (11.4 KB before journal schema 4). Also reported for a wall-clock-length hold, where
+log lines at DEBUG); tests/cli/test_journal_growth.py holds it at the default (`DN_EXECUTION=maker_first`;
+11.4 KB before journal schema 4) and for `DN_EXECUTION=taker`. Also reported for a wall-clock-length hold, where
 quotes pile up between steps. Prints JSON lines; a
 measurement, not a test."""
 
@@ -50,8 +50,8 @@ def measure(cycles: int, env: dict[str, str], label: str) -> dict[str, object]:
 
 
 def main() -> None:
-    print(json.dumps(measure(50, {}, "default settings")))
-    print(json.dumps(measure(50, {"DN_EXECUTION": "maker_first"}, "maker_first")))
+    print(json.dumps(measure(50, {}, "default settings (maker_first)")))
+    print(json.dumps(measure(50, {"DN_EXECUTION": "taker"}, "taker")))
     print(json.dumps(measure(20, {"DN_HOLD_S": "60"}, "hold 60 s")))
 
 
