@@ -397,7 +397,9 @@ class PositionWork(OrderRounds, PureMachine):
                 event="emergency_exit",
                 severity="warning",
                 message=f"emergency exit: {self.reason}",
-                exposure_usd=self.exposure_usd(),
+                # before the exit's first read: the larger of the last venue answer and the
+                # fills since (a snapshot older than the fills must not read as 0 USD open)
+                exposure_usd=self.exposure_usd(worst_case=True),
                 state="work",
                 action="flattening both legs with reduce-only IOCs",
             )

@@ -167,6 +167,10 @@ def test_one_leg_reject_flattens_and_alerts():
     )
     alerts = [d["event"] for _, d in intents(recs, "send_alert")]
     assert "emergency_exit" in alerts
+    # the alert states the one leg that filled (about 100 USD), not the snapshot BUILD
+    # read before it placed (flat): it stated 0.00 USD open before this was fixed
+    exits = [d for _, d in intents(recs, "send_alert") if d["event"] == "emergency_exit"]
+    assert all(Decimal(d["exposure_usd"]) > 50 for d in exits), exits
 
 
 def test_post_only_that_never_fills_escalates_to_ioc():
