@@ -54,6 +54,10 @@ else:  # 7255a66: engine/ flat
 cycles, what = int(sys.argv[1]), sys.argv[2]
 PAIR = parse_pair("ETH-SOL")
 FAST = {"DN_HOLD_S": "0", "DN_PAUSE_S": "0"}
+# The same work on both sides: 7255a66 only knew taker cycles, and the default is now
+# maker_first (resting orders: more steps per cycle). A tree that knows the flag runs taker.
+if "execution" in Path("engine/runtime/config.py" if LAYERED else "engine/config.py").read_text():
+    FAST["DN_EXECUTION"] = "taker"
 
 
 def session(journal):
