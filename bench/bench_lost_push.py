@@ -154,7 +154,7 @@ def cycles_with_lost_pushes(cycles: int = 20) -> dict[str, Any]:
         opts = RunOptions(
             pair=parse_pair("ETH-SOL"), cycles=cycles, clock="virtual", seed=2, quiet=True
         )
-        settings = load_settings(env={})
+        settings = load_settings(env={"DN_EXECUTION": "taker"})  # IOC legs: the asked-about order
         session = build_session(
             opts,
             settings,
