@@ -417,6 +417,16 @@ class OrderTracker:
                 total += qty if t.side == "buy" else -qty
         return total
 
+    def signed_filled_in(self, product_id: int, first: int, last: int) -> Decimal:
+        """`signed_filled` summed over rounds `first`..`last`, in one pass over the orders
+        (the same exact sum: every term and partial sum is a short exact Decimal)."""
+        total = ZERO
+        for oid, t in self.orders.items():
+            if t.product_id == product_id and first <= t.round <= last:
+                qty = self.filled(oid)
+                total += qty if t.side == "buy" else -qty
+        return total
+
 
 @attrs.define
 class MakerLeg:
@@ -626,6 +636,11 @@ class OrderRounds:
         """`net_usd` is priced from fresh quotes (the default's zero always is)."""
         return True
 
+    def within_hedge_tolerance(self) -> bool:
+        """`hedge_known()` and `net_usd()` within the tolerance (a host may answer both
+        from one look at its legs)."""
+        return self.hedge_known() and abs(self.net_usd()) <= self.p.exposure_tolerance_usd
+
     def watch_hedge(self) -> None:
         """Action: note when the legs went apart beyond the tolerance, or came back.
 
@@ -637,7 +652,7 @@ class OrderRounds:
         if not self.policy.hedge_deadline:
             return  # the exit: its total budget bounds it
         now = self.ledger.now_ns
-        if self.hedge_known() and abs(self.net_usd()) <= self.p.exposure_tolerance_usd:
+        if self.within_hedge_tolerance():
             self.unhedged_since = None
             self.together_ns = now
         elif self.unhedged_since is None:
