@@ -402,12 +402,20 @@ class OrderTracker:
         ]
 
     def round_settled(self, round_: int) -> bool:
-        return not self.unsettled(round_)
+        """`not self.unsettled(round_)`, without the list (an eventless guard's question)."""
+        terminal = lifecycle.TERMINAL
+        return all(t.round != round_ or t.state in terminal for t in self.orders.values())
 
     def round_refused(self, round_: int) -> bool:
-        """Every order of the round was refused before reaching the venue."""
-        ids = self.in_round(round_)
-        return bool(ids) and all(self.orders[o].state == lifecycle.DENIED for o in ids)
+        """Every order of the round was refused before reaching the venue (and it has one);
+        one pass over the orders (an eventless guard's question, asked on every event)."""
+        placed = False
+        for t in self.orders.values():
+            if t.round == round_:
+                if t.state != lifecycle.DENIED:
+                    return False
+                placed = True
+        return placed
 
     def signed_filled(self, product_id: int, round_: int | None = None) -> Decimal:
         total = ZERO
