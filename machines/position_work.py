@@ -777,10 +777,7 @@ class PositionWork(OrderRounds, PureMachine):
     def open_qty(self, leg: LegSpec) -> Decimal:
         """Closing: signed amount still open, the last verified read plus our fills since."""
         pid = leg.product_id
-        since = sum(
-            (self.orders.signed_filled(pid, r) for r in range(self.read_round, self.round + 1)),
-            ZERO,
-        )
+        since = self.orders.signed_filled_in(pid, self.read_round, self.round)
         return self.seen.get(pid, ZERO) + since
 
     def remainder(self, i: int) -> Decimal:
@@ -811,8 +808,11 @@ class PositionWork(OrderRounds, PureMachine):
 
     def hedge_known(self) -> bool:
         """Every leg held is priced from a quote no older than `bbo_max_age_s`."""
+        return self._known(self._held())
+
+    def _known(self, held: dict[int, Decimal]) -> bool:
         max_age_ns = self.p.bbo_max_age_s * 1_000_000_000
-        for pid, qty in self._held().items():
+        for pid, qty in held.items():
             quote = self.ledger.quote(pid)
             if qty and (quote is None or self.ledger.now_ns - quote.ts_ns > max_age_ns):
                 return False
@@ -820,7 +820,13 @@ class PositionWork(OrderRounds, PureMachine):
 
     def net_usd(self) -> Decimal:
         """Signed notional the legs are apart by, from verified fills (the hedge deadline)."""
-        qty = self._held()
+        return self._net_usd(self._held())
+
+    def within_hedge_tolerance(self) -> bool:
+        held = self._held()  # (the legs looked at once for both)
+        return self._known(held) and abs(self._net_usd(held)) <= self.p.exposure_tolerance_usd
+
+    def _net_usd(self, qty: dict[int, Decimal]) -> Decimal:
         mids = {
             leg.product_id: flatness.mid_of(self.ledger.quote(leg.product_id))
             for leg in self.p.legs

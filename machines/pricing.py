@@ -402,17 +402,35 @@ class OrderTracker:
         ]
 
     def round_settled(self, round_: int) -> bool:
-        return not self.unsettled(round_)
+        """`not self.unsettled(round_)`, without the list (an eventless guard's question)."""
+        terminal = lifecycle.TERMINAL
+        return all(t.round != round_ or t.state in terminal for t in self.orders.values())
 
     def round_refused(self, round_: int) -> bool:
-        """Every order of the round was refused before reaching the venue."""
-        ids = self.in_round(round_)
-        return bool(ids) and all(self.orders[o].state == lifecycle.DENIED for o in ids)
+        """Every order of the round was refused before reaching the venue (and it has one);
+        one pass over the orders (an eventless guard's question, asked on every event)."""
+        placed = False
+        for t in self.orders.values():
+            if t.round == round_:
+                if t.state != lifecycle.DENIED:
+                    return False
+                placed = True
+        return placed
 
     def signed_filled(self, product_id: int, round_: int | None = None) -> Decimal:
         total = ZERO
         for oid, t in self.orders.items():
             if t.product_id == product_id and (round_ is None or t.round == round_):
+                qty = self.filled(oid)
+                total += qty if t.side == "buy" else -qty
+        return total
+
+    def signed_filled_in(self, product_id: int, first: int, last: int) -> Decimal:
+        """`signed_filled` summed over rounds `first`..`last`, in one pass over the orders
+        (the same exact sum: every term and partial sum is a short exact Decimal)."""
+        total = ZERO
+        for oid, t in self.orders.items():
+            if t.product_id == product_id and first <= t.round <= last:
                 qty = self.filled(oid)
                 total += qty if t.side == "buy" else -qty
         return total
@@ -626,6 +644,11 @@ class OrderRounds:
         """`net_usd` is priced from fresh quotes (the default's zero always is)."""
         return True
 
+    def within_hedge_tolerance(self) -> bool:
+        """`hedge_known()` and `net_usd()` within the tolerance (a host may answer both
+        from one look at its legs)."""
+        return self.hedge_known() and abs(self.net_usd()) <= self.p.exposure_tolerance_usd
+
     def watch_hedge(self) -> None:
         """Action: note when the legs went apart beyond the tolerance, or came back.
 
@@ -637,7 +660,7 @@ class OrderRounds:
         if not self.policy.hedge_deadline:
             return  # the exit: its total budget bounds it
         now = self.ledger.now_ns
-        if self.hedge_known() and abs(self.net_usd()) <= self.p.exposure_tolerance_usd:
+        if self.within_hedge_tolerance():
             self.unhedged_since = None
             self.together_ns = now
         elif self.unhedged_since is None:
