@@ -16,7 +16,15 @@ Whether an order is settled is recorded only by the machine's own actions, never
 from the ledger's order state: python-statemachine evaluates eventless transitions
 *before* it takes an external event, while the ledger has already applied that event.
 A decision guarded on tracker state is therefore taken only after the machine has
-recorded everything the event says (e.g. a cancel ack's filled amount).
+recorded everything the event says (e.g. a cancel ack's filled amount). Reading the
+ledger's state instead moves the eventless `working -> deciding` ahead of the event's own
+action: a margin reject is decided on before `record_reject` sets `hard_reason` (the BUILD
+is retried, not failed); a maker order's fill is decided on before `hedge_fills` runs, so
+the next round repairs the unhedged leg and the hedge is then sent as well: the leg is
+traded twice (13 tests in tests/unit/machines fail that way). The ledger's state also
+knows less: it does not apply a place request's error (unknown outcome, refused,
+rejected), an order status, or an ack without the filled amount (which it counts as
+ended), all of which the tracker steps.
 
 `OrderRounds` holds the round machinery of the position-work machine
 (`machines.position_work`): the guards and actions that record what the venue says about
@@ -307,7 +315,6 @@ class Tracked:
     state: str = lifecycle.PENDING
     not_found: int = 0
     queries: int = 0
-    rejected: str = ""
     tif: str = ""
 
     def step(self, event: str) -> None:
@@ -344,10 +351,8 @@ class OrderTracker:
         t.step(event if filled_qty is not None else "ended_uncounted")
         return t.state == lifecycle.UNCOUNTED
 
-    def record_reject(self, order_id: str, reason: str) -> None:
-        t = self.orders[order_id]
-        t.step("rejected")
-        t.rejected = reason or "rejected"
+    def record_reject(self, order_id: str) -> None:
+        self.orders[order_id].step("rejected")
 
     def record_refused(self, order_id: str) -> None:
         self.orders[order_id].step("denied")
@@ -362,8 +367,6 @@ class OrderTracker:
         t = self.orders[ev.order_id]
         if ev.state in TERMINAL_STATUS:
             t.step(ev.state)
-            if ev.state == "rejected":
-                t.rejected = t.rejected or "rejected (status)"
         elif ev.state == "open":
             t.step("reported_open")
         elif ev.state == "not_found":
@@ -765,7 +768,7 @@ class OrderRounds:
             self.maker_word(ev.order_id)
 
     def record_reject(self, ev: OrderRejected) -> None:
-        self.orders.record_reject(ev.order_id, ev.reason)
+        self.orders.record_reject(ev.order_id)
         if self.reject_is_final(ev.order_id):
             self.hard_reason = f"order {ev.order_id} rejected: {ev.reason}"
         if self.makers or self.hedges:
@@ -811,7 +814,7 @@ class OrderRounds:
             self.orders.record_unknown(oid)
             self._query_order(oid)  # resolved before anything is resent
         elif ev.error_class == "permanent":
-            self.orders.record_reject(oid, ev.message or "permanent")
+            self.orders.record_reject(oid)
             self.hard_reason = f"order {oid} refused: {ev.message or ev.error_class}"
         else:
             self.orders.record_refused(oid)  # provably not placed: a new id may follow
