@@ -206,3 +206,19 @@ def test_seed952_maker_first_unwind_counts_legs_apart_from_when_last_seen_togeth
     result = run_one(952, random_profile(952), cycles=4, settings=maker, jitter_s=20)
     assert result.violations == (), result.violations
     assert result.max_unflagged_s <= 31
+
+
+def test_seed1174_maker_first_build_verifying_read_never_waits_out_the_exit_budget():
+    # make deep (chaos deep tier, random profile, seed 1174, 5 cycles, jitter 20 s): BUILD's
+    # verifying read got a 429 with a 41 s Retry-After while its legs were together, and
+    # waited it out; a price jump meanwhile left them 14.80 USD apart, unflagged for 37.6 s
+    # (limit 37). A BUILD/UNWIND wait is now armed after a fresh look at the legs and never
+    # outlasts the exit budget, together or not.
+    from engine.harness.chaos import random_profile
+    from engine.harness.chaos import run_one
+    from engine.runtime.config import load_settings
+
+    maker = load_settings(env={"DN_EXECUTION": "maker_first"})
+    result = run_one(1174, random_profile(1174), cycles=5, settings=maker, jitter_s=20)
+    assert result.violations == (), result.violations
+    assert result.max_unflagged_s <= 31
