@@ -11,7 +11,6 @@ another journal schema version (`journal_schema`, 1 when absent) is not replayed
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import attrs
 
@@ -25,7 +24,6 @@ from engine.core.journal import Record
 from engine.core.loop import RUNNER
 from engine.core.loop import Engine
 from engine.core.loop import MachineError
-from engine.core.messages import dumps
 from engine.core.messages import from_own_dict
 from engine.core.messages import loads
 
@@ -124,24 +122,6 @@ class _Comparing(Journal):
         self.first_differing: Record | None = None  # the fresh record at `matched`
         self.extra: list[Record] = []  # fresh records beyond the recorded ones
         self._n = 0  # fresh records written (their seq)
-
-    def append(self, kind: str, machine: str, payload: Any, ts: int) -> Record:
-        text = dumps(payload)
-        # `append_text`, inline: the record the engine writes matches the next one recorded
-        self._n += 1
-        i = self.matched
-        if machine != RUNNER and self.first_differing is None and i < len(self.expected):
-            want = self.expected[i]
-            if (
-                want.payload == text
-                and want.ts == ts
-                and want.machine == machine
-                and want.kind == kind
-            ):
-                self.matched = i + 1
-                return want
-        self._n -= 1
-        return self.append_text(kind, machine, text, ts)
 
     def append_text(self, kind: str, machine: str, text: str, ts: int) -> Record:
         self._n += 1
