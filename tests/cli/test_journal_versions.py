@@ -29,6 +29,15 @@ def current(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return journal
 
 
+def _with_schema(journal: Path, out: Path, version: int) -> None:
+    """A copy of `journal` whose meta table says it was written by schema `version`."""
+    out.write_bytes(journal.read_bytes())
+    db = sqlite3.connect(out)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(version),))
+    db.commit()
+    db.close()
+
+
 def _as_version_1(journal: Path, out: Path) -> None:
     """The same run as a version 1 engine stored it: no meta table, headers without
     `journal_schema`, text columns, full SHA-256 hex hashes."""
@@ -110,11 +119,7 @@ def test_a_version_2_journal_of_the_three_order_working_machines_is_refused_in_o
     EmergencyExitMachine, which the position-work machine replaced: their replay would
     diverge at the first spawn, so it is refused by version (exit 2, one line)."""
     old = tmp_path / "v2.db"
-    old.write_bytes(current.read_bytes())
-    db = sqlite3.connect(old)
-    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
-    db.commit()
-    db.close()
+    _with_schema(current, old, 2)
     for args in (("replay", str(old)), ("journal", "verify", str(old))):
         line = one_line_error(dnpair(*args))
         assert line == (
@@ -132,11 +137,7 @@ def test_a_version_3_journal_of_one_note_per_deadline_is_refused_in_one_line(
     journal would diverge at its first deadline note, so it is refused by version."""
     assert JOURNAL_SCHEMA == 4
     old = tmp_path / "v3.db"
-    old.write_bytes(current.read_bytes())
-    db = sqlite3.connect(old)
-    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
-    db.commit()
-    db.close()
+    _with_schema(current, old, 3)
     for args in (("replay", str(old)), ("journal", "verify", str(old))):
         proc = dnpair(*args)
         line = one_line_error(proc)
@@ -153,11 +154,7 @@ def test_a_journal_of_a_later_version_is_refused_the_same_way(
     current: Path, tmp_path: Path
 ) -> None:
     later = tmp_path / "later.db"
-    later.write_bytes(current.read_bytes())
-    db = sqlite3.connect(later)
-    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(JOURNAL_SCHEMA + 1),))
-    db.commit()
-    db.close()
+    _with_schema(current, later, JOURNAL_SCHEMA + 1)
     for args in (("replay", str(later)), ("journal", "verify", str(later))):
         line = one_line_error(dnpair(*args))
         assert f"written by journal schema version {JOURNAL_SCHEMA + 1}" in line
@@ -191,11 +188,7 @@ def test_report_status_and_export_still_read_a_journal_of_another_version(
     journal keep working (they read version 3's deadline notes and `finished` notes too:
     tests/unit/test_journal_records.py)."""
     old = tmp_path / "v3.db"
-    old.write_bytes(current.read_bytes())
-    db = sqlite3.connect(old)
-    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
-    db.commit()
-    db.close()
+    _with_schema(current, old, 3)
     report = dnpair("report", str(old))
     assert report.returncode == 0, report.stderr
     assert "completed" in report.stdout

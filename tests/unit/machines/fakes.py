@@ -365,6 +365,13 @@ def spawn(
     if adopt:  # as restore does at start: the ledger begins from the venue's positions
         _adopt(engine, fake, p)
     engine.spawn(cls, "m", params=p, **extra)
+    run_to_finish(engine, clock, fake)
+    return engine, fake
+
+
+def run_to_finish(engine: Engine, clock: VirtualClock, fake: FakeVenue) -> None:
+    """Run the spawned machine "m" until it finishes (noted as `fake.finished_ns`), then
+    deliver what is still in flight (late fills)."""
     run_virtual(
         engine,
         clock,
@@ -373,8 +380,7 @@ def spawn(
         until=lambda: "m" in engine.finished,
     )
     fake.finished_ns = clock.now_ns()
-    run_virtual(engine, clock, fake.send)  # deliver what is still in flight (late fills)
-    return engine, fake
+    run_virtual(engine, clock, fake.send)
 
 
 def _adopt(engine: Engine, fake: FakeVenue, p: CycleParams) -> None:

@@ -22,7 +22,6 @@ from engine.core.intents import Intent
 from engine.core.intents import PlaceOrder
 from engine.core.intents import QueryPositions
 from engine.core.loop import Engine
-from engine.runtime.runner import run_virtual
 from machines.position_work import PositionWork
 from tests.unit.machines.fakes import MS
 from tests.unit.machines.fakes import FakeVenue
@@ -30,6 +29,7 @@ from tests.unit.machines.fakes import assert_ledger_tracks_venue
 from tests.unit.machines.fakes import notes
 from tests.unit.machines.fakes import outcome
 from tests.unit.machines.fakes import params
+from tests.unit.machines.fakes import run_to_finish
 
 D = Decimal
 ETH, SOL = 4, 8
@@ -69,15 +69,7 @@ def unwind(
         prepare(engine, clock)
     extra = {} if verified_ns is None else {"verified_ns": verified_ns}
     engine.spawn(PositionWork, "m", params=p, purpose="unwind", **extra)
-    run_virtual(
-        engine,
-        clock,
-        fake.send,
-        initial=engine._finish_step(),
-        until=lambda: "m" in engine.finished,
-    )
-    fake.finished_ns = clock.now_ns()
-    run_virtual(engine, clock, fake.send)
+    run_to_finish(engine, clock, fake)
     return engine, fake
 
 
