@@ -92,13 +92,8 @@ def test_a_broken_console_never_stops_the_run():
     setup.close()
 
 
-def test_routine_lines_are_debug_in_the_json_log_and_still_on_the_console(tmp_path):
-    """Issue 12 item 6: a cycle's ordinary transitions, order placements and routine notes
-    are in the journal; in the JSON log they are DEBUG (left out of an INFO file). Fills
-    and each cycle's end stay INFO; the console shows transitions as before."""
-    lines: list[str] = []
-    # taker: its UNWIND places from BUILD's verified position (a routine note checked below)
-    s = session(tmp_path, cycles=2, lines=lines, env={"DN_EXECUTION": "taker"})
+def _run_with_info_and_debug_logs(s, tmp_path):
+    """Run session `s` with two JSON logs, one at INFO and one at DEBUG; their paths."""
     info, debug = tmp_path / "info.log.jsonl", tmp_path / "debug.log.jsonl"
     setups = [
         configure(s.logger, json_path=str(info)),
@@ -107,6 +102,17 @@ def test_routine_lines_are_debug_in_the_json_log_and_still_on_the_console(tmp_pa
     run_session(s)
     for setup in setups:
         setup.close()
+    return info, debug
+
+
+def test_routine_lines_are_debug_in_the_json_log_and_still_on_the_console(tmp_path):
+    """Issue 12 item 6: a cycle's ordinary transitions, order placements and routine notes
+    are in the journal; in the JSON log they are DEBUG (left out of an INFO file). Fills
+    and each cycle's end stay INFO; the console shows transitions as before."""
+    lines: list[str] = []
+    # taker: its UNWIND places from BUILD's verified position (a routine note checked below)
+    s = session(tmp_path, cycles=2, lines=lines, env={"DN_EXECUTION": "taker"})
+    info, debug = _run_with_info_and_debug_logs(s, tmp_path)
     at_info = [json.loads(x) for x in info.read_text().splitlines()]
     at_debug = [json.loads(x) for x in debug.read_text().splitlines()]
     assert all(o["level"] != "debug" for o in at_info)
@@ -130,14 +136,7 @@ def test_maker_firsts_routine_read_first_is_debug_in_the_json_log(tmp_path):
     first"): routine, DEBUG in the JSON log (it kept maker_first's journal and log over
     10 KB per cycle); the note is still in the journal."""
     s = session(tmp_path, cycles=2, env={"DN_EXECUTION": "maker_first"})
-    info, debug = tmp_path / "info.log.jsonl", tmp_path / "debug.log.jsonl"
-    setups = [
-        configure(s.logger, json_path=str(info)),
-        configure(s.logger, json_path=str(debug), level=logging.DEBUG),
-    ]
-    run_session(s)
-    for setup in setups:
-        setup.close()
+    info, debug = _run_with_info_and_debug_logs(s, tmp_path)
     noted = [
         r
         for r in s.engine.journal.records()
