@@ -236,6 +236,9 @@ class Engine:
         # Records being written (innermost last): each takes its step's deadlines, and
         # holds the records written meanwhile until it is closed and journaled.
         self._open: list[_Open] = []
+        # whether a live machine reads quotes as events (None: to be worked out again,
+        # after a spawn or a finish)
+        self._reads_quotes: bool | None = None
 
     # -- starting ---------------------------------------------------------------------
     def start(self, app_ref: str, config: Mapping[str, Any]) -> list[Intent]:
@@ -268,6 +271,7 @@ class Engine:
             self.deferred[machine_id] = deque()
             machine = cls(ctx, **params)  # entering the initial state may emit and arm
             self.machines[machine_id] = machine
+            self._reads_quotes = None
             self.ledger.machine_states[machine_id] = tuple(machine.state_ids)
             self._check_finished(machine_id, machine)
         finally:
@@ -314,7 +318,12 @@ class Engine:
         return self._finish_step()
 
     def _quote_readers(self) -> bool:
-        return any(BboUpdated.kind in type(m).interests() for m in self.machines.values())
+        readers = self._reads_quotes
+        if readers is None:  # the live machines changed since last asked
+            readers = self._reads_quotes = any(
+                BboUpdated.kind in type(m).interests() for m in self.machines.values()
+            )
+        return readers
 
     def _release_quotes(self) -> None:
         """Journal and apply the held quotes, each at its arrival time, in arrival order."""
@@ -449,6 +458,7 @@ class Engine:
             return
         outcome = machine.state_ids[-1] if machine.state_ids else "terminated"
         del self.machines[mid]
+        self._reads_quotes = None
         self.ledger.machine_states.pop(mid, None)
         self.finished[mid] = outcome
         for armed in self.deadlines.disarm_all(mid):
