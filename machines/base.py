@@ -367,7 +367,7 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             return {}
         if type(raw) is OrderedSet:
             return dict(raw._d)
-        if isinstance(raw, MutableSet):
+        if type(raw) is not str and isinstance(raw, MutableSet):  # (str: no ABC check)
             return None
         return {raw: None}
 

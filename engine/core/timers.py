@@ -133,7 +133,7 @@ def journaled_deadlines(kind: str, machine: str, data: Any) -> JournaledDeadline
     """The deadlines a record (kind, machine field, decoded payload) arms or disarms; None
     when it touches none. A transition's deadlines are its machine's; a `spawn` note's are
     the spawned machine's (armed on its initial entry); older journals' notes one each."""
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):  # (dict: no ABC check)
         return None
     if kind == "transition" or (kind == "note" and data.get("note") == "spawn"):
         armed, disarmed = data.get("armed"), data.get("disarmed")
@@ -143,7 +143,7 @@ def journaled_deadlines(kind: str, machine: str, data: Any) -> JournaledDeadline
         return JournaledDeadlines(
             owner,
             tuple(str(n) for n in disarmed or ()),
-            tuple(a for a in armed or () if isinstance(a, Mapping)),
+            tuple(a for a in armed or () if type(a) is dict or isinstance(a, Mapping)),
         )
     if kind != "note":
         return None
