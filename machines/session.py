@@ -476,24 +476,12 @@ class SessionMachine(PureMachine):
         return f"{kind}:{self.next_id()}"
 
     def _params(self, cycle: int) -> CycleParams:
-        # BUILD and UNWIND of a cycle get the same (frozen) parameters: made once.
-        made = self.__dict__.get("_made_params")
-        if (
-            made is not None
-            and made[0] is self.template
-            and made[1] == cycle
-            and made[2] is self.carry_usd
-        ):
-            params: CycleParams = made[3]
-            return params
         legs = self.template.legs
         # Odd cycles: long the first symbol, short the second; even cycles: the reverse.
         long, short = legs if cycle % 2 == 1 or cycle == 0 else (legs[1], legs[0])
-        params = attrs.evolve(
+        return attrs.evolve(
             self.template, cycle=cycle, long=long, short=short, carry_usd=self.carry_usd
         )
-        self._made_params = (self.template, cycle, self.carry_usd, params)
-        return params
 
     def _pause(self) -> Decimal:
         # Deterministic jitter (no randomness in machines): a fraction from the cycle number.
