@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
-from operator import is_
 
 from adapters.base import ProductInfo
 from engine.core.clock import NS_PER_S
@@ -25,7 +24,6 @@ from engine.core.flatness import net_usd
 from engine.core.intents import Halt
 from engine.core.intents import PlaceOrder
 from engine.core.intents import SendAlert
-from engine.core.ledger import Quote
 from engine.core.loop import Engine
 from engine.core.observed import Observed
 from engine.ops.alerts import Alert
@@ -86,8 +84,6 @@ class Monitor:
         # every timer too, and with neither moved it would decide exactly as it did then.
         self._stepped: tuple[int, int] | None = None
         self._pids = tuple(p.product_id for p in products)
-        # (positions, quotes, net USD) of the last `_net_usd`
-        self._net_seen: tuple[tuple[Decimal, ...], tuple[Quote | None, ...], Decimal] | None = None
 
     def unhedged_usd(self) -> Decimal:
         return abs(self._net_usd())
@@ -95,20 +91,10 @@ class Monitor:
     def _net_usd(self) -> Decimal:
         ledger = self.engine.ledger
         pids = self._pids
-        positions = tuple(map(ledger.best_position, pids))
-        quotes = tuple(map(ledger.quote, pids))
-        # the same position and quote objects (a Quote is frozen) give the same answer
-        last = self._net_seen
-        if (
-            last is not None
-            and all(map(is_, positions, last[0]))
-            and all(map(is_, quotes, last[1]))
-        ):
-            return last[2]
-        mids = {pid: mid_of(quote) for pid, quote in zip(pids, quotes, strict=True)}
-        net = net_usd(dict(zip(pids, positions, strict=True)), mids)
-        self._net_seen = (positions, quotes, net)
-        return net
+        return net_usd(
+            {pid: ledger.best_position(pid) for pid in pids},
+            {pid: mid_of(ledger.quote(pid)) for pid in pids},
+        )
 
     def after_step(self) -> None:
         now = self.engine.now_ns
