@@ -319,26 +319,36 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             )
         return found
 
-    def _dn_view(self) -> tuple[tuple[str, ...], State | None, tuple[State, ...]]:
-        """The active state ids, the atomic one and the active states (the library's
-        proxies, in its configuration order), worked out again only when the stored
+    def _dn_view(self) -> _View:
+        """The active state ids, the atomic one, the active states (the library's
+        proxies, in its configuration order) and the atomic one's id (None: no atomic
+        state is active), worked out again only when the stored
         configuration value changes (as the library caches `configuration`). A single
         active state (every machine without compound states) straight from its value."""
         raw = getattr(self.model, self.state_field, None)
         d = self.__dict__
         if raw is d.get("_dn_raw", _NONE):
-            view: tuple[tuple[str, ...], State | None, tuple[State, ...]] = d["_dn_seen"]
+            view: _View = d["_dn_seen"]
             return view
         if raw is None:
-            conf: tuple[State, ...] = ()
+            values: tuple[Any, ...] = ()
         elif type(raw) is OrderedSet:  # as `Configuration.states` resolves the values
-            states = self._config._instance_states
-            conf = tuple(states[v] for v in raw)
+            values = tuple(raw._d)
         elif isinstance(raw, MutableSet):
-            conf = tuple(self.configuration)
+            values = tuple(s.value for s in self.configuration)
         else:
-            conf = (self._config._instance_states[raw],)
-        view = (tuple(s.id for s in conf), next((s for s in conf if s.is_atomic), None), conf)
+            values = (raw,)
+        conf: tuple[State, ...] = tuple(map(self._config._instance_states.__getitem__, values))
+        # the ids and which state is atomic depend on the configuration only: worked out
+        # once per class and configuration (a class has finitely many)
+        key = (type(self), values)
+        shape = _SHAPES.get(key)
+        if shape is None:
+            atomic = next((i for i, s in enumerate(conf) if s.is_atomic), None)
+            ids = tuple(s.id for s in conf)
+            shape = _SHAPES[key] = (ids, atomic, None if atomic is None else ids[atomic])
+        ids, atomic, atomic_id = shape
+        view = (ids, None if atomic is None else conf[atomic], conf, atomic_id)
         d["_dn_raw"], d["_dn_seen"] = raw, view
         return view
 
@@ -357,7 +367,7 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             return {}
         if type(raw) is OrderedSet:
             return dict(raw._d)
-        if isinstance(raw, MutableSet):
+        if type(raw) is not str and isinstance(raw, MutableSet):  # (str: no ABC check)
             return None
         return {raw: None}
 
@@ -382,20 +392,20 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
             values[state.value] = None
             self._dn_write(values)
 
-    def _dn_discard(self, state: State) -> None:
-        """`Configuration.discard` (copy-on-write)."""
+    def _dn_discard(self, state: State, value: Any) -> None:
+        """`Configuration.discard` (copy-on-write) of `state`, whose value is `value`."""
         values = self._dn_values()
         if values is None:
             self._config.discard(state)
         else:
-            values.pop(state.value, None)
+            values.pop(value, None)
             self._dn_write(values)
 
     def _dn_macrostep(self, plan: Plan) -> None:
         """Eventless transitions until none is enabled (the library's `_run_macrostep`)."""
         while True:
-            state = self._dn_view()[1]
-            for step in plan.eventless[state.id] if state is not None else ():
+            state_id = self._dn_view()[3]
+            for step in plan.eventless[state_id] if state_id is not None else ():
                 # `_dn_enabled(step, None, (), {})`, inline for the plain guards (named
                 # methods taking nothing or `ev`: none is offered here) of the transitions
                 # tried on every event
@@ -431,8 +441,8 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         self, plan: Plan, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         event = self._dn_event(name)
-        state = self._dn_view()[1]
-        for step in plan.for_event(state, name) if state is not None else ():
+        state_id = self._dn_view()[3]
+        for step in plan.for_event(state_id, name) if state_id is not None else ():
             if self._dn_enabled(step, event, args, kwargs):
                 return self._dn_microstep(step, event, args, kwargs)
         raise TransitionNotAllowed(event, self.configuration)
@@ -594,20 +604,25 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
         """One transition in the library's order (its `microstep`, non-atomic updates)."""
         previous = getattr(self.model, self.state_field, None)
         transition, source, target = step.transition, step.source, step.target
-        leaving: list[State] = []
+        leaving: tuple[tuple[int, Any, Callbacks], ...] = ()
+        active: tuple[State, ...] = ()
         if step.targeted:
-            ids, _atomic, active = self._dn_view()
-            # the states it leaves, deepest first: the same for every instance of the class
+            ids, _atomic, active, _atomic_id = self._dn_view()
+            # the states it leaves, deepest first (each as its index among the active ones,
+            # its value and its exit callbacks): the same for every instance of the class
             # in the same configuration, so worked out once per configuration
-            order = step.leaving.get(ids)
-            if order is None:
+            found_leaving = step.leaving.get(ids)
+            if found_leaving is None:
                 domain = step.domain
                 found = [
                     i for i, s in enumerate(active) if domain is None or s.is_descendant(domain)
                 ]
                 found.sort(key=lambda i: _doc_order(active[i]), reverse=True)
-                order = step.leaving[ids] = tuple(found)
-            leaving = [active[i] for i in order]
+                exits = self.__class__._dn_plan_exits()
+                found_leaving = step.leaving[ids] = tuple(
+                    (i, active[i].value, exits[active[i].value]) for i in found
+                )
+            leaving = found_leaving
         fire = self._dn_fire
         try:
             result = (
@@ -615,13 +630,11 @@ class PureMachine(StateChart):  # type: ignore[type-arg]
                 if step.before
                 else []
             )
-            if leaving:
-                exits = self.__class__._dn_plan_exits()
-                for state in leaving:
-                    callbacks = exits[state.value]
-                    if callbacks:
-                        fire(callbacks, args, kwargs, event, transition, state, state, target)
-                    self._dn_discard(state)
+            for i, value, callbacks in leaving:
+                state = active[i]
+                if callbacks:
+                    fire(callbacks, args, kwargs, event, transition, state, state, target)
+                self._dn_discard(state, value)
             if step.on:
                 result += fire(step.on, args, kwargs, event, transition, source, source, target)
             if step.entries:
@@ -994,5 +1007,11 @@ _PER_INSTANCE: set[type[PureMachine]] = set()
 # Per-class tables computed once (the declarations never change after class creation).
 _EVENT_TABLES: dict[type[PureMachine], dict[str, frozenset[str]]] = {}
 _TAKEN: dict[tuple[type[PureMachine], tuple[str, ...]], frozenset[str]] = {}
+# (the active state ids, the atomic one, the active states, the atomic one's id)
+_View = tuple[tuple[str, ...], State | None, tuple[State, ...], str | None]
+# (class, active state values) → (their ids, the atomic one's index and id, or None)
+_SHAPES: dict[
+    tuple[type[PureMachine], tuple[Any, ...]], tuple[tuple[str, ...], int | None, str | None]
+] = {}
 _DECLARED: dict[type[PureMachine], frozenset[str]] = {}
 _INTERESTS: dict[type[PureMachine], frozenset[str]] = {}

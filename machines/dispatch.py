@@ -74,9 +74,10 @@ class Step:
         self.on = plan.callbacks(t.on.key)
         self.after = plan.callbacks(t.after.key)
         self.domain = _domain(t) if self.targeted else None
-        # active state ids → the indexes of those the transition exits, deepest first
-        # (filled by the dispatch as configurations occur; a class has finitely many)
-        self.leaving: dict[tuple[str, ...], tuple[int, ...]] = {}
+        # active state ids → those the transition exits, deepest first, each as (its index
+        # among the active states, its value, its exit callbacks) (filled by the dispatch
+        # as configurations occur; a class has finitely many)
+        self.leaving: dict[tuple[str, ...], tuple[tuple[int, Any, Callbacks], ...]] = {}
         # (state, the transition its kwargs name, its enter callbacks, the initial
         # transition's `on` callbacks when entered by default, top-level final)
         self.entries: tuple[tuple[State, Transition, Callbacks, Callbacks | None, bool], ...] = ()
@@ -207,13 +208,14 @@ class Plan:
             out.append((state, via, self.callbacks(state.enter.key), initial_on, top_final))
         return tuple(out)
 
-    def for_event(self, state: State, event: str) -> tuple[Step, ...]:
-        key = (state.id, event)
+    def for_event(self, state_id: str, event: str) -> tuple[Step, ...]:
+        """The steps that may take `event` in the atomic state `state_id`."""
+        key = (state_id, event)
         found = self.by_event.get(key)
         if found is None:
             found = self.by_event[key] = tuple(
                 self.step(t)
-                for s in self._ancestry[state.id]
+                for s in self._ancestry[state_id]
                 for t in s.transitions
                 if not t.initial and t.match(event)
             )

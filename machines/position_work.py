@@ -812,9 +812,10 @@ class PositionWork(OrderRounds, PureMachine):
 
     def _known(self, held: dict[int, Decimal]) -> bool:
         max_age_ns = self.p.bbo_max_age_s * 1_000_000_000
+        ledger = self.ledger
         for pid, qty in held.items():
-            quote = self.ledger.quote(pid)
-            if qty and (quote is None or self.ledger.now_ns - quote.ts_ns > max_age_ns):
+            quote = ledger.quote(pid)
+            if qty and (quote is None or ledger.now_ns - quote.ts_ns > max_age_ns):
                 return False
         return True
 
@@ -827,9 +828,9 @@ class PositionWork(OrderRounds, PureMachine):
         return self._known(held) and abs(self._net_usd(held)) <= self.p.exposure_tolerance_usd
 
     def _net_usd(self, qty: dict[int, Decimal]) -> Decimal:
+        ledger = self.ledger
         mids = {
-            leg.product_id: flatness.mid_of(self.ledger.quote(leg.product_id))
-            for leg in self.p.legs
+            leg.product_id: flatness.mid_of(ledger.quote(leg.product_id)) for leg in self.p.legs
         }
         return flatness.net_usd(qty, mids)
 

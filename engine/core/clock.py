@@ -9,10 +9,11 @@ and fires timers in (due time, sequence) order.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from heapq import heappop
+from heapq import heappush
 from typing import Protocol
 
 __all__ = [
@@ -30,9 +31,9 @@ NS_PER_S = 1_000_000_000
 
 def seconds_to_ns(seconds: Decimal | int | float | str) -> int:
     """Convert seconds to integer nanoseconds, exactly for Decimal/str input."""
-    if isinstance(seconds, float):
-        seconds = Decimal(repr(seconds))
-    return int(Decimal(seconds) * NS_PER_S)
+    if type(seconds) is not Decimal:  # (a Decimal as it is: Decimal(d) is d's value)
+        seconds = Decimal(repr(seconds) if isinstance(seconds, float) else seconds)
+    return int(seconds * NS_PER_S)
 
 
 def ns_to_seconds(ns: int) -> Decimal:
@@ -96,28 +97,35 @@ class VirtualClock:
 
     def call_at(self, due_ns: int, callback: Callable[[], None]) -> TimerHandle:
         # A timer due in the past fires at the next advance, never "before now".
-        self._seq += 1
-        timer = _VirtualTimer(max(due_ns, self._now), self._seq, callback)
-        heapq.heappush(self._heap, (timer.due_ns, timer.seq, timer))
+        now = self._now
+        due = due_ns if due_ns > now else now
+        seq = self._seq = self._seq + 1
+        timer = _VirtualTimer(due, seq, callback)
+        heappush(self._heap, (due, seq, timer))
         return timer
 
     def call_later(self, delay_ns: int, callback: Callable[[], None]) -> TimerHandle:
-        return self.call_at(self._now + max(delay_ns, 0), callback)
+        return self.call_at(self._now + delay_ns if delay_ns > 0 else self._now, callback)
 
     def next_due_ns(self) -> int | None:
-        self._drop_cancelled()
-        return self._heap[0][0] if self._heap else None
+        heap = self._heap
+        while heap and heap[0][2].cancelled:  # `_drop_cancelled()`, inline (every step)
+            heappop(heap)
+        return heap[0][0] if heap else None
 
     def pending(self) -> int:
         return sum(1 for _, _, t in self._heap if not t.cancelled)
 
     def fire_next(self) -> bool:
         """Jump to the earliest timer and fire it. False when no timer is pending."""
-        self._drop_cancelled()
-        if not self._heap:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:  # `_drop_cancelled()`, inline (every step)
+            heappop(heap)
+        if not heap:
             return False
-        timer = heapq.heappop(self._heap)[2]
-        self._now = max(self._now, timer.due_ns)
+        due, _seq, timer = heappop(heap)
+        if due > self._now:
+            self._now = due
         timer.callback()
         return True
 
@@ -152,4 +160,4 @@ class VirtualClock:
 
     def _drop_cancelled(self) -> None:
         while self._heap and self._heap[0][2].cancelled:
-            heapq.heappop(self._heap)
+            heappop(self._heap)

@@ -236,6 +236,9 @@ class Engine:
         # Records being written (innermost last): each takes its step's deadlines, and
         # holds the records written meanwhile until it is closed and journaled.
         self._open: list[_Open] = []
+        # event kind → the live machines that want it (`_interested`; cleared by every
+        # spawn and finish)
+        self._interest_index: dict[str, tuple[tuple[str, PureMachine], ...]] = {}
 
     # -- starting ---------------------------------------------------------------------
     def start(self, app_ref: str, config: Mapping[str, Any]) -> list[Intent]:
@@ -268,6 +271,7 @@ class Engine:
             self.deferred[machine_id] = deque()
             machine = cls(ctx, **params)  # entering the initial state may emit and arm
             self.machines[machine_id] = machine
+            self._interest_index.clear()
             self.ledger.machine_states[machine_id] = tuple(machine.state_ids)
             self._check_finished(machine_id, machine)
         finally:
@@ -314,7 +318,7 @@ class Engine:
         return self._finish_step()
 
     def _quote_readers(self) -> bool:
-        return any(BboUpdated.kind in type(m).interests() for m in self.machines.values())
+        return bool(self._interested(BboUpdated.kind))
 
     def _release_quotes(self) -> None:
         """Journal and apply the held quotes, each at its arrival time, in arrival order."""
@@ -366,9 +370,19 @@ class Engine:
                 else:
                     self._note("engine", "answer for a finished machine", machine=was, id=key)
                 return
-        for mid, machine in list(self.machines.items()):
-            if mid in self.machines and ev.kind in type(machine).interests():
+        for mid, machine in self._interested(ev.kind):
+            if mid in self.machines:
                 self._deliver(mid, machine, ev)
+
+    def _interested(self, kind: str) -> tuple[tuple[str, PureMachine], ...]:
+        """The live machines whose class wants `kind`, in spawn order: worked out once per
+        kind until the next spawn or finish."""
+        found = self._interest_index.get(kind)
+        if found is None:
+            found = self._interest_index[kind] = tuple(
+                (mid, m) for mid, m in self.machines.items() if kind in type(m).interests()
+            )
+        return found
 
     @staticmethod
     def _event_name(machine: PureMachine, ev: Event) -> str:
@@ -449,6 +463,7 @@ class Engine:
             return
         outcome = machine.state_ids[-1] if machine.state_ids else "terminated"
         del self.machines[mid]
+        self._interest_index.clear()
         self.ledger.machine_states.pop(mid, None)
         self.finished[mid] = outcome
         for armed in self.deadlines.disarm_all(mid):

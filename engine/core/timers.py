@@ -48,6 +48,9 @@ class Deadlines:
         self._fire = fire
         self._schedule = schedule
         self._armed: dict[tuple[str, str], Armed] = {}
+        # the same deadlines by machine (name → armed, in arming order): a state's exit
+        # looks at its own machine's few, not at every machine's
+        self._by_machine: dict[str, dict[str, Armed]] = {}
         self._generation = 0
 
     def arm(
@@ -60,28 +63,43 @@ class Deadlines:
         due = now_ns + max(delay_ns, 0)
         handle = None
         if self._schedule:
-            expiry = DeadlineExpired(name=name, generation=gen, target=machine)
-            handle = self._clock.call_at(due, lambda: self._fire(expiry))
+            fire = self._fire
+
+            def expired() -> None:
+                fire(DeadlineExpired(name=name, generation=gen, target=machine))
+
+            handle = self._clock.call_at(due, expired)
         armed = Armed(machine, name, gen, due, owner_state, handle)
         self._armed[(machine, name)] = armed
+        mine = self._by_machine.get(machine)
+        if mine is None:
+            mine = self._by_machine[machine] = {}
+        mine[name] = armed
         return armed
 
     def disarm(self, machine: str, name: str) -> Armed | None:
         armed = self._armed.pop((machine, name), None)
-        if armed is not None and armed.handle is not None:
-            armed.handle.cancel()
+        if armed is not None:
+            self._forget(machine, name)
+            if armed.handle is not None:
+                armed.handle.cancel()
         return armed
 
+    def _forget(self, machine: str, name: str) -> None:
+        mine = self._by_machine[machine]
+        del mine[name]
+        if not mine:
+            del self._by_machine[machine]
+
     def disarm_owned(self, machine: str, state_id: str) -> list[Armed]:
-        names = [
-            a.name
-            for a in self._armed.values()
-            if a.machine == machine and a.owner_state == state_id
-        ]
+        mine = self._by_machine.get(machine)
+        if not mine:
+            return []
+        names = [a.name for a in mine.values() if a.owner_state == state_id]
         return [a for n in names if (a := self.disarm(machine, n)) is not None]
 
     def disarm_all(self, machine: str) -> list[Armed]:
-        names = [a.name for a in self._armed.values() if a.machine == machine]
+        names = list(self._by_machine.get(machine, ()))
         return [a for n in names if (a := self.disarm(machine, n)) is not None]
 
     def take(self, ev: DeadlineExpired) -> bool:
@@ -91,10 +109,11 @@ class Deadlines:
         if armed is None or armed.generation != ev.generation:
             return False
         del self._armed[key]
+        self._forget(key[0], key[1])
         return True
 
     def armed_for(self, machine: str) -> list[Armed]:
-        return [a for a in self._armed.values() if a.machine == machine]
+        return list(self._by_machine.get(machine, {}).values())
 
     def __len__(self) -> int:
         return len(self._armed)
@@ -114,7 +133,7 @@ def journaled_deadlines(kind: str, machine: str, data: Any) -> JournaledDeadline
     """The deadlines a record (kind, machine field, decoded payload) arms or disarms; None
     when it touches none. A transition's deadlines are its machine's; a `spawn` note's are
     the spawned machine's (armed on its initial entry); older journals' notes one each."""
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):  # (dict: no ABC check)
         return None
     if kind == "transition" or (kind == "note" and data.get("note") == "spawn"):
         armed, disarmed = data.get("armed"), data.get("disarmed")
@@ -124,7 +143,7 @@ def journaled_deadlines(kind: str, machine: str, data: Any) -> JournaledDeadline
         return JournaledDeadlines(
             owner,
             tuple(str(n) for n in disarmed or ()),
-            tuple(a for a in armed or () if isinstance(a, Mapping)),
+            tuple(a for a in armed or () if type(a) is dict or isinstance(a, Mapping)),
         )
     if kind != "note":
         return None

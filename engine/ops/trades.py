@@ -753,6 +753,8 @@ class RunFold:
 
     def _trim(self) -> None:
         assert self.keep_cycles is not None
+        if len(self.cycles) <= self.keep_cycles:
+            return  # no more closed ones than that (the check below, without the scan)
         closed = [c for c in self.cycles if c.closed]
         if len(closed) <= self.keep_cycles:
             return

@@ -80,13 +80,17 @@ class Monitor:
         # (ledger revision, exposure then): after_step runs after every step, and most
         # steps leave the ledger as it was.
         self._seen: tuple[int, Decimal] = (-1, Decimal(0))
+        # (ledger revision, engine time) of the last after_step: the drivers call it after
+        # every timer too, and with neither moved it would decide exactly as it did then.
+        self._stepped: tuple[int, int] | None = None
+        self._pids = tuple(p.product_id for p in products)
 
     def unhedged_usd(self) -> Decimal:
         return abs(self._net_usd())
 
     def _net_usd(self) -> Decimal:
         ledger = self.engine.ledger
-        pids = [p.product_id for p in self.products]
+        pids = self._pids
         return net_usd(
             {pid: ledger.best_position(pid) for pid in pids},
             {pid: mid_of(ledger.quote(pid)) for pid in pids},
@@ -95,6 +99,10 @@ class Monitor:
     def after_step(self) -> None:
         now = self.engine.now_ns
         ledger = self.engine.ledger
+        stepped = (ledger.revision, now)
+        if stepped == self._stepped:
+            return
+        self._stepped = stepped
         if self._seen[0] != ledger.revision:
             self._seen = (ledger.revision, self.unhedged_usd())
         exposure = self._seen[1]
