@@ -118,10 +118,10 @@ _DICT_SCHEMA = (
 
 class PayloadCodec:
     """How one file stores a record's fields. Payload: the canonical JSON text (what is
-    hashed) deflated against the file's preset dictionary when that is shorter, else the
-    text itself. Reading gives back the exact text; a stored payload that does not
-    inflate reads as text that cannot match its hash, so verify reports the record as
-    damaged. Kind and machine: small integers in version 2 files (`machines` maps ids to
+    hashed), a commit's texts deflated together against the file's preset dictionary when
+    that is shorter (`encode_group`), else the text itself. Reading gives back the exact
+    text; a stored payload that does not inflate reads as text that cannot match its hash
+    (`inflate`), so verify reports the record as damaged. Kind and machine: small integers in version 2 files (`machines` maps ids to
     names; `new_machines` are the names allocated and not yet stored), text in older ones.
     """
 
@@ -143,10 +143,11 @@ class PayloadCodec:
         )
         self._next_id = next_id if next_id is not None else max(machines or {0: ""}) + 1
         self.new_machines: list[tuple[int, str]] = []
-        # A 16 KB window (the dictionary fits) and a small hash table: each record copies
+        # A 16 KB window (the dictionary fits) and a small hash table: each commit copies
         # this primed state, and a small state keeps that copy to a few microseconds on
         # the commit path (the default 32 KB / memLevel 8 cost ~0.2 ms per event in
-        # bench_engine); inflate with the default window reads it.
+        # bench_engine); inflate with the default window reads it. Level 5 (8-record
+        # commits of a taker run): 2.7 us and 25.3 B per record; level 6 3.8 us, 24.3 B.
         self._base = (
             zlib.compressobj(5, zlib.DEFLATED, -14, 2, zlib.Z_DEFAULT_STRATEGY, zdict)
             if zdict
