@@ -121,8 +121,9 @@ class PayloadCodec:
     hashed), a commit's texts deflated together against the file's preset dictionary when
     that is shorter (`encode_group`), else the text itself. Reading gives back the exact
     text; a stored payload that does not inflate reads as text that cannot match its hash
-    (`inflate`), so verify reports the record as damaged. Kind and machine: small integers in version 2 files (`machines` maps ids to
-    names; `new_machines` are the names allocated and not yet stored), text in older ones.
+    (`inflate`), so verify reports the record as damaged. Kind and machine: small integers
+    in version 2 files (`machines` maps ids to names; `new_machines` are the names
+    allocated and not yet stored), text in older ones.
     """
 
     def __init__(
