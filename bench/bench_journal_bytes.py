@@ -3,7 +3,8 @@ default settings, for `dnpair run --clock virtual --cycles N` (a subprocess, exa
 a user runs). Issue 12 item 6: the goal is at most 10 KB per cycle (it was ~33 KB, mostly
 market-data events nobody read; 18 KB before the journal's version 2 layout and the routine
 log lines at DEBUG); tests/cli/test_journal_growth.py holds it at the default
-(`DN_EXECUTION=maker_first`; 11.4 KB before journal schema 4) and for `DN_EXECUTION=taker`.
+(`DN_EXECUTION=maker_first`; 11.4 KB before journal schema 4, 9.9 KB before schema 5) and
+for `DN_EXECUTION=taker`.
 Also reported for a wall-clock-length hold, where quotes pile up between steps. Prints JSON
 lines; a measurement, not a test."""
 

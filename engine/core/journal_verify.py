@@ -22,6 +22,7 @@ from engine.core.journal import JOURNAL_SCHEMA
 from engine.core.journal import Journal
 from engine.core.journal import PayloadCodec
 from engine.core.journal import Record
+from engine.core.journal import RowReader
 from engine.core.journal import _hex
 from engine.core.journal import other_version_message
 from engine.core.journal import read_records
@@ -152,11 +153,10 @@ def _padded_copy(p: Path, tmp: Path) -> tuple[Path, int]:
     return copy, expected - size
 
 
-def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
-    """Records from seq `start` on; None marks a row SQLite could not read."""
-    codec = PayloadCodec.of(db)
+def _rows_from(db: sqlite3.Connection, start: int, reader: RowReader) -> Iterator[Record | None]:
+    """Records from seq `start` on, read by `reader` (a stream's first row must come
+    first); None marks a row SQLite could not read."""
     seq = start
-    before: str | None = None  # hash of the row read just before (an empty prev_hash)
     while True:
         try:
             rows = db.execute(
@@ -182,9 +182,7 @@ def _rows_from(db: sqlite3.Connection, start: int) -> Iterator[Record | None]:
         if not rows:
             return
         for row in rows:
-            rec = Record.from_row(row, codec, before)
-            before = rec.hash
-            yield rec
+            yield reader.record(row)
         seq = int(rows[-1][0]) + 1
 
 
@@ -210,7 +208,8 @@ def _verify_sqlite(
         return VerifyReport("corrupt", start, f"not a readable journal: {exc}")
     try:
         intact, prev_hash, problem = start, start_hash, ""
-        for rec in _rows_from(db, start + 1):
+        reader = RowReader(PayloadCodec.of(db))
+        for rec in _rows_from(db, start + 1, reader):
             if rec is None:
                 problem = f"unreadable after record {intact}"
                 break
@@ -242,21 +241,25 @@ def _verify_sqlite(
         # A row numbered at or below one already read cannot come from a cut or a crash:
         # the file's own structure is damaged, even if every record read so far chains.
         backwards = rec is not None and rec.seq <= intact
-        later = backwards or _valid_sqlite_after(db, intact)
+        later = backwards or _valid_sqlite_after(db, intact, reader)
         status = "corrupt" if later else "torn_tail"
         return VerifyReport(status, intact, problem, last_hash=prev_hash)
     finally:
         db.close()
 
 
-def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
-    """Is any self-consistent record stored past the damage? Probe row by row."""
+def _valid_sqlite_after(db: sqlite3.Connection, intact: int, reader: RowReader) -> bool:
+    """Is any self-consistent record stored past the damage? Probe row by row, `reader`
+    going on from the damaged row. A row of the damaged one's own transaction whose text
+    was lost with it (the stream both are stored in is damaged) counts too: a crash never
+    leaves a transaction in part (SQLite commits whole), so rows of it beyond the damage
+    mean the damage came some other way."""
     try:
         top_row = db.execute("SELECT max(seq) FROM journal").fetchone()
         top = int(top_row[0]) if top_row and top_row[0] is not None else intact
     except sqlite3.DatabaseError:
         top = intact + _PROBE_LIMIT
-    codec = PayloadCodec.of(db)
+    same_stream = True  # no stream opened since the damaged row
     for seq in range(intact + 2, min(top, intact + _PROBE_LIMIT) + 1):
         try:
             row = db.execute(
@@ -268,14 +271,19 @@ def _valid_sqlite_after(db: sqlite3.Connection, intact: int) -> bool:
             continue
         if row is None:
             continue
-        before = None
+        reader.before = None
         if not row[5]:  # prev_hash left empty: the row stored before holds it
             try:
                 above = db.execute("SELECT hash FROM journal WHERE seq = ?", (seq - 1,)).fetchone()
             except sqlite3.DatabaseError:
                 above = None
-            before = _hex(above[0]) if above else None
-        if Record.from_row(row, codec, before).self_consistent():
+            reader.before = _hex(above[0]) if above else None
+        payload = row[4]
+        if type(payload) is bytes and payload:
+            same_stream = False
+        if reader.record(row).self_consistent():
+            return True
+        if same_stream and reader.lost(seq, payload):
             return True
     return False
 
@@ -350,7 +358,7 @@ def read_records_prefix(p: Path, n: int, *, first: int = 1) -> list[Record]:
         db = sqlite3.connect(copy)
         try:
             recs: list[Record] = []
-            for row in _rows_from(db, first):
+            for row in _rows_from(db, first, RowReader(PayloadCodec.of(db))):
                 if row is None or len(recs) >= n:
                     break
                 recs.append(row)

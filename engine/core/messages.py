@@ -254,8 +254,16 @@ def dumps(obj: Any) -> str:
 
 def loads(text: str) -> Any:
     if type(text) is str and not text.startswith("\ufeff"):  # json.loads: this decoder
-        return _DECODER.decode(text)
+        # A journal's payload is one JSON value with nothing around it: its C scanner
+        # reads it without `decode`'s two Python calls and whitespace match; anything
+        # else (whitespace, extra data, not JSON) takes `decode`, which says what.
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:
+            return _DECODER.decode(text)
+        return value if end == len(text) else _DECODER.decode(text)
     return json.loads(text, parse_constant=_reject_constant)
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]

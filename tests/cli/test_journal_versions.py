@@ -135,7 +135,7 @@ def test_a_version_3_journal_of_one_note_per_deadline_is_refused_in_one_line(
     `finished` note beside each `machine_finished` event; version 4 folds the deadlines
     into the transition (or spawn) that armed or disarmed them. Replaying a version 3
     journal would diverge at its first deadline note, so it is refused by version."""
-    assert JOURNAL_SCHEMA == 4
+    assert JOURNAL_SCHEMA >= 4
     old = tmp_path / "v3.db"
     _with_schema(current, old, 3)
     for args in (("replay", str(old)), ("journal", "verify", str(old))):
@@ -143,11 +143,61 @@ def test_a_version_3_journal_of_one_note_per_deadline_is_refused_in_one_line(
         line = one_line_error(proc)
         assert proc.returncode == 2
         assert line == (
-            f"{old}: written by journal schema version 3, this dnpair reads version 4; "
-            "replay or verify it with the dnpair that wrote it"
+            f"{old}: written by journal schema version 3, this dnpair reads version "
+            f"{JOURNAL_SCHEMA}; replay or verify it with the dnpair that wrote it"
         ), line
     line = one_line_error(virtual_run(old, "--cycles", "1"))
     assert "written by journal schema version 3" in line
+
+
+def _as_version_4(journal: Path, out: Path) -> None:
+    """A copy of `journal` stored as version 4 stored it: each record's payload deflated
+    on its own (version 5 deflates a commit's payloads together into its first row)."""
+    from engine.core.journal import PayloadCodec
+
+    _with_schema(journal, out, 4)
+    records = list(read_records(journal))
+    db = sqlite3.connect(out)
+    codec = PayloadCodec.of(db)
+    for r in records:
+        (payload,) = codec.encode_group([r.payload])
+        db.execute("UPDATE journal SET payload = ? WHERE seq = ?", (payload, r.seq))
+    db.commit()
+    db.close()
+
+
+def test_a_version_4_journal_of_one_stream_per_record_is_refused_and_still_read(
+    current: Path, tmp_path: Path
+) -> None:
+    """Version 5 stores a commit's payloads as one deflate stream in its first row.
+    Replay and verify refuse a version 4 file in one line; every reader (export, report,
+    status) still reads its records exactly."""
+    assert JOURNAL_SCHEMA == 5
+    old = tmp_path / "v4.db"
+    _as_version_4(current, old)
+    assert list(read_records(old)) == list(read_records(current))
+
+    def text_elsewhere(path: Path) -> int:  # rows that read their text from another's stream
+        db = sqlite3.connect(path)
+        n = int(db.execute("SELECT count(*) FROM journal WHERE payload = x''").fetchone()[0])
+        db.close()
+        return n
+
+    assert text_elsewhere(current) > 0
+    assert text_elsewhere(old) == 0
+    for args in (("replay", str(old)), ("journal", "verify", str(old))):
+        proc = dnpair(*args)
+        assert proc.returncode == 2
+        assert one_line_error(proc) == (
+            f"{old}: written by journal schema version 4, this dnpair reads version 5; "
+            "replay or verify it with the dnpair that wrote it"
+        )
+    report = dnpair("report", str(old))
+    assert report.returncode == 0, report.stderr
+    assert "completed" in report.stdout
+    status = dnpair("status", "--json", str(old))
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["cycles_closed"] == 1
 
 
 def test_a_journal_of_a_later_version_is_refused_the_same_way(

@@ -98,9 +98,10 @@ def test_flipped_byte_mid_file_is_corruption_and_never_repaired(tmp_path, capsys
     size = _checkpointed_size(path)
     recs = list(read_records(path))
     raw = bytearray(path.read_bytes())
-    # Flip one payload byte of an early record. Payloads are stored deflated, so find
-    # record {"i": 30} (seq 31) by its stored hash (HASH_BYTES raw bytes): its payload ends
-    # just before it, or before its prev_hash when the row holds one (first of a commit).
+    # Flip one payload byte of an early commit. Payloads are stored deflated, a commit's
+    # together in its first row (journal schema 5), so find record {"i": 30} (seq 31, the
+    # first of the fourth commit of ten) by its stored hash (HASH_BYTES raw bytes): the
+    # commit's payloads end just before it, or before its prev_hash when the row holds one.
     # The file's dictionary pages come first: the record is past them, well before the end.
     at = raw.find(bytes.fromhex(recs[30].hash))
     if raw[at - HASH_BYTES : at] == bytes.fromhex(recs[30].prev_hash):
@@ -110,10 +111,72 @@ def test_flipped_byte_mid_file_is_corruption_and_never_repaired(tmp_path, capsys
     path.write_bytes(bytes(raw))
     report = verify(path)
     assert report.status == "corrupt"
-    assert report.intact == 30
+    # a byte near the end of the stream: the commit's records stored before it still read,
+    # the first bad one is of that commit (seq 31-40)
+    assert 30 <= report.intact < 40, report
     assert main(["journal", "verify", "--truncate", str(path)]) == 1
     assert "CORRUPT" in capsys.readouterr().out
     assert path.stat().st_size == size  # nothing was cut
+
+
+def _set(path, column, value, seq):
+    db = sqlite3.connect(path)
+    db.execute(f"UPDATE journal SET {column} = ? WHERE seq = ?", (value, seq))
+    db.commit()
+    db.close()
+
+
+def test_a_commit_stores_its_payloads_in_its_first_row_and_reads_back_exactly(tmp_path):
+    path = tmp_path / "j.db"
+    write_journal(path, n=25)
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT seq, payload FROM journal ORDER BY seq").fetchall()
+    db.close()
+    # commits of records 1-10, 11-20, 21-25: one stream in each first row
+    assert [seq for seq, payload in rows if payload != b""] == [1, 11, 21]
+    recs = list(read_records(path))
+    assert [r.data["i"] for r in recs] == list(range(25))
+    assert verify(path).ok
+
+
+def test_the_last_commit_s_stream_damaged_with_its_rows_after_it_is_corrupt(tmp_path):
+    # A crash never leaves part of a transaction: rows of the last commit stored after
+    # its damaged stream mean damage of another kind, never a torn tail to truncate.
+    path = tmp_path / "j.db"
+    write_journal(path, n=40)  # the last commit: records 31-40, its stream in row 31
+    _set(path, "payload", b"\x00\x11\x22\x33", 31)
+    report = verify(path)
+    assert report.status == "corrupt", report
+    assert report.intact == 30
+    assert main(["journal", "verify", "--truncate", str(path)]) == 1
+
+
+def test_only_the_last_record_damaged_is_a_torn_tail(tmp_path):
+    path = tmp_path / "j.db"
+    write_journal(path, n=40)
+    _set(path, "hash", b"\x00" * HASH_BYTES, 40)  # a continuation row: its text is fine
+    report = verify(path)
+    assert report.status == "torn_tail", report
+    assert report.intact == 39
+    assert truncate_torn_tail(path).intact == 39
+    assert verify(path).ok
+    assert [r.data["i"] for r in read_records(path)] == list(range(39))
+
+
+def test_a_stream_cut_short_still_reads_the_records_before_the_cut(tmp_path):
+    path = tmp_path / "j.db"
+    write_journal(path, n=40)
+    db = sqlite3.connect(path)
+    (stream,) = db.execute("SELECT payload FROM journal WHERE seq = 11").fetchone()
+    db.close()
+    _set(path, "payload", stream[: len(stream) // 2], 11)  # records 11-20's stream, halved
+    recs = list(read_records(path))
+    intact = [r for r in recs[10:20] if r.self_consistent()]
+    assert 0 < len(intact) < 10  # the first records of the commit still read exactly
+    assert [r.seq for r in intact] == list(range(11, 11 + len(intact)))
+    report = verify(path)
+    assert report.status == "corrupt", report  # records 21-40 follow the damage
+    assert report.intact == 10 + len(intact)
 
 
 def test_export_jsonl_round_trips_and_verifies(tmp_path):
