@@ -39,7 +39,7 @@ from engine.core.intents import Intent
 from engine.core.intents import PlaceOrder
 from machines import order as lifecycle
 
-__all__ = ["NOT_FOUND_LIMIT", "Ledger", "OrderRecord", "Quote"]
+__all__ = ["Ledger", "OrderRecord", "Quote"]
 
 ZERO = Decimal(0)
 # Long runs keep memory flat: finished orders beyond this many are forgotten (their fill
@@ -296,6 +296,8 @@ class Ledger:
             notes = self._venue_says_filled(order, ev.filled_qty)
         if isinstance(ev, OrderAccepted):
             order.digest = ev.digest or order.digest
+        if isinstance(ev, OrderStatus) and ev.state == "not_found":
+            order.not_found += 1
         order.state = lifecycle.step(order.state, self._lifecycle_event(order, ev))
         return notes
 
@@ -313,7 +315,6 @@ class Ledger:
             if ev.state == "open":
                 return "reported_open"
             if ev.state == "not_found":
-                order.not_found += 1
                 # Never found, asked twice, nothing filled: it never reached the venue.
                 never = order.not_found >= NOT_FOUND_LIMIT and order.filled == 0
                 return "denied" if never else ""
