@@ -22,7 +22,10 @@ repairs the unhedged leg and the hedge is sent as well: the leg traded twice; 13
 in tests/unit/machines fail that way). So each tracked order carries `seen`, the
 ledger's count of the words about it (`OrderRecord.words`) when the machine last took
 one: a guard reads an order's state only while `seen` equals that count, and counts it
-as unsettled until the machine's own action has taken the latest word.
+as unsettled until the machine's own action has taken the latest word. A word the
+machine never takes (an answer to another machine's query, e.g. the Connection audit's
+QueryOrder) keeps the order unsettled for the round until it takes its next word about
+it (its own query, at the latest when its settle deadline chases it).
 
 `OrderRounds` holds the round machinery of the position-work machine
 (`machines.position_work`): the guards and actions that record what the venue says about
