@@ -1,16 +1,16 @@
 """An order's lifecycle, declared once: a plain state table, NautilusTrader-style.
 
-Every holder of an order's state steps it through this table and nothing else: the
-ledger (`engine.core.ledger.OrderRecord.state`) with the venue's facts (accepted, fills,
-cancel/expiry acks, rejects), and a working machine's own view of its orders
-(`machines.pricing.Tracked.state`) with what it has recorded so far (it also learns of
-outcomes the ledger does not see: an unknown placement outcome, a provable refusal, an
-end without the filled amount). A plain dict, not a StateChart: one lookup per event,
-nothing built per order.
+One holder steps an order's state through this table: the ledger
+(`engine.core.ledger.OrderRecord.state`), with the venue's facts (accepted, fills,
+cancel/expiry acks with or without the filled amount, rejects, order statuses, a place
+request's error) and the engine's cancel requests, and nothing else holds it. Working
+machines read it there, once they have taken each word about the order
+(`machines.pricing`). A plain dict, not a StateChart: one
+lookup per event, nothing built per order.
 
 A word the table does not declare for the current state changes nothing (a late or
 repeated ack, a cancel ack for a filled order): the venue's words arrive late, twice and
-out of order, and each holder keeps the amounts as data beside the state.
+out of order, and the ledger keeps the amounts as data beside the state.
 """
 
 from __future__ import annotations

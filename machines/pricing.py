@@ -5,26 +5,27 @@ Nothing here does I/O or reads a clock. Prices cross the book by basis points an
 round to the tick in the aggressive direction; sizes round DOWN to the increment; a
 "market" order is an IOC priced through the book, sliced when large.
 
-`OrderTracker` keeps each of a machine's orders as the machine has recorded it: its
-lifecycle state (`machines.order`) and bounded query counts. How much an order filled is
-the ledger's number only: the ledger already raises it to the venue's cumulative word
-when a cancel/expiry ack or a status says more than the fills heard (fills still in
-flight: the remainder must not be sold twice, seed 002), so an inferred fill is applied
-once, there.
+`OrderTracker` keeps a machine's orders by id with the round's bookkeeping only (round,
+side, tif, bounded query count). An order's lifecycle state and how much it filled live
+in one place, the ledger (`OrderRecord`, stepped through `machines.order` by every venue
+fact and cancel request). The ledger already raises the filled amount to the venue's
+cumulative word when a cancel/expiry ack or a status says more than the fills heard
+(fills still in flight: the remainder must not be sold twice, seed 002), so an inferred
+fill is applied once, there.
 
-Whether an order is settled is recorded only by the machine's own actions, never read
-from the ledger's order state: python-statemachine evaluates eventless transitions
-*before* it takes an external event, while the ledger has already applied that event.
-A decision guarded on tracker state is therefore taken only after the machine has
-recorded everything the event says (e.g. a cancel ack's filled amount). Reading the
-ledger's state instead moves the eventless `working -> deciding` ahead of the event's own
-action: a margin reject is decided on before `record_reject` sets `hard_reason` (the BUILD
-is retried, not failed); a maker order's fill is decided on before `hedge_fills` runs, so
-the next round repairs the unhedged leg and the hedge is then sent as well: the leg is
-traded twice (13 tests in tests/unit/machines fail that way). The ledger's state also
-knows less: it does not apply a place request's error (unknown outcome, refused,
-rejected), an order status, or an ack without the filled amount (which it counts as
-ended), all of which the tracker steps.
+The ledger applies an event before any machine takes it, and python-statemachine runs
+the eventless transitions *before* it takes the event. A guard reading the ledger's
+fresh state would move the eventless `working -> deciding` ahead of the event's own
+action: a margin reject decided on before `record_reject` sets `hard_reason` (the BUILD
+retried, not failed), a maker fill decided on before `hedge_fills` runs (the next round
+repairs the unhedged leg and the hedge is sent as well: the leg traded twice; 13 tests
+in tests/unit/machines fail that way). So each tracked order carries `seen`, the
+ledger's count of the words about it (`OrderRecord.words`) when the machine last took
+one: a guard reads an order's state only while `seen` equals that count, and counts it
+as unsettled until the machine's own action has taken the latest word. A word the
+machine never takes (an answer to another machine's query, e.g. the Connection audit's
+QueryOrder) keeps the order unsettled for the round until it takes its next word about
+it (its own query, at the latest when its settle deadline chases it).
 
 `OrderRounds` holds the round machinery of the position-work machine
 (`machines.position_work`): the guards and actions that record what the venue says about
@@ -89,6 +90,7 @@ from engine.core.intents import PlaceOrder
 from engine.core.intents import QueryOrder
 from engine.core.intents import QueryPositions
 from engine.core.ledger import Ledger
+from engine.core.ledger import OrderRecord
 from engine.core.ledger import Quote
 from machines import order as lifecycle
 from machines.params import CycleParams
@@ -124,8 +126,6 @@ __all__ = [
 
 BPS = Decimal(10_000)
 ZERO = Decimal(0)
-TERMINAL_STATUS = frozenset({"filled", "cancelled", "expired", "rejected"})
-NOT_FOUND_LIMIT = 2  # "not found" twice, a deadline apart, means it never reached the venue
 MAX_ORDER_QUERIES = 3  # QueryOrder per order before the machine gives up on it
 RESTING_TIF = frozenset({"post_only", "default"})  # orders that can rest on the book
 SPREAD_TIE_BPS = Decimal("0.1")  # spreads this close count as equal (choose_maker_leg)
@@ -305,20 +305,20 @@ def read_lags_fills(
 
 @attrs.define
 class Tracked:
-    """One of the machine's orders as the machine has recorded it: its lifecycle state
-    (stepped through `machines.order`, like the ledger's) and the venue's numbers."""
+    """One of the machine's orders: the round's bookkeeping only. Its lifecycle state and
+    how much it filled are the ledger's (`record`, the one holder); `seen` is the ledger's
+    count of the words about it (`OrderRecord.words`) when the machine last recorded one."""
 
     order_id: str
     product_id: int
     side: str
     round: int
-    state: str = lifecycle.PENDING
-    not_found: int = 0
     queries: int = 0
     tif: str = ""
-
-    def step(self, event: str) -> None:
-        self.state = lifecycle.step(self.state, event)
+    seen: int = 0
+    # The ledger's record, once it holds it (kept: the ledger may forget a finished order
+    # while the machine still sums its fills).
+    record: OrderRecord | None = None
 
 
 class OrderTracker:
@@ -330,84 +330,82 @@ class OrderTracker:
 
     # -- recording ------------------------------------------------------------------------
     def add(self, intent: PlaceOrder, round_: int) -> None:
+        """Track an order the machine has just placed (the ledger holds its record)."""
         self.orders[intent.order_id] = Tracked(
-            intent.order_id, intent.product_id, intent.side, round_, tif=intent.tif
+            intent.order_id,
+            intent.product_id,
+            intent.side,
+            round_,
+            tif=intent.tif,
+            record=self._ledger.order(intent.order_id),
         )
 
     def mine(self, order_id: str | None) -> bool:
         return order_id is not None and order_id in self.orders
 
-    def record_fill(self, order_id: str) -> None:
-        rec = self._ledger.order(order_id)
-        if rec is not None:
-            full = rec.state == lifecycle.FILLED
-            self.orders[order_id].step("filled" if full else "partially_filled")
+    def _record(self, t: Tracked) -> OrderRecord | None:
+        return t.record if t.record is not None else self._ledger.order(t.order_id)
 
-    def record_end(self, order_id: str, filled_qty: Decimal | None, event: str) -> bool:
-        """A cancel or expiry ack (`event`). Its filled amount (the ledger has applied it)
-        settles the order; an ack without one leaves it unsettled: returns True, ask with
+    def took(self, order_id: str) -> None:
+        """The machine has recorded the ledger's latest word about one of its orders."""
+        t = self.orders.get(order_id)
+        if t is not None:
+            t.record = rec = self._record(t)
+            t.seen = rec.words if rec is not None else 0
+
+    def record_end(self, order_id: str) -> bool:
+        """A cancel or expiry ack. With its filled amount (the ledger has applied it) the
+        order is settled; without one it is `uncounted`: returns True, ask with
         QueryOrder (fills may still be in flight and must not be re-traded)."""
-        t = self.orders[order_id]
-        t.step(event if filled_qty is not None else "ended_uncounted")
-        return t.state == lifecycle.UNCOUNTED
-
-    def record_reject(self, order_id: str) -> None:
-        self.orders[order_id].step("rejected")
-
-    def record_refused(self, order_id: str) -> None:
-        self.orders[order_id].step("denied")
-
-    def record_unknown(self, order_id: str) -> None:
-        self.orders[order_id].step("outcome_unknown")
-
-    def record_cancel(self, order_id: str) -> None:
-        self.orders[order_id].step("cancel_requested")
-
-    def record_status(self, ev: OrderStatus) -> None:
-        t = self.orders[ev.order_id]
-        if ev.state in TERMINAL_STATUS:
-            t.step(ev.state)
-        elif ev.state == "open":
-            t.step("reported_open")
-        elif ev.state == "not_found":
-            t.not_found += 1
-            if t.not_found >= NOT_FOUND_LIMIT and self.filled(ev.order_id) == 0:
-                t.step("denied")
+        self.took(order_id)
+        return self.state(order_id) == lifecycle.UNCOUNTED
 
     # -- reading --------------------------------------------------------------------------
+    def state(self, order_id: str) -> str:
+        """The order's lifecycle state: the ledger's (an order it does not hold yet is
+        pending)."""
+        rec = self._record(self.orders[order_id])
+        return rec.state if rec is not None else lifecycle.PENDING
+
     def filled(self, order_id: str) -> Decimal:
         """Verified fills, inferred ones included (the ledger applies the venue's word)."""
-        rec = self._ledger.order(order_id)
+        t = self.orders.get(order_id)
+        rec = self._record(t) if t is not None else self._ledger.order(order_id)
         return rec.filled if rec is not None else ZERO
+
+    def _recorded(self, t: Tracked) -> str | None:
+        """The ledger's state once the machine has recorded every word the ledger applied
+        about the order; None while one is not recorded yet (an eventless guard runs
+        before the event's own action: module doc)."""
+        rec = self._record(t)
+        if rec is None:
+            return lifecycle.PENDING
+        return rec.state if rec.words == t.seen else None
 
     def settled(self, order_id: str) -> bool:
         """No longer working, as recorded from the venue's acks, fills and answers."""
-        return self.orders[order_id].state in lifecycle.TERMINAL
+        return self._recorded(self.orders[order_id]) in lifecycle.TERMINAL
 
     def needs_query(self, order_id: str) -> bool:
         """Ask rather than cancel: placed with an unknown outcome and not heard of since,
         or ended without the venue saying how much filled."""
-        state = self.orders[order_id].state
-        if state == lifecycle.UNCOUNTED:
-            return True
-        rec = self._ledger.order(order_id)
-        heard = rec is not None and (rec.state != lifecycle.PENDING or rec.filled > 0)
-        return state == lifecycle.UNKNOWN and not heard
+        return self.state(order_id) in (lifecycle.UNCOUNTED, lifecycle.UNKNOWN)
 
     def in_round(self, round_: int) -> list[str]:
         return [o for o, t in self.orders.items() if t.round == round_]
 
     def unsettled(self, round_: int | None = None) -> list[str]:
+        terminal = lifecycle.TERMINAL
         return [
             o
             for o, t in self.orders.items()
-            if (round_ is None or t.round == round_) and not self.settled(o)
+            if (round_ is None or t.round == round_) and self._recorded(t) not in terminal
         ]
 
     def round_settled(self, round_: int) -> bool:
         """`not self.unsettled(round_)`, without the list (an eventless guard's question)."""
         terminal = lifecycle.TERMINAL
-        return all(t.round != round_ or t.state in terminal for t in self.orders.values())
+        return all(t.round != round_ or self._recorded(t) in terminal for t in self.orders.values())
 
     def round_refused(self, round_: int) -> bool:
         """Every order of the round was refused before reaching the venue (and it has one);
@@ -415,7 +413,7 @@ class OrderTracker:
         placed = False
         for t in self.orders.values():
             if t.round == round_:
-                if t.state != lifecycle.DENIED:
+                if self._recorded(t) != lifecycle.DENIED:
                     return False
                 placed = True
         return placed
@@ -504,8 +502,6 @@ class OrderRounds:
         # said they are not open, no cancel again).
         self.strays_gone: dict[str, bool] = {}
         self.stray_queries: dict[str, str] = {}  # request id -> stray order id
-        self.stray_not_found: dict[str, int] = {}  # stray -> "not found" answers
-        self.strays_ended: set[str] = set()  # strays a status said ended (or never placed)
 
     def reject_is_final(self, order_id: str) -> bool:
         """A reject of an IOC ends the attempt when the policy says so (BUILD: margin,
@@ -618,8 +614,7 @@ class OrderRounds:
             self.note("maker_first: stepping aside", reason=reason)
         self.maker_off = True
         for oid in self.makers:
-            t = self.orders.orders[oid]
-            if self.orders.settled(oid) or t.state == lifecycle.PENDING_CANCEL:
+            if self.orders.settled(oid) or self.orders.state(oid) == lifecycle.PENDING_CANCEL:
                 continue
             if not self.orders.needs_query(oid):
                 self._cancel(oid)
@@ -630,7 +625,7 @@ class OrderRounds:
         if order_id in self.makers:
             self.hedge_fills(order_id)
         elif order_id in self.hedges:
-            state = self.orders.orders[order_id].state
+            state = self.orders.state(order_id)
             short = self.orders.settled(order_id) and (
                 self.orders.filled(order_id) < self.hedges[order_id]
             )
@@ -762,26 +757,26 @@ class OrderRounds:
 
     # -- recording what the venue says ------------------------------------------------------
     def record_fill(self, ev: FillReceived) -> None:
-        self.orders.record_fill(ev.order_id)
+        self.orders.took(ev.order_id)
         if self.makers or self.hedges:
             self.maker_word(ev.order_id)  # maker_first: hedge this fill at once
         self.watch_hedge()
 
     def record_end(self, ev: OrderExpired | OrderCancelled) -> None:
-        if self.orders.record_end(ev.order_id, ev.filled_qty, ev.kind.removeprefix("order_")):
+        if self.orders.record_end(ev.order_id):
             self._query_order(ev.order_id)  # how much filled? never guess (seed 002)
         if self.makers or self.hedges:
             self.maker_word(ev.order_id)
 
     def record_reject(self, ev: OrderRejected) -> None:
-        self.orders.record_reject(ev.order_id)
+        self.orders.took(ev.order_id)
         if self.reject_is_final(ev.order_id):
             self.hard_reason = f"order {ev.order_id} rejected: {ev.reason}"
         if self.makers or self.hedges:
             self.maker_word(ev.order_id)
 
     def record_status(self, ev: OrderStatus) -> None:
-        self.orders.record_status(ev)
+        self.orders.took(ev.order_id)
         if ev.state == "not_found" and not self.orders.settled(ev.order_id):
             # Maybe not visible yet (V7): ask once more shortly, not at the round deadline.
             self.arm_wait("requery_timeout", self.p.verify_retry_s)
@@ -801,6 +796,7 @@ class OrderRounds:
             self.strays_gone[oid] = True  # not open at the venue: no cancel again
         if not self.orders.mine(oid):
             return
+        self.orders.took(oid)
         if ev.request == "cancel_order":
             # e.g. "order not open": it ended and the news is lost or late; ask now.
             if not self.orders.settled(oid) and self.orders.orders[oid].queries < 1:
@@ -816,14 +812,12 @@ class OrderRounds:
             return
         if ev.request != "place_order":
             return  # a failed query: the settle deadline chases it
+        # The ledger has stepped the order: unknown outcome, rejected or denied.
         if ev.error_class == "unknown_outcome":
-            self.orders.record_unknown(oid)
             self._query_order(oid)  # resolved before anything is resent
         elif ev.error_class == "permanent":
-            self.orders.record_reject(oid)
             self.hard_reason = f"order {oid} refused: {ev.message or ev.error_class}"
-        else:
-            self.orders.record_refused(oid)  # provably not placed: a new id may follow
+        else:  # provably not placed: a new id may follow
             if ev.retry_after_s is not None:
                 self.retry_after_s = ev.retry_after_s
             if any(r.hedged for r in self.rungs):
@@ -863,7 +857,7 @@ class OrderRounds:
         self.arm_wait("settle_timeout", self.p.cancel_timeout_s)
 
     def cancel_again(self, ev: OrderStatus) -> None:
-        self.orders.record_status(ev)
+        self.orders.took(ev.order_id)
         self._cancel(ev.order_id)
 
     def cancel_unsettled(self) -> None:
@@ -880,7 +874,7 @@ class OrderRounds:
             oid = rec.order_id
             if rec.tif not in RESTING_TIF or rec.product_id not in self.p.product_ids:
                 continue  # an IOC/FOK never rests: unheard, it has ended all the same
-            if self.orders.mine(oid) or self.strays_gone.get(oid) or oid in self.strays_ended:
+            if self.orders.mine(oid) or self.strays_gone.get(oid):
                 continue
             owner = oid.rpartition(":")[0]
             if owner and self.ledger.state_of(owner):
@@ -894,7 +888,7 @@ class OrderRounds:
         ack nor a status saying how they ended has come (seed 1261: a rate-limited cancel,
         the order filled unheard, and the exit read flat before the venue said so)."""
         open_ids = {rec.order_id for rec in self.ledger.open_orders()}
-        return [oid for oid in self.strays_gone if oid in open_ids and oid not in self.strays_ended]
+        return [oid for oid in self.strays_gone if oid in open_ids]
 
     def strays_open(self, ev: Any = None) -> bool:
         return bool(self.strays_unsettled())
@@ -917,22 +911,12 @@ class OrderRounds:
         self.recheck_later()
 
     def stray_status(self, ev: OrderStatus) -> None:
-        """The ledger has applied the status (and any fill it states). Ended: settled;
-        "not found" twice with nothing filled: it never reached the venue (its place was
-        refused, e.g. 429); still open: cancel it again."""
-        oid = ev.order_id
-        if ev.state in TERMINAL_STATUS:
-            self.strays_ended.add(oid)
-        elif ev.state == "not_found":
-            self.stray_not_found[oid] = self.stray_not_found.get(oid, 0) + 1
-            rec = self.ledger.order(oid)
-            filled = rec.filled if rec is not None else ZERO
-            if self.stray_not_found[oid] >= NOT_FOUND_LIMIT and filled == 0:
-                self.strays_ended.add(oid)
-        elif ev.state == "open":
-            for rec in self.ledger.open_orders():
-                if rec.order_id == oid:
-                    self.emit(CancelOrder(order_id=oid, product_id=rec.product_id))
+        """The ledger has applied the status: how the stray ended (and any fill it states),
+        or "not found" twice with nothing filled (it never reached the venue: its place
+        was refused, e.g. 429), settles it there. Still open: cancel it again."""
+        rec = self.ledger.order(ev.order_id)
+        if ev.state == "open" and rec is not None and not rec.is_done:
+            self.emit(CancelOrder(order_id=ev.order_id, product_id=rec.product_id))
 
     def stray_exposure(self, pid: int) -> Decimal:
         """What unsettled strays on `pid` may still fill (their unfilled remainders)."""
@@ -1078,12 +1062,11 @@ class OrderRounds:
             reduce_only=self.policy.reduce_only,
             **kw,
         )
+        self.emit(intent)  # the ledger records it, then the round tracks it
         self.orders.add(intent, self.round)
-        self.emit(intent)
         return intent.order_id
 
     def _cancel(self, oid: str) -> None:
-        self.orders.record_cancel(oid)
         self.emit(CancelOrder(order_id=oid, product_id=self.orders.orders[oid].product_id))
 
     def _query_order(self, oid: str) -> None:

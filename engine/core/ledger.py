@@ -1,6 +1,14 @@
 """The ledger: what the engine knows about orders, fills and positions.
 
 Updated by the loop before machines see an event, and read-only to machines.
+
+It is the one holder of every order's lifecycle state (`OrderRecord.state`, stepped
+through the table in `machines.order`): the venue's facts (acks with or without the
+filled amount, fills, rejects, order statuses, a place request's error) and the engine's
+own cancel requests step it here and nowhere else. A working machine reads it once it has
+taken each word about its order (`OrderRecord.words`, `machines.pricing`); adapters keep
+only wire facts.
+
 Fills are applied idempotently by venue fill id; when the venue states the
 order's cumulative filled amount it wins over summing deltas, so duplicated,
 late or reordered fills never double-count. Venue position snapshots are kept
@@ -24,7 +32,9 @@ from engine.core.events import OrderExpired
 from engine.core.events import OrderRejected
 from engine.core.events import OrderStatus
 from engine.core.events import PositionSnapshot
+from engine.core.events import VenueError
 from engine.core.intents import AdoptVenuePositions
+from engine.core.intents import CancelOrder
 from engine.core.intents import Intent
 from engine.core.intents import PlaceOrder
 from machines import order as lifecycle
@@ -42,6 +52,9 @@ MAX_FILL_IDS = 4_096
 # A read equal to a position the fills held within this window lags them (issue 11).
 LAG_WINDOW_NS = 120 * 1_000_000_000
 TINY = Decimal("1e-12")
+# A status "not found" this many times with nothing filled: it never reached the venue
+# (denied). The order's machine asks again a retry apart when it is not found (V7).
+NOT_FOUND_LIMIT = 2
 
 
 @attrs.define
@@ -54,7 +67,8 @@ class OrderRecord:
     tif: str
     reduce_only: bool
     purpose: str
-    # Stepped only through `machines.order` (the lifecycle table) by the venue's facts.
+    # The order's lifecycle state, held here only: stepped through `machines.order` (the
+    # lifecycle table) by the venue's facts and the engine's cancel requests.
     state: str = lifecycle.PENDING
     digest: str | None = None
     filled: Decimal = ZERO
@@ -64,6 +78,10 @@ class OrderRecord:
     placed_ns: int = 0  # engine time the intent was journaled
     heard: Decimal = ZERO  # sum of the unique fills heard
     venue_total: Decimal = ZERO  # the venue's largest word on the cumulative fill
+    not_found: int = 0  # status answers "not found"
+    # Venue words about it a working machine takes (every one with its id but `accepted`):
+    # the machine reads `state` only once it has taken as many (`machines.pricing`).
+    words: int = 0
 
     @property
     def remaining(self) -> Decimal:
@@ -115,13 +133,14 @@ class ProductBook:
         )
 
 
-# The lifecycle event each venue fact about an order is (fills are stepped by amount).
+# The lifecycle event each venue fact about an order is (fills are stepped by amount;
+# cancel/expiry acks, statuses and place errors by `Ledger._lifecycle_event`).
 _VENUE_FACT: dict[type, str] = {
     OrderAccepted: "accepted",
     OrderRejected: "rejected",
-    OrderCancelled: "cancelled",
-    OrderExpired: "expired",
 }
+# A place request's error: the outcome is unknown, or the venue refused it for good.
+_PLACE_ERROR = {"unknown_outcome": "outcome_unknown", "permanent": "rejected"}
 
 
 class Ledger:
@@ -227,6 +246,11 @@ class Ledger:
                     book.position = book.venue_position
                     book.entry_price = ZERO  # unknown from a snapshot; PnL restarts here
             return
+        if isinstance(intent, CancelOrder):
+            rec = self.orders.get(intent.order_id)
+            if rec is not None:
+                rec.state = lifecycle.step(rec.state, "cancel_requested")
+            return
         if isinstance(intent, PlaceOrder) and intent.order_id not in self.orders:
             self._forget_old_orders()
             record = OrderRecord(
@@ -266,12 +290,41 @@ class Ledger:
         if order is None:
             return []
         notes: list[str] = []
+        if not isinstance(ev, OrderAccepted):
+            order.words += 1  # a word the order's working machine takes (module doc)
         if isinstance(ev, OrderCancelled | OrderExpired | OrderStatus) and ev.filled_qty:
             notes = self._venue_says_filled(order, ev.filled_qty)
         if isinstance(ev, OrderAccepted):
             order.digest = ev.digest or order.digest
-        order.state = lifecycle.step(order.state, _VENUE_FACT.get(type(ev), ""))
+        if isinstance(ev, OrderStatus) and ev.state == "not_found":
+            order.not_found += 1
+        order.state = lifecycle.step(order.state, self._lifecycle_event(order, ev))
         return notes
+
+    @staticmethod
+    def _lifecycle_event(order: OrderRecord, ev: Event) -> str:
+        """The lifecycle event (`machines.order`) a venue fact about `order` is ("": none;
+        fills are stepped by amount in `_settle_filled`)."""
+        if isinstance(ev, OrderCancelled | OrderExpired):
+            # Without the filled amount it ended uncounted: asked about before anything
+            # is re-traded (fills may still be in flight, seed 002).
+            return (
+                ev.kind.removeprefix("order_") if ev.filled_qty is not None else "ended_uncounted"
+            )
+        if isinstance(ev, OrderStatus):
+            if ev.state == "open":
+                return "reported_open"
+            if ev.state == "not_found":
+                # Never found, asked twice, nothing filled: it never reached the venue.
+                never = order.not_found >= NOT_FOUND_LIMIT and order.filled == 0
+                return "denied" if never else ""
+            return ev.state  # filled, cancelled, expired, rejected
+        if isinstance(ev, VenueError):
+            if ev.request != "place_order":
+                return ""  # a failed cancel or query says nothing of the order itself
+            # Refused before the book (429, retryable): provably not placed.
+            return _PLACE_ERROR.get(ev.error_class, "denied")
+        return _VENUE_FACT.get(type(ev), "")
 
     def _venue_says_filled(self, order: OrderRecord, total: Decimal) -> list[str]:
         """A cancel/expiry ack or an order status states the order's cumulative fill. If
@@ -364,6 +417,7 @@ class Ledger:
             self.unknown_fills.append(ev)
             self._move_position(ev.product_id, ev.side, ev.qty, ev.price, ev.fee)
             return [f"fill {ev.fill_id} for unknown order {ev.order_id}"]
+        order.words += 1
         if ev.fill_id in order.fill_ids:
             self.fills_duplicate += 1
             return [f"duplicate fill {ev.fill_id} ignored"]

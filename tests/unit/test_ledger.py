@@ -75,8 +75,8 @@ def test_the_ledger_steps_order_state_through_the_lifecycle_table():
     ledger.apply_event(OrderAccepted(order_id="o1"), now_ns=1)
     ledger.apply_event(fill("o1", "f1", "1"), now_ns=2)
     assert ledger.order("o1").state == "partially_filled"
-    # Act: the cancel ack, then a fill that crossed it on the wire.
-    ledger.apply_event(OrderCancelled(order_id="o1"), now_ns=3)
+    # Act: the cancel ack (it says 1 filled), then a fill that crossed it on the wire.
+    ledger.apply_event(OrderCancelled(order_id="o1", filled_qty="1"), now_ns=3)
     assert ledger.order("o1").state == "cancelled"
     ledger.apply_event(fill("o1", "f2", "1"), now_ns=4)
     # Assert: the late fill completes the order (a real-world edge of the table).
@@ -85,3 +85,40 @@ def test_the_ledger_steps_order_state_through_the_lifecycle_table():
     # A late ack for a filled order changes nothing.
     ledger.apply_event(OrderExpired(order_id="o1"), now_ns=5)
     assert ledger.order("o1").state == "filled"
+
+
+def test_the_ledger_applies_every_word_a_working_machine_records():
+    """The one holder of an order's state: an ack without the amount, a place request's
+    error, an order status and a cancel request step it; `words` counts the words a
+    working machine records (all but `accepted`), so it reads the state only once it has
+    recorded each of them."""
+    from engine.core.events import OrderAccepted
+    from engine.core.events import OrderCancelled
+    from engine.core.events import OrderStatus
+    from engine.core.events import VenueError
+    from engine.core.intents import CancelOrder
+
+    ledger = Ledger()
+    for oid in ("a", "b", "c", "d", "e"):
+        place(ledger, oid, qty="2")
+    # an ack without the filled amount: ended, not counted -- ask
+    ledger.apply_event(OrderCancelled(order_id="a"), now_ns=1)
+    assert (ledger.order("a").state, ledger.order("a").words) == ("uncounted", 1)
+    ledger.apply_event(OrderStatus(order_id="a", state="cancelled", filled_qty="0"), now_ns=2)
+    assert (ledger.order("a").state, ledger.order("a").words) == ("cancelled", 2)
+    # place errors: unknown outcome, refused (429), permanent
+    err = {"request": "place_order"}
+    ledger.apply_event(VenueError(error_class="unknown_outcome", order_id="b", **err), 3)
+    ledger.apply_event(VenueError(error_class="rate_limited", order_id="c", **err), 3)
+    ledger.apply_event(VenueError(error_class="permanent", order_id="d", **err), 3)
+    assert [ledger.order(o).state for o in "bcd"] == ["unknown", "denied", "rejected"]
+    # an unknown outcome then "accepted" (not a word the machine records) is known again
+    ledger.apply_event(OrderAccepted(order_id="b"), now_ns=4)
+    assert (ledger.order("b").state, ledger.order("b").words) == ("accepted", 1)
+    # a cancel request; "not found" twice with nothing filled: never reached the venue
+    ledger.apply_intent(CancelOrder(order_id="e", product_id=4))
+    assert ledger.order("e").state == "pending_cancel"
+    for n in (5, 6):
+        ledger.apply_event(OrderStatus(order_id="e", state="not_found"), now_ns=n)
+    assert (ledger.order("e").state, ledger.order("e").not_found) == ("denied", 2)
+    assert {o.order_id for o in ledger.open_orders()} == {"b"}
