@@ -27,6 +27,7 @@ readers take PATH and read every segment in order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -578,7 +579,7 @@ class Journal:
             if int(pages) * int(page_size) < self.max_bytes:
                 return
             # the full segment becomes one self-contained file before the next starts
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._leave_wal()
             self._db.close()
         except sqlite3.Error as exc:
             raise JournalError(f"journal rotation failed: {exc}") from exc
@@ -649,7 +650,16 @@ class Journal:
     def close(self) -> None:
         self.commit()
         if self._memory is None:
+            # another process still reading it: the file stays in WAL mode, intact
+            with contextlib.suppress(sqlite3.Error):
+                self._leave_wal()
             self._db.close()
+
+    def _leave_wal(self) -> None:
+        """A file no longer written leaves WAL mode (its log checkpointed into it): the
+        read-only readers (report, status, replay, verify) then open it without creating
+        `-wal`/`-shm` files beside it. The next writer turns WAL on again."""
+        self._db.execute("PRAGMA journal_mode=DELETE")
 
 
 def _is_jsonl(path: Path) -> bool:

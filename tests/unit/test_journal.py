@@ -37,6 +37,20 @@ def test_records_chain_and_survive_reopen(tmp_path):
     assert verify(path).status == "ok"
 
 
+def test_a_closed_journal_is_read_without_leaving_wal_files_beside_it(tmp_path, capsys):
+    path = tmp_path / "j.db"
+    write_journal(path, n=25)
+    for args in (["journal", "verify"], ["report"], ["status"], ["replay"]):
+        main([*args, str(path)])
+    list(read_records(path))
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.db"]
+    # and the next writer appends in WAL mode again
+    j = Journal(path)
+    assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    j.close()
+
+
 def test_a_writer_keeps_a_bounded_set_of_machine_ids_and_records_read_back_exactly(
     tmp_path, monkeypatch
 ):
