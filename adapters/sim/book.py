@@ -10,6 +10,7 @@ time), so how often anyone looks at the book never changes what it holds.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 from typing import Literal
@@ -33,6 +34,7 @@ class CrowdBook:
         inc = spec.size_increment
         self.base = max(inc, floor_to(settings.level_usd / spec.start_mid, inc))
         self.weights = [1 + Decimal(i) / 4 for i in range(settings.book_levels)]
+        self._sizes = [self.base * w for w in self.weights]  # a level's size before depth
         self.half_spread = settings.spread_bps / 20_000
         self.step_bps = settings.level_step_bps / 10_000
         nominal = sum((self.base * w for w in self.weights), ZERO)
@@ -44,11 +46,15 @@ class CrowdBook:
         self.set_market(spec.start_mid, (1.0, 1.0))
 
     def set_market(self, mid: Decimal, factors: tuple[float, float]) -> None:
+        # Everything below is derived on first use: most market steps are never looked at
+        # level by level.
         self.mid = mid
-        self._factors = (to_decimal(factors[0], 6), to_decimal(factors[1], 6))
+        self._raw_factors = factors
+        self._factors: tuple[Decimal, Decimal] | None = None
         self._frame: tuple[Decimal, Decimal, Decimal] | None = None
         self._full: dict[BookSide, list[Level]] = {}
         self._tops: dict[BookSide, Level | None] = {}
+        self._avail: dict[BookSide, tuple[tuple[Decimal, int], int, list[Level]]] = {}
 
     def full(self, side: BookSide) -> list[Level]:
         """Every level of one side before takers ate any of it, best first."""
@@ -67,9 +73,12 @@ class CrowdBook:
             best_ask = max(ceil_to(self.mid * (1 + self.half_spread), tick), best_bid + tick)
             self._frame = (best_bid, best_ask, step)
         best_bid, best_ask, step = self._frame
+        if self._factors is None:
+            raw = self._raw_factors
+            self._factors = (to_decimal(raw[0], 6), to_decimal(raw[1], 6))
         factor = self._factors[0 if side == "bid" else 1]
         inc = self.spec.size_increment
-        qty = max(inc, floor_to(self.base * self.weights[i] * factor, inc))
+        qty = max(inc, floor_to(self._sizes[i] * factor, inc))
         price = best_bid - step * i if side == "bid" else best_ask + step * i
         return (price, qty) if price > 0 else None
 
@@ -80,12 +89,31 @@ class CrowdBook:
         return max(ZERO, qty - self.refill_per_ns * (now_ns - since))
 
     def available(self, side: BookSide, now_ns: int) -> list[Level]:
-        """What a taker can hit right now, best first."""
-        inc = self.spec.size_increment
+        """What a taker can hit right now, best first (callers only read the list: one
+        list serves every look at the same book and instant)."""
         gone = self.eaten(side, now_ns)
         if gone == 0:
             return self.full(side)
-        out: list[Level] = []
+        state = self._eaten[side]
+        cached = self._avail.get(side)
+        if cached is not None and cached[0] is state and cached[1] == now_ns:
+            return cached[2]
+        out = list(self._left(side, gone))
+        self._avail[side] = (state, now_ns, out)
+        return out
+
+    def best(self, side: BookSide, now_ns: int) -> Level | None:
+        gone = self.eaten(side, now_ns)
+        if gone == 0:
+            if side not in self._tops:
+                self._tops[side] = self._level(side, 0)
+            return self._tops[side]
+        return next(self._left(side, gone), None)
+
+    def _left(self, side: BookSide, gone: Decimal) -> Iterator[Level]:
+        """The levels of `side` with `gone` eaten from the top, best first (lazily: `best`
+        reads only the first)."""
+        inc = self.spec.size_increment
         for price, qty in self.full(side):
             if gone >= qty:
                 gone -= qty
@@ -93,16 +121,7 @@ class CrowdBook:
             left = floor_to(qty - gone, inc)
             gone = ZERO
             if left > 0:
-                out.append((price, left))
-        return out
-
-    def best(self, side: BookSide, now_ns: int) -> Level | None:
-        if self.eaten(side, now_ns) == 0:
-            if side not in self._tops:
-                self._tops[side] = self._level(side, 0)
-            return self._tops[side]
-        levels = self.available(side, now_ns)
-        return levels[0] if levels else None
+                yield (price, left)
 
     def consume(self, side: BookSide, qty: Decimal, now_ns: int) -> None:
         self._eaten[side] = (self.eaten(side, now_ns) + qty, now_ns)

@@ -29,6 +29,7 @@ from adapters.sim.flow import sweep
 from adapters.sim.market import PriceProcess
 from adapters.sim.matching import Bbo
 from adapters.sim.matching import Candidate
+from adapters.sim.matching import Top
 from adapters.sim.matching import candidates
 from adapters.sim.matching import top_of_book
 from adapters.sim.products import ProductSpec
@@ -70,6 +71,7 @@ class Exchange:
         self.start_ns = self.now_ns = start_ns
         self.step_ns = int(sim.market_step_ms * NS_PER_MS)
         self._next_step_ns = start_ns + self.step_ns
+        self._due_ns = start_ns  # the next step, jump or arrival (`advance_to` sets it)
         self.prices = PriceProcess(
             specs,
             random.Random(f"{seed}/market"),
@@ -121,6 +123,9 @@ class Exchange:
     def advance_to(self, now_ns: int) -> None:
         """Run market steps, jumps and taker-flow arrivals up to `now_ns`; earlier times
         are a no-op. At one instant: a jump, then a step, then arrivals."""
+        if now_ns < self._due_ns:  # nothing is due before then
+            self.now_ns = max(self.now_ns, now_ns)
+            return
         while True:
             t = self._next_step_ns
             is_jump = bool(self._jumps) and self._jumps[0][0] <= t
@@ -129,11 +134,13 @@ class Exchange:
             flow = min(self._flows, key=_next_arrival) if self._flows else None
             if flow is not None and flow[2].next_ns < t:
                 if flow[2].next_ns > now_ns:
+                    self._due_ns = flow[2].next_ns
                     break
                 self.now_ns = max(self.now_ns, flow[2].next_ns)
                 self._arrival(*flow)
                 continue
             if t > now_ns:
+                self._due_ns = t
                 break
             self.now_ns = max(self.now_ns, t)
             if is_jump:
@@ -324,17 +331,25 @@ class Exchange:
         return self.prices.mids[product_id]
 
     def bbo(self, product_id: int) -> Bbo:
-        book, now = self.books[product_id], self.now_ns
-        bid = top_of_book(book.best("bid", now), self._open[product_id], "buy")
-        ask = top_of_book(book.best("ask", now), self._open[product_id], "sell")
+        bid, bid_qty, ask, ask_qty = self.top(product_id)
         return Bbo(
             product_id=product_id,
-            bid=bid[0] if bid else ZERO,
-            bid_qty=bid[1] if bid else ZERO,
-            ask=ask[0] if ask else ZERO,
-            ask_qty=ask[1] if ask else ZERO,
-            ts_ns=now,
+            bid=bid,
+            bid_qty=bid_qty,
+            ask=ask,
+            ask_qty=ask_qty,
+            ts_ns=self.now_ns,
         )
+
+    def top(self, product_id: int) -> Top:
+        """`bbo` without the object: (bid, bid qty, ask, ask qty) now, 0 on an empty side."""
+        book, now, resting = self.books[product_id], self.now_ns, self._open[product_id]
+        bid = book.best("bid", now)
+        ask = book.best("ask", now)
+        if resting:
+            bid = top_of_book(bid, resting, "buy")
+            ask = top_of_book(ask, resting, "sell")
+        return (*(bid or _NO_LEVEL), *(ask or _NO_LEVEL))
 
     def depth(self, product_id: int, levels: int = 10) -> tuple[list[Level], list[Level]]:
         """The crowd's book, best first (resting user orders not merged in)."""
@@ -553,6 +568,7 @@ def _own_side(req: OrderRequest) -> BookSide:
 
 
 _SIDES: tuple[BookSide, BookSide] = ("bid", "ask")
+_NO_LEVEL: Level = (ZERO, ZERO)
 
 
 def _next_arrival(flow: tuple[int, BookSide, FlowStream]) -> int:

@@ -12,7 +12,7 @@ from adapters.sim.flow import level_queue
 from adapters.sim.records import OrderRequest
 from adapters.sim.records import SimOrder
 
-__all__ = ["Bbo", "Candidate", "candidates", "top_of_book"]
+__all__ = ["Bbo", "Candidate", "Top", "candidates", "top_of_book"]
 
 ZERO = Decimal(0)
 
@@ -51,6 +51,9 @@ def candidates(
         for qty, maker in level_queue(crowd_at.get(price, ZERO), users.get(price, ())):
             out.append(Candidate(price, qty, maker))
     return out
+
+
+Top = tuple[Decimal, Decimal, Decimal, Decimal]  # (bid, bid qty, ask, ask qty); 0 if empty
 
 
 @attrs.frozen(kw_only=True)
