@@ -52,8 +52,8 @@ class CrowdBook:
         self._raw_factors = factors
         self._factors: tuple[Decimal, Decimal] | None = None
         self._frame: tuple[Decimal, Decimal, Decimal] | None = None
+        self._levels: dict[tuple[BookSide, int], Level | None] = {}
         self._full: dict[BookSide, list[Level]] = {}
-        self._tops: dict[BookSide, Level | None] = {}
         self._avail: dict[BookSide, tuple[tuple[Decimal, int], int, list[Level]]] = {}
 
     def full(self, side: BookSide) -> list[Level]:
@@ -65,6 +65,14 @@ class CrowdBook:
         return levels
 
     def _level(self, side: BookSide, i: int) -> Level | None:
+        """Level `i` of one side before takers ate any of it (None where the price would
+        not be positive), derived once per market step."""
+        key = (side, i)
+        if key not in self._levels:
+            self._levels[key] = self._derive(side, i)
+        return self._levels[key]
+
+    def _derive(self, side: BookSide, i: int) -> Level | None:
         if self._frame is None:
             tick = self.spec.tick
             ticks = (self.mid * self.step_bps / tick).to_integral_value(ROUND_HALF_EVEN)
@@ -105,16 +113,18 @@ class CrowdBook:
     def best(self, side: BookSide, now_ns: int) -> Level | None:
         gone = self.eaten(side, now_ns)
         if gone == 0:
-            if side not in self._tops:
-                self._tops[side] = self._level(side, 0)
-            return self._tops[side]
+            return self._level(side, 0)
         return next(self._left(side, gone), None)
 
     def _left(self, side: BookSide, gone: Decimal) -> Iterator[Level]:
         """The levels of `side` with `gone` eaten from the top, best first (lazily: `best`
-        reads only the first)."""
+        derives and reads only the levels down to the first one left)."""
         inc = self.spec.size_increment
-        for price, qty in self.full(side):
+        for i in range(len(self.weights)):
+            level = self._level(side, i)
+            if level is None:
+                continue
+            price, qty = level
             if gone >= qty:
                 gone -= qty
                 continue

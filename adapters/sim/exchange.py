@@ -162,6 +162,12 @@ class Exchange:
         makes are pushed when they match, not at the next market step."""
         return min(f[2].next_ns for f in self._flows) if self._flows else None
 
+    def moment(self) -> tuple[int, int]:
+        """(venue time, records made so far). The books and the orders change only as
+        time moves on (market steps, jumps, refills) or with a record (a match, an order
+        placed, cancelled or expired), so while this stays the same the top of book does."""
+        return self.now_ns, self._idx
+
     def has_records(self) -> bool:
         """Records are waiting for `drain()`."""
         return bool(self._records)

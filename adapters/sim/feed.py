@@ -64,6 +64,7 @@ class Feed:
         self._last_bbo: dict[int, BboUpdated] = {}
         self._on_change = profile.market.bbo_push == "on_change"
         self._top: dict[int, tuple[object, ...]] = {}  # the top of book last pushed
+        self._looked: tuple[int, int] | None = None  # the exchange's moment last compared
         symbols = {s.product for s in profile.market.skew}
         self._skewed = {p for p in self._pids if exchange.specs[p].symbol in symbols}
         self.stats = dict.fromkeys(("disconnects", "stale_bbo", "crossed_bbo"), 0)
@@ -129,6 +130,10 @@ class Feed:
     def _push_changed(self) -> None:
         # The shown top is compared first; the event is built only when it moved.
         exchange = self.exchange
+        moment = exchange.moment()
+        if moment == self._looked:
+            return  # nothing moved since the last look
+        self._looked = moment
         for pid in self._pids:
             shown = exchange.top(pid)
             if pid in self._skewed:

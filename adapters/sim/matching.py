@@ -41,6 +41,13 @@ def candidates(
     for o in resting:
         if o.side != req.side and o.state == "open" and crosses(o.price):
             users.setdefault(o.price, []).append(o)
+    if not users:  # the crowd alone: its levels (distinct prices, best first) as they are
+        out_crowd: list[Candidate] = []
+        for price, qty in crowd:
+            if not crosses(price):
+                break
+            out_crowd.append(Candidate(price, qty, None))
+        return out_crowd
     crowd_at: dict[Decimal, Decimal] = {}
     for price, qty in crowd:
         if not crosses(price):
