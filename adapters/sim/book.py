@@ -10,6 +10,7 @@ time), so how often anyone looks at the book never changes what it holds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from collections.abc import Iterator
 from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
@@ -43,6 +44,8 @@ class CrowdBook:
             "bid": (ZERO, start_ns),
             "ask": (ZERO, start_ns),
         }
+        # (the eaten state above, a time by which it had all grown back)
+        self._whole: dict[BookSide, tuple[tuple[Decimal, int], int]] = {}
         self.set_market(spec.start_mid, (1.0, 1.0))
 
     def set_market(self, mid: Decimal, factors: tuple[float, float]) -> None:
@@ -52,25 +55,30 @@ class CrowdBook:
         self._raw_factors = factors
         self._factors: tuple[Decimal, Decimal] | None = None
         self._frame: tuple[Decimal, Decimal, Decimal] | None = None
-        self._levels: dict[tuple[BookSide, int], Level | None] = {}
+        self._derived: dict[tuple[BookSide, int], Level | None] = {}
         self._full: dict[BookSide, list[Level]] = {}
-        self._avail: dict[BookSide, tuple[tuple[Decimal, int], int, list[Level]]] = {}
 
     def full(self, side: BookSide) -> list[Level]:
         """Every level of one side before takers ate any of it, best first."""
         levels = self._full.get(side)
         if levels is None:
-            found = (self._level(side, i) for i in range(len(self.weights)))
-            levels = self._full[side] = [lv for lv in found if lv is not None]
+            levels = self._full[side] = list(self._levels(side))
         return levels
+
+    def _levels(self, side: BookSide) -> Iterator[Level]:
+        """`full`, each level derived only when it is read."""
+        for i in range(len(self.weights)):
+            level = self._level(side, i)
+            if level is not None:
+                yield level
 
     def _level(self, side: BookSide, i: int) -> Level | None:
         """Level `i` of one side before takers ate any of it (None where the price would
         not be positive), derived once per market step."""
         key = (side, i)
-        if key not in self._levels:
-            self._levels[key] = self._derive(side, i)
-        return self._levels[key]
+        if key not in self._derived:
+            self._derived[key] = self._derive(side, i)
+        return self._derived[key]
 
     def _derive(self, side: BookSide, i: int) -> Level | None:
         if self._frame is None:
@@ -91,24 +99,24 @@ class CrowdBook:
         return (price, qty) if price > 0 else None
 
     def eaten(self, side: BookSide, now_ns: int) -> Decimal:
-        qty, since = self._eaten[side]
+        state = self._eaten[side]
+        qty, since = state
         if qty == 0:
             return ZERO
-        return max(ZERO, qty - self.refill_per_ns * (now_ns - since))
+        whole = self._whole.get(side)
+        if whole is not None and whole[0] is state and now_ns >= whole[1]:
+            return ZERO  # it was whole again by then, and refilling never goes back
+        left = qty - self.refill_per_ns * (now_ns - since)
+        if left <= 0:
+            self._whole[side] = (state, now_ns)
+            return ZERO
+        return left
 
-    def available(self, side: BookSide, now_ns: int) -> list[Level]:
-        """What a taker can hit right now, best first (callers only read the list: one
-        list serves every look at the same book and instant)."""
+    def available(self, side: BookSide, now_ns: int) -> Iterable[Level]:
+        """What a taker can hit right now, best first; each level is derived only when
+        it is read (a taker reaching one level does not derive the other nine)."""
         gone = self.eaten(side, now_ns)
-        if gone == 0:
-            return self.full(side)
-        state = self._eaten[side]
-        cached = self._avail.get(side)
-        if cached is not None and cached[0] is state and cached[1] == now_ns:
-            return cached[2]
-        out = list(self._left(side, gone))
-        self._avail[side] = (state, now_ns, out)
-        return out
+        return self._levels(side) if gone == 0 else self._left(side, gone)
 
     def best(self, side: BookSide, now_ns: int) -> Level | None:
         gone = self.eaten(side, now_ns)
@@ -117,14 +125,9 @@ class CrowdBook:
         return next(self._left(side, gone), None)
 
     def _left(self, side: BookSide, gone: Decimal) -> Iterator[Level]:
-        """The levels of `side` with `gone` eaten from the top, best first (lazily: `best`
-        derives and reads only the levels down to the first one left)."""
+        """The levels of `side` with `gone` eaten from the top, best first."""
         inc = self.spec.size_increment
-        for i in range(len(self.weights)):
-            level = self._level(side, i)
-            if level is None:
-                continue
-            price, qty = level
+        for price, qty in self._levels(side):
             if gone >= qty:
                 gone -= qty
                 continue

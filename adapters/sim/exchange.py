@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
+from itertools import islice
 
 from adapters.sim.accounts import Account
 from adapters.sim.accounts import PositionState
@@ -31,6 +32,7 @@ from adapters.sim.matching import Bbo
 from adapters.sim.matching import Candidate
 from adapters.sim.matching import Top
 from adapters.sim.matching import candidates
+from adapters.sim.matching import reach
 from adapters.sim.matching import top_of_book
 from adapters.sim.products import ProductSpec
 from adapters.sim.products import floor_to
@@ -232,8 +234,9 @@ class Exchange:
         if cap is None and self._over_margin(req):
             return _reject("unhealthy")
         book = self.books[req.product_id]
-        found = candidates(req, book.available(_opposite(req), now), self._open[req.product_id])
         want = req.qty if cap is None else min(req.qty, cap)
+        crowd = book.available(_opposite(req), now)
+        found = reach(candidates(req, crowd, self._open[req.product_id]), want)
         fillable = min(want, sum((c.qty for c in found), ZERO))
         if req.order_type == "post_only" and found:
             return _reject("post_only_crosses")
@@ -361,8 +364,8 @@ class Exchange:
         """The crowd's book, best first (resting user orders not merged in)."""
         book = self.books[product_id]
         return (
-            book.available("bid", self.now_ns)[:levels],
-            book.available("ask", self.now_ns)[:levels],
+            list(islice(book.available("bid", self.now_ns), levels)),
+            list(islice(book.available("ask", self.now_ns), levels)),
         )
 
     def drain(self) -> list[Record]:
@@ -439,7 +442,7 @@ class Exchange:
         if not resting or self.quiet(now):
             return
         book = self.books[pid]
-        crowd = book.available(side, now)
+        crowd = list(book.available(side, now))
         best = crowd[0][0] if crowd else resting[0].price
         qty = floor_to(usd / best, self.specs[pid].size_increment)  # USD at the side's best
         eaten: dict[Decimal, Decimal] = {}
