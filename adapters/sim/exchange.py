@@ -117,6 +117,10 @@ class Exchange:
         self._by_client: dict[tuple[str, str], str] = {}
         self._open: dict[int, list[SimOrder]] = {s.product_id: [] for s in specs}
         self._records: list[Record] = []
+        # A face that pushes only fills and venue-side cancels (the in-process SimVenue's
+        # feed) sets this: position changes and placed/filled order updates are then not
+        # built for `drain()` (their submission indexes are still taken).
+        self.pushed_only = False
         self._history_limit = history_limit
         self._seq = 0
         self._idx = 0
@@ -513,7 +517,9 @@ class Exchange:
         )
         idx = self._next_idx()
         self._records.append(fill_record(order, idx, now, price, qty, taker, fee))
-        self._records.append(position_record(order, self._next_idx(), now, pos.qty, pos.entry))
+        idx = self._next_idx()
+        if not self.pushed_only:
+            self._records.append(position_record(order, idx, now, pos.qty, pos.entry))
         if order.remaining <= 0:
             order.state = "filled"
             self._unlist(order)
@@ -530,7 +536,9 @@ class Exchange:
             orders.remove(order)
 
     def _update(self, order: SimOrder, reason: Reason, now: int, cause: Cause = "") -> None:
-        self._records.append(update_record(order, self._next_idx(), now, reason, cause))
+        idx = self._next_idx()
+        if reason == "cancelled" or not self.pushed_only:
+            self._records.append(update_record(order, idx, now, reason, cause))
 
     def _remember(self, order: SimOrder) -> None:
         self._orders[order.digest] = order

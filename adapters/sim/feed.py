@@ -43,6 +43,7 @@ class Feed:
         history_limit: int,
     ) -> None:
         self.exchange, self.profile, self.sched, self.emit = exchange, profile, sched, emit
+        exchange.pushed_only = True  # `push_event` reads fills and venue-side cancels only
         self.subaccount = subaccount
         self._pids = list(product_ids)
         self._origin = origin_ns
