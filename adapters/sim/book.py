@@ -10,6 +10,8 @@ time), so how often anyone looks at the book never changes what it holds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from collections.abc import Iterator
 from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
 from typing import Literal
@@ -33,6 +35,7 @@ class CrowdBook:
         inc = spec.size_increment
         self.base = max(inc, floor_to(settings.level_usd / spec.start_mid, inc))
         self.weights = [1 + Decimal(i) / 4 for i in range(settings.book_levels)]
+        self._sizes = [self.base * w for w in self.weights]  # a level's size before depth
         self.half_spread = settings.spread_bps / 20_000
         self.step_bps = settings.level_step_bps / 10_000
         nominal = sum((self.base * w for w in self.weights), ZERO)
@@ -41,24 +44,43 @@ class CrowdBook:
             "bid": (ZERO, start_ns),
             "ask": (ZERO, start_ns),
         }
+        # (the eaten state above, a time by which it had all grown back)
+        self._whole: dict[BookSide, tuple[tuple[Decimal, int], int]] = {}
         self.set_market(spec.start_mid, (1.0, 1.0))
 
     def set_market(self, mid: Decimal, factors: tuple[float, float]) -> None:
+        # Everything below is derived on first use: most market steps are never looked at
+        # level by level.
         self.mid = mid
-        self._factors = (to_decimal(factors[0], 6), to_decimal(factors[1], 6))
+        self._raw_factors = factors
+        self._factors: tuple[Decimal, Decimal] | None = None
         self._frame: tuple[Decimal, Decimal, Decimal] | None = None
+        self._derived: dict[tuple[BookSide, int], Level | None] = {}
         self._full: dict[BookSide, list[Level]] = {}
-        self._tops: dict[BookSide, Level | None] = {}
 
     def full(self, side: BookSide) -> list[Level]:
         """Every level of one side before takers ate any of it, best first."""
         levels = self._full.get(side)
         if levels is None:
-            found = (self._level(side, i) for i in range(len(self.weights)))
-            levels = self._full[side] = [lv for lv in found if lv is not None]
+            levels = self._full[side] = list(self._levels(side))
         return levels
 
+    def _levels(self, side: BookSide) -> Iterator[Level]:
+        """`full`, each level derived only when it is read."""
+        for i in range(len(self.weights)):
+            level = self._level(side, i)
+            if level is not None:
+                yield level
+
     def _level(self, side: BookSide, i: int) -> Level | None:
+        """Level `i` of one side before takers ate any of it (None where the price would
+        not be positive), derived once per market step."""
+        key = (side, i)
+        if key not in self._derived:
+            self._derived[key] = self._derive(side, i)
+        return self._derived[key]
+
+    def _derive(self, side: BookSide, i: int) -> Level | None:
         if self._frame is None:
             tick = self.spec.tick
             ticks = (self.mid * self.step_bps / tick).to_integral_value(ROUND_HALF_EVEN)
@@ -67,42 +89,52 @@ class CrowdBook:
             best_ask = max(ceil_to(self.mid * (1 + self.half_spread), tick), best_bid + tick)
             self._frame = (best_bid, best_ask, step)
         best_bid, best_ask, step = self._frame
+        if self._factors is None:
+            raw = self._raw_factors
+            self._factors = (to_decimal(raw[0], 6), to_decimal(raw[1], 6))
         factor = self._factors[0 if side == "bid" else 1]
         inc = self.spec.size_increment
-        qty = max(inc, floor_to(self.base * self.weights[i] * factor, inc))
+        qty = max(inc, floor_to(self._sizes[i] * factor, inc))
         price = best_bid - step * i if side == "bid" else best_ask + step * i
         return (price, qty) if price > 0 else None
 
     def eaten(self, side: BookSide, now_ns: int) -> Decimal:
-        qty, since = self._eaten[side]
+        state = self._eaten[side]
+        qty, since = state
         if qty == 0:
             return ZERO
-        return max(ZERO, qty - self.refill_per_ns * (now_ns - since))
+        whole = self._whole.get(side)
+        if whole is not None and whole[0] is state and now_ns >= whole[1]:
+            return ZERO  # it was whole again by then, and refilling never goes back
+        left = qty - self.refill_per_ns * (now_ns - since)
+        if left <= 0:
+            self._whole[side] = (state, now_ns)
+            return ZERO
+        return left
 
-    def available(self, side: BookSide, now_ns: int) -> list[Level]:
-        """What a taker can hit right now, best first."""
-        inc = self.spec.size_increment
+    def available(self, side: BookSide, now_ns: int) -> Iterable[Level]:
+        """What a taker can hit right now, best first; each level is derived only when
+        it is read (a taker reaching one level does not derive the other nine)."""
+        gone = self.eaten(side, now_ns)
+        return self._levels(side) if gone == 0 else self._left(side, gone)
+
+    def best(self, side: BookSide, now_ns: int) -> Level | None:
         gone = self.eaten(side, now_ns)
         if gone == 0:
-            return self.full(side)
-        out: list[Level] = []
-        for price, qty in self.full(side):
+            return self._level(side, 0)
+        return next(self._left(side, gone), None)
+
+    def _left(self, side: BookSide, gone: Decimal) -> Iterator[Level]:
+        """The levels of `side` with `gone` eaten from the top, best first."""
+        inc = self.spec.size_increment
+        for price, qty in self._levels(side):
             if gone >= qty:
                 gone -= qty
                 continue
             left = floor_to(qty - gone, inc)
             gone = ZERO
             if left > 0:
-                out.append((price, left))
-        return out
-
-    def best(self, side: BookSide, now_ns: int) -> Level | None:
-        if self.eaten(side, now_ns) == 0:
-            if side not in self._tops:
-                self._tops[side] = self._level(side, 0)
-            return self._tops[side]
-        levels = self.available(side, now_ns)
-        return levels[0] if levels else None
+                yield (price, left)
 
     def consume(self, side: BookSide, qty: Decimal, now_ns: int) -> None:
         self._eaten[side] = (self.eaten(side, now_ns) + qty, now_ns)

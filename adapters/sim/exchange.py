@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN
 from decimal import Decimal
+from itertools import islice
 
 from adapters.sim.accounts import Account
 from adapters.sim.accounts import PositionState
@@ -29,7 +30,9 @@ from adapters.sim.flow import sweep
 from adapters.sim.market import PriceProcess
 from adapters.sim.matching import Bbo
 from adapters.sim.matching import Candidate
+from adapters.sim.matching import Top
 from adapters.sim.matching import candidates
+from adapters.sim.matching import reach
 from adapters.sim.matching import top_of_book
 from adapters.sim.products import ProductSpec
 from adapters.sim.products import floor_to
@@ -70,6 +73,7 @@ class Exchange:
         self.start_ns = self.now_ns = start_ns
         self.step_ns = int(sim.market_step_ms * NS_PER_MS)
         self._next_step_ns = start_ns + self.step_ns
+        self._due_ns = start_ns  # the next step, jump or arrival (`advance_to` sets it)
         self.prices = PriceProcess(
             specs,
             random.Random(f"{seed}/market"),
@@ -113,6 +117,10 @@ class Exchange:
         self._by_client: dict[tuple[str, str], str] = {}
         self._open: dict[int, list[SimOrder]] = {s.product_id: [] for s in specs}
         self._records: list[Record] = []
+        # A face that pushes only fills and venue-side cancels (the in-process SimVenue's
+        # feed) sets this: position changes and placed/filled order updates are then not
+        # built for `drain()` (their submission indexes are still taken).
+        self.pushed_only = False
         self._history_limit = history_limit
         self._seq = 0
         self._idx = 0
@@ -121,6 +129,9 @@ class Exchange:
     def advance_to(self, now_ns: int) -> None:
         """Run market steps, jumps and taker-flow arrivals up to `now_ns`; earlier times
         are a no-op. At one instant: a jump, then a step, then arrivals."""
+        if now_ns < self._due_ns:  # nothing is due before then
+            self.now_ns = max(self.now_ns, now_ns)
+            return
         while True:
             t = self._next_step_ns
             is_jump = bool(self._jumps) and self._jumps[0][0] <= t
@@ -129,11 +140,13 @@ class Exchange:
             flow = min(self._flows, key=_next_arrival) if self._flows else None
             if flow is not None and flow[2].next_ns < t:
                 if flow[2].next_ns > now_ns:
+                    self._due_ns = flow[2].next_ns
                     break
                 self.now_ns = max(self.now_ns, flow[2].next_ns)
                 self._arrival(*flow)
                 continue
             if t > now_ns:
+                self._due_ns = t
                 break
             self.now_ns = max(self.now_ns, t)
             if is_jump:
@@ -154,6 +167,12 @@ class Exchange:
         without taker flow: the feed runs the exchange to that instant so the fills it
         makes are pushed when they match, not at the next market step."""
         return min(f[2].next_ns for f in self._flows) if self._flows else None
+
+    def moment(self) -> tuple[int, int]:
+        """(venue time, records made so far). The books and the orders change only as
+        time moves on (market steps, jumps, refills) or with a record (a match, an order
+        placed, cancelled or expired), so while this stays the same the top of book does."""
+        return self.now_ns, self._idx
 
     def has_records(self) -> bool:
         """Records are waiting for `drain()`."""
@@ -219,8 +238,9 @@ class Exchange:
         if cap is None and self._over_margin(req):
             return _reject("unhealthy")
         book = self.books[req.product_id]
-        found = candidates(req, book.available(_opposite(req), now), self._open[req.product_id])
         want = req.qty if cap is None else min(req.qty, cap)
+        crowd = book.available(_opposite(req), now)
+        found = reach(candidates(req, crowd, self._open[req.product_id]), want)
         fillable = min(want, sum((c.qty for c in found), ZERO))
         if req.order_type == "post_only" and found:
             return _reject("post_only_crosses")
@@ -324,24 +344,32 @@ class Exchange:
         return self.prices.mids[product_id]
 
     def bbo(self, product_id: int) -> Bbo:
-        book, now = self.books[product_id], self.now_ns
-        bid = top_of_book(book.best("bid", now), self._open[product_id], "buy")
-        ask = top_of_book(book.best("ask", now), self._open[product_id], "sell")
+        bid, bid_qty, ask, ask_qty = self.top(product_id)
         return Bbo(
             product_id=product_id,
-            bid=bid[0] if bid else ZERO,
-            bid_qty=bid[1] if bid else ZERO,
-            ask=ask[0] if ask else ZERO,
-            ask_qty=ask[1] if ask else ZERO,
-            ts_ns=now,
+            bid=bid,
+            bid_qty=bid_qty,
+            ask=ask,
+            ask_qty=ask_qty,
+            ts_ns=self.now_ns,
         )
+
+    def top(self, product_id: int) -> Top:
+        """`bbo` without the object: (bid, bid qty, ask, ask qty) now, 0 on an empty side."""
+        book, now, resting = self.books[product_id], self.now_ns, self._open[product_id]
+        bid = book.best("bid", now)
+        ask = book.best("ask", now)
+        if resting:
+            bid = top_of_book(bid, resting, "buy")
+            ask = top_of_book(ask, resting, "sell")
+        return (*(bid or _NO_LEVEL), *(ask or _NO_LEVEL))
 
     def depth(self, product_id: int, levels: int = 10) -> tuple[list[Level], list[Level]]:
         """The crowd's book, best first (resting user orders not merged in)."""
         book = self.books[product_id]
         return (
-            book.available("bid", self.now_ns)[:levels],
-            book.available("ask", self.now_ns)[:levels],
+            list(islice(book.available("bid", self.now_ns), levels)),
+            list(islice(book.available("ask", self.now_ns), levels)),
         )
 
     def drain(self) -> list[Record]:
@@ -418,7 +446,7 @@ class Exchange:
         if not resting or self.quiet(now):
             return
         book = self.books[pid]
-        crowd = book.available(side, now)
+        crowd = list(book.available(side, now))
         best = crowd[0][0] if crowd else resting[0].price
         qty = floor_to(usd / best, self.specs[pid].size_increment)  # USD at the side's best
         eaten: dict[Decimal, Decimal] = {}
@@ -489,7 +517,9 @@ class Exchange:
         )
         idx = self._next_idx()
         self._records.append(fill_record(order, idx, now, price, qty, taker, fee))
-        self._records.append(position_record(order, self._next_idx(), now, pos.qty, pos.entry))
+        idx = self._next_idx()
+        if not self.pushed_only:
+            self._records.append(position_record(order, idx, now, pos.qty, pos.entry))
         if order.remaining <= 0:
             order.state = "filled"
             self._unlist(order)
@@ -506,7 +536,9 @@ class Exchange:
             orders.remove(order)
 
     def _update(self, order: SimOrder, reason: Reason, now: int, cause: Cause = "") -> None:
-        self._records.append(update_record(order, self._next_idx(), now, reason, cause))
+        idx = self._next_idx()
+        if reason == "cancelled" or not self.pushed_only:
+            self._records.append(update_record(order, idx, now, reason, cause))
 
     def _remember(self, order: SimOrder) -> None:
         self._orders[order.digest] = order
@@ -553,6 +585,7 @@ def _own_side(req: OrderRequest) -> BookSide:
 
 
 _SIDES: tuple[BookSide, BookSide] = ("bid", "ask")
+_NO_LEVEL: Level = (ZERO, ZERO)
 
 
 def _next_arrival(flow: tuple[int, BookSide, FlowStream]) -> int:

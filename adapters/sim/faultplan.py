@@ -50,8 +50,13 @@ class RequestFate:
     applied: bool = False  # lost, yet it takes effect at the venue first
 
 
+ON_TIME = RequestFate()  # no `[rest]` fault: what every request gets without one
+
+
 def window_at(windows: Sequence[Window], t_ns: int) -> Window | None:
     """The first window containing `t_ns` (ns since the venue started), if any."""
+    if not windows:
+        return None
     return next((w for w in windows if w.contains(t_ns)), None)
 
 
@@ -61,6 +66,10 @@ class PushPlan:
     def __init__(self, faults: WsFaults, rng: random.Random) -> None:
         self.faults = faults
         self.rng = rng
+        # No push fault at all: every push goes out once, on time, and nothing is drawn.
+        self.clean = not (faults.drop or faults.duplicate or faults.reorder) and (
+            faults.delay_ms.is_zero
+        )
 
     def drops(self) -> bool:
         p = self.faults.drop
@@ -94,6 +103,8 @@ class FaultPlan:
         the request turns out to be)."""
         rest, rng = self.profile.rest, self.rest_rng
         latency = rest.latency_ms
+        if latency.is_zero and not rest.timeout:
+            return ON_TIME  # nothing to draw
         d_in = 0 if latency.is_zero else latency.draw_ns(rng)
         d_out = 0 if latency.is_zero else latency.draw_ns(rng)
         p = rest.timeout
@@ -115,7 +126,8 @@ class FaultPlan:
 
     def goes_down_between(self, t0_ns: int, t1_ns: int) -> bool:
         """A `venue.down` window starts in (t0, t1]: an answer in flight then dies."""
-        return any(t0_ns < w.start_ns <= t1_ns for w in self.profile.venue.down)
+        down = self.profile.venue.down
+        return bool(down) and any(t0_ns < w.start_ns <= t1_ns for w in down)
 
     # -- pushes -----------------------------------------------------------------------------
     def quote(self, *, has_last: bool) -> QuoteFault:

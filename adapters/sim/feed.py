@@ -17,7 +17,8 @@ from adapters.sim.faults import FaultProfile
 from adapters.sim.mapping import bbo_event
 from adapters.sim.mapping import crossed
 from adapters.sim.mapping import push_event
-from adapters.sim.mapping import shown_top
+from adapters.sim.mapping import skewed
+from adapters.sim.mapping import top_event
 from adapters.sim.scheduler import Scheduler
 from engine.core.events import BboUpdated
 from engine.core.events import ConnectionChanged
@@ -42,6 +43,7 @@ class Feed:
         history_limit: int,
     ) -> None:
         self.exchange, self.profile, self.sched, self.emit = exchange, profile, sched, emit
+        exchange.pushed_only = True  # `push_event` reads fills and venue-side cancels only
         self.subaccount = subaccount
         self._pids = list(product_ids)
         self._origin = origin_ns
@@ -63,6 +65,9 @@ class Feed:
         self._last_bbo: dict[int, BboUpdated] = {}
         self._on_change = profile.market.bbo_push == "on_change"
         self._top: dict[int, tuple[object, ...]] = {}  # the top of book last pushed
+        self._looked: tuple[int, int] | None = None  # the exchange's moment last compared
+        symbols = {s.product for s in profile.market.skew}
+        self._skewed = {p for p in self._pids if exchange.specs[p].symbol in symbols}
         self.stats = dict.fromkeys(("disconnects", "stale_bbo", "crossed_bbo"), 0)
 
     def start(self) -> None:
@@ -125,13 +130,19 @@ class Feed:
 
     def _push_changed(self) -> None:
         # The shown top is compared first; the event is built only when it moved.
+        exchange = self.exchange
+        moment = exchange.moment()
+        if moment == self._looked:
+            return  # nothing moved since the last look
+        self._looked = moment
         for pid in self._pids:
-            spec = self.exchange.specs[pid]
-            offset = self.exchange.now_ns - self._origin
-            skew = self.profile.market.skew_factor(spec.symbol, offset)
-            bbo = self.exchange.bbo(pid)
-            if self._top.get(pid) != shown_top(bbo, skew, spec.tick):
-                self._push_bbo(pid, bbo_event(bbo, self.exchange.mid(pid), skew, spec.tick))
+            shown = exchange.top(pid)
+            if pid in self._skewed:
+                spec = exchange.specs[pid]
+                skew = self.profile.market.skew_factor(spec.symbol, exchange.now_ns - self._origin)
+                shown = skewed(shown, skew, spec.tick)
+            if self._top.get(pid) != shown:
+                self._push_bbo(pid, top_event(pid, shown, exchange.now_ns, exchange.mid(pid)))
 
     def _push_bbo(self, pid: int, fresh: BboUpdated | None = None) -> None:
         if fresh is None:

@@ -7,6 +7,7 @@ from decimal import ROUND_CEILING
 from decimal import Decimal
 
 from adapters.sim.matching import Bbo
+from adapters.sim.matching import Top
 from adapters.sim.products import floor_to
 from adapters.sim.records import FillRecord
 from adapters.sim.records import OrderRequest
@@ -43,6 +44,8 @@ __all__ = [
     "push_event",
     "retry_after",
     "shown_top",
+    "skewed",
+    "top_event",
 ]
 
 VENUE_INTENTS = (
@@ -140,28 +143,36 @@ def bbo_event(
     """The top of book as pushed, with the oracle price (the sim's oracle is the fair mid
     its own oracle band checks against); `skew` multiplies the shown quote only
     (`market.skew`), rounded to `tick`."""
-    bid, bid_qty, ask, ask_qty = shown_top(bbo, skew, tick)
+    return top_event(bbo.product_id, shown_top(bbo, skew, tick), bbo.ts_ns, oracle)
+
+
+def top_event(product_id: int, shown: Top, ts_ns: int, oracle: Decimal | None) -> BboUpdated:
+    """A pushed quote from the (bid, bid qty, ask, ask qty) it shows."""
+    bid, bid_qty, ask, ask_qty = shown
     return BboUpdated(
-        product_id=bbo.product_id,
+        product_id=product_id,
         bid=bid,
         bid_qty=bid_qty,
         ask=ask,
         ask_qty=ask_qty,
-        ts_venue_ns=bbo.ts_ns,
+        ts_venue_ns=ts_ns,
         oracle_price=oracle,
     )
 
 
-def shown_top(
-    bbo: Bbo, skew: Decimal | None = None, tick: Decimal | None = None
-) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+def shown_top(bbo: Bbo, skew: Decimal | None = None, tick: Decimal | None = None) -> Top:
     """(bid, bid qty, ask, ask qty) as `bbo_event` shows them."""
-    bid, ask = bbo.bid, bbo.ask
+    return skewed((bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty), skew, tick)
+
+
+def skewed(top: Top, skew: Decimal | None, tick: Decimal | None) -> Top:
+    """`top` with `market.skew` applied to both prices (rounded down to `tick`)."""
+    bid, bid_qty, ask, ask_qty = top
     if skew is not None and bid > 0 and ask > 0:
         bid, ask = bid * skew, ask * skew
         if tick is not None:
             bid, ask = floor_to(bid, tick), floor_to(ask, tick)
-    return bid, bbo.bid_qty, ask, bbo.ask_qty
+    return bid, bid_qty, ask, ask_qty
 
 
 def crossed(ev: BboUpdated) -> BboUpdated:

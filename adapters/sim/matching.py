@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -12,7 +14,7 @@ from adapters.sim.flow import level_queue
 from adapters.sim.records import OrderRequest
 from adapters.sim.records import SimOrder
 
-__all__ = ["Bbo", "Candidate", "candidates", "top_of_book"]
+__all__ = ["Bbo", "Candidate", "Top", "candidates", "reach", "top_of_book"]
 
 ZERO = Decimal(0)
 
@@ -25,8 +27,8 @@ class Candidate:
 
 
 def candidates(
-    req: OrderRequest, crowd: Sequence[Level], resting: Sequence[SimOrder]
-) -> list[Candidate]:
+    req: OrderRequest, crowd: Iterable[Level], resting: Sequence[SimOrder]
+) -> Iterator[Candidate]:
     """Crowd levels and resting user orders on the other side that cross the limit price,
     best price first; at one price in time priority (`flow.level_queue`): the crowd's size
     ahead of a user order first, then the order, then the crowd behind it. An order priced
@@ -41,16 +43,36 @@ def candidates(
     for o in resting:
         if o.side != req.side and o.state == "open" and crosses(o.price):
             users.setdefault(o.price, []).append(o)
+    if not users:  # the crowd alone: its levels (distinct prices, best first) as they are
+        for price, qty in crowd:
+            if not crosses(price):
+                return
+            yield Candidate(price, qty, None)
+        return
     crowd_at: dict[Decimal, Decimal] = {}
     for price, qty in crowd:
         if not crosses(price):
             break
         crowd_at[price] = qty
-    out: list[Candidate] = []
     for price in sorted(set(crowd_at) | set(users), reverse=not buy):
         for qty, maker in level_queue(crowd_at.get(price, ZERO), users.get(price, ())):
-            out.append(Candidate(price, qty, maker))
+            yield Candidate(price, qty, maker)
+
+
+def reach(found: Iterable[Candidate], qty: Decimal) -> list[Candidate]:
+    """The candidates a taker of `qty` gets to: in order, up to the one where their total
+    reaches `qty` (what lies deeper cannot trade, so it is never derived)."""
+    out: list[Candidate] = []
+    total = ZERO
+    for c in found:
+        out.append(c)
+        total += c.qty
+        if total >= qty:
+            break
     return out
+
+
+Top = tuple[Decimal, Decimal, Decimal, Decimal]  # (bid, bid qty, ask, ask qty); 0 if empty
 
 
 @attrs.frozen(kw_only=True)
