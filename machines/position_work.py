@@ -419,7 +419,8 @@ class PositionWork(OrderRounds, PureMachine):
 
     # -- actions: placing from the belief (UNWIND) ---------------------------------------------
     def take_belief(self) -> None:
-        """Work from the position this cycle's BUILD verified; ask the venue alongside."""
+        """Work from the position this cycle's BUILD verified; ask the venue alongside.
+        (The hedge watch starts from it on entry to `working`, in the same step.)"""
         self.seen = {
             leg.product_id: self.ledger.venue_position(leg.product_id) or ZERO
             for leg in self.p.legs
@@ -427,7 +428,6 @@ class PositionWork(OrderRounds, PureMachine):
         self.read_round = self.round + 1
         self.belief_query = self.next_id("q")
         self.emit(QueryPositions(request_id=self.belief_query, product_ids=self.p.product_ids))
-        self.watch_hedge()
         self.note(
             "unwinding from the position BUILD verified, reading the venue alongside",
             positions=_strs(self.seen),
@@ -528,8 +528,7 @@ class PositionWork(OrderRounds, PureMachine):
 
     def take_start(self, ev: PositionSnapshot) -> None:
         self.take_positions(ev)
-        if not self.rereads():
-            self.watch_hedge()
+        if not self.rereads():  # (the hedge watch starts on entry to `working`, next)
             self.note("unwinding from the verified position", positions=_strs(self.seen))
 
     def take_agreeing(self, ev: PositionSnapshot) -> None:

@@ -32,6 +32,9 @@ from machines.pricing import fills_agree
 from machines.pricing import read_lags_fills
 from machines.restore import RestoreMachine
 
+# What `_params` sets for each cycle; every other CycleParams field is the template's.
+PER_CYCLE = frozenset({"cycle", "long", "short", "carry_usd"})
+
 
 class SessionMachine(PureMachine):
     """Supervisor: syncing → idle → checking → building → holding → unwinding → idle …
@@ -131,6 +134,13 @@ class SessionMachine(PureMachine):
 
     def setup(self, **params: Any) -> None:
         self.template: CycleParams = params["params"]
+        # The template's fields that every cycle shares, read once: `_params` builds each
+        # cycle's parameters from them (attrs.evolve would read all ~40 on every spawn).
+        self.shared_fields: dict[str, Any] = {
+            f.name: getattr(self.template, f.name)
+            for f in attrs.fields(CycleParams)
+            if f.name not in PER_CYCLE
+        }
         self.cycles: int | None = params.get("cycles")
         self.hold_s = Decimal(params.get("hold_s", "2"))
         self.pause_s = Decimal(params.get("pause_s", "0.5"))
@@ -479,8 +489,8 @@ class SessionMachine(PureMachine):
         legs = self.template.legs
         # Odd cycles: long the first symbol, short the second; even cycles: the reverse.
         long, short = legs if cycle % 2 == 1 or cycle == 0 else (legs[1], legs[0])
-        return attrs.evolve(
-            self.template, cycle=cycle, long=long, short=short, carry_usd=self.carry_usd
+        return CycleParams(
+            **self.shared_fields, cycle=cycle, long=long, short=short, carry_usd=self.carry_usd
         )
 
     def _pause(self) -> Decimal:

@@ -272,7 +272,7 @@ class Engine:
             machine = cls(ctx, **params)  # entering the initial state may emit and arm
             self.machines[machine_id] = machine
             self._interest_index.clear()
-            self.ledger.machine_states[machine_id] = tuple(machine.state_ids)
+            self.ledger.machine_states[machine_id] = machine.active_ids
             self._check_finished(machine_id, machine)
         finally:
             self._close_to(depth)
