@@ -111,11 +111,11 @@ def test_venue_down_at_start_up_retries_then_exits_3_and_replay_says_so(tmp_path
     proc = dnpair(
         "run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", DEAD_GATEWAY,
         "--journal", str(journal), "--summary-json", str(summary), "--quiet",
-        NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="4",
+        NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="2",
     )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "start-up budget (4 s" in proc.stderr
+    assert "start-up budget (2 s" in proc.stderr
     assert "connect_failed" in proc.stderr
     assert "nothing was sent" in proc.stderr
     data = json.loads(summary.read_text())
@@ -285,13 +285,13 @@ def test_venue_unusable_at_start_up_is_retried_then_exit_3_with_the_reason(
         proc = dnpair(
             "run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", gateway.url,
             "--journal", str(journal), "--summary-json", str(summary), "--quiet",
-            NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="3",
+            NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="2",
         )  # fmt: skip
     finally:
         gateway.close()
     assert proc.returncode == 3, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert "start-up budget (3 s" in proc.stderr
+    assert "start-up budget (2 s" in proc.stderr
     assert "nothing was sent" in proc.stderr
     assert gateway.requests >= 2  # retried, not given up at the first answer
     data = json.loads(summary.read_text())
