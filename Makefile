@@ -53,7 +53,7 @@ test: $(STAMP)
 # Seeded chaos (engine/harness/chaos.py): 2 000 seeds spread over the shipped fault profiles and
 # the generated `random` one, windows jittered per seed, every invariant checked after
 # every event. CHAOS_SEEDS / CHAOS_ARGS override; chaos-full runs every seed under every
-# profile (12x longer); deep runs the slow pytest tiers (chaos, property, damage).
+# profile (12x longer); deep runs the slow pytest tiers (chaos, property, damage, paper, crash).
 CHAOS_SEEDS ?= 1-2000
 CHAOS_JOBS  ?= 2
 CHAOS_ARGS  ?=
@@ -72,7 +72,7 @@ crash: $(STAMP)
 	$(BIN)/python -m tests.crash.harness $(CRASH_ARGS)
 
 deep: $(STAMP)
-	DNPAIR_DEEP_TESTS=1 $(BIN)/python -m pytest -q -m slow tests/chaos tests/property tests/damage tests/paper
+	DNPAIR_DEEP_TESTS=1 $(BIN)/python -m pytest -q -m slow tests/chaos tests/property tests/damage tests/paper tests/crash
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
