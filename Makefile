@@ -46,9 +46,11 @@ run: $(STAMP)
 	$(BIN)/dnpair run $(RUN_FLAGS) $(ARGS)
 
 # Two workers: the suite is CPU-bound on the virtual clock and this machine has 2 cores.
+# One test at a time to whichever worker is free (--maxschedchunk 1), in the order of
+# tests/conftest.py (the long ones first): no long test is left to start last.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxschedchunk 1
 
 # Seeded chaos (engine/harness/chaos.py): 2 000 seeds spread over the shipped fault profiles and
 # the generated `random` one, windows jittered per seed, every invariant checked after
