@@ -21,6 +21,10 @@ from tests.cli.support import one_line_error
 from tests.cli.support import virtual_run
 
 KEY = "0x" + "22" * 32
+# Ctrl-C's own subaccount: the account lock (engine/runtime/account.py) is per gateway and
+# key, so this run and the venue-down run (same dead gateway) must not share a key when
+# the two workers run them at once.
+CTRL_C_KEY = "0x" + "23" * 32
 DEAD_GATEWAY = "http://127.0.0.1:9/v1"  # the discard port: nothing listens on loopback
 
 
@@ -132,7 +136,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path: Path) -> None:
         [DNPAIR, "run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", DEAD_GATEWAY,
          "--journal", str(tmp_path / "s.db"), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env(NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="120"),
+        env=env(NADO_PRIVATE_KEY=CTRL_C_KEY, DN_STARTUP_BUDGET_S="120"),
     )  # fmt: skip
     try:
         _wait_for(proc, "venue not usable (attempt 1)")
