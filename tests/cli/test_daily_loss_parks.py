@@ -3,8 +3,10 @@ next UTC midnight (engine clock), alerts once per day, and a `--cycles N` run fi
 
 Before: idle → checking → idle every pause until midnight (363k transitions and a 1 GB
 journal on the virtual clock; `--cycles N` never finished). The sim's quotes are made
-sparse (one a minute) so a parked virtual day costs milliseconds; the transition count is
-what the test is about."""
+sparse (one a minute) and the others' taker flow is off (these cycles are taker IOCs
+against the crowd's depth; at the default rate, 4 arrivals a second, two parked virtual
+days were 690k sim events and 5 s of CPU) so a parked virtual day costs milliseconds; the
+transition count is what the test is about."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from pathlib import Path
 from engine.core.journal import read_records
 from tests.cli.support import virtual_run
 
-SPARSE_QUOTES = "[sim]\nbbo_interval_ms = 60000\nmarket_step_ms = 60000\n"
+SPARSE_QUOTES = (
+    "[sim]\nbbo_interval_ms = 60000\nmarket_step_ms = 60000\nmaker_fill_rate_per_s = 0\n"
+)
 DAY_NS = 86400 * 10**9
 
 

@@ -21,6 +21,10 @@ from tests.cli.support import one_line_error
 from tests.cli.support import virtual_run
 
 KEY = "0x" + "22" * 32
+# Ctrl-C's own subaccount: the account lock (engine/runtime/account.py) is per gateway and
+# key, so this run and the venue-down run (same dead gateway) must not share a key when
+# the two workers run them at once.
+CTRL_C_KEY = "0x" + "23" * 32
 DEAD_GATEWAY = "http://127.0.0.1:9/v1"  # the discard port: nothing listens on loopback
 
 
@@ -111,11 +115,11 @@ def test_venue_down_at_start_up_retries_then_exits_3_and_replay_says_so(tmp_path
     proc = dnpair(
         "run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", DEAD_GATEWAY,
         "--journal", str(journal), "--summary-json", str(summary), "--quiet",
-        NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="4",
+        NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="2",
     )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "start-up budget (4 s" in proc.stderr
+    assert "start-up budget (2 s" in proc.stderr
     assert "connect_failed" in proc.stderr
     assert "nothing was sent" in proc.stderr
     data = json.loads(summary.read_text())
@@ -132,7 +136,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path: Path) -> None:
         [DNPAIR, "run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", DEAD_GATEWAY,
          "--journal", str(tmp_path / "s.db"), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env(NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="120"),
+        env=env(NADO_PRIVATE_KEY=CTRL_C_KEY, DN_STARTUP_BUDGET_S="120"),
     )  # fmt: skip
     try:
         _wait_for(proc, "venue not usable (attempt 1)")
@@ -285,13 +289,13 @@ def test_venue_unusable_at_start_up_is_retried_then_exit_3_with_the_reason(
         proc = dnpair(
             "run", "--pair", "ETH-SOL", "--venue", "nado", "--gateway", gateway.url,
             "--journal", str(journal), "--summary-json", str(summary), "--quiet",
-            NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="3",
+            NADO_PRIVATE_KEY=KEY, DN_STARTUP_BUDGET_S="2",
         )  # fmt: skip
     finally:
         gateway.close()
     assert proc.returncode == 3, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert "start-up budget (3 s" in proc.stderr
+    assert "start-up budget (2 s" in proc.stderr
     assert "nothing was sent" in proc.stderr
     assert gateway.requests >= 2  # retried, not given up at the first answer
     data = json.loads(summary.read_text())

@@ -59,9 +59,12 @@ def test_restart_after_a_passed_deadline_exits_first_and_builds_nothing(tmp_path
         killed_at = len(list(read_records(journal)))
         # Down for longer than the hold deadline (this is the fault: time passing).
         time.sleep(HOLD_S + 0.5)
+        # The restart's own cycle holds briefly: the passed deadline is the journal's
+        # (armed with HOLD_S above), not this run's setting.
         again = subprocess.run(
             [*base, "--cycles", "1", "--summary-json", str(summary)],
-            capture_output=True, text=True, env=run_env, timeout=120, check=False,
+            capture_output=True, text=True, env={**run_env, "DN_HOLD_S": "0.2"}, timeout=120,
+            check=False,
         )  # fmt: skip
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
     assert "deadline 'hold_over' passed" in again.stdout

@@ -1,5 +1,6 @@
 """SIGKILL crash test tier (RELIABILITY.md P1, P2): each enumerated crash point once plus
-two random instants, against one `dnpair venue serve`. The full run is `make crash`.
+one random instant, against one `dnpair venue serve` (a second random instant is in the
+deep tier). The full run is `make crash`.
 
 `after_send_before_ack` is also the regression test for the emergency exit that burned
 all its attempts with no quote to price them right after a restart (it now asks the
@@ -17,6 +18,7 @@ from tests.crash.harness import Point
 from tests.crash.harness import plan
 from tests.crash.harness import run_point
 from tests.crash.harness import venue_serve
+from tests.tiers import deep
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +29,32 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
 
 
 SAMPLE = plan(range(1, 2), range(1, 2), 2, random_seed=7)
+# `make test`: every enumerated point and the first random instant; the second random
+# instant runs in the deep tier (`make deep`; `make crash` kills at 24 random instants).
+FAST, DEEP = SAMPLE[:-1], SAMPLE[-1:]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("point", SAMPLE, ids=[p.label for p in SAMPLE])
-def test_crash_point_restart_is_flat_and_clean(point: Point, gateway: tuple[str, Path]) -> None:
+def _crash_point(point: Point, gateway: tuple[str, Path]) -> None:
     url, work = gateway
     out = run_point(url, work, point)
     if point.name != "random":
         assert out.died == "sigkill", f"{point.label}: the crash point was never reached"
     assert out.ok, f"{point.label}: {out.problems}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", FAST, ids=[p.label for p in FAST])
+def test_crash_point_restart_is_flat_and_clean(point: Point, gateway: tuple[str, Path]) -> None:
+    _crash_point(point, gateway)
+
+
+@deep
+@pytest.mark.slow
+@pytest.mark.parametrize("point", DEEP, ids=[p.label for p in DEEP])
+def test_crash_point_restart_is_flat_and_clean_deep(
+    point: Point, gateway: tuple[str, Path]
+) -> None:
+    _crash_point(point, gateway)
 
 
 def test_no_hook_without_the_variable() -> None:

@@ -60,8 +60,10 @@ def test_S_P3_torn_tail_at_offsets_across_the_last_pages_is_reported_truncated_a
     tmp_path, original
 ):
     raw, _ = original
-    cuts = _cuts(len(raw), last_page_stride=11, pages=6, page_stride=131)
-    assert len(cuts) > 500
+    # A sample (the deep tier below cuts at every offset of the final page): each of the 6
+    # pages holds ~60 records, so every sampled page still yields its own intact prefix.
+    cuts = _cuts(len(raw), last_page_stride=37, pages=6, page_stride=257)
+    assert len(cuts) > 150
     prefixes = _torn_tails(tmp_path, original, cuts)
     assert len(prefixes) > 5  # many different intact prefixes were exercised
 

@@ -253,6 +253,8 @@ async def test_book_depth_chain_shows_a_lost_event() -> None:
     def gaps(events: list[dict[str, Any]]) -> int:
         return sum(b["last_max_timestamp"] != a["max_timestamp"] for a, b in pairwise(events))
 
-    moving = "[market]\nvolatility_bps_per_sqrt_s = 50\n"
+    # Market steps every 20 ms (not the default 100): the 12 events (about 24 steps with
+    # half of them dropped) arrive in half a second.
+    moving = "[market]\nvolatility_bps_per_sqrt_s = 50\n[sim]\nmarket_step_ms = 20\n"
     assert gaps(await chain(moving)) == 0
     assert gaps(await chain(moving + "[ws]\ndrop = 0.5\n")) > 0
