@@ -108,8 +108,10 @@ class VirtualClock:
         return self.call_at(self._now + delay_ns if delay_ns > 0 else self._now, callback)
 
     def next_due_ns(self) -> int | None:
+        """When the earliest pending timer is due (None: none); cancelled timers at the
+        front of the heap are dropped on the way."""
         heap = self._heap
-        while heap and heap[0][2].cancelled:  # `_drop_cancelled()`, inline (every step)
+        while heap and heap[0][2].cancelled:
             heappop(heap)
         return heap[0][0] if heap else None
 
@@ -118,12 +120,9 @@ class VirtualClock:
 
     def fire_next(self) -> bool:
         """Jump to the earliest timer and fire it. False when no timer is pending."""
-        heap = self._heap
-        while heap and heap[0][2].cancelled:  # `_drop_cancelled()`, inline (every step)
-            heappop(heap)
-        if not heap:
+        if self.next_due_ns() is None:
             return False
-        due, _seq, timer = heappop(heap)
+        due, _seq, timer = heappop(self._heap)
         if due > self._now:
             self._now = due
         timer.callback()
@@ -157,7 +156,3 @@ class VirtualClock:
         while fired < limit and self.fire_next():
             fired += 1
         return fired
-
-    def _drop_cancelled(self) -> None:
-        while self._heap and self._heap[0][2].cancelled:
-            heappop(self._heap)
