@@ -172,12 +172,7 @@ def json_fields(inst: Any) -> dict[str, Any]:
     names = _ATTRS_NAMES.get(cls)
     if names is None:
         names = _ATTRS_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
-    out: dict[str, Any] = {}
-    for name in names:  # `_json` of each field, its two common cases answered here
-        value = getattr(inst, name)
-        kind = type(value)
-        out[name] = str(value) if kind is Decimal else value if kind in _PLAIN else _json(value)
-    return out
+    return {name: _json(getattr(inst, name)) for name in names}
 
 
 def _json(value: Any) -> Any:
