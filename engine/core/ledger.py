@@ -145,6 +145,10 @@ _VENUE_FACT: dict[type, str] = {
 }
 # A place request's error: the outcome is unknown, or the venue refused it for good.
 _PLACE_ERROR = {"unknown_outcome": "outcome_unknown", "permanent": "rejected"}
+# Answers that may state the order's cumulative fill, and those that end it (as tuples:
+# `A | B` in an isinstance check builds a new union object on every call).
+_STATES_FILLED = (OrderCancelled, OrderExpired, OrderStatus)
+_ENDED = (OrderCancelled, OrderExpired)
 
 
 class Ledger:
@@ -296,7 +300,7 @@ class Ledger:
         notes: list[str] = []
         if not isinstance(ev, OrderAccepted):
             order.words += 1  # a word the order's working machine takes (module doc)
-        if isinstance(ev, OrderCancelled | OrderExpired | OrderStatus) and ev.filled_qty:
+        if isinstance(ev, _STATES_FILLED) and ev.filled_qty:
             notes = self._venue_says_filled(order, ev.filled_qty)
         if isinstance(ev, OrderAccepted):
             order.digest = ev.digest or order.digest
@@ -309,7 +313,7 @@ class Ledger:
     def _lifecycle_event(order: OrderRecord, ev: Event) -> str:
         """The lifecycle event (`machines.order`) a venue fact about `order` is ("": none;
         fills are stepped by amount in `_settle_filled`)."""
-        if isinstance(ev, OrderCancelled | OrderExpired):
+        if isinstance(ev, _ENDED):
             # Without the filled amount it ended uncounted: asked about before anything
             # is re-traded (fills may still be in flight, seed 002).
             return (
