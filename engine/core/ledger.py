@@ -104,10 +104,14 @@ class Quote:
     ask_qty: Decimal
     ts_ns: int  # engine time at ingress
     ts_venue_ns: int | None = None  # the venue's own stamp, when it gives one
-
-    @property
-    def mid(self) -> Decimal:
-        return (self.bid + self.ask) / 2
+    # (bid + ask) / 2, worked out once per quote: the Monitor, the fold and the machines
+    # read it many times (after every step) for each quote stored
+    mid: Decimal = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(lambda q: (q.bid + q.ask) / 2, takes_self=True),
+    )
 
 
 @attrs.define
@@ -141,6 +145,10 @@ _VENUE_FACT: dict[type, str] = {
 }
 # A place request's error: the outcome is unknown, or the venue refused it for good.
 _PLACE_ERROR = {"unknown_outcome": "outcome_unknown", "permanent": "rejected"}
+# Answers that may state the order's cumulative fill, and those that end it (as tuples:
+# `A | B` in an isinstance check builds a new union object on every call).
+_STATES_FILLED = (OrderCancelled, OrderExpired, OrderStatus)
+_ENDED = (OrderCancelled, OrderExpired)
 
 
 class Ledger:
@@ -292,7 +300,7 @@ class Ledger:
         notes: list[str] = []
         if not isinstance(ev, OrderAccepted):
             order.words += 1  # a word the order's working machine takes (module doc)
-        if isinstance(ev, OrderCancelled | OrderExpired | OrderStatus) and ev.filled_qty:
+        if isinstance(ev, _STATES_FILLED) and ev.filled_qty:
             notes = self._venue_says_filled(order, ev.filled_qty)
         if isinstance(ev, OrderAccepted):
             order.digest = ev.digest or order.digest
@@ -305,7 +313,7 @@ class Ledger:
     def _lifecycle_event(order: OrderRecord, ev: Event) -> str:
         """The lifecycle event (`machines.order`) a venue fact about `order` is ("": none;
         fills are stepped by amount in `_settle_filled`)."""
-        if isinstance(ev, OrderCancelled | OrderExpired):
+        if isinstance(ev, _ENDED):
             # Without the filled amount it ended uncounted: asked about before anything
             # is re-traded (fills may still be in flight, seed 002).
             return (

@@ -23,7 +23,9 @@ from engine.core.messages import from_dict
 __all__ = ["Observed", "observe_records"]
 
 
-@attrs.frozen(slots=True)
+# Not frozen: one is built for every journal record, and a frozen class's `__init__` sets
+# each field through `object.__setattr__` (about 2.5x the cost). Observers only read it.
+@attrs.define
 class Observed:
     rec: Record
     data: dict[str, Any]  # the payload as journaled (read only: shared by observers)

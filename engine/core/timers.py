@@ -119,10 +119,13 @@ class Deadlines:
         return len(self._armed)
 
 
-@attrs.frozen
+@attrs.define
 class JournaledDeadlines:
     """What one journal record says about one machine's deadlines: apply `disarmed`
-    (names), then `armed` (each {"name", "due_ns", "generation"}), in order."""
+    (names), then `armed` (each {"name", "due_ns", "generation"}), in order.
+
+    (Not frozen: the live fold builds one for every record that arms or disarms, and a
+    frozen class sets each field through `object.__setattr__`.)"""
 
     machine: str
     disarmed: tuple[str, ...]

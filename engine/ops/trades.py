@@ -507,6 +507,7 @@ class RunFold:
 
     `ledger=None` keeps a replica ledger fed from the records (offline); pass the engine's
     ledger when folding live (the engine updates it itself, right after each record).
+    A live fold leaves the armed deadlines to the engine (`deadlines` stays empty).
     """
 
     def __init__(
@@ -520,7 +521,8 @@ class RunFold:
         self.symbols: dict[int, str] = {}
         self.states: dict[str, str] = {}  # live machines → last state entered
         self.finished: dict[str, str] = {}  # machine → outcome
-        self.deadlines: dict[str, dict[str, int]] = {}  # machine → name → due ns
+        # machine → name → due ns (a fold of a file only: live, the engine has them)
+        self.deadlines: dict[str, dict[str, int]] = {}
         self._generations: dict[tuple[str, str], int] = {}  # of the armed ones
         self.machine_cycle: dict[str, int | None] = {}
         # Offline (report) keeps every cycle; a live fold keeps the last `keep_cycles`
@@ -622,7 +624,10 @@ class RunFold:
 
     def _deadlines(self, rec: Record, data: dict[str, Any]) -> None:
         """Deadlines armed and disarmed: by a transition or a spawn (journal schema 4), or
-        one per note (older journals)."""
+        one per note (older journals). Only a fold of a file keeps them: live, the engine's
+        own (`engine.deadlines`) are what the status reads."""
+        if not self.replica:
+            return
         changed = journaled_deadlines(rec.kind, rec.machine, data)
         if changed is None:
             return
@@ -642,6 +647,8 @@ class RunFold:
     def _expired(self, data: dict[str, Any]) -> None:
         """A current expiry consumes its deadline (as the engine's `Deadlines.take`); a
         stale one, of a deadline re-armed or disarmed since, changes nothing."""
+        if not self.replica:
+            return  # (live: not kept, as `_deadlines`)
         mid, name = str(data.get("target")), str(data.get("name"))
         if self._generations.get((mid, name)) != data.get("generation"):
             return

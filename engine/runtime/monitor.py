@@ -42,6 +42,10 @@ _TIMELINE_EVENTS = (
     OrderExpired,
     OrderRejected,
 )
+# Every message the Monitor reads: orders placed (the fill timeline), the timeline's
+# events, 429s and stream drops. Most records are none of these (notes, transitions,
+# quotes, deadlines): one set lookup by exact type answers them.
+_WATCHED = frozenset({PlaceOrder, *_TIMELINE_EVENTS, VenueError, ConnectionChanged})
 
 
 class Monitor:
@@ -147,6 +151,8 @@ class Monitor:
 
     def observe(self, seen: Observed) -> None:
         rec, msg = seen.rec, seen.msg
+        if type(msg) not in _WATCHED:
+            return
         if rec.kind == "intent":
             if isinstance(msg, PlaceOrder):
                 self.timeline.observe(rec.kind, seen.data, rec.ts)

@@ -106,9 +106,11 @@ class Session:
         route(self, intent)
 
     def observe(self, seen: Observed) -> None:
+        msg = seen.msg
+        if msg is None:
+            return  # a note or a transition: nothing for the Monitor or the final answer
         if self.monitor is not None:
             self.monitor.observe(seen)
-        msg = seen.msg
         if (
             isinstance(msg, PositionSnapshot)
             and seen.rec.machine != "engine"

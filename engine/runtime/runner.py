@@ -29,14 +29,16 @@ def run_virtual(
     for intent in initial or ():
         send(intent)
     while True:
+        # asked after every event; with nothing queued (at the start, or after a timer
+        # inside the venue), once
+        if not engine.inbox and until():
+            return "until"
         while engine.inbox:
             origin, ev = engine.inbox.popleft()
             for intent in engine.process(ev, origin):
                 send(intent)
             if until():
                 return "until"
-        if until():
-            return "until"
         due = clock.next_due_ns()
         if due is None:
             return "idle"
