@@ -37,6 +37,8 @@ class CrowdBook:
         self.weights = [1 + Decimal(i) / 4 for i in range(settings.book_levels)]
         self._sizes = [self.base * w for w in self.weights]  # a level's size before depth
         self.half_spread = settings.spread_bps / 20_000
+        # The best prices' distance from the mid, as factors (the same on every step).
+        self._bid_factor, self._ask_factor = 1 - self.half_spread, 1 + self.half_spread
         self.step_bps = settings.level_step_bps / 10_000
         nominal = sum((self.base * w for w in self.weights), ZERO)
         self.refill_per_ns = nominal / (settings.book_refill_s * 1_000_000_000)
@@ -85,8 +87,8 @@ class CrowdBook:
             tick = self.spec.tick
             ticks = (self.mid * self.step_bps / tick).to_integral_value(ROUND_HALF_EVEN)
             step = tick * max(1, int(ticks))
-            best_bid = floor_to(self.mid * (1 - self.half_spread), tick)
-            best_ask = max(ceil_to(self.mid * (1 + self.half_spread), tick), best_bid + tick)
+            best_bid = floor_to(self.mid * self._bid_factor, tick)
+            best_ask = max(ceil_to(self.mid * self._ask_factor, tick), best_bid + tick)
             self._frame = (best_bid, best_ask, step)
         best_bid, best_ask, step = self._frame
         if self._factors is None:
@@ -120,8 +122,13 @@ class CrowdBook:
 
     def best(self, side: BookSide, now_ns: int) -> Level | None:
         gone = self.eaten(side, now_ns)
-        if gone == 0:
-            return self._level(side, 0)
+        top = self._level(side, 0)
+        if gone == 0 or top is None:  # (no level 0: no level at all, the prices fall)
+            return top
+        if gone < top[1]:  # the usual case, `_left` without its generators
+            left = floor_to(top[1] - gone, self.spec.size_increment)
+            if left > 0:
+                return (top[0], left)
         return next(self._left(side, gone), None)
 
     def _left(self, side: BookSide, gone: Decimal) -> Iterator[Level]:
