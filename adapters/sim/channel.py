@@ -18,7 +18,7 @@ from adapters.sim.faultplan import PushPlan
 __all__ = ["PushChannel"]
 
 T = TypeVar("T")
-Schedule = Callable[[int, Callable[[], None]], None]
+Schedule = Callable[[int, Callable[[], None]], object]  # (what it returns is not used)
 
 
 class PushChannel(Generic[T]):
