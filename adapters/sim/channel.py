@@ -92,12 +92,20 @@ class PushChannel(Generic[T]):
 
     def _send(self, item: T, copies: int) -> None:
         now = self._now()
-        extra = 0 if self.plan.clean else self.plan.delay_ns()
-        due = max(now + self._latency_ns + extra, self._last_due)
+        due = now + self._latency_ns
+        if not self.plan.clean:
+            due += self.plan.delay_ns()
+        if due < self._last_due:
+            due = self._last_due
         self._last_due = due
         epoch = self._epoch
-        for _ in range(copies):
-            self._schedule(due - now, lambda: self._arrive(item, epoch))
+
+        def arrive() -> None:
+            self._arrive(item, epoch)
+
+        self._schedule(due - now, arrive)
+        for _ in range(1, copies):  # duplicates
+            self._schedule(due - now, arrive)
 
     def _arrive(self, item: T, epoch: int) -> None:
         if epoch != self._epoch or not self.up:

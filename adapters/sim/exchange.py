@@ -154,7 +154,7 @@ class Exchange:
                 self.prices.jump(pid, bps)
             else:
                 self._next_step_ns += self.step_ns
-                if self.quiet(t):
+                if self._quiet and self.quiet(t):
                     continue  # a quiet stretch: nothing moves, nobody trades
                 self.prices.step()
             for pid, book in self.books.items():
