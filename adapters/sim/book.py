@@ -59,6 +59,7 @@ class CrowdBook:
         self._frame: tuple[Decimal, Decimal, Decimal] | None = None
         self._derived: dict[tuple[BookSide, int], Level | None] = {}
         self._full: dict[BookSide, list[Level]] = {}
+        self._kept: dict[BookSide, tuple[int, Level | None]] = {}  # see `best`
 
     def full(self, side: BookSide) -> list[Level]:
         """Every level of one side before takers ate any of it, best first."""
@@ -121,10 +122,19 @@ class CrowdBook:
         return self._levels(side) if gone == 0 else self._left(side, gone)
 
     def best(self, side: BookSide, now_ns: int) -> Level | None:
+        """The best level of `side` at `now_ns`. Once the side has nothing left to grow
+        back it stays as it is until the next market step or `consume`, at any later
+        time (refilling never goes back): kept until then."""
+        kept = self._kept.get(side)
+        if kept is not None and now_ns >= kept[0]:
+            return kept[1]
         gone = self.eaten(side, now_ns)
         top = self._level(side, 0)
-        if gone == 0 or top is None:  # (no level 0: no level at all, the prices fall)
+        if gone == 0:
+            self._kept[side] = (now_ns, top)
             return top
+        if top is None:  # no level 0: no level at all (the bids' prices fall)
+            return None
         if gone < top[1]:  # the usual case, `_left` without its generators
             left = floor_to(top[1] - gone, self.spec.size_increment)
             if left > 0:
@@ -145,3 +155,4 @@ class CrowdBook:
 
     def consume(self, side: BookSide, qty: Decimal, now_ns: int) -> None:
         self._eaten[side] = (self.eaten(side, now_ns) + qty, now_ns)
+        self._kept.pop(side, None)
