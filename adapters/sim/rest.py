@@ -111,8 +111,10 @@ class RestFace:
     def _arrive(self, req: _Request) -> None:
         now = self.sched.now()
         t = now - self._origin
-        limited = self.plan.rate_limited(t)
-        if self.plan.down(t) is not None:
+        down = limited = None
+        if self.plan.windows:  # (`rest.rate_limit` or `venue.down` windows to look up)
+            down, limited = self.plan.down(t), self.plan.rate_limited(t)
+        if down is not None:
             self.stats["refused"] += 1
             self._answer(req, self._error(req, "retryable", "venue unreachable"))
         elif limited is not None:
