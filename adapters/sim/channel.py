@@ -10,6 +10,7 @@ and everything pushed until `connect()`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Generic
 from typing import TypeVar
 
@@ -98,11 +99,7 @@ class PushChannel(Generic[T]):
         if due < self._last_due:
             due = self._last_due
         self._last_due = due
-        epoch = self._epoch
-
-        def arrive() -> None:
-            self._arrive(item, epoch)
-
+        arrive = partial(self._arrive, item, self._epoch)
         self._schedule(due - now, arrive)
         for _ in range(1, copies):  # duplicates
             self._schedule(due - now, arrive)
