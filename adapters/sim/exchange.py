@@ -362,7 +362,7 @@ class Exchange:
         if resting:
             bid = top_of_book(bid, resting, "buy")
             ask = top_of_book(ask, resting, "sell")
-        return (*(bid or _NO_LEVEL), *(ask or _NO_LEVEL))
+        return (bid or _NO_LEVEL) + (ask or _NO_LEVEL)
 
     def depth(self, product_id: int, levels: int = 10) -> tuple[list[Level], list[Level]]:
         """The crowd's book, best first (resting user orders not merged in)."""

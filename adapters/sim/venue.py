@@ -239,16 +239,15 @@ class SimVenue:
 
     # -- the adapter's own watch: quotes confirmed, IOC ends heard ------------------------
     def _observe(self, ev: Event) -> None:
-        now = self._sched.now()
         if isinstance(ev, BboUpdated):
-            self._confirmed[ev.product_id] = now
+            self._confirmed[ev.product_id] = self._sched.now()
         elif isinstance(ev, ConnectionChanged):
             self._stream_up = ev.state == "connected"
         elif isinstance(ev, OrderAccepted):
             sent = self._sent.pop(ev.order_id, None)
             if sent is not None:
                 self._open_immediate.add(ev.order_id)
-                wait = self._probe_rtts * max(now - sent[1], 1)
+                wait = self._probe_rtts * max(self._sched.now() - sent[1], 1)
                 key = self._sched.later(wait, lambda: self._probe(sent[0]))
                 self._probes[ev.order_id] = key
         elif isinstance(ev, VenueError) and ev.order_id is not None:
