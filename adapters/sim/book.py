@@ -37,6 +37,8 @@ class CrowdBook:
         self.weights = [1 + Decimal(i) / 4 for i in range(settings.book_levels)]
         self._sizes = [self.base * w for w in self.weights]  # a level's size before depth
         self.half_spread = settings.spread_bps / 20_000
+        # The best prices' distance from the mid, as factors (the same on every step).
+        self._bid_factor, self._ask_factor = 1 - self.half_spread, 1 + self.half_spread
         self.step_bps = settings.level_step_bps / 10_000
         nominal = sum((self.base * w for w in self.weights), ZERO)
         self.refill_per_ns = nominal / (settings.book_refill_s * 1_000_000_000)
@@ -57,6 +59,7 @@ class CrowdBook:
         self._frame: tuple[Decimal, Decimal, Decimal] | None = None
         self._derived: dict[tuple[BookSide, int], Level | None] = {}
         self._full: dict[BookSide, list[Level]] = {}
+        self._kept: dict[BookSide, tuple[int, Level | None]] = {}  # see `best`
 
     def full(self, side: BookSide) -> list[Level]:
         """Every level of one side before takers ate any of it, best first."""
@@ -85,8 +88,8 @@ class CrowdBook:
             tick = self.spec.tick
             ticks = (self.mid * self.step_bps / tick).to_integral_value(ROUND_HALF_EVEN)
             step = tick * max(1, int(ticks))
-            best_bid = floor_to(self.mid * (1 - self.half_spread), tick)
-            best_ask = max(ceil_to(self.mid * (1 + self.half_spread), tick), best_bid + tick)
+            best_bid = floor_to(self.mid * self._bid_factor, tick)
+            best_ask = max(ceil_to(self.mid * self._ask_factor, tick), best_bid + tick)
             self._frame = (best_bid, best_ask, step)
         best_bid, best_ask, step = self._frame
         if self._factors is None:
@@ -119,9 +122,23 @@ class CrowdBook:
         return self._levels(side) if gone == 0 else self._left(side, gone)
 
     def best(self, side: BookSide, now_ns: int) -> Level | None:
+        """The best level of `side` at `now_ns`. Once the side has nothing left to grow
+        back it stays as it is until the next market step or `consume`, at any later
+        time (refilling never goes back): kept until then."""
+        kept = self._kept.get(side)
+        if kept is not None and now_ns >= kept[0]:
+            return kept[1]
         gone = self.eaten(side, now_ns)
+        top = self._level(side, 0)
         if gone == 0:
-            return self._level(side, 0)
+            self._kept[side] = (now_ns, top)
+            return top
+        if top is None:  # no level 0: no level at all (the bids' prices fall)
+            return None
+        if gone < top[1]:  # the usual case, `_left` without its generators
+            left = floor_to(top[1] - gone, self.spec.size_increment)
+            if left > 0:
+                return (top[0], left)
         return next(self._left(side, gone), None)
 
     def _left(self, side: BookSide, gone: Decimal) -> Iterator[Level]:
@@ -138,3 +155,4 @@ class CrowdBook:
 
     def consume(self, side: BookSide, qty: Decimal, now_ns: int) -> None:
         self._eaten[side] = (self.eaten(side, now_ns) + qty, now_ns)
+        self._kept.pop(side, None)

@@ -10,6 +10,7 @@ and everything pushed until `connect()`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Generic
 from typing import TypeVar
 
@@ -18,7 +19,7 @@ from adapters.sim.faultplan import PushPlan
 __all__ = ["PushChannel"]
 
 T = TypeVar("T")
-Schedule = Callable[[int, Callable[[], None]], None]
+Schedule = Callable[[int, Callable[[], None]], object]  # (what it returns is not used)
 
 
 class PushChannel(Generic[T]):
@@ -92,12 +93,16 @@ class PushChannel(Generic[T]):
 
     def _send(self, item: T, copies: int) -> None:
         now = self._now()
-        extra = 0 if self.plan.clean else self.plan.delay_ns()
-        due = max(now + self._latency_ns + extra, self._last_due)
+        due = now + self._latency_ns
+        if not self.plan.clean:
+            due += self.plan.delay_ns()
+        if due < self._last_due:
+            due = self._last_due
         self._last_due = due
-        epoch = self._epoch
-        for _ in range(copies):
-            self._schedule(due - now, lambda: self._arrive(item, epoch))
+        arrive = partial(self._arrive, item, self._epoch)
+        self._schedule(due - now, arrive)
+        for _ in range(1, copies):  # duplicates
+            self._schedule(due - now, arrive)
 
     def _arrive(self, item: T, epoch: int) -> None:
         if epoch != self._epoch or not self.up:

@@ -154,7 +154,7 @@ class Exchange:
                 self.prices.jump(pid, bps)
             else:
                 self._next_step_ns += self.step_ns
-                if self.quiet(t):
+                if self._quiet and self.quiet(t):
                     continue  # a quiet stretch: nothing moves, nobody trades
                 self.prices.step()
             for pid, book in self.books.items():
@@ -362,7 +362,7 @@ class Exchange:
         if resting:
             bid = top_of_book(bid, resting, "buy")
             ask = top_of_book(ask, resting, "sell")
-        return (*(bid or _NO_LEVEL), *(ask or _NO_LEVEL))
+        return (bid or _NO_LEVEL) + (ask or _NO_LEVEL)
 
     def depth(self, product_id: int, levels: int = 10) -> tuple[list[Level], list[Level]]:
         """The crowd's book, best first (resting user orders not merged in)."""

@@ -96,6 +96,9 @@ class FaultPlan:
         self.rest_rng = random.Random(f"{seed}/rest")
         self.bbo_rng = random.Random(f"{seed}/bbo")
         self.conn_rng = random.Random(f"{seed}/connection")
+        self.windows = bool(profile.rest.rate_limit or profile.venue.down)
+        # No quote fault at all: every quote is fresh and `quote` draws nothing.
+        self.fresh_quotes = not (profile.market.stale_bbo or profile.market.crossed_bbo)
 
     # -- requests ---------------------------------------------------------------------------
     def request(self, *, effectful: bool) -> RequestFate:

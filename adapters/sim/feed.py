@@ -96,7 +96,7 @@ class Feed:
 
     def flush(self) -> None:
         """Push what the exchange recorded for our subaccount since the last flush."""
-        for rec in self.exchange.drain():
+        for rec in self.exchange.drain() if self.exchange.has_records() else ():
             if rec.subaccount != self.subaccount:
                 continue
             ev = push_event(rec)
@@ -150,7 +150,7 @@ class Feed:
         self._top[pid] = (fresh.bid, fresh.bid_qty, fresh.ask, fresh.ask_qty)
         ev = fresh
         last = self._last_bbo.get(pid)
-        fault = self.plan.quote(has_last=last is not None)
+        fault = "fresh" if self.plan.fresh_quotes else self.plan.quote(has_last=last is not None)
         if fault == "stale" and last is not None:
             self.stats["stale_bbo"] += 1
             ev = last  # an old quote with its old timestamp

@@ -36,16 +36,17 @@ class PriceProcess:
         # Per step and side, a depth factor in [0.5, 1.5] (the crowd's size breathes).
         self.depth: dict[int, tuple[float, float]] = dict.fromkeys(self._ids, (1.0, 1.0))
         self._sigma = float(volatility_bps_per_sqrt_s) / 1e4 * math.sqrt(step_ns / 1e9)
+        self._drift = 0.5 * self._sigma**2  # the log-normal correction, the same every step
         rho = float(correlation)
         self._common, self._own = math.sqrt(rho), math.sqrt(1.0 - rho)
         self.steps = 0
 
     def step(self) -> None:
-        rng = self._rng
+        rng, sigma, drift = self._rng, self._sigma, self._drift
         common = rng.gauss(0.0, 1.0)
         for pid in self._ids:
             z = self._common * common + self._own * rng.gauss(0.0, 1.0)
-            factor = to_decimal(math.exp(self._sigma * z - 0.5 * self._sigma**2))
+            factor = to_decimal(math.exp(sigma * z - drift))
             self.mids[pid] = (self.mids[pid] * factor).quantize(MID_PLACES, ROUND_HALF_EVEN)
             self.depth[pid] = (rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5))
         self.steps += 1

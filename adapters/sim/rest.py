@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import partial
 
 import attrs
 
@@ -105,14 +106,16 @@ class RestFace:
             arrives = fate.applied
             self._give_up(req)
         if arrives:
-            self.sched.later(self._req_ns + fate.in_ns, lambda: self._arrive(req))
+            self.sched.later(self._req_ns + fate.in_ns, partial(self._arrive, req))
 
     # -- at the venue ---------------------------------------------------------------------
     def _arrive(self, req: _Request) -> None:
         now = self.sched.now()
         t = now - self._origin
-        limited = self.plan.rate_limited(t)
-        if self.plan.down(t) is not None:
+        down = limited = None
+        if self.plan.windows:  # (`rest.rate_limit` or `venue.down` windows to look up)
+            down, limited = self.plan.down(t), self.plan.rate_limited(t)
+        if down is not None:
             self.stats["refused"] += 1
             self._answer(req, self._error(req, "retryable", "venue unreachable"))
         elif limited is not None:
@@ -239,7 +242,7 @@ class RestFace:
             self.stats["lost_answers"] += 1
             self._give_up(req)
             return
-        self.sched.later(due - now, lambda: self.emit(ev))
+        self.sched.later(due - now, partial(self.emit, ev))
 
     def _give_up(self, req: _Request) -> None:
         """The client hears nothing: at its timeout it reports the request as lost."""

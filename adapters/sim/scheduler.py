@@ -20,20 +20,27 @@ class Scheduler:
         self.closed = False
         self._timers: dict[int, TimerHandle] = {}
         self._key = 0
+        self.now: Callable[[], int] = clock.now_ns  # the clock's own: one call, not two
 
-    def now(self) -> int:
-        return self.clock.now_ns()
-
-    def later(self, delay_ns: int, fn: Callable[[], None]) -> None:
-        self._key += 1
-        key = self._key
+    def later(self, delay_ns: int, fn: Callable[[], None]) -> int:
+        """Run `fn` after `delay_ns`; returns the timer's key for `cancel`."""
+        # Both clocks fire a delay <= 0 at once, as "now" (no clamp needed here).
+        key = self._key = self._key + 1
+        timers = self._timers
 
         def run() -> None:
-            self._timers.pop(key, None)
+            timers.pop(key, None)
             if not self.closed:
                 fn()
 
-        self._timers[key] = self.clock.call_later(max(0, delay_ns), run)
+        timers[key] = self.clock.call_later(delay_ns, run)
+        return key
+
+    def cancel(self, key: int) -> None:
+        """Cancel a timer `later` armed (nothing if it already ran)."""
+        handle = self._timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
 
     def at(self, due_ns: int, fn: Callable[[], None]) -> None:
         self.later(due_ns - self.clock.now_ns(), fn)

@@ -111,6 +111,7 @@ class SimVenue:
         self._stream_up = True
         self._sent: dict[str, tuple[PlaceOrder, int]] = {}  # IOC/FOK in flight: sent ns
         self._open_immediate: set[str] = set()  # acked IOC/FOK whose end is unheard
+        self._probes: dict[str, int] = {}  # order id -> its probe's timer (Scheduler key)
         self.adapter_stats = dict.fromkeys(
             ("quote_refresh", "probes", "probe_resolved", "probe_undecided"), 0
         )
@@ -238,17 +239,17 @@ class SimVenue:
 
     # -- the adapter's own watch: quotes confirmed, IOC ends heard ------------------------
     def _observe(self, ev: Event) -> None:
-        now = self._sched.now()
         if isinstance(ev, BboUpdated):
-            self._confirmed[ev.product_id] = now
+            self._confirmed[ev.product_id] = self._sched.now()
         elif isinstance(ev, ConnectionChanged):
             self._stream_up = ev.state == "connected"
         elif isinstance(ev, OrderAccepted):
             sent = self._sent.pop(ev.order_id, None)
             if sent is not None:
                 self._open_immediate.add(ev.order_id)
-                wait = self._probe_rtts * max(now - sent[1], 1)
-                self._sched.later(wait, lambda: self._probe(sent[0]))
+                wait = self._probe_rtts * max(self._sched.now() - sent[1], 1)
+                key = self._sched.later(wait, lambda: self._probe(sent[0]))
+                self._probes[ev.order_id] = key
         elif isinstance(ev, VenueError) and ev.order_id is not None:
             self._sent.pop(ev.order_id, None)
         elif isinstance(ev, FillReceived):
@@ -266,9 +267,16 @@ class SimVenue:
     def _ended(self, order_id: str) -> None:
         self._sent.pop(order_id, None)
         self._open_immediate.discard(order_id)
+        # Its probe would find nothing to ask (the end is heard): it is not left to fire.
+        # (An order id is never accepted again after its end: a re-sent placement has
+        # the same digest and is refused as a duplicate.)
+        key = self._probes.pop(order_id, None)
+        if key is not None:
+            self._sched.cancel(key)
 
     def _probe(self, intent: PlaceOrder) -> None:
         """Two round trips after an IOC/FOK's ack and its end unheard: ask at once."""
+        self._probes.pop(intent.order_id, None)
         if intent.order_id not in self._open_immediate:
             return
         self._open_immediate.discard(intent.order_id)  # one probe per order
