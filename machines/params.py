@@ -7,19 +7,23 @@ from __future__ import annotations
 from decimal import ROUND_DOWN
 from decimal import ROUND_UP
 from decimal import Decimal
+from operator import is_
 
 import attrs
 
 from engine.core.messages import dec
 from engine.core.messages import opt_dec
 
-__all__ = ["CycleParams", "LegSpec"]
+__all__ = ["PER_CYCLE", "CycleParams", "LegSpec"]
 
 
 def _bps_ladder(values: object) -> tuple[Decimal, ...]:
     if not isinstance(values, list | tuple) or not values:
         raise ValueError("exit_ladder_bps must be a non-empty list")
-    return tuple(dec(v) for v in values)
+    ladder = tuple(dec(v) for v in values)
+    if type(values) is tuple and all(map(is_, ladder, values)):
+        return values  # already exact: the same tuple (every cycle's, from the template's)
+    return ladder
 
 
 @attrs.frozen(kw_only=True)
@@ -121,3 +125,8 @@ class CycleParams:
     @property
     def product_ids(self) -> tuple[int, int]:
         return (self.long.product_id, self.short.product_id)
+
+
+# The CycleParams fields the session sets for each cycle; every other field is the run's
+# template's, the same objects every cycle.
+PER_CYCLE = frozenset({"cycle", "long", "short", "carry_usd"})

@@ -31,10 +31,13 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING
 from decimal import Decimal
+from operator import attrgetter
+from operator import is_
 from typing import Literal
 
 import attrs
 
+from machines.params import PER_CYCLE
 from machines.params import CycleParams
 
 __all__ = [
@@ -121,11 +124,21 @@ class WorkPolicy:
 
     @classmethod
     def of(cls, purpose: str, p: CycleParams) -> WorkPolicy:
-        """The policy of `purpose` ("build", "unwind" or "exit") for the cycle `p`."""
+        """The policy of `purpose` ("build", "unwind" or "exit") for the cycle `p`.
+
+        A policy reads only the fields every cycle shares (`PER_CYCLE` aside): while they
+        hold the very objects they held last time (a session builds each cycle's params
+        from one template), the policy worked out then is this one."""
         make = {"build": cls.build, "unwind": cls.unwind, "exit": cls.exit}.get(purpose)
         if make is None:
             raise ValueError(f"unknown purpose {purpose!r}")
-        return make(p)
+        shared = _shared_fields(p)
+        last = _LAST.get(purpose)
+        if last is not None and all(map(is_, shared, last[0])):
+            return last[1]
+        policy = make(p)
+        _LAST[purpose] = (shared, policy)
+        return policy
 
     # maker_first: a resting maker order's deadline before it is repriced, and the total
     # resting time before the hedged rungs step aside (None: taker, no hedged rungs).
@@ -220,3 +233,9 @@ class WorkPolicy:
 
 def _if_maker(p: CycleParams, value: Decimal) -> Decimal | None:
     return value if p.execution == "maker_first" else None
+
+
+# What a policy is worked out from: the CycleParams fields every cycle shares.
+_shared_fields = attrgetter(*(f.name for f in attrs.fields(CycleParams) if f.name not in PER_CYCLE))
+# purpose → (the shared fields it was last worked out from, that policy)
+_LAST: dict[str, tuple[tuple[object, ...], WorkPolicy]] = {}

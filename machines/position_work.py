@@ -602,8 +602,7 @@ class PositionWork(OrderRounds, PureMachine):
         else:  # the next rung is chosen from the round just ended
             self.rung = self.rung if self.same_rung else self._next_rung()
             self.same_rung = False
-        self.round += 1
-        self.watch_hedge()
+        self.round += 1  # (the hedge watch: by `arm_wait` below, once the round is placed)
         rung = self.rungs[self.rung]
         if self.rereads():
             self.note(
@@ -798,19 +797,18 @@ class PositionWork(OrderRounds, PureMachine):
         return self.next_rung(skip_passive=one_done)
 
     def _held(self) -> dict[int, Decimal]:
+        """Per leg the signed amount this work holds: closing, what is still open; opening,
+        what its fills bought (long) and sold (short), i.e. the target less the remainder."""
         if self.closing():
             return {leg.product_id: self.open_qty(leg) for leg in self.p.legs}
-        return {
-            leg.product_id: (self.targets[i] - self.remainder(i)) * (1 if i == 0 else -1)
-            for i, leg in enumerate(self.p.legs)
-        }
+        return {pid: self.orders.signed_filled(pid) for pid in self.p.product_ids}
 
     def hedge_known(self) -> bool:
         """Every leg held is priced from a quote no older than `bbo_max_age_s`."""
         return self._known(self._held())
 
     def _known(self, held: dict[int, Decimal]) -> bool:
-        max_age_ns = self.p.bbo_max_age_s * 1_000_000_000
+        max_age_ns = self.max_quote_age_ns
         ledger = self.ledger
         for pid, qty in held.items():
             quote = ledger.quote(pid)
@@ -824,7 +822,7 @@ class PositionWork(OrderRounds, PureMachine):
 
     def within_hedge_tolerance(self) -> bool:
         held = self._held()  # (the legs looked at once for both)
-        return self._known(held) and abs(self._net_usd(held)) <= self.p.exposure_tolerance_usd
+        return self._known(held) and abs(self._net_usd(held)) <= self.tolerance_usd
 
     def _net_usd(self, qty: dict[int, Decimal]) -> Decimal:
         ledger = self.ledger
@@ -898,7 +896,7 @@ class PositionWork(OrderRounds, PureMachine):
             if quote is None or quote.bid <= 0 or quote.ask < quote.bid:
                 return f"no valid BBO for {leg.symbol}"
             age_ns = self.ledger.now_ns - quote.ts_ns
-            if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
+            if age_ns > self.max_quote_age_ns:
                 return f"stale BBO for {leg.symbol}: {Decimal(age_ns) / 10**9} s"
         return ""
 

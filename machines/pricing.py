@@ -477,6 +477,10 @@ class OrderRounds:
 
     def setup_rounds(self, policy: WorkPolicy) -> None:
         self.policy = policy
+        # The cycle's hedge tolerance and oldest usable quote, worked out once (every hedge
+        # watch and every round's pricing read them).
+        self.tolerance_usd = self.p.exposure_tolerance_usd
+        self.max_quote_age_ns = self.p.bbo_max_age_s * 1_000_000_000
         self.orders = OrderTracker(self.ledger)
         self.round = -1
         self.hard_reason = ""
@@ -645,7 +649,7 @@ class OrderRounds:
     def within_hedge_tolerance(self) -> bool:
         """`hedge_known()` and `net_usd()` within the tolerance (a host may answer both
         from one look at its legs)."""
-        return self.hedge_known() and abs(self.net_usd()) <= self.p.exposure_tolerance_usd
+        return self.hedge_known() and abs(self.net_usd()) <= self.tolerance_usd
 
     def watch_hedge(self) -> None:
         """Action: note when the legs went apart beyond the tolerance, or came back.
@@ -806,7 +810,7 @@ class OrderRounds:
                 # A resting order the venue will not cancel may fill unseen, unhedged.
                 self.watch_hedge()
                 if self.unhedged_since is not None or self._maker_open_usd(oid) > (
-                    self.p.exposure_tolerance_usd
+                    self.tolerance_usd
                 ):
                     self.refused_apart = oid
             return
@@ -1043,7 +1047,7 @@ class OrderRounds:
             self.note("no quote to price the leg", leg=leg.symbol)
             return None
         age_ns = self.ledger.now_ns - quote.ts_ns
-        if age_ns > self.p.bbo_max_age_s * 1_000_000_000:
+        if age_ns > self.max_quote_age_ns:
             self.note("stale BBO: leg not priced", leg=leg.symbol, age_ns=age_ns)
             return None
         if outside_band(self.p, self.ledger, leg.product_id) is not None:

@@ -26,14 +26,12 @@ from engine.core.intents import QueryPositions
 from engine.core.intents import SendAlert
 from machines.base import PureMachine
 from machines.base import State
+from machines.params import PER_CYCLE
 from machines.params import CycleParams
 from machines.position_work import PositionWork
 from machines.pricing import fills_agree
 from machines.pricing import read_lags_fills
 from machines.restore import RestoreMachine
-
-# What `_params` sets for each cycle; every other CycleParams field is the template's.
-PER_CYCLE = frozenset({"cycle", "long", "short", "carry_usd"})
 
 
 class SessionMachine(PureMachine):

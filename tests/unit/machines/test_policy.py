@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import attrs
+
+from machines.params import PER_CYCLE
+from machines.params import CycleParams
 from machines.policy import ATTEMPT_CAP
 from machines.policy import PRETRADE_CHECKS
 from machines.policy import ROUND_CAP
 from machines.policy import Rung
 from machines.policy import WorkPolicy
+from tests.unit.machines.fakes import ETH
+from tests.unit.machines.fakes import SOL
 from tests.unit.machines.fakes import params
 
 D = Decimal
@@ -56,3 +62,28 @@ def test_exit_policy_walks_the_exit_ladder_under_one_budget():
         "attempt_timeout",
         p.exit_attempt_timeout_s,
     )
+
+
+def test_a_policy_reads_no_per_cycle_field_and_is_worked_out_once_per_template():
+    """`WorkPolicy.of` gives the policy worked out last time while the shared fields hold
+    the very same objects: sound only because no policy reads a PER_CYCLE field."""
+    template = params(execution="maker_first", order_style="post_only")
+    shared = {f.name: getattr(template, f.name) for f in attrs.fields(CycleParams)}
+    shared = {k: v for k, v in shared.items() if k not in PER_CYCLE}
+    one = CycleParams(**shared, cycle=3, long=ETH, short=SOL, carry_usd="0.5")
+    two = CycleParams(**shared, cycle=4, long=SOL, short=ETH, carry_usd="-1.25")
+    assert two.exit_ladder_bps is one.exit_ladder_bps  # the template's, not a copy
+    for purpose, make in (
+        ("build", WorkPolicy.build),
+        ("unwind", WorkPolicy.unwind),
+        ("exit", WorkPolicy.exit),
+    ):
+        assert make(one) == make(two)  # the per-cycle fields change nothing
+        first = WorkPolicy.of(purpose, one)
+        assert first == make(one)
+        assert WorkPolicy.of(purpose, two) is first
+        # a shared field holding another object: worked out again, from it
+        other = attrs.evolve(two, cross_bps=D(7), exit_ladder_bps=(D(60), D(200)))
+        again = WorkPolicy.of(purpose, other)
+        assert again == make(other)
+        assert again != first
