@@ -89,6 +89,11 @@ _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 # records at the latest; a raw copy, `journal verify --truncate`, stores any number).
 GROUP_RECORDS = 256
 _LOST = "\ufffd"  # the text of a row whose stored payload is lost: never valid JSON
+# Blobs are stored from bytearrays: sqlite3 binds an exact bytearray (like int and str)
+# as it is, while each bytes value goes through its adapter lookup (a failed `__conform__`
+# attribute lookup, with its exception, per value: half the cost of inserting a row).
+# Same stored bytes. `_EMPTY` is shared and never changed.
+_EMPTY = bytearray()
 
 # Version 2: kind and machine are small integers (declared without a type: no text
 # affinity converts them); payload text or deflated bytes; hashes raw bytes.
@@ -156,7 +161,7 @@ class PayloadCodec:
             else None
         )
 
-    def encode_group(self, texts: list[str]) -> Sequence[str | bytes]:
+    def encode_group(self, texts: list[str]) -> Sequence[str | bytes | bytearray]:
         """The payload column of consecutive records stored in one transaction: their
         texts, one per line, deflated as one stream into the first row and an empty blob
         in each other row, when that is shorter; else the texts themselves."""
@@ -166,10 +171,11 @@ class PayloadCodec:
         if raw.count(b"\n") != len(texts) - 1:  # a text with a newline (never dumps')
             return texts
         c = self._base.copy()
-        packed = c.compress(raw) + c.flush()
+        packed = bytearray(c.compress(raw))  # (bytearray: see `_EMPTY`)
+        packed += c.flush()
         if len(packed) >= len(raw):
             return texts
-        out: list[str | bytes] = [b""] * len(texts)
+        out: list[str | bytes | bytearray] = [_EMPTY] * len(texts)
         out[0] = packed
         return out
 
@@ -271,7 +277,9 @@ class PayloadCodec:
 PLAIN = PayloadCodec(None)
 _PACKED_DICT = zlib.compress(PAYLOAD_DICT, 9)
 
-Row = tuple[int, int, int | str, int | str, str | bytes, bytes | str, bytes | str]
+Row = tuple[
+    int, int, int | str, int | str, str | bytes | bytearray, bytearray | str, bytearray | str
+]
 
 
 def _schema_of_db(db: sqlite3.Connection) -> int | None:
@@ -336,7 +344,7 @@ def stored_rows(
     is left empty; the first row of a file always holds its own. Payloads: deflated
     together, `GROUP_RECORDS` at a time (`PayloadCodec.encode_group`)."""
     recs = list(records)
-    payloads: list[str | bytes] = []
+    payloads: list[str | bytes | bytearray] = []
     for at in range(0, len(recs), GROUP_RECORDS):
         payloads += codec.encode_group([r.payload for r in recs[at : at + GROUP_RECORDS]])
     rows: list[Row] = []
@@ -350,7 +358,7 @@ def stored_rows(
                 kind_code(r.kind),
                 machine_code(r.machine),
                 payload,
-                b"" if linked else _raw(r.prev_hash),
+                _EMPTY if linked else _raw(r.prev_hash),
                 _raw(r.hash),
             )
         )
@@ -408,9 +416,9 @@ class RowReader:
         return rec
 
 
-def _raw(digest: str) -> bytes | str:
+def _raw(digest: str) -> bytearray | str:
     try:
-        return bytes.fromhex(digest)
+        return bytearray.fromhex(digest)  # (bytearray: see `_EMPTY`)
     except ValueError:
         return digest  # not a hash (a damaged record being copied as it is)
 
