@@ -28,6 +28,7 @@ readers take PATH and read every segment in order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 from typing import NamedTuple
@@ -87,6 +89,7 @@ _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 # At most this many records' payloads deflated together (the engine commits every 256
 # records at the latest; a raw copy, `journal verify --truncate`, stores any number).
 GROUP_RECORDS = 256
+ROWS_PER_INSERT = 64  # rows stored by one INSERT statement (`_insert_rows`)
 _LOST = "\ufffd"  # the text of a row whose stored payload is lost: never valid JSON
 # Blobs are stored from bytearrays: sqlite3 binds an exact bytearray (like int and str)
 # as it is, while each bytes value goes through its adapter lookup (a failed `__conform__`
@@ -653,7 +656,9 @@ class Journal:
         if self.codec.new_machines:
             self._db.executemany("INSERT INTO machines VALUES (?, ?)", self.codec.new_machines)
             self.codec.new_machines.clear()
-        self._db.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?)", rows)
+        for at in range(0, len(rows), ROWS_PER_INSERT):
+            part = rows[at : at + ROWS_PER_INSERT]
+            self._db.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))
 
     def records(self) -> list[Record]:
         """Committed records (every segment) followed by pending ones, in sequence order."""
@@ -674,6 +679,14 @@ class Journal:
         read-only readers (report, status, replay, verify) then open it without creating
         `-wal`/`-shm` files beside it. The next writer turns WAL on again."""
         self._db.execute("PRAGMA journal_mode=DELETE")
+
+
+@functools.cache
+def _insert_rows(n: int) -> str:
+    """One INSERT of `n` rows: SQLite runs it as one statement (one step, one reset)
+    instead of `executemany`'s one per row; at most `ROWS_PER_INSERT` rows, so that the
+    connection's statement cache (128) holds every size."""
+    return "INSERT INTO journal VALUES " + ",".join(["(?,?,?,?,?,?,?)"] * n)
 
 
 def _is_jsonl(path: Path) -> bool:
