@@ -350,9 +350,17 @@ def stored_rows(
     for at in range(0, len(recs), GROUP_RECORDS):
         payloads += codec.encode_group([r.payload for r in recs[at : at + GROUP_RECORDS]])
     rows: list[Row] = []
-    kind_code, machine_code = codec.kind_code, codec.machine_code
+    kind_code, machine_code, raw = codec.kind_code, codec.machine_code, bytearray.fromhex
     for r, payload in zip(recs, payloads, strict=True):
-        linked = before is not None and r.prev_hash == before
+        digest, prev = r.hash, r.prev_hash
+        linked = prev == before  # (never when `before` is None)
+        stored_hash: bytearray | str
+        stored_prev: bytearray | str
+        try:  # `_raw` of both, inline: this runs for every record written
+            stored_hash = raw(digest)
+            stored_prev = _EMPTY if linked else raw(prev)
+        except ValueError:  # (a damaged record being copied as it is)
+            stored_hash, stored_prev = _raw(digest), _EMPTY if linked else _raw(prev)
         rows.append(
             (
                 r.seq,
@@ -360,11 +368,11 @@ def stored_rows(
                 kind_code(r.kind),
                 machine_code(r.machine),
                 payload,
-                _EMPTY if linked else _raw(r.prev_hash),
-                _raw(r.hash),
+                stored_prev,
+                stored_hash,
             )
         )
-        before = r.hash
+        before = digest
     return rows
 
 
