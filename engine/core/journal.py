@@ -589,6 +589,9 @@ class Journal:
                 "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
             ).fetchone()
             self.codec = PayloadCodec.for_writing(self._db)
+            # the commit path's statements run on one cursor (`Connection.execute` makes
+            # a new one for each statement)
+            self._cursor = self._db.cursor()
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         # the hash of the last row stored in this file (None: the file has none yet)
@@ -647,9 +650,9 @@ class Journal:
             self._pending.clear()
             return
         try:
-            self._db.execute("BEGIN")
+            self._cursor.execute("BEGIN")
             self.insert(self._pending, self._stored_hash)
-            self._db.execute("COMMIT")
+            self._cursor.execute("COMMIT")
         except sqlite3.Error as exc:
             raise JournalError(f"journal commit failed: {exc}") from exc
         self.committed = self._seq
@@ -662,11 +665,11 @@ class Journal:
         they are the first to mention, inside the caller's transaction."""
         rows = stored_rows(records, self.codec, before)
         if self.codec.new_machines:
-            self._db.executemany("INSERT INTO machines VALUES (?, ?)", self.codec.new_machines)
+            self._cursor.executemany("INSERT INTO machines VALUES (?, ?)", self.codec.new_machines)
             self.codec.new_machines.clear()
         for at in range(0, len(rows), ROWS_PER_INSERT):
             part = rows[at : at + ROWS_PER_INSERT]
-            self._db.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))
+            self._cursor.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))
 
     def records(self) -> list[Record]:
         """Committed records (every segment) followed by pending ones, in sequence order."""
