@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import attrs
-
 from engine.core.clock import VirtualClock
 from engine.core.journal import GENESIS
 from engine.core.journal import Journal
@@ -122,14 +120,14 @@ def test_replay_names_the_first_record_it_does_not_make_again(tmp_path):
     assert replay_records(records).ok
     i = next(i for i, r in enumerate(records) if r.kind == "transition")
     want = records[i]
-    changed = attrs.evolve(want, payload=want.payload.replace('"to":', '"to":"x",  "y":'))
+    changed = want._replace(payload=want.payload.replace('"to":', '"to":"x",  "y":'))
     d = replay_records([*records[:i], changed, *records[i + 1 :]]).divergence
     assert d is not None
     assert (d.index, d.expected) == (i, changed)
     assert d.actual is not None
     assert d.actual.payload == want.payload  # what it made
     # a record beyond what the replay makes, at another time: it is the divergence
-    after = attrs.evolve(want, seq=records[-1].seq + 1, ts=records[-1].ts + 1)
+    after = want._replace(seq=records[-1].seq + 1, ts=records[-1].ts + 1)
     d = replay_records([*records, after]).divergence
     assert d is not None
     assert (d.index, d.expected, d.actual) == (len(records), after, None)
