@@ -47,9 +47,8 @@ class Deadlines:
         self._clock = clock
         self._fire = fire
         self._schedule = schedule
-        self._armed: dict[tuple[str, str], Armed] = {}
-        # the same deadlines by machine (name → armed, in arming order): a state's exit
-        # looks at its own machine's few, not at every machine's
+        # machine → name → armed, in arming order: a state's exit looks at its own
+        # machine's few, not at every machine's
         self._by_machine: dict[str, dict[str, Armed]] = {}
         self._generation = 0
 
@@ -70,7 +69,6 @@ class Deadlines:
 
             handle = self._clock.call_at(due, expired)
         armed = Armed(machine, name, gen, due, owner_state, handle)
-        self._armed[(machine, name)] = armed
         mine = self._by_machine.get(machine)
         if mine is None:
             mine = self._by_machine[machine] = {}
@@ -78,18 +76,17 @@ class Deadlines:
         return armed
 
     def disarm(self, machine: str, name: str) -> Armed | None:
-        armed = self._armed.pop((machine, name), None)
-        if armed is not None:
-            self._forget(machine, name)
-            if armed.handle is not None:
-                armed.handle.cancel()
+        armed = self._forget(machine, name)
+        if armed is not None and armed.handle is not None:
+            armed.handle.cancel()
         return armed
 
-    def _forget(self, machine: str, name: str) -> None:
-        mine = self._by_machine[machine]
-        del mine[name]
-        if not mine:
+    def _forget(self, machine: str, name: str) -> Armed | None:
+        mine = self._by_machine.get(machine)
+        armed = mine.pop(name, None) if mine else None
+        if mine is not None and not mine:
             del self._by_machine[machine]
+        return armed
 
     def disarm_owned(self, machine: str, state_id: str) -> list[Armed]:
         mine = self._by_machine.get(machine)
@@ -104,19 +101,18 @@ class Deadlines:
 
     def take(self, ev: DeadlineExpired) -> bool:
         """Consume a current expiry; False means it is stale (disarmed or re-armed since)."""
-        key = (ev.target or "", ev.name)
-        armed = self._armed.get(key)
+        machine = ev.target or ""
+        armed = self._by_machine.get(machine, {}).get(ev.name)
         if armed is None or armed.generation != ev.generation:
             return False
-        del self._armed[key]
-        self._forget(key[0], key[1])
+        self._forget(machine, ev.name)
         return True
 
     def armed_for(self, machine: str) -> list[Armed]:
         return list(self._by_machine.get(machine, {}).values())
 
     def __len__(self) -> int:
-        return len(self._armed)
+        return sum(len(mine) for mine in self._by_machine.values())
 
 
 @attrs.define

@@ -151,7 +151,7 @@ def test_the_journal_fold_knows_exactly_the_deadlines_the_engine_has_armed(execu
         out = original(*args, **kwargs)
         live = {
             mid: {a.name: a.due_ns for a in engine.deadlines.armed_for(mid)}
-            for mid in {a.machine for a in engine.deadlines._armed.values()}
+            for mid in engine.deadlines._by_machine
         }
         assert fold.deadlines == live, (steps, fold.deadlines, live)
         steps += 1
