@@ -66,6 +66,7 @@ placed as IOCs.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from decimal import ROUND_DOWN
 from decimal import ROUND_HALF_DOWN
@@ -126,6 +127,7 @@ __all__ = [
 
 BPS = Decimal(10_000)
 ZERO = Decimal(0)
+_EVERY_ROUND = (-sys.maxsize - 1, sys.maxsize)  # (first, last): rounds of every order
 MAX_ORDER_QUERIES = 3  # QueryOrder per order before the machine gives up on it
 RESTING_TIF = frozenset({"post_only", "default"})  # orders that can rest on the book
 SPREAD_TIE_BPS = Decimal("0.1")  # spreads this close count as equal (choose_maker_leg)
@@ -419,12 +421,9 @@ class OrderTracker:
         return placed
 
     def signed_filled(self, product_id: int, round_: int | None = None) -> Decimal:
-        total = ZERO
-        for oid, t in self.orders.items():
-            if t.product_id == product_id and (round_ is None or t.round == round_):
-                qty = self.filled(oid)
-                total += qty if t.side == "buy" else -qty
-        return total
+        """The product's fills, signed (buy > 0): of round `round_`, or of every round."""
+        first, last = _EVERY_ROUND if round_ is None else (round_, round_)
+        return self.signed_filled_in(product_id, first, last)
 
     def signed_filled_in(self, product_id: int, first: int, last: int) -> Decimal:
         """`signed_filled` summed over rounds `first`..`last`, in one pass over the orders
