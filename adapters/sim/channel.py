@@ -100,8 +100,7 @@ class PushChannel(Generic[T]):
             due = self._last_due
         self._last_due = due
         arrive = partial(self._arrive, item, self._epoch)
-        self._schedule(due - now, arrive)
-        for _ in range(1, copies):  # duplicates
+        for _ in range(copies):
             self._schedule(due - now, arrive)
 
     def _arrive(self, item: T, epoch: int) -> None:

@@ -14,11 +14,11 @@ from adapters.sim.exchange import Exchange
 from adapters.sim.faultplan import FaultPlan
 from adapters.sim.faults import NS_PER_MS
 from adapters.sim.faults import FaultProfile
-from adapters.sim.mapping import bbo_event
 from adapters.sim.mapping import crossed
 from adapters.sim.mapping import push_event
 from adapters.sim.mapping import skewed
 from adapters.sim.mapping import top_event
+from adapters.sim.matching import Top
 from adapters.sim.scheduler import Scheduler
 from engine.core.events import BboUpdated
 from engine.core.events import ConnectionChanged
@@ -122,31 +122,35 @@ class Feed:
         nxt = self._next_step if self._on_change else min(self._next_step, self._next_bbo)
         self.sched.at(nxt, self._tick)
 
-    def _fresh(self, pid: int) -> BboUpdated:
-        """The top of book as shown now: with the oracle price, and `market.skew` applied."""
-        spec = self.exchange.specs[pid]
-        skew = self.profile.market.skew_factor(spec.symbol, self.exchange.now_ns - self._origin)
-        return bbo_event(self.exchange.bbo(pid), self.exchange.mid(pid), skew, spec.tick)
+    def _shown(self, pid: int) -> Top:
+        """The top of book as shown now: (bid, bid qty, ask, ask qty), `market.skew`
+        applied to the products it names."""
+        exchange = self.exchange
+        shown = exchange.top(pid)
+        if pid in self._skewed:
+            spec = exchange.specs[pid]
+            skew = self.profile.market.skew_factor(spec.symbol, exchange.now_ns - self._origin)
+            shown = skewed(shown, skew, spec.tick)
+        return shown
+
+    def _event(self, pid: int, shown: Top) -> BboUpdated:
+        """The quote pushed for `shown`, with the oracle price."""
+        return top_event(pid, shown, self.exchange.now_ns, self.exchange.mid(pid))
 
     def _push_changed(self) -> None:
         # The shown top is compared first; the event is built only when it moved.
-        exchange = self.exchange
-        moment = exchange.moment()
+        moment = self.exchange.moment()
         if moment == self._looked:
             return  # nothing moved since the last look
         self._looked = moment
         for pid in self._pids:
-            shown = exchange.top(pid)
-            if pid in self._skewed:
-                spec = exchange.specs[pid]
-                skew = self.profile.market.skew_factor(spec.symbol, exchange.now_ns - self._origin)
-                shown = skewed(shown, skew, spec.tick)
+            shown = self._shown(pid)
             if self._top.get(pid) != shown:
-                self._push_bbo(pid, top_event(pid, shown, exchange.now_ns, exchange.mid(pid)))
+                self._push_bbo(pid, self._event(pid, shown))
 
     def _push_bbo(self, pid: int, fresh: BboUpdated | None = None) -> None:
         if fresh is None:
-            fresh = self._fresh(pid)
+            fresh = self._event(pid, self._shown(pid))
         self._top[pid] = (fresh.bid, fresh.bid_qty, fresh.ask, fresh.ask_qty)
         ev = fresh
         last = self._last_bbo.get(pid)

@@ -6,7 +6,6 @@ import hashlib
 from decimal import ROUND_CEILING
 from decimal import Decimal
 
-from adapters.sim.matching import Bbo
 from adapters.sim.matching import Top
 from adapters.sim.products import floor_to
 from adapters.sim.records import FillRecord
@@ -34,7 +33,6 @@ from engine.core.intents import QueryPositions
 __all__ = [
     "EFFECTFUL",
     "VENUE_INTENTS",
-    "bbo_event",
     "crossed",
     "fill_event",
     "ids",
@@ -43,7 +41,6 @@ __all__ = [
     "order_request",
     "push_event",
     "retry_after",
-    "shown_top",
     "skewed",
     "top_event",
 ]
@@ -134,20 +131,10 @@ def open_order(order: SimOrder) -> OpenOrder:
     )
 
 
-def bbo_event(
-    bbo: Bbo,
-    oracle: Decimal | None = None,
-    skew: Decimal | None = None,
-    tick: Decimal | None = None,
-) -> BboUpdated:
-    """The top of book as pushed, with the oracle price (the sim's oracle is the fair mid
-    its own oracle band checks against); `skew` multiplies the shown quote only
-    (`market.skew`), rounded to `tick`."""
-    return top_event(bbo.product_id, shown_top(bbo, skew, tick), bbo.ts_ns, oracle)
-
-
 def top_event(product_id: int, shown: Top, ts_ns: int, oracle: Decimal | None) -> BboUpdated:
-    """A pushed quote from the (bid, bid qty, ask, ask qty) it shows."""
+    """A pushed quote from the (bid, bid qty, ask, ask qty) it shows (`skewed`: what
+    `market.skew` shows), with the oracle price (the sim's oracle is the fair mid its own
+    oracle band checks against)."""
     bid, bid_qty, ask, ask_qty = shown
     return BboUpdated(
         product_id=product_id,
@@ -158,11 +145,6 @@ def top_event(product_id: int, shown: Top, ts_ns: int, oracle: Decimal | None) -
         ts_venue_ns=ts_ns,
         oracle_price=oracle,
     )
-
-
-def shown_top(bbo: Bbo, skew: Decimal | None = None, tick: Decimal | None = None) -> Top:
-    """(bid, bid qty, ask, ask qty) as `bbo_event` shows them."""
-    return skewed((bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty), skew, tick)
 
 
 def skewed(top: Top, skew: Decimal | None, tick: Decimal | None) -> Top:

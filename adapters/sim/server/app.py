@@ -48,8 +48,8 @@ from adapters.sim.exchange import Exchange
 from adapters.sim.faultplan import FaultPlan
 from adapters.sim.faults import NS_PER_MS
 from adapters.sim.faults import FaultProfile
+from adapters.sim.mapping import skewed
 from adapters.sim.matching import Bbo
-from adapters.sim.products import floor_to
 from adapters.sim.products import resolve
 from adapters.sim.records import FillRecord
 from adapters.sim.records import OrderUpdateRecord
@@ -436,9 +436,11 @@ class VenueServer:
         bbo = self.exchange.bbo(pid)
         spec = self.exchange.specs[pid]
         skew = self.profile.market.skew_factor(spec.symbol, self.exchange.now_ns - self.origin_ns)
-        if skew is None or bbo.bid <= 0 or bbo.ask <= 0:
+        if skew is None:
             return bbo
-        bid, ask = floor_to(bbo.bid * skew, spec.tick), floor_to(bbo.ask * skew, spec.tick)
+        bid, _bid_qty, ask, _ask_qty = skewed(
+            (bbo.bid, bbo.bid_qty, bbo.ask, bbo.ask_qty), skew, spec.tick
+        )
         return attrs.evolve(bbo, bid=bid, ask=ask)
 
     def _push_bbo(self, pid: int) -> None:
