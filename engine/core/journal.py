@@ -18,7 +18,7 @@ machine as the id of its name in the file's `machines` table; the payload deflat
 against the preset dictionary kept (itself deflated) in the file's `payload_dict` table
 (when shorter). Version 5: the payloads of one transaction are deflated together, as
 one stream (their texts one per line), into its first row; its other rows store an empty
-blob and read their text from that stream by their distance to the first (`GroupReader`).
+blob and read their text from that stream by their distance to the first (`RowReader`).
 Version 1 files (hex-text or 32-byte hashes, text kinds and machines, text payloads)
 still read the same (export, report, status). With `max_bytes`, a full file is closed
 after a commit and the journal goes on in the next segment file (`segment_path`);
