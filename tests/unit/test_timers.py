@@ -1,5 +1,5 @@
 """Deadlines keep each machine's deadlines apart (a state's exit looks at its own machine's
-only), in arming order, consistent with the one flat table `take` and `len` read."""
+only), in arming order; `take` and `len` read the same table."""
 
 from __future__ import annotations
 
